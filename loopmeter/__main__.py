@@ -1,0 +1,3 @@
+from loopmeter.cli import main
+
+main()

@@ -1,0 +1,70 @@
+"""Plain records passed between parts before they reach the store.
+
+Light on purpose (dataclasses only): parsers, backends and the receiver build
+these without importing SQLModel; only `loopmeter.store` writes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+COST_REPORTED = "reported"
+COST_CALCULATED = "calculated"
+COST_UNPRICED = "unpriced"
+
+
+@dataclass
+class UsageRow:
+    """One model call. Token fields are None when the source did not report them."""
+
+    key: str  # dedup key, unique in the store (e.g. "anthropic-req:<request id>")
+    source: str  # loop, claude-code-log, codex-log, gemini-log, otlp, claude-json, ...
+    ts: datetime
+    model: str | None = None
+    agent: str | None = None
+    provider: str | None = None
+    session_id: str | None = None
+    project: str | None = None
+    user: str | None = None
+    input_tokens: int | None = None  # non-cached input
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None  # all cache writes (5-minute + 1-hour)
+    cache_write_1h_tokens: int | None = None  # the 1-hour part of cache_write_tokens, where known
+    output_tokens: int | None = None  # reasoning included
+    reasoning_tokens: int | None = None
+    cost_usd: float | None = None
+    cost_source: str = COST_UNPRICED
+    latency_ms: float | None = None
+    request_id: str | None = None
+    run_id: str | None = None
+    attempt_id: str | None = None
+    price_table_sha256: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(
+            v or 0
+            for v in (self.input_tokens, self.cache_read_tokens, self.cache_write_tokens, self.output_tokens)
+        )
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ExecResult:
+    """What a sandboxed (or plain) command did."""
+
+    exit_code: int
+    stdout: str = ""
+    stderr: str = ""
+    wall_s: float = 0.0
+    timed_out: bool = False
+    killed_reason: str | None = None  # timeout, memory, output, cancelled
+    denials: list[dict[str, Any]] = field(default_factory=list)

@@ -1,0 +1,100 @@
+"""Provider API keys: from the OS keyring (`loopmeter auth set`) or the environment.
+
+A secret is never printed, logged or written to the store. Callers get the value
+only to hand it to the one agent process whose policy names it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+SERVICE = "loopmeter"
+
+# provider -> the environment variable its agents and SDKs read
+PROVIDERS: dict[str, str] = {
+    "anthropic": "ANTHROPIC_API_KEY",
+    "openai": "OPENAI_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "cursor": "CURSOR_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "together": "TOGETHER_API_KEY",
+}
+
+
+@dataclass
+class KeyStatus:
+    provider: str
+    env_var: str
+    present: bool
+    where: str  # keyring, env, none
+
+
+def env_var(provider: str) -> str:
+    from loopmeter.errors import LoopmeterError
+
+    try:
+        return PROVIDERS[provider.lower()]
+    except KeyError:
+        raise LoopmeterError(
+            f"unknown provider '{provider}'", hint="known providers: " + ", ".join(sorted(PROVIDERS))
+        ) from None
+
+
+def keyring_usable() -> tuple[bool, str]:
+    """Whether a real keyring backend exists (headless Linux often has none)."""
+    try:
+        import keyring
+        from keyring.backends import fail
+    except Exception as exc:  # pragma: no cover - keyring is a dependency
+        return False, f"keyring not importable: {exc}"
+    backend = keyring.get_keyring()
+    if isinstance(backend, fail.Keyring):
+        return False, "no keyring backend is available on this machine"
+    try:
+        priority = float(getattr(backend, "priority", 1))
+    except Exception:
+        priority = 1.0
+    if priority <= 0:
+        return False, f"keyring backend {type(backend).__name__} is not usable here"
+    return True, type(backend).__name__
+
+
+def _from_keyring(provider: str) -> str | None:
+    ok, _ = keyring_usable()
+    if not ok:
+        return None
+    import keyring
+
+    try:
+        return keyring.get_password(SERVICE, provider)
+    except Exception:
+        return None
+
+
+def get_key(provider: str, env: dict[str, str] | None = None) -> tuple[str | None, str]:
+    """(value, where): the environment wins over the keyring, so CI can override."""
+    env = os.environ if env is None else env
+    var = env_var(provider)
+    if env.get(var):
+        return env[var], "env"
+    value = _from_keyring(provider)
+    if value:
+        return value, "keyring"
+    return None, "none"
+
+
+def status(env: dict[str, str] | None = None, use_keyring: bool = True) -> list[KeyStatus]:
+    env = os.environ if env is None else env
+    out = []
+    for provider, var in PROVIDERS.items():
+        if env.get(var):
+            out.append(KeyStatus(provider, var, True, "env"))
+        elif use_keyring and _from_keyring(provider):
+            out.append(KeyStatus(provider, var, True, "keyring"))
+        else:
+            out.append(KeyStatus(provider, var, False, "none"))
+    return out

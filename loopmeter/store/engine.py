@@ -1,0 +1,166 @@
+"""Open the store: SQLite (WAL, busy timeout) by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, insert, select
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
+
+from loopmeter.errors import StoreError
+from loopmeter.records import UsageRow
+from loopmeter.store import migrations, models
+
+BUSY_TIMEOUT_MS = 10_000
+_USAGE_COLUMNS = [c.name for c in models.Usage.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
+
+
+def as_utc(ts: datetime) -> datetime:
+    """Aware UTC; a naive datetime is taken to be UTC already."""
+    if ts.tzinfo is None:
+        return ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+class Store:
+    """The one writer of loopmeter's records. Thread-safe; one per process is enough."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._audit_lock = threading.Lock()
+
+    # -- sessions -----------------------------------------------------------
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            return len(migrations.applied(conn))
+
+    # -- writes -------------------------------------------------------------
+    def _insert_ignore(self, table: Any, rows: list[dict[str, Any]], conflict_cols: list[str]) -> int:
+        if not rows:
+            return 0
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        elif self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert  # type: ignore[assignment]
+        else:  # pragma: no cover - other databases are not supported
+            raise StoreError(f"unsupported database dialect {self.dialect}")
+        stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=conflict_cols)
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":  # psycopg reports no rowcount for batched inserts
+                returning = stmt.returning(table.c[conflict_cols[0]])
+                return len(conn.execute(returning, rows).all())
+            result = conn.execute(stmt, rows)
+            return max(result.rowcount or 0, 0)
+
+    def add_usage(self, rows: Iterable[UsageRow]) -> int:
+        """Insert usage rows, skipping keys already stored. Returns how many were new."""
+        payload = []
+        for row in rows:
+            d = row.as_dict()
+            d["ts"] = as_utc(row.ts)
+            payload.append({c: d.get(c) for c in _USAGE_COLUMNS})
+        return self._insert_ignore(models.Usage.__table__, payload, ["key"])  # type: ignore[attr-defined]
+
+    def add_spans(self, rows: list[dict[str, Any]]) -> int:
+        return self._insert_ignore(models.Span.__table__, rows, ["trace_id", "span_id"])  # type: ignore[attr-defined]
+
+    def save(self, *objs: Any) -> None:
+        with self.session() as s:
+            for obj in objs:
+                s.merge(obj)
+            s.commit()
+
+    def get(self, model: type, key: Any) -> Any:
+        with self.session() as s:
+            return s.get(model, key)
+
+    def count(self, model: type) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(model.__table__)).scalar_one())  # type: ignore[attr-defined]
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+        )
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except ModuleNotFoundError as exc:
+        raise StoreError(
+            f"no driver for {url.split(':', 1)[0]}: {exc.name} is not installed",
+            hint="pip install 'loopmeter[postgres]'",
+        ) from exc
+
+
+def open_store(url: str | None = None, *, migrate: bool = True) -> Store:
+    """Open (and migrate) the store at `url`, or at the configured LOOPMETER_DB_URL."""
+    if url is None:
+        from loopmeter.config import load_settings
+
+        url = load_settings().db_url
+    engine = make_engine(url)
+    try:
+        if migrate:
+            with engine.begin() as conn:
+                migrations.migrate(conn)
+    except OperationalError as exc:
+        from loopmeter.config import mask_url
+
+        msg = str(exc.orig) if exc.orig is not None else str(exc)
+        hint = "another loopmeter may be writing; try again" if "locked" in msg else "check LOOPMETER_DB_URL"
+        raise StoreError(f"cannot open the store at {mask_url(url)}: {msg}", hint=hint) from exc
+    return Store(engine)
+
+
+_default: Store | None = None
+_default_lock = threading.Lock()
+
+
+def default_store() -> Store:
+    """The process-wide store for the configured URL (opened once)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = open_store()
+        return _default
+
+
+def insert_rows(store: Store, model: type, rows: list[dict[str, Any]]) -> None:
+    """Plain bulk insert (no conflict handling) for seeding and benchmarks."""
+    if rows:
+        with store.engine.begin() as conn:
+            conn.execute(insert(model.__table__), rows)  # type: ignore[attr-defined]

@@ -1,0 +1,79 @@
+"""Append-only list of named migrations, applied in order on every open.
+
+`0001_initial` creates any missing table from the current models, so a fresh
+database is complete at once; each later migration brings a database written by
+an older loopmeter up to date and is a no-op where its change is already there.
+Never edit or reorder an applied migration: append a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection, inspect, text
+from sqlmodel import SQLModel
+
+from loopmeter.store import models
+
+
+def _add_column(conn: Connection, table: str, column: str, ddl_type: str) -> None:
+    cols = {c["name"] for c in inspect(conn).get_columns(table)}
+    if column not in cols:
+        conn.execute(text(f'ALTER TABLE "{table}" ADD COLUMN {column} {ddl_type}'))
+
+
+def _create_missing_indexes(conn: Connection) -> None:
+    for table in SQLModel.metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+
+
+def m0001_initial(conn: Connection) -> None:
+    SQLModel.metadata.create_all(conn, tables=[t.__table__ for t in models.ALL_TABLES])  # type: ignore[attr-defined]
+
+
+def m0002_price_hash_and_iterations(conn: Connection) -> None:
+    # Schema 1 had no price-table hash on usage rows and no attempt-level time to signal.
+    _add_column(conn, "usage", "price_table_sha256", "VARCHAR(64)")
+    _add_column(conn, "attempt", "time_to_signal_s", "FLOAT")
+    _add_column(conn, "attempt", "iterations_to_green", "INTEGER")
+    _create_missing_indexes(conn)
+
+
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
+    ("0001_initial", m0001_initial),
+    ("0002_price_hash_and_iterations", m0002_price_hash_and_iterations),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def applied(conn: Connection) -> list[str]:
+    if not inspect(conn).has_table("loopmeter_migrations"):
+        return []
+    return [r[0] for r in conn.execute(text("SELECT name FROM loopmeter_migrations ORDER BY name"))]
+
+
+def migrate(conn: Connection) -> list[str]:
+    """Apply what is missing; returns the names applied now."""
+    models.Meta.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+    done = set(applied(conn))
+    known = {name for name, _ in MIGRATIONS}
+    newer = done - known
+    if newer:
+        from loopmeter.errors import StoreError
+
+        raise StoreError(
+            f"the database was written by a newer loopmeter (migrations {sorted(newer)})",
+            hint="upgrade loopmeter, or point LOOPMETER_DB_URL at another database",
+        )
+    now_applied = []
+    for name, fn in MIGRATIONS:
+        if name in done:
+            continue
+        fn(conn)
+        conn.execute(
+            models.Meta.__table__.insert().values(name=name, applied_at=datetime.now(UTC))  # type: ignore[attr-defined]
+        )
+        now_applied.append(name)
+    return now_applied

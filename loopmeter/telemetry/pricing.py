@@ -1,0 +1,159 @@
+"""Prices per token, read from LiteLLM's bundled price file without importing litellm.
+
+A user file `$LOOPMETER_HOME/prices.json` (same shape) overrides or adds entries.
+A model with no known price costs `None` (unpriced), never 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from loopmeter.errors import ConfigError
+
+PRICE_FILE_NAME = "model_prices_and_context_window_backup.json"
+TIER_THRESHOLD = 200_000  # LiteLLM's "_above_200k_tokens" tier boundary
+
+
+def litellm_price_file() -> Path | None:
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / PRICE_FILE_NAME
+    return path if path.is_file() else None
+
+
+@dataclass
+class PriceTable:
+    entries: dict[str, dict[str, Any]]
+    source: str
+    sha256: str
+    overrides: str | None = None
+    _lower: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._lower = {k.lower(): k for k in self.entries}
+
+    @property
+    def model_count(self) -> int:
+        return sum(1 for k, v in self.entries.items() if k != "sample_spec" and isinstance(v, dict))
+
+    def lookup(self, model: str | None, provider: str | None = None) -> dict[str, Any] | None:
+        """Find a model's entry: exact, provider-prefixed, without provider prefix, without date suffix."""
+        if not model:
+            return None
+        candidates = [model]
+        if provider:
+            candidates.append(f"{provider}/{model}")
+        if "/" in model:
+            candidates.append(model.split("/", 1)[1])
+            candidates.append(model.rsplit("/", 1)[1])
+        for name in candidates:
+            key = self._lower.get(name.lower())
+            if key is not None:
+                entry = self.entries[key]
+                if isinstance(entry, dict) and "input_cost_per_token" in entry:
+                    return entry
+        return None
+
+    def cost(
+        self,
+        model: str | None,
+        *,
+        input_tokens: int | None = 0,
+        output_tokens: int | None = 0,
+        cache_read_tokens: int | None = 0,
+        cache_write_tokens: int | None = 0,
+        cache_write_1h_tokens: int | None = 0,
+        provider: str | None = None,
+    ) -> float | None:
+        """USD for one call from split tokens; None when the model has no price.
+
+        `input_tokens` is the non-cached input; `cache_write_tokens` is all cache
+        writes, of which `cache_write_1h_tokens` were 1-hour writes (priced at the
+        `_above_1hr` rate where the table has one). Output includes reasoning.
+        Above 200k prompt tokens, the `_above_200k_tokens` rates apply to the whole call.
+        """
+        entry = self.lookup(model, provider)
+        if entry is None:
+            return None
+        inp = input_tokens or 0
+        out = output_tokens or 0
+        cr = cache_read_tokens or 0
+        cw = cache_write_tokens or 0
+        cw1h = min(cache_write_1h_tokens or 0, cw)
+        cw5m = cw - cw1h
+        prompt = inp + cr + cw
+        tier = "_above_200k_tokens" if prompt > TIER_THRESHOLD else ""
+
+        def rate(name: str, fallback: float | None = None) -> float:
+            if tier and entry.get(name + tier) is not None:
+                return float(entry[name + tier])
+            value = entry.get(name)
+            if value is None:
+                return float(fallback or 0.0)
+            return float(value)
+
+        in_rate = rate("input_cost_per_token")
+        out_rate = rate("output_cost_per_token")
+        read_rate = rate("cache_read_input_token_cost", in_rate)
+        write_rate = rate("cache_creation_input_token_cost", in_rate)
+        write_1h_rate = float(entry.get("cache_creation_input_token_cost_above_1hr") or write_rate)
+        return inp * in_rate + out * out_rate + cr * read_rate + cw5m * write_rate + cw1h * write_1h_rate
+
+
+def _hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_price_table(base: Path | None = None, user_file: Path | None = None) -> PriceTable:
+    """Load the bundled LiteLLM table, then apply a user's override file."""
+    base = base or litellm_price_file()
+    entries: dict[str, dict[str, Any]] = {}
+    digest = hashlib.sha256()
+    source = "none"
+    if base is not None and base.is_file():
+        raw = base.read_bytes()
+        entries = json.loads(raw)
+        digest.update(raw)
+        source = str(base)
+    overrides = None
+    if user_file is not None and user_file.is_file():
+        raw = user_file.read_bytes()
+        try:
+            extra = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{user_file}:{exc.lineno}: price file is not valid JSON ({exc.msg})",
+                hint="the file maps model names to {input_cost_per_token: ..., output_cost_per_token: ...}",
+            ) from exc
+        if not isinstance(extra, dict):
+            raise ConfigError(f"{user_file}: price file must be a JSON object of model -> prices")
+        for model, prices in extra.items():
+            if not isinstance(prices, dict):
+                raise ConfigError(f"{user_file}: entry '{model}' must be an object of prices")
+            entries[model] = {**entries.get(model, {}), **prices}
+        digest.update(raw)
+        overrides = str(user_file)
+    return PriceTable(entries=entries, source=source, sha256=digest.hexdigest(), overrides=overrides)
+
+
+@lru_cache(maxsize=4)
+def _cached(home: str, price_file: str | None) -> PriceTable:
+    user = Path(price_file) if price_file else Path(home) / "prices.json"
+    return load_price_table(user_file=user)
+
+
+def default_price_table() -> PriceTable:
+    """The price table for the configured home (cached per process)."""
+    from loopmeter.config import load_settings
+
+    settings = load_settings()
+    pf = os.fspath(settings.price_file) if settings.price_file else None
+    return _cached(os.fspath(settings.home), pf)

@@ -1,0 +1,96 @@
+import sqlite3
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import inspect, select
+
+from loopmeter.records import UsageRow
+from loopmeter.store import SCHEMA_VERSION, Attempt, Run, Usage, open_store
+from tests.conftest import FIXTURES
+
+
+def _rows():
+    ts = datetime(2026, 11, 9, 10, 0, 1, tzinfo=UTC)
+    return [
+        UsageRow(key="anthropic-req:req_1", source="claude-code-log", ts=ts, model="claude-sonnet-4-5",
+                 input_tokens=4, cache_read_tokens=52000, cache_write_tokens=1800, cache_write_1h_tokens=1800,
+                 output_tokens=310, cost_usd=0.031062, cost_source="calculated", request_id="req_1"),
+        UsageRow(key="codex:s1:1", source="codex-log", ts=ts, model="gpt-5-codex", input_tokens=2750,
+                 cache_read_tokens=750, output_tokens=425, reasoning_tokens=275),
+    ]
+
+
+def _round_trip(store):
+    assert store.add_usage(_rows()) == 2
+    assert store.add_usage(_rows()) == 0, "the same keys must never be counted twice"
+    run = Run(id="01JRUN", task="fix it", status="running", started_at=datetime(2026, 11, 9, tzinfo=UTC))
+    store.save(run, Attempt(id="01JRUN-claude", run_id="01JRUN", agent="claude-code", cost_usd=0.5))
+    with store.session() as s:
+        usage = s.exec(select(Usage).order_by(Usage.key)).all()
+        assert [u[0].key for u in usage] == ["anthropic-req:req_1", "codex:s1:1"]
+        first = usage[0][0]
+        assert first.cache_write_1h_tokens == 1800 and first.cost_usd == pytest.approx(0.031062)
+        assert first.ts == datetime(2026, 11, 9, 10, 0, 1, tzinfo=UTC)
+        assert usage[1][0].cost_usd is None and usage[1][0].cost_source == "unpriced"
+    assert store.get(Run, "01JRUN").task == "fix it"
+    assert store.get(Attempt, "01JRUN-claude").cost_usd == 0.5
+    assert store.schema_version() == SCHEMA_VERSION
+
+
+def test_sqlite_round_trip_dedups_and_keeps_unpriced_as_null(store):
+    _round_trip(store)
+    assert store.dialect == "sqlite"
+    with store.engine.connect() as conn:
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
+        timeout = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+    assert mode == "wal" and timeout >= 5000
+
+
+def test_postgres_round_trip(pg_store):
+    assert pg_store.dialect == "postgresql"
+    _round_trip(pg_store)
+
+
+def test_migrate_from_empty_creates_every_table(sqlite_url):
+    store = open_store(sqlite_url)
+    names = set(inspect(store.engine).get_table_names())
+    assert {"usage", "run", "attempt", "span", "audit", "eval_result", "ingest_cursor", "outcome"} <= names
+    assert store.schema_version() == SCHEMA_VERSION
+
+
+def _columns(engine):
+    insp = inspect(engine)
+    return {t: sorted(c["name"] for c in insp.get_columns(t)) for t in insp.get_table_names()}
+
+
+def test_migrate_from_schema_1_matches_a_fresh_store_and_keeps_rows(tmp_path, sqlite_url):
+    old = tmp_path / "v1.db"
+    conn = sqlite3.connect(old)
+    conn.executescript((FIXTURES / "store" / "schema_v1.sql").read_text())
+    conn.close()
+    assert "price_table_sha256" not in {r[1] for r in sqlite3.connect(old).execute("PRAGMA table_info(usage)")}
+
+    migrated = open_store(f"sqlite:///{old}")
+    fresh = open_store(sqlite_url)
+    assert _columns(migrated.engine) == _columns(fresh.engine)
+    assert migrated.schema_version() == SCHEMA_VERSION
+    with migrated.session() as s:
+        row = s.exec(select(Usage)).one()[0]
+    assert row.key == "v1-row" and row.output_tokens == 20 and row.price_table_sha256 is None
+    # opening again applies nothing and changes nothing
+    assert open_store(f"sqlite:///{old}").schema_version() == SCHEMA_VERSION
+
+
+def test_postgres_migrates_from_empty(pg_store):
+    names = set(inspect(pg_store.engine).get_table_names())
+    assert {"usage", "audit", "eval_result", "outcome"} <= names
+
+
+def test_a_store_from_a_newer_loopmeter_is_refused(sqlite_url):
+    from loopmeter.errors import StoreError
+
+    store = open_store(sqlite_url)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO loopmeter_migrations VALUES ('9999_future', '2030-01-01 00:00:00')")
+    with pytest.raises(StoreError, match="newer loopmeter"):
+        open_store(sqlite_url)
