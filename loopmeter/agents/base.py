@@ -1,0 +1,130 @@
+"""The Backend protocol, what a step gets and returns, and the registry.
+
+Built-in backends register through the same entry-point group an outside plugin
+uses (`loopmeter.backends` in pyproject.toml), so they are written exactly like a
+third-party backend would be.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from loopmeter.errors import LoopmeterError
+from loopmeter.records import UsageRow
+
+if TYPE_CHECKING:
+    from loopmeter.evals.task import Task
+
+ENTRY_POINT_GROUP = "loopmeter.backends"
+
+
+@dataclass
+class StepContext:
+    """Everything one act step needs. The sandbox runner and model endpoint come in
+    as values, so tests hand in real loopback servers rather than patching."""
+
+    run_id: str
+    attempt_id: str
+    agent: str  # backend name, e.g. "claude-code"
+    model: str | None  # e.g. "claude-sonnet-4-5-20250929", or None for the agent's default
+    workdir: Path  # the attempt's git worktree
+    instruction: str  # the task text
+    iteration: int  # 1-based
+    feedback: str | None = None  # the previous check's failure output, fed back
+    task: Task | None = None  # set when the run came from a task directory (oracle needs it)
+    sandbox: Any = None  # a sandbox runner (loopmeter.sandbox); None only in unit tests of parsers
+    policy: Any = None  # the loaded policy in force
+    timeout_s: float | None = None  # remaining wall-clock budget for this step
+    max_usd: float | None = None  # remaining dollar budget for this step
+    max_tokens: int | None = None  # remaining token budget for this step
+    api_base: str | None = None  # OpenAI-compatible server for builtin, or the agent's base URL
+    env: dict[str, str] = field(default_factory=dict)  # extra non-secret env for the agent
+    cancel: threading.Event | None = None  # set when the run is cancelled / budget is spent
+    on_usage: Callable[[UsageRow], None] | None = None  # called as each model call is known
+    user: str | None = None
+    project: str | None = None
+
+
+@dataclass
+class StepResult:
+    """What one act step did. Usage rows are returned; only the store writes them."""
+
+    exit_code: int = 0
+    usage: list[UsageRow] = field(default_factory=list)
+    transcript: list[dict[str, Any]] = field(default_factory=list)  # messages / events, JSON-able
+    summary: str = ""  # one paragraph for people: what the agent said it did
+    error: str | None = None  # set when the agent itself failed (not the task's check)
+    error_kind: str | None = None  # infra, auth, not_installed, budget, timeout, agent
+    stopped_by: str | None = None  # budget reason if the step was killed for a budget
+    session_id: str | None = None
+    cost_usd: float | None = None  # the agent's own total where it reports one
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+    #: human description for `loopmeter agents` / docs
+    description: str
+
+    def available(self) -> tuple[bool, str | None]:
+        """(usable, hint): is the CLI installed / the key present? The hint says how to fix it."""
+        ...
+
+    def step(self, ctx: StepContext) -> StepResult:
+        """Do one act step in ctx.workdir (through ctx.sandbox) and report what happened."""
+        ...
+
+
+BackendFactory = Callable[[], Backend]
+
+_registry: dict[str, BackendFactory] | None = None
+_lock = threading.Lock()
+
+
+def _load() -> dict[str, BackendFactory]:
+    global _registry
+    with _lock:
+        if _registry is None:
+            found: dict[str, BackendFactory] = {}
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                found[ep.name] = _lazy(ep)
+            _registry = found
+        return _registry
+
+
+def _lazy(ep: Any) -> BackendFactory:
+    def factory() -> Backend:
+        obj = ep.load()
+        return obj() if callable(obj) else obj
+
+    return factory
+
+
+def register(name: str, factory: BackendFactory) -> None:
+    """Register a backend by hand (the entry-point group is the usual way)."""
+    _load()[name] = factory
+
+
+def backend_names() -> list[str]:
+    return sorted(_load())
+
+
+def get_backend(name: str) -> Backend:
+    registry = _load()
+    if name not in registry:
+        raise LoopmeterError(
+            f"unknown agent '{name}'",
+            hint="known agents: " + ", ".join(sorted(registry)) + " (use builtin:PROVIDER/MODEL for any model)",
+        )
+    return registry[name]()
+
+
+def parse_agent_spec(spec: str) -> tuple[str, str | None]:
+    """'claude-code' -> ('claude-code', None); 'builtin:openai/gpt-5' -> ('builtin', 'openai/gpt-5')."""
+    name, _, model = spec.partition(":")
+    return name.strip(), (model.strip() or None)

@@ -1,0 +1,98 @@
+"""The task format: a directory with `task.toml`, `repo/`, `tests/`, `solution/`.
+
+    task.toml     id, title, instruction (or instruction.md), check, time_limit_s,
+                  tags, human_hours (optional, used by ROI), kind = "repo" | "model"
+    repo/         the starting files (made a git repo at run time)
+    tests/        copied into the worktree only after the agent finishes
+    solution/     files the `oracle` backend copies over the worktree (or solve.sh)
+
+Model tasks (`kind = "model"`) have `dataset` (JSONL of {input, target}) and
+`scorer` instead of a repo. See docs/evals.md.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loopmeter.errors import ConfigError
+
+KNOWN_KEYS = {
+    "id", "title", "instruction", "check", "time_limit_s", "tags", "human_hours", "kind",
+    "dataset", "scorer", "scorer_args", "requires", "policy", "difficulty", "setup",
+}
+
+
+@dataclass
+class Task:
+    id: str
+    title: str
+    instruction: str
+    check: str
+    path: Path | None = None
+    kind: str = "repo"
+    time_limit_s: float = 600.0
+    tags: list[str] = field(default_factory=list)
+    human_hours: float | None = None
+    requires: list[str] = field(default_factory=list)  # executables needed, e.g. ["node"]
+    policy: str | None = None
+    difficulty: str | None = None
+    dataset: Path | None = None
+    scorer: str | None = None
+    scorer_args: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def repo_dir(self) -> Path | None:
+        return self.path / "repo" if self.path and (self.path / "repo").is_dir() else None
+
+    @property
+    def tests_dir(self) -> Path | None:
+        return self.path / "tests" if self.path and (self.path / "tests").is_dir() else None
+
+    @property
+    def solution_dir(self) -> Path | None:
+        return self.path / "solution" if self.path and (self.path / "solution").is_dir() else None
+
+
+def load_task(path: Path) -> Task:
+    path = Path(path)
+    toml_path = path / "task.toml"
+    if not toml_path.is_file():
+        raise ConfigError(f"{path}: not a task directory (no task.toml)",
+                          hint="a task is a directory with task.toml, repo/, tests/ and solution/")
+    try:
+        data = tomllib.loads(toml_path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{toml_path}: {exc}") from exc
+    unknown = set(data) - KNOWN_KEYS
+    if unknown:
+        raise ConfigError(f"{toml_path}: unknown key(s) {', '.join(sorted(unknown))}",
+                          hint="known keys: " + ", ".join(sorted(KNOWN_KEYS)))
+    instruction = data.get("instruction")
+    if instruction is None and (path / "instruction.md").is_file():
+        instruction = (path / "instruction.md").read_text()
+    kind = data.get("kind", "repo")
+    for key in ("id",) + (("check",) if kind == "repo" else ("dataset", "scorer")):
+        if key not in data:
+            raise ConfigError(f"{toml_path}: missing required key '{key}'")
+    if kind == "repo" and not instruction:
+        raise ConfigError(f"{toml_path}: missing 'instruction' (or an instruction.md beside it)")
+    return Task(
+        id=str(data["id"]),
+        title=str(data.get("title", data["id"])),
+        instruction=str(instruction or ""),
+        check=str(data.get("check", "")),
+        path=path.resolve(),
+        kind=kind,
+        time_limit_s=float(data.get("time_limit_s", 600)),
+        tags=list(data.get("tags", [])),
+        human_hours=data.get("human_hours"),
+        requires=list(data.get("requires", [])),
+        policy=data.get("policy"),
+        difficulty=data.get("difficulty"),
+        dataset=(path / data["dataset"]).resolve() if data.get("dataset") else None,
+        scorer=data.get("scorer"),
+        scorer_args=dict(data.get("scorer_args", {})),
+    )
