@@ -7,6 +7,7 @@ only to hand it to the one agent process whose policy names it.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 SERVICE = "loopmeter"
@@ -75,23 +76,23 @@ def _from_keyring(provider: str) -> str | None:
         return None
 
 
-def get_key(provider: str, env: dict[str, str] | None = None) -> tuple[str | None, str]:
+def get_key(provider: str, env: Mapping[str, str] | None = None) -> tuple[str | None, str]:
     """(value, where): the environment wins over the keyring, so CI can override."""
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     var = env_var(provider)
-    if env.get(var):
-        return env[var], "env"
+    if environ.get(var):
+        return environ[var], "env"
     value = _from_keyring(provider)
     if value:
         return value, "keyring"
     return None, "none"
 
 
-def status(env: dict[str, str] | None = None, use_keyring: bool = True) -> list[KeyStatus]:
-    env = os.environ if env is None else env
+def status(env: Mapping[str, str] | None = None, use_keyring: bool = True) -> list[KeyStatus]:
+    environ: Mapping[str, str] = os.environ if env is None else env
     out = []
     for provider, var in PROVIDERS.items():
-        if env.get(var):
+        if environ.get(var):
             out.append(KeyStatus(provider, var, True, "env"))
         elif use_keyring and _from_keyring(provider):
             out.append(KeyStatus(provider, var, True, "keyring"))

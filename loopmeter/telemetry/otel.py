@@ -75,6 +75,7 @@ class StoreSpanExporter(SpanExporter):
 
 def span_row(span: ReadableSpan) -> dict[str, Any]:
     ctx = span.get_span_context()
+    assert ctx is not None  # finished SDK spans always carry a context
     attrs = dict(span.attributes or {})
     parent = span.parent
     return {

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from loopmeter.errors import ConfigError
-from loopmeter.telemetry.pricing import load_price_table, litellm_price_file
+from loopmeter.telemetry.pricing import litellm_price_file, load_price_table
 from tests.conftest import FIXTURES
 
 SUBSET = FIXTURES / "prices" / "litellm_subset.json"
