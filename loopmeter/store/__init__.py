@@ -1,6 +1,6 @@
 """The store: SQLModel tables, engine and migrations. Only this package writes records."""
 
-from loopmeter.store.engine import Store, default_store, insert_rows, as_utc, open_store
+from loopmeter.store.engine import Store, as_utc, default_store, insert_rows, open_store
 from loopmeter.store.migrations import SCHEMA_VERSION
 from loopmeter.store.models import (
     Attempt,
