@@ -1,0 +1,244 @@
+"""A scripted OpenAI Responses API server on 127.0.0.1, for driving Codex offline.
+
+Codex speaks only the Responses API to a custom provider: POST /v1/responses with
+`"stream": true`, answered with server-sent events. Each scripted turn is a text
+message or a function call (Codex's shell tool is `exec_command`); every reply
+reports usage in `response.completed`, and `server.replies` records it.
+
+    with ResponsesServer([shell_turn("echo hi > hello.txt"), message_turn("done")]) as srv:
+        base_url = srv.url + "/v1"
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_USAGE = {"input_tokens": 1000, "cached_tokens": 0, "output_tokens": 50, "reasoning_tokens": 0}
+
+
+@dataclass
+class RTurn:
+    """One scripted response: output items plus the usage to report.
+
+    `input_tokens` follows the API: it includes `cached_tokens`."""
+
+    items: list[dict[str, Any]]
+    usage: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_USAGE))
+    fail: str | None = None  # send response.failed with this message instead
+
+
+def _usage(**kw: int) -> dict[str, int]:
+    usage = dict(DEFAULT_USAGE)
+    usage.update(kw)
+    return usage
+
+
+def message_turn(text: str, **usage: int) -> RTurn:
+    return RTurn([{"type": "message", "role": "assistant", "status": "completed",
+                   "content": [{"type": "output_text", "text": text, "annotations": []}]}], _usage(**usage))
+
+
+def function_turn(name: str, arguments: dict[str, Any], **usage: int) -> RTurn:
+    return RTurn([{"type": "function_call", "status": "completed", "name": name,
+                   "arguments": json.dumps(arguments), "call_id": "call_" + uuid.uuid4().hex[:20]}],
+                 _usage(**usage))
+
+
+def shell_turn(command: str, **usage: int) -> RTurn:
+    """Codex's `exec_command` tool: `cmd` is a shell command string."""
+    return function_turn("exec_command", {"cmd": command}, **usage)
+
+
+def failed_turn(message: str = "scripted failure") -> RTurn:
+    return RTurn([], _usage(), fail=message)
+
+
+@dataclass
+class RReply:
+    response_id: str
+    request_id: str
+    model: str
+    usage: dict[str, int]
+    failed: bool
+
+
+class ResponsesServer:
+    def __init__(self, turns: Iterable[RTurn] = (), *, host: str = "127.0.0.1", port: int = 0,
+                 done_text: str = "done") -> None:
+        self._turns: deque[RTurn] = deque(turns)
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self.done_text = done_text
+        self.requests: list[dict[str, Any]] = []
+        self.replies: list[RReply] = []
+        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ResponsesServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="responses-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> ResponsesServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def add(self, *turns: RTurn) -> None:
+        with self._lock:
+            self._turns.extend(turns)
+
+    def usage_total(self) -> dict[str, int]:
+        out = {k: 0 for k in DEFAULT_USAGE}
+        for r in self.replies:
+            if not r.failed:
+                for k, v in r.usage.items():
+                    out[k] += v
+        return out
+
+    def answer(self, body: dict[str, Any]) -> tuple[RReply, RTurn]:
+        with self._lock:
+            turn = self._turns.popleft() if self._turns else message_turn(self.done_text)
+        n = next(self._ids)
+        reply = RReply(response_id=f"resp_{n:04d}{uuid.uuid4().hex[:16]}",
+                       request_id=f"req_{n:04d}{uuid.uuid4().hex[:16]}",
+                       model=str(body.get("model") or "gpt-5-codex"), usage=dict(turn.usage),
+                       failed=turn.fail is not None)
+        with self._lock:
+            self.replies.append(reply)
+        return reply, turn
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+                pass
+
+            def _record(self, body: dict[str, Any]) -> None:
+                parts = urlsplit(self.path)
+                with server._lock:
+                    server.requests.append({"method": self.command, "path": parts.path, "query": parts.query,
+                                            "headers": dict(self.headers.items()), "body": body})
+
+            def _send(self, status: int, payload: bytes, content_type: str,
+                      headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(payload)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_GET(self) -> None:
+                self._record({})
+                path = urlsplit(self.path).path.rstrip("/")
+                if path.endswith("/models"):
+                    self._send(200, json.dumps({"object": "list", "data": [], "models": []}).encode(),
+                               "application/json")
+                else:
+                    self._send(404, b'{"error":{"message":"not found"}}', "application/json")
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw or b"{}")
+                except json.JSONDecodeError:
+                    body = {"_raw": raw.decode("utf-8", "replace")}
+                self._record(body)
+                path = urlsplit(self.path).path.rstrip("/")
+                if not path.endswith("/responses"):
+                    self._send(404, b'{"error":{"message":"not found"}}', "application/json")
+                    return
+                reply, turn = server.answer(body)
+                headers = {"x-request-id": reply.request_id}
+                if body.get("stream"):
+                    self._send(200, _sse(reply, turn).encode(), "text/event-stream",
+                               {**headers, "Cache-Control": "no-cache"})
+                else:
+                    self._send(200, json.dumps(_response(reply, turn, "completed")).encode(),
+                               "application/json", headers)
+
+        return Handler
+
+
+def _usage_obj(u: dict[str, int]) -> dict[str, Any]:
+    return {
+        "input_tokens": u["input_tokens"],
+        "input_tokens_details": {"cached_tokens": u["cached_tokens"]},
+        "output_tokens": u["output_tokens"],
+        "output_tokens_details": {"reasoning_tokens": u["reasoning_tokens"]},
+        "total_tokens": u["input_tokens"] + u["output_tokens"],
+    }
+
+
+def _items_with_ids(turn: RTurn) -> list[dict[str, Any]]:
+    out = []
+    for item in turn.items:
+        prefix = "fc_" if item["type"] == "function_call" else "msg_"
+        out.append({"id": prefix + uuid.uuid4().hex[:20], **item})
+    return out
+
+
+def _response(reply: RReply, turn: RTurn, status: str, items: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"id": reply.response_id, "object": "response", "created_at": 0, "status": status,
+            "model": reply.model, "output": items if items is not None else _items_with_ids(turn),
+            "usage": _usage_obj(reply.usage) if status == "completed" else None}
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
+
+
+def _sse(reply: RReply, turn: RTurn) -> str:
+    seq = itertools.count()
+    out = [_event("response.created", {"sequence_number": next(seq),
+                                       "response": _response(reply, turn, "in_progress", [])})]
+    if turn.fail is not None:
+        failed = _response(reply, turn, "failed", [])
+        failed["error"] = {"code": "server_error", "message": turn.fail}
+        out.append(_event("response.failed", {"sequence_number": next(seq), "response": failed}))
+        return "".join(out)
+    items = _items_with_ids(turn)
+    for i, item in enumerate(items):
+        out.append(_event("response.output_item.added", {"sequence_number": next(seq), "output_index": i,
+                                                         "item": {**item, "status": "in_progress"}}))
+        if item["type"] == "message":
+            text = item["content"][0]["text"]
+            out.append(_event("response.output_text.delta", {"sequence_number": next(seq), "output_index": i,
+                                                             "item_id": item["id"], "content_index": 0,
+                                                             "delta": text}))
+        out.append(_event("response.output_item.done", {"sequence_number": next(seq), "output_index": i,
+                                                        "item": item}))
+    out.append(_event("response.completed", {"sequence_number": next(seq),
+                                             "response": _response(reply, turn, "completed", items)}))
+    return "".join(out)
