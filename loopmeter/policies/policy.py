@@ -1,0 +1,127 @@
+"""A loaded policy and its decisions: `policy.decide(action, target, actor)`."""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from loopmeter.policies.schema import PolicyModel
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision: str  # allow, deny, ask
+    rule_id: str
+    reason: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision == "allow"
+
+
+def split_host_port(target: str) -> tuple[str, int | None]:
+    if target.startswith("["):  # [v6]:port
+        host, _, rest = target[1:].partition("]")
+        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+    if target.count(":") == 1:
+        host, port = target.split(":")
+        return host, int(port) if port.isdigit() else None
+    return target, None
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+def host_matches(host: str, pattern: str) -> bool:
+    host, pattern = host.lower().rstrip("."), pattern.lower()
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:])
+    return host == pattern
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+class Policy:
+    """A validated policy. `sha256` is of the file's bytes and is recorded with every run."""
+
+    def __init__(self, model: PolicyModel, path: Path, sha256: str):
+        self.model = model
+        self.path = path
+        self.sha256 = sha256
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def __repr__(self) -> str:
+        return f"Policy({self.name!r}, sha256={self.sha256[:12]})"
+
+    @property
+    def network_enabled(self) -> bool:
+        return bool(self.model.network.allow or self.model.network.allow_local)
+
+    def secrets_for(self, actor: str) -> list[str]:
+        if actor == "check" or not actor.startswith("agent:"):
+            return []
+        return list(self.model.secrets.get(actor, []))
+
+    def decide(self, action: str, target: str, actor: str) -> Decision:
+        for rule in self.model.rules:
+            if rule.action != action or not fnmatch.fnmatchcase(target, rule.match):
+                continue
+            if not any(fnmatch.fnmatchcase(actor, a) for a in rule.actors):
+                continue
+            return Decision(rule.decision, f"rules.{rule.id}", rule.reason or f"rule {rule.id}")
+        if action == "connect":
+            return self._connect(target)
+        if action in ("read", "write"):
+            return self._path(action, target)
+        if action in ("exec", "agent"):
+            return Decision("allow", f"{action}.default", f"{action} allowed by default in policy {self.name}")
+        return Decision("deny", "unknown-action", f"unknown action {action!r}")
+
+    def _connect(self, target: str) -> Decision:
+        net = self.model.network
+        if target in net.allow_local:
+            return Decision("allow", "network.allow_local", f"{target} is listed in network.allow_local")
+        host, port = split_host_port(target)
+        if is_ip_literal(host) or host.lower() in ("localhost", "localhost.localdomain"):
+            return Decision("deny", "network.ip-literal",
+                            f"{host} is an IP literal or local name; list '{target}' in network.allow_local to allow it")
+        for i, pattern in enumerate(net.allow):
+            pat_host, pat_port = split_host_port(pattern)
+            if not host_matches(host, pat_host):
+                continue
+            if pat_port is not None and pat_port != port:
+                continue
+            if pat_port is None and port is not None and port not in net.ports:
+                return Decision("deny", "network.ports", f"port {port} is not in network.ports {net.ports}")
+            return Decision("allow", f"network.allow[{i}]", f"{host} matches '{pattern}'")
+        return Decision("deny", "network.default-deny", f"{host} is not in the allowlist of policy {self.name}")
+
+    def _path(self, action: str, target: str) -> Decision:
+        fs = self.model.filesystem
+        home = str(Path.home())
+        path = target.replace("~", home, 1) if target.startswith("~") else target
+        for hidden in fs.hidden:
+            if _under(path, hidden.replace("~", home, 1)):
+                return Decision("deny", "filesystem.hidden", f"{target} is hidden by policy {self.name}")
+        if action == "write":
+            for w in fs.writable:
+                if _under(path, w.replace("~", home, 1)):
+                    return Decision("allow", "filesystem.writable", f"{target} is writable")
+            return Decision("deny", "filesystem.read-only",
+                            f"{target} is outside the worktree and private tmp (the only writable places)")
+        for r in [*fs.readable, *fs.data_dirs]:
+            if _under(path, r.replace("~", home, 1)):
+                return Decision("allow", "filesystem.readable", f"{target} is readable")
+        return Decision("deny", "filesystem.not-readable", f"{target} is not mounted in the sandbox")
