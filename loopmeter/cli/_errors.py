@@ -15,9 +15,21 @@ def _debug() -> bool:
     return os.environ.get("LOOPMETER_DEBUG") == "1" or "--debug" in sys.argv
 
 
+def _as_loopmeter_error(exc: BaseException) -> LoopmeterError | None:
+    """Known failures from libraries, said the way a person needs to hear them."""
+    text = str(exc)
+    if type(exc).__name__ == "OperationalError" and "database is locked" in text:
+        return LoopmeterError(
+            "the store is locked by another process (database is locked)",
+            hint="wait for the other loopmeter command to finish, or use PostgreSQL via LOOPMETER_DB_URL for teams",
+        )
+    return None
+
+
 def report(exc: BaseException) -> int:
     if _debug():
         traceback.print_exception(exc)
+    exc = _as_loopmeter_error(exc) or exc
     if isinstance(exc, LoopmeterError):
         typer.echo(f"error: {exc.message}", err=True)
         if exc.hint:
