@@ -12,6 +12,7 @@ Model tasks (`kind = "model"`) have `dataset` (JSONL of {input, target}) and
 
 from __future__ import annotations
 
+import shutil
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,3 +97,71 @@ def load_task(path: Path) -> Task:
         scorer=data.get("scorer"),
         scorer_args=dict(data.get("scorer_args", {})),
     )
+
+
+# -- working with a task's directories (used by the loop's verify step, the oracle and `eval validate`) --
+
+TESTS_DEST = "tests"  # tests/ lands at <worktree>/tests/, merged with any tests the repo already has
+
+
+def _copy_tree(src: Path, dest: Path) -> list[Path]:
+    """Copy every file under src to dest at the same relative path; return the files written."""
+    written: list[Path] = []
+    for file in sorted(p for p in src.rglob("*") if p.is_file()):
+        target = dest / file.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(file, target)
+        written.append(target)
+    return written
+
+
+def install_tests(task: Task, workdir: Path) -> list[Path]:
+    """Copy the hidden tests into <workdir>/tests/ for a verify; returns what to remove afterwards.
+
+    Files the worktree already had at those paths are overwritten (the hidden copy wins),
+    so `remove_tests` restores them from git (or deletes them) before the next act.
+    """
+    if task.tests_dir is None:
+        return []
+    return _copy_tree(task.tests_dir, Path(workdir) / TESTS_DEST)
+
+
+def remove_tests(workdir: Path, installed: list[Path]) -> None:
+    """Undo `install_tests`: delete the copied files, restoring any the repo tracks from git."""
+    import subprocess
+
+    workdir = Path(workdir)
+    for path in installed:
+        rel = path.relative_to(workdir)
+        tracked = subprocess.run(["git", "-C", str(workdir), "ls-files", "--error-unmatch", str(rel)],
+                                 capture_output=True).returncode == 0 if (workdir / ".git").exists() else False
+        if tracked:
+            subprocess.run(["git", "-C", str(workdir), "checkout", "--", str(rel)], capture_output=True)
+        else:
+            path.unlink(missing_ok=True)
+    for path in sorted({p.parent for p in installed}, key=lambda p: len(p.parts), reverse=True):
+        while path != workdir and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+            path = path.parent
+
+
+def solve_script(task: Task) -> Path | None:
+    """solution/solve.sh when the reference solution is a script (run with cwd = worktree)."""
+    sol = task.solution_dir
+    return sol / "solve.sh" if sol and (sol / "solve.sh").is_file() else None
+
+
+def copy_solution(task: Task, workdir: Path) -> list[Path]:
+    """Copy solution/ files over the worktree at the same relative paths (no-op for a solve.sh solution)."""
+    if task.solution_dir is None or solve_script(task) is not None:
+        return []
+    return _copy_tree(task.solution_dir, Path(workdir))
+
+
+def copy_repo(task: Task, dest: Path) -> Path:
+    """The task's starting files in `dest` (not yet a git repo)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    if task.repo_dir is not None:
+        shutil.copytree(task.repo_dir, dest, dirs_exist_ok=True, symlinks=True)
+    return dest
