@@ -1,0 +1,117 @@
+"""Gemini CLI chat recordings: `<data dir>/tmp/<project hash>/chats/session-*.json[l]`.
+
+A `.json` file is one document `{sessionId, projectHash, messages: [...]}` rewritten
+as the chat goes on, so it is re-read whole when it changes (keys deduplicate); a
+`.jsonl` file holds one record per line. Records with `"type": "gemini"` carry
+`model` and `tokens {input, output, cached, thoughts, tool, total}`, where `input`
+is the whole prompt (cached included) and `output` excludes the thoughts. Rows store
+input as non-cached (input - cached + tool prompt) and output with thoughts included,
+thoughts also as reasoning tokens.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from loopmeter.records import UsageRow
+from loopmeter.telemetry.ingest.base import JSON_ERRORS, FileContext, Source, as_int, loads, parse_ts, price
+
+SOURCE_TAG = "gemini-log"
+CANDIDATE = re.compile(rb'"tokens"|"sessionId"')
+
+
+def roots(env: dict[str, str]) -> list[Path]:
+    home = Path(env.get("HOME") or os.path.expanduser("~"))
+    base = Path(env["GEMINI_DATA_DIR"]).expanduser() if env.get("GEMINI_DATA_DIR") else home / ".gemini"
+    tmp = base / "tmp"
+    return [tmp if tmp.is_dir() else base] if base.is_dir() else []
+
+
+def files(root: Path) -> Iterator[Path]:
+    for dirpath, _dirs, names in os.walk(root):
+        if os.path.basename(dirpath) != "chats":
+            continue
+        for name in names:
+            if name.startswith("session-") and (name.endswith(".json") or name.endswith(".jsonl")):
+                yield Path(dirpath) / name
+
+
+def _message(msg: dict[str, Any], ctx: FileContext) -> UsageRow | None:
+    if msg.get("type") != "gemini":
+        return None
+    tokens = msg.get("tokens")
+    if not isinstance(tokens, dict):
+        return None
+    msg_id = msg.get("id")
+    ts = parse_ts(msg.get("timestamp"))
+    if not isinstance(msg_id, str) or ts is None:
+        raise ValueError("message without id or timestamp")
+    prompt = as_int(tokens.get("input"))
+    cached = min(as_int(tokens.get("cached")), prompt)
+    thoughts = as_int(tokens.get("thoughts"))
+    session = ctx.state.get("session") or ctx.path.stem
+    model = msg.get("model")
+    row = UsageRow(
+        key=f"gemini:{session}:{msg_id}",
+        source=SOURCE_TAG,
+        ts=ts,
+        model=model if isinstance(model, str) else None,
+        agent="gemini",
+        provider="gemini",
+        session_id=session,
+        project=ctx.state.get("project"),
+        input_tokens=prompt - cached + as_int(tokens.get("tool")),
+        cache_read_tokens=cached,
+        cache_write_tokens=0,
+        output_tokens=as_int(tokens.get("output")) + thoughts,
+        reasoning_tokens=thoughts,
+    )
+    return price(row, ctx.price_table)
+
+
+def _header(obj: dict[str, Any], ctx: FileContext) -> None:
+    if isinstance(obj.get("sessionId"), str):
+        ctx.state["session"] = obj["sessionId"]
+    if isinstance(obj.get("projectHash"), str):
+        ctx.state["project"] = obj["projectHash"]
+
+
+def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[UsageRow]:
+    for line in lines:
+        try:
+            obj = loads(line)
+        except JSON_ERRORS:
+            ctx.bad_line()
+            continue
+        if not isinstance(obj, dict):
+            ctx.bad_line()
+            continue
+        if "type" not in obj:
+            _header(obj, ctx)
+        messages = obj.get("messages") if isinstance(obj.get("messages"), list) else [obj]
+        for msg in messages:
+            if not isinstance(msg, dict):
+                ctx.bad_line()
+                continue
+            try:
+                row = _message(msg, ctx)
+            except ValueError:
+                ctx.bad_line()
+                continue
+            if row is not None:
+                yield row
+
+
+SOURCE = Source(
+    name="gemini",
+    tag=SOURCE_TAG,
+    roots=roots,
+    files=files,
+    parse=parse,
+    candidate=CANDIDATE,
+    whole_file_suffix=".json",
+)

@@ -1,0 +1,413 @@
+"""Incremental ingest: find the agents' log files, read only their new bytes, store usage rows.
+
+Each file has a cursor (path, inode, size, offset, mtime, state) in `ingest_cursor`.
+`plan()` only stats files and compares them with the cursors (no SQLAlchemy import
+when the store is SQLite), so a call with nothing new costs milliseconds. `run()`
+reads what is new on up to two processes: a file is one task, and a big Claude Code
+transcript (whose lines are independent) is split into byte ranges. Rows go to the
+store in batches followed by the file's cursor; keys deduplicate, so a batch written
+again after a kill adds nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loopmeter.errors import LoopmeterError
+from loopmeter.telemetry.ingest import claude_code, codex, gemini
+from loopmeter.telemetry.ingest.base import FileContext, ReadStats, Source, read_candidates
+
+if TYPE_CHECKING:
+    from loopmeter.store import Store
+
+SOURCES: dict[str, Source] = {s.name: s for s in (claude_code.SOURCE, codex.SOURCE, gemini.SOURCE)}
+BATCH_ROWS = 5000
+SPLIT_BYTES = 96 << 20  # Claude Code files above this are read in ranges of about this size
+POOL_MIN_BYTES = 16 << 20  # below this, processes cost more than they save
+HEAD_BYTES = 1024  # fingerprint of a file's start: a file replaced in place is read again
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+@dataclass
+class Cursor:
+    path: str
+    source: str
+    inode: int | None
+    size: int
+    offset: int
+    mtime: float | None
+    malformed_lines: int = 0
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FileWork:
+    """New bytes to read in one file."""
+
+    path: Path
+    source: str  # Source.name
+    start: int
+    size: int
+    inode: int
+    mtime: float
+    state: dict[str, Any]
+    malformed_before: int
+    reset: bool  # read again from the start (new, shrunk or replaced)
+
+
+@dataclass
+class Task:
+    db_url: str
+    work: FileWork
+    start: int
+    end: int
+    final: bool  # the range ends at the file's end
+    owns_cursor: bool  # the task saves the file's cursor (a whole file, not one range of it)
+
+
+@dataclass
+class TaskResult:
+    path: str
+    start: int
+    end: int
+    rows_seen: int
+    rows_added: int
+    malformed: int
+    state: dict[str, Any]
+    error: str | None = None
+
+
+@dataclass
+class IngestReport:
+    files_seen: int = 0
+    files_read: int = 0
+    bytes_read: int = 0
+    rows_added: int = 0
+    seconds: float = 0.0
+    malformed: dict[str, int] = field(default_factory=dict)  # path -> lines skipped in this run
+    errors: dict[str, str] = field(default_factory=dict)  # path -> why it could not be read
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "files_seen": self.files_seen,
+            "files_read": self.files_read,
+            "bytes_read": self.bytes_read,
+            "rows_added": self.rows_added,
+            "seconds": round(self.seconds, 3),
+            "malformed": [{"path": p, "lines": n} for p, n in sorted(self.malformed.items())],
+            "errors": [{"path": p, "error": e} for p, e in sorted(self.errors.items())],
+        }
+
+
+# -- finding files -------------------------------------------------------------
+
+
+def classify(path: Path) -> Source | None:
+    """Which agent wrote this file (for `--path`): by name, then by its first bytes."""
+    name = path.name
+    if name.startswith("session-") and (name.endswith(".json") or name.endswith(".jsonl")):
+        return gemini.SOURCE
+    if not name.endswith(".jsonl"):
+        return None
+    if name.startswith("rollout-"):
+        return codex.SOURCE
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(65536)
+    except OSError:
+        return None
+    if b'"session_meta"' in head or b'"turn_context"' in head:
+        return codex.SOURCE
+    return claude_code.SOURCE
+
+
+def discover(
+    sources: Iterable[str] | None = None, paths: Iterable[Path] | None = None, env: dict[str, str] | None = None
+) -> list[tuple[Source, Path]]:
+    """Log files to consider: the given paths (files or folders), else each source's default places."""
+    wanted = set(sources) if sources is not None else set(SOURCES)
+    unknown = wanted - set(SOURCES)
+    if unknown:
+        raise LoopmeterError(f"unknown log source {sorted(unknown)[0]!r}", hint=f"one of {', '.join(SOURCES)}")
+    found: dict[Path, Source] = {}
+    if paths:
+        for given in paths:
+            p = Path(given).expanduser()
+            if not p.exists():
+                raise LoopmeterError(f"{p}: no such file or folder", hint="pass a log file or a folder of logs")
+            candidates = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
+            for f in candidates:
+                src = classify(f)
+                if src is not None and src.name in wanted:
+                    found[f.absolute()] = src
+    else:
+        env = dict(os.environ) if env is None else env
+        for name in sorted(wanted):
+            src = SOURCES[name]
+            for root in src.roots(env):
+                for f in src.files(root):
+                    found.setdefault(f.absolute(), src)
+    return sorted(((s, p) for p, s in found.items()), key=lambda sp: str(sp[1]))
+
+
+# -- cursors and planning -------------------------------------------------------
+
+
+def _sqlite_cursors(db_path: Path) -> dict[str, Cursor] | None:
+    """Cursors read with the stdlib driver; None when the database is missing or not migrated."""
+    if not db_path.is_file():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = conn.execute(
+                "SELECT path, source, inode, size, offset, mtime, malformed_lines, state FROM ingest_cursor"
+            ).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    return {r[0]: Cursor(r[0], r[1], r[2], r[3] or 0, r[4] or 0, r[5], r[6] or 0, json.loads(r[7] or "{}"))
+            for r in rows}
+
+
+def load_cursors(db_url: str, store: Store | None = None) -> dict[str, Cursor] | None:
+    if store is None and db_url.startswith("sqlite:///"):
+        return _sqlite_cursors(Path(db_url.removeprefix("sqlite:///")))
+    if store is None:
+        return None
+    from sqlalchemy import select
+
+    from loopmeter.store import IngestCursor
+
+    with store.session() as s:
+        return {c.path: Cursor(c.path, c.source, c.inode, c.size, c.offset, c.mtime, c.malformed_lines,
+                               json.loads(c.state or "{}"))
+                for c in s.execute(select(IngestCursor)).scalars()}
+
+
+def _head(path: Path, n: int) -> str:
+    with path.open("rb") as fh:
+        return hashlib.sha1(fh.read(n)).hexdigest()
+
+
+def plan(files: list[tuple[Source, Path]], cursors: dict[str, Cursor] | None) -> list[FileWork]:
+    """What to read: new files whole, grown files from their offset, shrunk or replaced files again."""
+    cursors = cursors or {}
+    work = []
+    for src, path in files:
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # gone since it was listed: its rows stay
+        cur = cursors.get(str(path))
+        if cur is not None and cur.inode == st.st_ino and cur.size == st.st_size and cur.mtime == st.st_mtime:
+            continue
+        reset = (cur is None or cur.inode != st.st_ino or st.st_size < cur.offset
+                 or src.is_whole_file(path))
+        if not reset and cur is not None:
+            head = cur.state.get("head")
+            try:
+                reset = head is not None and _head(path, min(cur.offset, HEAD_BYTES)) != head
+            except OSError:
+                continue
+        if reset:
+            work.append(FileWork(path, src.name, 0, st.st_size, st.st_ino, st.st_mtime, {}, 0, True))
+        else:
+            assert cur is not None
+            work.append(FileWork(path, src.name, cur.offset, st.st_size, st.st_ino, st.st_mtime,
+                                 cur.state, cur.malformed_lines, False))
+    return work
+
+
+# -- reading (in worker processes or inline) -----------------------------------
+
+_worker_store: Store | None = None
+_worker_url: str | None = None
+
+
+def _store_for(db_url: str) -> Store:
+    global _worker_store, _worker_url
+    if _worker_store is None or _worker_url != db_url:
+        from loopmeter.store import open_store
+
+        _worker_store = open_store(db_url, migrate=False)
+        _worker_url = db_url
+    return _worker_store
+
+
+def _save_cursor(store: Store, w: FileWork, offset: int, malformed: int, state: dict[str, Any]) -> None:
+    from loopmeter.store import IngestCursor
+
+    if offset > 0:
+        state = {**state, "head": _head(w.path, min(offset, HEAD_BYTES))}
+    store.save(IngestCursor(
+        path=str(w.path), source=SOURCES[w.source].tag, inode=w.inode,
+        size=w.size, offset=offset, mtime=w.mtime, malformed_lines=malformed,
+        state=json.dumps(state), updated_at=datetime.now(UTC),
+    ))
+
+
+def _lines(w: FileWork, src: Source, fh: Any, t: Task, stats: ReadStats) -> Iterator[bytes]:
+    if src.is_whole_file(w.path):
+        data = fh.read(t.end)
+        stats.end = len(data)
+        stats.lines = 1
+        return iter([data])
+    return read_candidates(fh, t.start, t.end, src.candidate, stats, final=t.final)
+
+
+def run_task(t: Task, store: Store | None = None) -> TaskResult:
+    """Read one file or one byte range of it; write its rows (and cursor, if it owns it)."""
+    from loopmeter.telemetry.pricing import default_price_table
+
+    w = t.work
+    src = SOURCES[w.source]
+    store = store or _store_for(t.db_url)
+    ctx = FileContext(path=w.path, source=src.tag, state=dict(w.state), price_table=default_price_table())
+    stats = ReadStats(end=t.start)
+    seen = added = 0
+    try:
+        with w.path.open("rb") as fh:
+            batch = []
+            for row in src.parse(_lines(w, src, fh, t, stats), ctx):
+                batch.append(row)
+                if len(batch) >= BATCH_ROWS:
+                    added += store.add_usage(batch)
+                    seen += len(batch)
+                    batch = []
+                    if t.owns_cursor:
+                        bad = ctx.malformed + stats.bad_lines + stats.oversized_candidates
+                        _save_cursor(store, w, stats.end, w.malformed_before + bad, ctx.state)
+            added += store.add_usage(batch)
+            seen += len(batch)
+    except OSError as exc:
+        return TaskResult(str(w.path), t.start, t.start, seen, added, 0, w.state, error=exc.strerror or str(exc))
+    bad = ctx.malformed + stats.bad_lines + stats.oversized_candidates
+    if t.owns_cursor:
+        _save_cursor(store, w, stats.end, w.malformed_before + bad, ctx.state)
+    return TaskResult(str(w.path), t.start, stats.end, seen, added, bad, ctx.state)
+
+
+def _boundary(path: Path, near: int) -> int:
+    """The offset just past the first newline at or after `near`."""
+    with path.open("rb") as fh:
+        fh.seek(near)
+        pos = near
+        while True:
+            data = fh.read(1 << 20)
+            if not data:
+                return pos
+            i = data.find(b"\n")
+            if i >= 0:
+                return pos + i + 1
+            pos += len(data)
+
+
+def tasks_for(db_url: str, work: list[FileWork]) -> list[Task]:
+    tasks = []
+    for w in work:
+        src = SOURCES[w.source]
+        length = w.size - w.start
+        if src.splittable and length > 2 * SPLIT_BYTES:
+            bounds = [w.start]
+            for i in range(1, length // SPLIT_BYTES):
+                b = _boundary(w.path, w.start + i * SPLIT_BYTES)
+                if bounds[-1] < b < w.size:
+                    bounds.append(b)
+            bounds.append(w.size)
+            for a, b in zip(bounds, bounds[1:], strict=False):
+                tasks.append(Task(db_url, w, a, b, final=b == w.size, owns_cursor=False))
+        else:
+            tasks.append(Task(db_url, w, w.start, w.size, final=True, owns_cursor=True))
+    return sorted(tasks, key=lambda t: t.start - t.end)  # biggest first keeps both workers busy
+
+
+def run(
+    store: Store, db_url: str, work: list[FileWork], *, workers: int | None = None,
+    progress: Progress | None = None, files_seen: int = 0,
+) -> IngestReport:
+    """Read the planned work and store its rows; returns what was read and skipped."""
+    from loopmeter.telemetry.pricing import default_price_table
+
+    t0 = time.perf_counter()
+    report = IngestReport(files_seen=files_seen, files_read=len(work))
+    tasks = tasks_for(db_url, work)
+    total = sum(t.end - t.start for t in tasks)
+    workers = workers if workers is not None else min(2, os.cpu_count() or 1)
+    default_price_table()  # loaded once here, inherited by forked workers
+    results: list[TaskResult] = []
+    done = 0
+    if progress:
+        progress(0, total)
+    if workers > 1 and len(tasks) > 1 and total >= POOL_MIN_BYTES:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = [pool.submit(run_task, t) for t in tasks]
+            for fut in as_completed(futures):
+                r = fut.result()
+                results.append(r)
+                done += r.end - r.start
+                if progress:
+                    progress(done, total)
+    else:
+        for t in tasks:
+            r = run_task(t, store)
+            results.append(r)
+            done += t.end - t.start
+            if progress:
+                progress(done, total)
+    _finish_split_files(store, work, tasks, results)
+    for r in results:
+        report.rows_added += r.rows_added
+        report.bytes_read += r.end - r.start
+        if r.malformed:
+            report.malformed[r.path] = report.malformed.get(r.path, 0) + r.malformed
+        if r.error:
+            report.errors[r.path] = r.error
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _finish_split_files(store: Store, work: list[FileWork], tasks: list[Task], results: list[TaskResult]) -> None:
+    """Save the cursor of a file read in ranges once every range is stored."""
+    by_path: dict[str, list[TaskResult]] = {}
+    for r in results:
+        by_path.setdefault(r.path, []).append(r)
+    split = {str(t.work.path) for t in tasks if not t.owns_cursor}
+    for w in work:
+        key = str(w.path)
+        if key not in split:
+            continue
+        parts = sorted(by_path.get(key, []), key=lambda r: r.start)
+        if any(r.error for r in parts):
+            continue  # read again next time; keys deduplicate what was stored
+        end = parts[-1].end if parts else w.start
+        bad = sum(r.malformed for r in parts)
+        _save_cursor(store, w, end, w.malformed_before + bad, {})
+
+
+def ingest(
+    store: Store, *, db_url: str | None = None, sources: Iterable[str] | None = None,
+    paths: Iterable[Path] | None = None, env: dict[str, str] | None = None,
+    workers: int | None = None, progress: Progress | None = None,
+) -> IngestReport:
+    """Discover, plan and read in one call (the API for code; the CLI splits the steps)."""
+    url = db_url or str(store.engine.url.render_as_string(hide_password=False))
+    files = discover(sources, paths, env)
+    work = plan(files, load_cursors(url, store))
+    if not work:
+        return IngestReport(files_seen=len(files))
+    return run(store, url, work, workers=workers, progress=progress, files_seen=len(files))
