@@ -1,0 +1,249 @@
+"""Shared plumbing for backends that run an outside agent's headless CLI in the sandbox.
+
+Each CLI backend builds its argv and parses its own output; this module finds the
+executable, gives the agent a private HOME, hands over only the secrets the policy
+names for it, lets the model endpoint through the egress proxy, runs the process
+through the sandbox runner and builds usage rows with honest gaps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from loopmeter.agents.base import StepContext, StepResult
+from loopmeter.records import COST_CALCULATED, COST_UNPRICED, ExecResult, UsageRow, utcnow
+
+# Handed to an agent whose model server is on loopback: such servers ignore keys,
+# and the user's real key must not leak to them.
+LOCAL_PLACEHOLDER_KEY = "loopmeter-local-no-key"
+TRANSCRIPT_TEXT_LIMIT = 4000
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"}
+
+
+def actor(agent: str) -> str:
+    return f"agent:{agent}"
+
+
+def resolve_executable(name: str, env: dict[str, str] | None = None) -> str | None:
+    """Absolute path of an agent CLI, looked up on the caller's PATH (ctx.env may override it)."""
+    path = (env or {}).get("PATH") or os.environ.get("PATH", "")
+    found = shutil.which(name, path=path)
+    return str(Path(found).absolute()) if found else None
+
+
+def is_loopback_url(url: str | None) -> bool:
+    if not url:
+        return False
+    host = (urlsplit(url).hostname or "").lower()
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def url_host_port(url: str) -> str:
+    """'http://127.0.0.1:8080/v1' -> '127.0.0.1:8080' (default ports filled in)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def agent_home(ctx: StepContext) -> Path:
+    """A private HOME per attempt, kept across iterations so an agent can resume its session."""
+    from loopmeter.config import load_settings
+
+    home = load_settings().home / "agent-homes" / (ctx.run_id or "adhoc") / f"{ctx.attempt_id}-{ctx.agent}"
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def key_for(ctx: StepContext, var: str) -> tuple[str | None, bool]:
+    """(value, is_secret) for an API-key variable.
+
+    A loopback api_base gets a placeholder (a local server needs no key). Otherwise
+    the real key, only when the policy names it for this agent."""
+    if is_loopback_url(ctx.api_base):
+        return LOCAL_PLACEHOLDER_KEY, False
+    policy = ctx.policy
+    if policy is None or var not in policy.secrets_for(actor(ctx.agent)):
+        return None, True
+    from loopmeter.secrets import PROVIDERS, get_key
+
+    provider = next((p for p, v in PROVIDERS.items() if v == var), None)
+    if provider is None:
+        value = os.environ.get(var)
+        return value, True
+    value, _ = get_key(provider)
+    return value, True
+
+
+def have_key(var: str, provider: str) -> bool:
+    from loopmeter.secrets import get_key
+
+    try:
+        value, _ = get_key(provider)
+    except Exception:
+        value = os.environ.get(var)
+    return bool(value)
+
+
+def key_hint(var: str, provider: str) -> str:
+    return (f"no {provider} key: run `loopmeter auth set {provider}` or set {var} "
+            "(not needed with --api-base pointing at a local model server)")
+
+
+def run_cli(
+    ctx: StepContext,
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    secrets: dict[str, str] | None = None,
+    home: Path | None = None,
+    stdin: str | None = None,
+    extra_ro_binds: Iterable[Path] = (),
+) -> ExecResult:
+    """Run the agent's CLI through the sandbox runner with the worktree as its directory."""
+    if ctx.sandbox is None:
+        raise ValueError("StepContext.sandbox is required to run an agent CLI")
+    extra_allow: list[str] = []
+    if ctx.api_base:
+        extra_allow.append(url_host_port(ctx.api_base))
+    binds = [Path(argv[0]).parent, *extra_ro_binds]
+    merged_env = {**ctx.env, **(env or {})}
+    return ctx.sandbox.run(
+        list(argv),
+        workdir=ctx.workdir,
+        policy=ctx.policy,
+        role="agent",
+        actor=actor(ctx.agent),
+        env=merged_env,
+        secrets=secrets or None,
+        timeout_s=ctx.timeout_s,
+        run_id=ctx.run_id,
+        attempt_id=ctx.attempt_id,
+        extra_allow=extra_allow,
+        home=home,
+        extra_ro_binds=[b for b in binds if str(b) not in ("/", "")],
+        stdin=stdin,
+        cancel=ctx.cancel,
+    )
+
+
+def not_installed(binary: str, hint: str) -> StepResult:
+    return StepResult(exit_code=127, error=f"{binary} is not installed (not on PATH)", error_kind="not_installed",
+                      summary=hint)
+
+
+def exec_failure(res: ExecResult) -> tuple[str | None, str | None]:
+    """(error_kind, stopped_by) for a process the runner stopped: timeout or cancellation."""
+    if res.timed_out or res.killed_reason == "timeout":
+        return "timeout", "max_minutes"
+    if res.killed_reason == "cancelled":
+        return "budget", "cancelled"
+    if res.killed_reason:
+        return "budget", res.killed_reason
+    return None, None
+
+
+def loop_key(ctx: StepContext, n: int) -> str:
+    return f"loop:{ctx.attempt_id}:{ctx.iteration}:{n}"
+
+
+def row(ctx: StepContext, key: str, source: str, **fields: Any) -> UsageRow:
+    base: dict[str, Any] = dict(
+        key=key, source=source, ts=utcnow(), agent=ctx.agent, run_id=ctx.run_id, attempt_id=ctx.attempt_id,
+        project=ctx.project, user=ctx.user,
+    )
+    base.update(fields)
+    return UsageRow(**base)
+
+
+def price_row(r: UsageRow) -> UsageRow:
+    """Price a row from the table when its model is known; otherwise leave it unpriced."""
+    if r.model is None or r.input_tokens is None and r.output_tokens is None:
+        r.cost_usd, r.cost_source = None, COST_UNPRICED
+        return r
+    from loopmeter.telemetry.pricing import default_price_table
+
+    table = default_price_table()
+    cost = table.cost(r.model, input_tokens=r.input_tokens or 0, output_tokens=r.output_tokens or 0,
+                      cache_read_tokens=r.cache_read_tokens or 0, cache_write_tokens=r.cache_write_tokens or 0,
+                      cache_write_1h_tokens=r.cache_write_1h_tokens or 0, provider=r.provider)
+    if cost is None:
+        r.cost_usd, r.cost_source = None, COST_UNPRICED
+    else:
+        r.cost_usd, r.cost_source, r.price_table_sha256 = cost, COST_CALCULATED, table.sha256
+    return r
+
+
+def json_lines(text: str) -> tuple[list[dict[str, Any]], int]:
+    """JSON objects, one per line; (objects, number of lines that were not JSON objects)."""
+    out: list[dict[str, Any]] = []
+    bad = 0
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+        else:
+            bad += 1
+    return out, bad
+
+
+def json_document(text: str) -> dict[str, Any] | None:
+    """The JSON object in a CLI's output, tolerating log lines printed before it."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        obj = json.loads(text)
+        return obj if isinstance(obj, dict) else None
+    except json.JSONDecodeError:
+        pass
+    # A pretty-printed object starts at a line beginning with "{".
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("{"):
+            try:
+                obj = json.loads("\n".join(lines[i:]))
+                if isinstance(obj, dict):
+                    return obj
+            except json.JSONDecodeError:
+                continue
+    return None
+
+
+def clip(obj: Any, limit: int = TRANSCRIPT_TEXT_LIMIT) -> Any:
+    """A copy with long strings shortened, so transcripts stay small."""
+    if isinstance(obj, str):
+        return obj if len(obj) <= limit else obj[:limit] + f"... [{len(obj) - limit} more chars]"
+    if isinstance(obj, dict):
+        return {k: clip(v, limit) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [clip(v, limit) for v in obj]
+    return obj
+
+
+def tail(text: str, n: int = 2000) -> str:
+    text = text.strip()
+    return text if len(text) <= n else "..." + text[-n:]
+
+
+def prompt_for(ctx: StepContext) -> str:
+    """The instruction, plus the previous check's failure on later iterations."""
+    if ctx.iteration > 1 and ctx.feedback:
+        return (f"{ctx.instruction}\n\nThe check command failed after your last attempt. "
+                f"Its output ends with:\n\n{ctx.feedback}\n\nFix the code so the check passes.")
+    return ctx.instruction

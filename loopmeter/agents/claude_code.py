@@ -1,0 +1,311 @@
+"""`claude-code`: Anthropic's Claude Code CLI, headless, inside the sandbox.
+
+    claude -p PROMPT --output-format stream-json --verbose --permission-mode acceptEdits
+           --allowedTools Bash,Edit,Write,... [--disallowedTools Bash(git push:*)]
+           [--model M] [--max-budget-usd X] [--resume SESSION]
+
+Usage rows: one per API request, from the session transcript Claude Code writes under
+its (private) HOME, keyed `anthropic-req:<request id>` like the log and OTLP sources so
+nothing counts twice. The final result's `modelUsage` is the agent's own total per
+model; requests it made that the transcript does not show (a title, a quota probe)
+become one `loop:` row per model for the difference, so the stored tokens add up to
+what the agent reported. Claude Code reports dollars per model, not per request: each
+model's `costUSD` is spread over its rows in proportion to their list-price cost
+(`cost_source = reported`; the sum is exactly the agent's `total_cost_usd`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from loopmeter.agents import _cli
+from loopmeter.agents.base import StepContext, StepResult
+from loopmeter.records import COST_REPORTED, UsageRow, utcnow
+
+SOURCE = "claude-json"
+BINARY = "claude"
+INSTALL_HINT = "install Claude Code: npm install -g @anthropic-ai/claude-code"
+KEY_VAR = "ANTHROPIC_API_KEY"
+ALLOWED_TOOLS = "Bash,Edit,MultiEdit,Write,Read,Glob,Grep,LS,NotebookEdit,TodoWrite"
+SESSION_FILE = ".loopmeter-claude-session"
+_TOKEN_FIELDS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens")
+_MODEL_USAGE_FIELDS = {
+    "input_tokens": "inputTokens",
+    "cache_read_tokens": "cacheReadInputTokens",
+    "cache_write_tokens": "cacheCreationInputTokens",
+    "output_tokens": "outputTokens",
+}
+
+
+def _base_model(name: str | None) -> str | None:
+    # modelUsage keys may carry a context tag ("claude-opus-4-8[1m]") the API's model name lacks.
+    return re.sub(r"\[[^\]]*\]$", "", name) if name else name
+
+
+class ClaudeCodeBackend:
+    name = "claude-code"
+    description = "Anthropic Claude Code CLI (claude -p, stream-json), sandboxed"
+
+    def available(self, api_base: str | None = None) -> tuple[bool, str | None]:
+        if _cli.resolve_executable(BINARY) is None:
+            return False, INSTALL_HINT
+        if not _cli.is_loopback_url(api_base) and not _cli.have_key(KEY_VAR, "anthropic"):
+            return False, _cli.key_hint(KEY_VAR, "anthropic")
+        return True, None
+
+    # -- invocation ------------------------------------------------------------
+    def argv(self, ctx: StepContext, exe: str, resume: str | None) -> list[str]:
+        argv = [exe, "-p", _cli.prompt_for(ctx), "--output-format", "stream-json", "--verbose",
+                "--permission-mode", "acceptEdits", "--allowedTools", ALLOWED_TOOLS]
+        denied = _denied_bash_rules(ctx)
+        if denied:
+            argv += ["--disallowedTools", ",".join(denied)]
+        if ctx.model:
+            argv += ["--model", ctx.model]
+        if ctx.max_usd is not None and ctx.max_usd > 0:
+            argv += ["--max-budget-usd", f"{ctx.max_usd:.4f}"]
+        if resume:
+            argv += ["--resume", resume]
+        return argv
+
+    def step(self, ctx: StepContext) -> StepResult:
+        exe = _cli.resolve_executable(BINARY, ctx.env)
+        if exe is None:
+            return _cli.not_installed(BINARY, INSTALL_HINT)
+        key, is_secret = _cli.key_for(ctx, KEY_VAR)
+        if key is None:
+            return StepResult(exit_code=2, error=f"no {KEY_VAR} for agent:claude-code",
+                              error_kind="auth", summary=_cli.key_hint(KEY_VAR, "anthropic"))
+        home = _cli.agent_home(ctx)
+        env = {"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+               "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1"}
+        if ctx.api_base:
+            env["ANTHROPIC_BASE_URL"] = ctx.api_base.rstrip("/")
+        secrets: dict[str, str] = {}
+        if is_secret:
+            secrets[KEY_VAR] = key
+        else:
+            env[KEY_VAR] = key
+        resume = _previous_session(home) if ctx.iteration > 1 else None
+        started = utcnow()
+        res = _cli.run_cli(ctx, self.argv(ctx, exe, resume), env=env, secrets=secrets, home=home)
+        events, bad_lines = _cli.json_lines(res.stdout)
+        out = parse_stream(events, ctx, transcript_rows=_transcript_rows(home, events, started, ctx))
+        out.exit_code = res.exit_code
+        if out.session_id:
+            (home / SESSION_FILE).write_text(out.session_id)
+        kind, stopped = _cli.exec_failure(res)
+        if kind:
+            out.error_kind, out.stopped_by = kind, stopped
+            out.error = out.error or f"claude stopped: {res.killed_reason or 'timeout'}"
+        elif res.exit_code != 0 and not out.error:
+            out.error = f"claude exited {res.exit_code}: {_cli.tail(res.stderr or res.stdout, 500)}"
+            out.error_kind = out.error_kind or "agent"
+        if bad_lines:
+            out.transcript.append({"type": "loopmeter.skipped_lines", "count": bad_lines})
+        if ctx.on_usage:
+            for r in out.usage:
+                ctx.on_usage(r)
+        return out
+
+
+def _denied_bash_rules(ctx: StepContext) -> list[str]:
+    """Policy exec rules that deny (or ask: nobody can answer headless) as Claude Code Bash rules."""
+    model = getattr(ctx.policy, "model", None)
+    out: list[str] = []
+    for rule in getattr(model, "rules", []) or []:
+        if rule.action != "exec" or rule.decision not in ("deny", "ask"):
+            continue
+        if not any(a in ("*", "agent:*", f"agent:{ctx.agent}") for a in rule.actors):
+            continue
+        prefix = rule.match.rstrip("*").strip()
+        if prefix and not any(c in prefix for c in "*?["):
+            out.append(f"Bash({prefix}:*)")
+    return out
+
+
+def _previous_session(home: Path) -> str | None:
+    path = home / SESSION_FILE
+    if not path.is_file():
+        return None
+    session = path.read_text().strip()
+    found = list((home / ".claude" / "projects").glob(f"*/{session}.jsonl"))
+    return session if session and found else None
+
+
+def _parse_ts(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _transcript_rows(home: Path, events: list[dict[str, Any]], started: datetime,
+                     ctx: StepContext) -> list[UsageRow]:
+    """One row per API request of this step, from the transcript under the agent's HOME."""
+    session = next((e.get("session_id") for e in events if e.get("session_id")), None)
+    projects = home / ".claude" / "projects"
+    if not session or not projects.is_dir():
+        return []
+    seen: set[tuple[str, str]] = set()
+    rows: list[UsageRow] = []
+    for path in sorted(projects.rglob("*.jsonl")):
+        try:
+            fh = path.open(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        with fh:
+            for line in fh:
+                if '"usage"' not in line or '"assistant"' not in line:
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a half-written last line
+                if obj.get("type") != "assistant" or obj.get("sessionId") != session:
+                    continue
+                ts = _parse_ts(obj.get("timestamp"))
+                if ts is not None and ts < started.replace(microsecond=0):
+                    continue  # an earlier iteration of a resumed session
+                r = _message_row(obj.get("message") or {}, obj.get("requestId"), session, ts, ctx, seen)
+                if r is not None:
+                    rows.append(r)
+    return rows
+
+
+def _message_row(message: dict[str, Any], request_id: str | None, session: str | None, ts: datetime | None,
+                 ctx: StepContext, seen: set[tuple[str, str]]) -> UsageRow | None:
+    usage = message.get("usage") or {}
+    msg_id = message.get("id") or ""
+    model = message.get("model")
+    if not usage or model == "<synthetic>":
+        return None
+    ident = (msg_id, request_id or "")
+    if ident in seen:
+        return None
+    seen.add(ident)
+    key = f"anthropic-req:{request_id}" if request_id else f"claude-msg:{msg_id}"
+    one_hour = (usage.get("cache_creation") or {}).get("ephemeral_1h_input_tokens")
+    return _cli.row(
+        ctx, key, SOURCE, ts=ts or utcnow(), model=model, provider="anthropic", session_id=session,
+        request_id=request_id, input_tokens=usage.get("input_tokens"),
+        cache_read_tokens=usage.get("cache_read_input_tokens"),
+        cache_write_tokens=usage.get("cache_creation_input_tokens"),
+        cache_write_1h_tokens=one_hour, output_tokens=usage.get("output_tokens"),
+    )
+
+
+def parse_stream(events: list[dict[str, Any]], ctx: StepContext,
+                 transcript_rows: list[UsageRow] | None = None) -> StepResult:
+    """StepResult from Claude Code's stream-json events (or the single json result)."""
+    out = StepResult()
+    result = next((e for e in reversed(events) if e.get("type") == "result"), None)
+    init = next((e for e in events if e.get("type") == "system" and e.get("subtype") == "init"), None)
+    out.session_id = (result or {}).get("session_id") or (init or {}).get("session_id")
+    out.transcript = [_cli.clip(e) for e in events if not (e.get("type") == "system" and e.get("subtype") == "init")]
+    if init:
+        out.transcript.insert(0, {"type": "system", "subtype": "init", "model": init.get("model"),
+                                  "cwd": init.get("cwd"), "session_id": init.get("session_id"),
+                                  "claude_code_version": init.get("claude_code_version")})
+    rows = list(transcript_rows or [])
+    if not rows:
+        rows = _stream_rows(events, out.session_id, ctx)
+    if result is None:
+        out.usage = [_cli.price_row(r) for r in rows]
+        out.error = "claude ended without a result"
+        out.error_kind = "agent"
+        return out
+    out.summary = str(result.get("result") or "")[:2000]
+    out.cost_usd = result.get("total_cost_usd")
+    out.usage = _reconcile(rows, result, ctx, out.session_id)
+    subtype = str(result.get("subtype") or "")
+    if result.get("is_error") or subtype not in ("", "success"):
+        out.error = out.summary or subtype or "claude reported an error"
+        status = result.get("api_error_status")
+        text = out.summary.lower()
+        if status in (401, 403) or "api key" in text or "authentication" in text:
+            out.error_kind = "auth"
+        elif "budget" in subtype:
+            out.error_kind, out.stopped_by = "budget", "max_usd"
+        else:
+            out.error_kind = "agent"
+    return out
+
+
+def _stream_rows(events: list[dict[str, Any]], session: str | None, ctx: StepContext) -> list[UsageRow]:
+    """Per-request rows from stream events when no transcript is readable.
+
+    Stream events carry the usage known when a content block ended: input and cache
+    counts are final, output is not; `_reconcile` moves the rest into the per-model row."""
+    seen: set[tuple[str, str]] = set()
+    rows = []
+    for e in events:
+        if e.get("type") != "assistant":
+            continue
+        r = _message_row(e.get("message") or {}, e.get("request_id"), session, None, ctx, seen)
+        if r is not None:
+            rows.append(r)
+    return rows
+
+
+def _reconcile(rows: list[UsageRow], result: dict[str, Any], ctx: StepContext,
+               session: str | None) -> list[UsageRow]:
+    model_usage: dict[str, Any] = result.get("modelUsage") or {}
+    if not model_usage:
+        if not rows and isinstance(result.get("usage"), dict):
+            u = result["usage"]
+            rows = [_cli.row(ctx, _cli.loop_key(ctx, 1), SOURCE, session_id=session, provider="anthropic",
+                             input_tokens=u.get("input_tokens"), cache_read_tokens=u.get("cache_read_input_tokens"),
+                             cache_write_tokens=u.get("cache_creation_input_tokens"),
+                             output_tokens=u.get("output_tokens"))]
+            if result.get("total_cost_usd") is not None:
+                rows[0].cost_usd, rows[0].cost_source = float(result["total_cost_usd"]), COST_REPORTED
+                return rows
+        return [_cli.price_row(r) for r in rows]
+    out: list[UsageRow] = []
+    n = 0
+    by_model: dict[str, list[UsageRow]] = {}
+    for r in rows:
+        by_model.setdefault(_base_model(r.model) or "", []).append(r)
+    for name, totals in model_usage.items():
+        model = _base_model(name) or name
+        mine = by_model.pop(model, [])
+        remainder = {f: max(int(totals.get(k) or 0) - sum(getattr(r, f) or 0 for r in mine), 0)
+                     for f, k in _MODEL_USAGE_FIELDS.items()}
+        if any(remainder.values()):
+            n += 1
+            # A request the transcript does not show, or output counted after it was written.
+            mine.append(_cli.row(ctx, _cli.loop_key(ctx, n), SOURCE, session_id=session, model=model,
+                                 provider="anthropic", **remainder))
+        cost = totals.get("costUSD")
+        if cost is None:
+            out.extend(_cli.price_row(r) for r in mine)
+        else:
+            _apportion(mine, float(cost))
+            out.extend(mine)
+    for leftover in by_model.values():  # a model the result did not list: price it ourselves
+        out.extend(_cli.price_row(r) for r in leftover)
+    return out
+
+
+def _apportion(rows: list[UsageRow], cost: float) -> None:
+    priced = [(_cli.price_row(_copy(r)).cost_usd or 0.0) for r in rows]
+    weights = priced if sum(priced) > 0 else [float(r.total_tokens) for r in rows]
+    total = sum(weights)
+    for r, w in zip(rows, weights, strict=True):
+        r.cost_usd = cost * (w / total) if total > 0 else cost / len(rows)
+        r.cost_source = COST_REPORTED
+
+
+def _copy(r: UsageRow) -> UsageRow:
+    return UsageRow(**r.as_dict())
+
+
+def backend() -> ClaudeCodeBackend:
+    return ClaudeCodeBackend()
