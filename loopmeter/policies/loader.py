@@ -52,8 +52,8 @@ def parse_policy(text: str, path: Path, sha256: str | None = None) -> Policy:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}",
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}",
                           hint="fix the YAML syntax at that line") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: a policy must be a mapping with at least 'name'",

@@ -1,0 +1,186 @@
+"""The audit log: every sandbox and policy decision, hash-chained and anchored.
+
+Each record's `hash` is sha256 over its canonical JSON (sorted keys, no spaces),
+which includes `prev`, the hash of the record before it. The chain head
+(seq, hash) is also written to an anchor file outside anything a sandbox can
+write, so a truncated tail is found too. Appends are serialised by a thread lock
+and an flock beside the anchor, so several threads and processes can append.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, insert, select
+
+from loopmeter.records import utcnow
+from loopmeter.store import Audit, Store, as_utc
+
+GENESIS = "0" * 64
+FIELDS = ("seq", "ts", "sandbox_id", "run_id", "attempt_id", "actor", "layer", "action", "target",
+          "decision", "rule_id", "policy_sha256", "detail", "prev")
+_table = Audit.__table__  # type: ignore[attr-defined]
+_thread_lock = threading.Lock()
+
+
+def canonical_ts(ts: datetime) -> str:
+    return as_utc(ts).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    body = {k: record.get(k) for k in FIELDS}
+    if isinstance(body["ts"], datetime):
+        body["ts"] = canonical_ts(body["ts"])
+    data = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+def read_anchor(path: Path | None) -> tuple[int, str] | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return int(data["seq"]), str(data["hash"])
+    except (ValueError, KeyError, TypeError):
+        return (-1, "unreadable")
+
+
+def _write_anchor(path: Path, seq: int, digest: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps({"seq": seq, "hash": digest}) + "\n")
+    os.replace(tmp, path)
+
+
+class AuditLog:
+    """Appends decisions to the store's `audit` table. Secrets never go in `target` or `detail`."""
+
+    def __init__(self, store: Store, anchor_path: Path, copy_path: Path | None = None):
+        self.store = store
+        self.anchor_path = Path(anchor_path)
+        self.copy_path = Path(copy_path) if copy_path else None
+        self._lock_path = self.anchor_path.with_name(self.anchor_path.name + ".lock")
+
+    @classmethod
+    def default(cls, store: Store | None = None) -> AuditLog:
+        from loopmeter.config import load_settings
+        from loopmeter.store import default_store
+
+        settings = load_settings()
+        return cls(store or default_store(), settings.audit_anchor, settings.audit_anchor_copy)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with _thread_lock, open(self._lock_path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def append(self, *, layer: str, action: str, decision: str, target: str | None = None,
+               actor: str | None = None, rule_id: str | None = None, policy_sha256: str | None = None,
+               detail: dict[str, Any] | str | None = None, sandbox_id: str | None = None,
+               run_id: str | None = None, attempt_id: str | None = None,
+               ts: datetime | None = None) -> int:
+        detail_text = detail if isinstance(detail, str) or detail is None else json.dumps(detail, sort_keys=True)
+        record: dict[str, Any] = {
+            "ts": as_utc(ts or utcnow()), "sandbox_id": sandbox_id, "run_id": run_id, "attempt_id": attempt_id,
+            "actor": actor, "layer": layer, "action": action, "target": target, "decision": decision,
+            "rule_id": rule_id, "policy_sha256": policy_sha256, "detail": detail_text,
+        }
+        with self._locked():
+            with self.store.engine.begin() as conn:
+                row = conn.execute(select(_table.c.seq, _table.c.hash).order_by(_table.c.seq.desc()).limit(1)).first()
+                seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
+                record["seq"], record["prev"] = seq, prev
+                record["hash"] = record_hash(record)
+                conn.execute(insert(_table), [record])
+            _write_anchor(self.anchor_path, seq, record["hash"])
+            if self.copy_path is not None:
+                _write_anchor(self.copy_path, seq, record["hash"])
+        return seq
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    records: int
+    head_seq: int | None
+    head_hash: str | None
+    first_bad_seq: int | None = None
+    reason: str | None = None
+    anchor: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _rows(store: Store) -> Iterator[dict[str, Any]]:
+    with store.engine.connect() as conn:
+        for row in conn.execute(select(_table).order_by(_table.c.seq)):
+            yield dict(row._mapping)
+
+
+def verify_chain(store: Store, anchor_path: Path | None = None, copy_path: Path | None = None) -> VerifyResult:
+    """Walk the chain from seq 1; the first record that does not fit is named."""
+    expected_seq, prev, count = 1, GENESIS, 0
+    last_hash: str | None = None
+    for row in _rows(store):
+        count += 1
+        seq = row["seq"]
+        if seq != expected_seq:
+            why = "missing (deleted)" if seq > expected_seq else "out of order"
+            return VerifyResult(False, count, seq, row["hash"], expected_seq, f"record {expected_seq} is {why}")
+        if row["prev"] != prev:
+            return VerifyResult(False, count, seq, row["hash"], seq,
+                                f"record {seq} does not follow record {seq - 1} (prev hash differs: deleted or reordered)")
+        if record_hash(row) != row["hash"]:
+            return VerifyResult(False, count, seq, row["hash"], seq, f"record {seq} was edited (hash differs)")
+        prev, last_hash, expected_seq = row["hash"], row["hash"], seq + 1
+    head_seq = expected_seq - 1 if count else None
+    for label, path in (("anchor", anchor_path), ("anchor copy", copy_path)):
+        anchored = read_anchor(path)
+        if anchored is None:
+            continue
+        a_seq, a_hash = anchored
+        if a_seq < 0:
+            return VerifyResult(False, count, head_seq, last_hash, None, f"the {label} {path} is unreadable", str(path))
+        if a_seq > (head_seq or 0):
+            return VerifyResult(False, count, head_seq, last_hash, (head_seq or 0) + 1,
+                                f"the {label} says the chain ends at {a_seq}, the log at {head_seq or 0} "
+                                "(tail truncated)", str(path))
+        # the log may be ahead of a copy written before a crash; the anchored record must match
+        if a_seq >= 1:
+            with store.engine.connect() as conn:
+                stored = conn.execute(select(_table.c.hash).where(_table.c.seq == a_seq)).scalar_one_or_none()
+            if stored != a_hash:
+                return VerifyResult(False, count, head_seq, last_hash, a_seq,
+                                    f"record {a_seq} differs from the {label} {path}", str(path))
+    return VerifyResult(True, count, head_seq, last_hash, None, None,
+                        str(anchor_path) if anchor_path and anchor_path.is_file() else None)
+
+
+def export_jsonl(store: Store, out: Any) -> int:
+    n = 0
+    for row in _rows(store):
+        row["ts"] = canonical_ts(row["ts"])
+        out.write(json.dumps(row, sort_keys=True) + "\n")
+        n += 1
+    return n
+
+
+def count(store: Store) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(_table)).scalar_one())

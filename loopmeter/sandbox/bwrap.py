@@ -1,0 +1,179 @@
+"""The bubblewrap runner: one namespace set per command, limits from the policy, egress via the proxy."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import threading
+from pathlib import Path
+from typing import Any
+
+from loopmeter.records import ExecResult
+from loopmeter.sandbox.limits import launcher_argv, make_cgroup
+from loopmeter.sandbox.runner import Runner
+from loopmeter.sandbox.spec import PROXY_PORT, SandboxSpec, bwrap_argv, inner_path, secret_args
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
+
+
+def _loopmeter_home() -> Path:
+    from loopmeter.config import default_home
+
+    return default_home()
+
+
+def _empty_file(home: Path) -> Path:
+    path = home / "sandbox" / "empty"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        os.chmod(path, 0o444)
+    return path
+
+
+class BwrapRunner(Runner):
+    kind = "bwrap"
+    enforces = ("filesystem", "network", "env", "limits", "capabilities")
+
+    def __init__(self, bwrap: str | None, *, store: Any = None, audit: Any = None):
+        super().__init__(store=store, audit=audit)
+        self.bwrap = bwrap or "bwrap"
+
+    def build(self, argv: list[str], *, workdir: Path, policy: Any, role: str, actor: str,
+              env: dict[str, str] | None = None, secrets: dict[str, str] | None = None,
+              extra_allow: tuple[str, ...] | list[str] = (), home: Path | None = None,
+              extra_ro: list[Path] | None = None, extra_rw: list[Path] | None = None,
+              proxy_dir: Path | None = None) -> tuple[SandboxSpec, dict[str, str], list[str]]:
+        """The spec (deterministic; no secrets) plus the secrets to hand over and those refused."""
+        lm_home = _loopmeter_home()
+        inner_home = Path(home).resolve() if home is not None else Path(os.path.expanduser("~"))
+        plain, handed, refused = self.build_env(policy, role, actor, env, secrets, inner_home, inner_path())
+        forwards: list[str] = []
+        if proxy_dir is not None:
+            proxy_url = f"http://127.0.0.1:{PROXY_PORT}"
+            for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+                plain[name] = proxy_url
+            plain["NO_PROXY"] = plain["no_proxy"] = ""
+            for target in [*policy.model.network.allow_local, *extra_allow]:
+                host, _, port = target.rpartition(":")
+                if host in LOCAL_HOSTS and port.isdigit() and int(port) != PROXY_PORT:
+                    forwards.append(f"{host}:{port}")
+        data_dirs = [Path(p) for p in policy.model.filesystem.data_dirs if not p.startswith("{")]
+        ro = list(extra_ro or [])
+        if "{data}" in policy.model.filesystem.data_dirs:
+            data_dirs += ro  # data-restricted: the caller's read-only binds are the datasets
+            ro = []
+        spec = SandboxSpec(workdir=workdir, policy=policy, home=inner_home, home_bind=home is not None,
+                           env=plain, proxy_dir=proxy_dir, forwards=sorted(set(forwards)),
+                           extra_ro=[Path(p).resolve() for p in ro],
+                           extra_rw=[Path(p).resolve() for p in (extra_rw or [])],
+                           data_dirs=[p.resolve() for p in data_dirs], hide_extra=[lm_home],
+                           empty_file=_empty_file(lm_home))
+        return spec, handed, refused
+
+    def _run(self, argv: list[str], **kw: Any) -> ExecResult:
+        ctx, policy = kw["ctx"], kw["policy"]
+        limits = policy.model.limits
+        network = policy.network_enabled or bool(kw["extra_allow"])
+        proxy = None
+        if network:
+            from loopmeter.sandbox.proxy import EgressProxy
+
+            proxy = EgressProxy(policy, kw["actor"], kw["extra_allow"],
+                                on_record=lambda rec: self._proxy_record(ctx, rec))
+        try:
+            spec, handed, refused = self.build(
+                argv, workdir=kw["workdir"], policy=policy, role=kw["role"], actor=kw["actor"], env=kw["env"],
+                secrets=kw["secrets"], extra_allow=kw["extra_allow"], home=kw["home"], extra_ro=kw["extra_ro"],
+                extra_rw=kw["extra_rw"], proxy_dir=proxy.dir if proxy else None)
+            self._audit(ctx, layer="policy", action="exec", target=shlex.join(argv),
+                        decision="allow", rule_id=kw["exec_rule"],
+                        detail={"runner": "bwrap", "role": kw["role"], "workdir": str(spec.workdir),
+                                "network": network, "secrets": sorted(handed)})
+            for name in refused:
+                self._denial(ctx, layer="policy", action="env", target=name, rule_id="secrets.not-for-actor",
+                             reason=f"secret {name} is not handed to {kw['actor']} ({kw['role']})")
+            watcher = None
+            if policy.model.filesystem.record_data_reads and spec.data_dirs:
+                from loopmeter.sandbox.datawatch import DataWatcher
+
+                watcher = DataWatcher(spec.data_dirs, on_open=lambda path: self._audit(
+                    ctx, layer="kernel", action="read", target=path, decision="allow", rule_id="filesystem.data_dirs"))
+            cgroup = make_cgroup(limits)
+            secret_fd = None
+            read_fd = write_fd = -1
+            if handed:
+                read_fd, write_fd = os.pipe()
+                os.write(write_fd, secret_args(handed))
+                os.close(write_fd)
+                secret_fd = read_fd
+            cmd = launcher_argv(limits, cgroup) + bwrap_argv(spec, argv, self.bwrap, secret_fd)
+            try:
+                result = self._execute(
+                    cmd, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, cwd=None, stdin=kw["stdin"],
+                    timeout_s=kw["timeout_s"], cancel=kw["cancel"], on_output=kw["on_output"],
+                    output_limit=limits.output_kb * 1024 if limits.output_kb else None,
+                    pass_fds=(read_fd,) if handed else (),
+                    kill_tree=cgroup.kill_all if cgroup is not None else None)
+            finally:
+                if handed:
+                    os.close(read_fd)
+                events = cgroup.events() if cgroup is not None else {}
+                if cgroup is not None:
+                    cgroup.remove()
+                if watcher is not None:
+                    watcher.close()
+            self._limit_denials(ctx, result, events, limits, kw["timeout_s"])
+        finally:
+            if proxy is not None:
+                proxy.close()
+        result.denials = list(ctx["denials"])
+        if result.denials:
+            result.stderr += "".join(f"loopmeter: denied {d['action']} {d['target']}: {d['reason']}\n"
+                                     for d in result.denials)
+        return result
+
+    # -- records ----------------------------------------------------------------
+    def _denial(self, ctx: dict[str, Any], *, layer: str, action: str, target: str, rule_id: str, reason: str,
+                detail: dict[str, Any] | None = None) -> None:
+        ctx["denials"].append({"layer": layer, "action": action, "target": target, "decision": "deny",
+                               "rule_id": rule_id, "reason": reason})
+        self._audit(ctx, layer=layer, action=action, target=target, decision="deny", rule_id=rule_id,
+                    detail={"reason": reason, **(detail or {})})
+
+    def _proxy_record(self, ctx: dict[str, Any], rec: Any) -> None:
+        detail = {"method": rec.method, "bytes_up": rec.bytes_up, "bytes_down": rec.bytes_down,
+                  "reason": rec.decision.reason}
+        if rec.error:
+            detail["error"] = rec.error
+        with _denial_lock:
+            if rec.decision.allowed:
+                self._audit(ctx, layer="proxy", action="connect", target=rec.target, decision="allow",
+                            rule_id=rec.decision.rule_id, detail=detail)
+            else:
+                self._denial(ctx, layer="proxy", action="connect", target=rec.target, rule_id=rec.decision.rule_id,
+                             reason=rec.decision.reason, detail=detail)
+
+    def _limit_denials(self, ctx: dict[str, Any], result: ExecResult, events: dict[str, int], limits: Any,
+                       timeout_s: float | None) -> None:
+        if result.timed_out:
+            self._denial(ctx, layer="limit", action="wall_clock", target=f"{timeout_s}s", rule_id="limits.wall_s",
+                         reason=f"killed after the {timeout_s}s wall-clock limit")
+        if result.killed_reason == "output":
+            self._denial(ctx, layer="limit", action="output", target=f"{limits.output_kb}KiB",
+                         rule_id="limits.output_kb", reason="output limit exceeded; command killed")
+        if events.get("pids"):
+            self._denial(ctx, layer="limit", action="fork", target=f"pids.max={limits.pids}", rule_id="limits.pids",
+                         reason=f"{events['pids']} forks refused at the process limit")
+        if events.get("oom"):
+            result.killed_reason = result.killed_reason or "memory"
+            self._denial(ctx, layer="limit", action="memory", target=f"{limits.memory_mb}MiB",
+                         rule_id="limits.memory_mb", reason="killed at the memory limit")
+        if result.exit_code == 128 + 24 and result.killed_reason is None and limits.cpu_s is not None:
+            result.killed_reason = "cpu"  # SIGXCPU at the soft RLIMIT_CPU
+        if result.killed_reason == "cpu":
+            self._denial(ctx, layer="limit", action="cpu", target=f"{limits.cpu_s}s", rule_id="limits.cpu_s",
+                         reason="killed at the CPU-time limit")
+
+
+_denial_lock = threading.Lock()

@@ -1,0 +1,168 @@
+"""Policy + call -> a deterministic bubblewrap argv (no secrets in it: they travel through --args FD)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from loopmeter.policies.policy import Policy
+
+PROXY_PORT = 3128
+SANDBOX_RUN = "/run/loopmeter"
+SYSTEM_PATH = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+
+
+@dataclass
+class SandboxSpec:
+    workdir: Path
+    policy: Policy
+    home: Path  # HOME inside (a tmpfs unless `home_bind`)
+    home_bind: bool = False
+    env: dict[str, str] = field(default_factory=dict)  # everything but secrets
+    proxy_dir: Path | None = None  # host dir holding proxy.sock
+    forwards: list[str] = field(default_factory=list)  # local endpoints bridged inside
+    extra_ro: list[Path] = field(default_factory=list)
+    extra_rw: list[Path] = field(default_factory=list)
+    data_dirs: list[Path] = field(default_factory=list)
+    hide_extra: list[Path] = field(default_factory=list)  # e.g. LOOPMETER_HOME
+    empty_file: Path | None = None  # an empty read-only file used to hide files
+
+
+def _under(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+@lru_cache(maxsize=1)
+def toolchain_dirs() -> tuple[str, ...]:
+    """Python (this interpreter and its venv) and node, when they live outside /usr."""
+    found: list[str] = []
+    for p in (sys.base_prefix, sys.prefix):
+        found.append(os.path.realpath(p))
+    node = shutil.which("node")
+    if node:
+        found.append(str(Path(os.path.realpath(node)).parent.parent))
+    return tuple(dict.fromkeys(d for d in found if not d.startswith(("/usr/", "/bin", "/lib"))))
+
+
+@lru_cache(maxsize=1)
+def inner_python() -> str:
+    return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else os.path.realpath(sys.executable)
+
+
+def inner_path() -> str:
+    extra = [f"{sys.prefix}/bin"] if sys.prefix != sys.base_prefix else []
+    node = shutil.which("node")
+    if node and not node.startswith(("/usr/", "/bin")):
+        extra.append(str(Path(node).parent))
+    return ":".join(dict.fromkeys([*extra, *SYSTEM_PATH]))
+
+
+def expand(entry: str, spec: SandboxSpec) -> list[Path]:
+    if entry == "{python}" or entry == "{node}":
+        return [Path(d) for d in toolchain_dirs()]
+    if entry == "{worktree}":
+        return [spec.workdir]
+    if entry == "{data}":
+        return list(spec.data_dirs)
+    if entry.startswith("~"):
+        return [Path(os.path.expanduser(entry))]
+    return [Path(entry)]
+
+
+def git_binds(workdir: Path, readonly: Sequence[str]) -> list[str]:
+    """.git/hooks and .git/config read-only; for a linked worktree, its main git dir read-only."""
+    dotgit = workdir / ".git"
+    args: list[str] = []
+    if dotgit.is_dir():
+        for name in readonly:
+            if (dotgit / name).exists():
+                args += ["--ro-bind", str(dotgit / name), str(dotgit / name)]
+    elif dotgit.is_file():
+        text = dotgit.read_text().strip()
+        if text.startswith("gitdir:"):
+            gitdir = Path(text.split(":", 1)[1].strip())
+            if not gitdir.is_absolute():
+                gitdir = (workdir / gitdir).resolve()
+            common = gitdir
+            if (gitdir / "commondir").is_file():
+                common = (gitdir / (gitdir / "commondir").read_text().strip()).resolve()
+            if not _under(gitdir, common):
+                args += ["--ro-bind", str(gitdir), str(gitdir)]
+            args += ["--ro-bind", str(common), str(common)]
+    return args
+
+
+def bwrap_argv(spec: SandboxSpec, command: Sequence[str], bwrap: str = "bwrap",
+               secret_fd: int | None = None) -> list[str]:
+    fs = spec.policy.model.filesystem
+    argv = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
+            "--hostname", "sandbox"]
+    home_host = Path(os.path.expanduser("~"))
+    argv += ["--tmpfs", str(home_host)]  # first, so readable entries under the home come back on top
+    mounted: list[Path] = []
+    for entry in fs.readable:
+        for p in expand(entry, spec):
+            if not os.path.lexists(p) or any(_under(p, m) for m in mounted):
+                continue
+            if p.is_symlink() and p.parent == Path("/"):
+                argv += ["--symlink", os.readlink(p), str(p)]
+            else:
+                argv += ["--ro-bind", str(p), str(p)]
+            mounted.append(p)
+    argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
+    if spec.home_bind:
+        argv += ["--bind", str(spec.home), str(spec.home)]
+    elif not _under(spec.home, home_host):
+        argv += ["--tmpfs", str(spec.home)]
+    for entry in fs.writable:
+        for p in expand(entry, spec):
+            if p.exists():
+                argv += ["--bind", str(p), str(p)]
+                mounted.append(p)
+    for p in spec.extra_ro:
+        argv += ["--ro-bind", str(p), str(p)]
+    for p in spec.data_dirs:
+        argv += ["--ro-bind", str(p), str(p)]
+    argv += ["--bind", str(spec.workdir), str(spec.workdir)]
+    for p in spec.extra_rw:
+        argv += ["--bind", str(p), str(p)]
+    visible = [*mounted, spec.workdir, *spec.extra_ro, *spec.extra_rw, *spec.data_dirs]
+    if spec.home_bind:
+        visible.append(spec.home)
+    for entry in [*fs.hidden, *map(str, spec.hide_extra)]:
+        for p in expand(entry, spec):
+            if not os.path.lexists(p) or not any(_under(p, v) for v in visible):
+                continue
+            if any(_under(spec.workdir, p) for _ in [0]):
+                continue  # never hide the worktree itself
+            if p.is_dir() and not p.is_symlink():
+                argv += ["--tmpfs", str(p), "--remount-ro", str(p)]
+            elif spec.empty_file is not None:
+                argv += ["--ro-bind", str(spec.empty_file), str(p)]
+    argv += git_binds(spec.workdir, fs.git_readonly)
+    if spec.proxy_dir is not None:
+        argv += ["--ro-bind", str(spec.proxy_dir), SANDBOX_RUN]
+    for key in sorted(spec.env):
+        argv += ["--setenv", key, spec.env[key]]
+    if secret_fd is not None:
+        argv += ["--args", str(secret_fd)]
+    argv += ["--chdir", str(spec.workdir), "--"]
+    if spec.proxy_dir is not None:
+        from loopmeter.sandbox.bridge_code import BRIDGE_CODE
+
+        argv += [inner_python(), "-I", "-S", "-c", BRIDGE_CODE, f"{SANDBOX_RUN}/proxy.sock", str(PROXY_PORT),
+                 ",".join(spec.forwards), "--"]
+    return argv + list(command)
+
+
+def secret_args(secrets: Mapping[str, str]) -> bytes:
+    """NUL-separated `--setenv NAME VALUE` for bwrap's --args FD (kept out of the visible argv)."""
+    parts: list[str] = []
+    for name in sorted(secrets):
+        parts += ["--setenv", name, secrets[name]]
+    return b"".join(p.encode() + b"\0" for p in parts)

@@ -1,0 +1,40 @@
+"""`--sandbox none`: runs the command directly, only when asked for by name, and says so in the audit log."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+from loopmeter.records import ExecResult
+from loopmeter.sandbox.runner import Runner
+from loopmeter.sandbox.spec import inner_path
+
+
+class UnsandboxedRunner(Runner):
+    kind = "none"
+    enforces = ("env",)
+
+    def _run(self, argv: list[str], **kw: Any) -> ExecResult:
+        ctx, policy = kw["ctx"], kw["policy"]
+        home = Path(kw["home"]) if kw["home"] is not None else Path(os.path.expanduser("~"))
+        env, handed, refused = self.build_env(policy, kw["role"], kw["actor"], kw["env"], kw["secrets"], home,
+                                              inner_path())
+        env.update(handed)
+        self._audit(ctx, layer="policy", action="exec", target=shlex.join(argv), decision="allow",
+                    rule_id="sandbox.none",
+                    detail={"runner": "none", "sandboxed": False, "role": kw["role"], "secrets": sorted(handed),
+                            "warning": "ran WITHOUT a sandbox because --sandbox none was asked for"})
+        denials = []
+        for name in refused:
+            denials.append({"layer": "policy", "action": "env", "target": name, "decision": "deny",
+                            "rule_id": "secrets.not-for-actor", "reason": f"secret {name} not handed to {kw['actor']}"})
+            self._audit(ctx, layer="policy", action="env", target=name, decision="deny",
+                        rule_id="secrets.not-for-actor", detail={"reason": "not for this actor"})
+        limits = policy.model.limits
+        result = self._execute(list(argv), env=env, cwd=kw["workdir"], stdin=kw["stdin"], timeout_s=kw["timeout_s"],
+                               cancel=kw["cancel"], on_output=kw["on_output"],
+                               output_limit=limits.output_kb * 1024 if limits.output_kb else None)
+        result.denials = denials
+        return result
