@@ -34,6 +34,7 @@ class RTurn:
     items: list[dict[str, Any]]
     usage: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_USAGE))
     fail: str | None = None  # send response.failed with this message instead
+    http_status: int | None = None  # answer with this HTTP error status and an error body instead
 
 
 def _usage(**kw: int) -> dict[str, int]:
@@ -59,7 +60,13 @@ def shell_turn(command: str, **usage: int) -> RTurn:
 
 
 def failed_turn(message: str = "scripted failure") -> RTurn:
+    """A stream that ends in response.failed (Codex retries these)."""
     return RTurn([], _usage(), fail=message)
+
+
+def http_error_turn(status: int = 401, message: str = "Incorrect API key provided") -> RTurn:
+    """An HTTP error reply, e.g. 401 for a bad key (Codex does not retry it)."""
+    return RTurn([], _usage(), fail=message, http_status=status)
 
 
 @dataclass
@@ -73,8 +80,9 @@ class RReply:
 
 class ResponsesServer:
     def __init__(self, turns: Iterable[RTurn] = (), *, host: str = "127.0.0.1", port: int = 0,
-                 done_text: str = "done") -> None:
+                 done_text: str = "done", exhausted: RTurn | None = None) -> None:
         self._turns: deque[RTurn] = deque(turns)
+        self.exhausted = exhausted  # the reply once the script has run out (default: a "done" message)
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.done_text = done_text
@@ -123,7 +131,10 @@ class ResponsesServer:
 
     def answer(self, body: dict[str, Any]) -> tuple[RReply, RTurn]:
         with self._lock:
-            turn = self._turns.popleft() if self._turns else message_turn(self.done_text)
+            if self._turns:
+                turn = self._turns.popleft()
+            else:
+                turn = self.exhausted or message_turn(self.done_text)
         n = next(self._ids)
         reply = RReply(response_id=f"resp_{n:04d}{uuid.uuid4().hex[:16]}",
                        request_id=f"req_{n:04d}{uuid.uuid4().hex[:16]}",
@@ -181,6 +192,10 @@ class ResponsesServer:
                     return
                 reply, turn = server.answer(body)
                 headers = {"x-request-id": reply.request_id}
+                if turn.http_status:
+                    err = {"error": {"message": turn.fail, "type": "invalid_request_error", "code": None}}
+                    self._send(turn.http_status, json.dumps(err).encode(), "application/json", headers)
+                    return
                 if body.get("stream"):
                     self._send(200, _sse(reply, turn).encode(), "text/event-stream",
                                {**headers, "Cache-Control": "no-cache"})

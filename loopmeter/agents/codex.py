@@ -1,0 +1,181 @@
+"""`codex`: OpenAI's Codex CLI, headless, inside loopmeter's sandbox.
+
+    codex exec --json --skip-git-repo-check --sandbox danger-full-access [-m MODEL] PROMPT
+
+Codex's own sandbox cannot start inside bubblewrap, so it runs unsandboxed inside
+ours (`danger-full-access`), with stdin closed. Its provider comes from a private
+CODEX_HOME/config.toml: the OpenAI API by default, or `--api-base` (Codex speaks only
+the Responses API, `wire_api = "responses"`).
+
+Usage: one row per `turn.completed` event. Codex's `input_tokens` include the cached
+ones: the row stores the non-cached part as input and `cached_input_tokens` as cache
+reads; `output_tokens` include `reasoning_output_tokens`. Codex reports no dollars:
+rows are priced from the price table when the model is known, otherwise unpriced.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from loopmeter.agents import _cli
+from loopmeter.agents.base import StepContext, StepResult
+from loopmeter.records import UsageRow
+
+SOURCE = "codex-json"
+BINARY = "codex"
+INSTALL_HINT = "install Codex: npm install -g @openai/codex"
+KEY_VAR = "OPENAI_API_KEY"
+OPENAI_BASE = "https://api.openai.com/v1"
+
+
+def _toml_str(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def provider_base_url(api_base: str | None) -> str:
+    if not api_base:
+        return OPENAI_BASE
+    base = api_base.rstrip("/")
+    return base if urlsplit(base).path not in ("", "/") else base + "/v1"
+
+
+def config_toml(model: str | None, api_base: str | None) -> str:
+    """CODEX_HOME/config.toml: a provider reading its key from OPENAI_API_KEY, Responses API."""
+    name = "local" if api_base else "openai-key"
+    lines = []
+    if model:
+        lines.append(f"model = {_toml_str(model)}")
+    lines += [
+        f"model_provider = {_toml_str(name)}",
+        "",
+        f"[model_providers.{name}]",
+        f"name = {_toml_str(name)}",
+        f"base_url = {_toml_str(provider_base_url(api_base))}",
+        f"env_key = {_toml_str(KEY_VAR)}",
+        'wire_api = "responses"',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+class CodexBackend:
+    name = "codex"
+    description = "OpenAI Codex CLI (codex exec --json), sandboxed"
+
+    def available(self, api_base: str | None = None) -> tuple[bool, str | None]:
+        if _cli.resolve_executable(BINARY) is None:
+            return False, INSTALL_HINT
+        if not _cli.is_loopback_url(api_base) and not _cli.have_key(KEY_VAR, "openai"):
+            return False, _cli.key_hint(KEY_VAR, "openai")
+        return True, None
+
+    def argv(self, ctx: StepContext, exe: str) -> list[str]:
+        argv = [exe, "exec", "--json", "--skip-git-repo-check", "--sandbox", "danger-full-access", "--color", "never"]
+        if ctx.model:
+            argv += ["-m", ctx.model]
+        return [*argv, _cli.prompt_for(ctx)]
+
+    def step(self, ctx: StepContext) -> StepResult:
+        exe = _cli.resolve_executable(BINARY, ctx.env)
+        if exe is None:
+            return _cli.not_installed(BINARY, INSTALL_HINT)
+        key, is_secret = _cli.key_for(ctx, KEY_VAR)
+        if key is None:
+            return StepResult(exit_code=2, error=f"no {KEY_VAR} for agent:codex", error_kind="auth",
+                              summary=_cli.key_hint(KEY_VAR, "openai"))
+        home = _cli.agent_home(ctx)
+        codex_home = home / ".codex"
+        codex_home.mkdir(parents=True, exist_ok=True)
+        (codex_home / "config.toml").write_text(config_toml(ctx.model, ctx.api_base))
+        env = {"CODEX_HOME": str(codex_home), "NO_COLOR": "1"}
+        secrets: dict[str, str] = {}
+        if is_secret:
+            secrets[KEY_VAR] = key
+        else:
+            env[KEY_VAR] = key
+        res = _cli.run_cli(ctx, self.argv(ctx, exe), env=env, secrets=secrets, home=home, stdin="")
+        events, bad_lines = _cli.json_lines(res.stdout)
+        model = ctx.model or _rollout_model(codex_home, events)
+        out = parse_events(events, ctx, model)
+        out.exit_code = res.exit_code
+        kind, stopped = _cli.exec_failure(res)
+        if kind:
+            out.error_kind, out.stopped_by = kind, stopped
+            out.error = out.error or f"codex stopped: {res.killed_reason or 'timeout'}"
+        elif res.exit_code != 0 and not out.error:
+            out.error = f"codex exited {res.exit_code}: {_cli.tail(res.stderr or res.stdout, 500)}"
+            out.error_kind = "agent"
+        if bad_lines:
+            out.transcript.append({"type": "loopmeter.skipped_lines", "count": bad_lines})
+        if ctx.on_usage:
+            for r in out.usage:
+                ctx.on_usage(r)
+        return out
+
+
+def _rollout_model(codex_home: Path, events: list[dict[str, Any]]) -> str | None:
+    """The model Codex used, from the latest turn_context of this thread's rollout log."""
+    thread = next((e.get("thread_id") for e in events if e.get("type") == "thread.started"), None)
+    if not thread:
+        return None
+    model = None
+    for path in (codex_home / "sessions").rglob(f"rollout-*{thread}*.jsonl"):
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if '"turn_context"' not in line:
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                model = (obj.get("payload") or {}).get("model") or model
+    return model
+
+
+def usage_row(ctx: StepContext, n: int, usage: dict[str, Any], model: str | None, session: str | None) -> UsageRow:
+    total_in = usage.get("input_tokens")
+    cached = usage.get("cached_input_tokens")
+    cache_write = usage.get("cache_write_input_tokens") or None
+    non_cached = None
+    if total_in is not None:
+        non_cached = max(int(total_in) - int(cached or 0) - int(cache_write or 0), 0)
+    r = _cli.row(ctx, _cli.loop_key(ctx, n), SOURCE, model=model, provider="openai", session_id=session,
+                 input_tokens=non_cached, cache_read_tokens=cached, cache_write_tokens=cache_write,
+                 output_tokens=usage.get("output_tokens"), reasoning_tokens=usage.get("reasoning_output_tokens"))
+    return _cli.price_row(r)
+
+
+def parse_events(events: list[dict[str, Any]], ctx: StepContext, model: str | None) -> StepResult:
+    out = StepResult()
+    out.session_id = next((e.get("thread_id") for e in events if e.get("type") == "thread.started"), None)
+    out.transcript = [_cli.clip(e) for e in events]
+    messages: list[str] = []
+    errors: list[str] = []
+    n = 0
+    for e in events:
+        kind = e.get("type")
+        if kind == "turn.completed":
+            n += 1
+            out.usage.append(usage_row(ctx, n, e.get("usage") or {}, model, out.session_id))
+        elif kind == "error":
+            errors.append(str(e.get("message") or "error"))
+        elif kind == "item.completed":
+            item = e.get("item") or {}
+            if item.get("type") == "agent_message" and item.get("text"):
+                messages.append(str(item["text"]))
+    out.summary = (messages[-1] if messages else "")[:2000]
+    failures = [str((e.get("error") or {}).get("message") or "turn failed")
+                for e in events if e.get("type") == "turn.failed"]
+    if failures or (errors and not out.usage):
+        # "Reconnecting... n/5" error events are retries; the turn's own failure says why.
+        out.error = (failures or errors)[-1][:1000]
+        low = out.error.lower()
+        out.error_kind = "auth" if ("401" in low or "unauthorized" in low or "api key" in low) else "agent"
+    return out
+
+
+def backend() -> CodexBackend:
+    return CodexBackend()
