@@ -185,10 +185,13 @@ def _as_float(value: Any, where: str) -> float:
     raise PayloadError(f"{where}: expected a number, got {value!r}")
 
 
+def _camel(name: str) -> str:
+    return _CAMEL.sub(lambda m: m.group(1).upper(), name)
+
+
 def _get(d: dict[str, Any], name: str) -> Any:
     """A field by its snake_case proto name or its lowerCamelCase JSON name."""
-    camel = _CAMEL.sub(lambda m: m.group(1).upper(), name)
-    value = d.get(camel)
+    value = d.get(_camel(name))
     return d.get(name) if value is None else value
 
 
@@ -197,7 +200,8 @@ def _list(d: dict[str, Any], name: str, where: str) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise PayloadError(f"{where}.{name}: expected a list, got {type(value).__name__}")
+        path = f"{where}.{_camel(name)}" if where else _camel(name)
+        raise PayloadError(f"{path}: expected a list, got {type(value).__name__}")
     return value
 
 
@@ -275,15 +279,15 @@ class _JsonWalker(_Walker):
 
     def _scopes(self, top: str, scopes: str, items: str) -> Iterator[tuple[dict[str, Any], dict[str, Any], Any, str]]:
         for i, rl in enumerate(_list(self.doc, top, "")):
-            w = f"{top}[{i}]"
+            w = f"{_camel(top)}[{i}]"
             rl = _obj(rl, w)
             resource = self._resource(_get(rl, "resource"), f"{w}.resource")
             for j, sl in enumerate(_list(rl, scopes, w)):
-                sw = f"{w}.{scopes}[{j}]"
+                sw = f"{w}.{_camel(scopes)}[{j}]"
                 sl = _obj(sl, sw)
                 scope = _obj(_get(sl, "scope"), f"{sw}.scope")
                 for k, item in enumerate(_list(sl, items, sw)):
-                    yield resource, scope, item, f"{sw}.{items}[{k}]"
+                    yield resource, scope, item, f"{sw}.{_camel(items)}[{k}]"
 
     def logs(self) -> Iterator[LogRecord]:
         for resource, scope, lr, w in self._scopes("resource_logs", "scope_logs", "log_records"):
