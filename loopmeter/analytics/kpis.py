@@ -1,0 +1,87 @@
+"""Every KPI in one call: the Overview tab, `loopmeter report` (all formats) and `--json` use this.
+
+The JSON keys are stable and documented in docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from loopmeter.analytics import attempts as attempts_mod
+from loopmeter.analytics import cube as cube_mod
+from loopmeter.analytics import evals as evals_mod
+from loopmeter.analytics import outcomes as outcomes_mod
+from loopmeter.analytics import policy as policy_mod
+from loopmeter.analytics import roi as roi_mod
+from loopmeter.analytics import spend, velocity
+from loopmeter.analytics.filters import DIMENSIONS, Filters
+from loopmeter.config import ValueModel
+from loopmeter.store import Store
+
+SCHEMA = "loopmeter.report/1"
+
+
+@dataclass
+class Data:
+    """The two frames every KPI is computed from, loaded once per filter change."""
+
+    filters: Filters
+    cube: pd.DataFrame
+    attempts: pd.DataFrame
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load(store: Store, filters: Filters, home: Path) -> Data:
+    return Data(filters, cube_mod.load_cube(store, filters, home), attempts_mod.load_attempts(store, filters))
+
+
+def headline(data: Data, value: ValueModel) -> dict[str, Any]:
+    """The KPI boxes: spend, outcomes, cost per outcome, velocity, ROI, waste."""
+    usage = spend.summary(data.cube)
+    outs = outcomes_mod.outcomes(data.attempts)
+    return {
+        "spend": usage,
+        "outcomes": outs,
+        "cost_per_outcome": roi_mod.cost_per_outcome(data.attempts, outs["verified"], outs["merged"]),
+        "velocity": velocity.velocity(data.attempts),
+        "roi": roi_mod.roi(data.attempts, value),
+        "wasted": roi_mod.wasted_spend(data.attempts),
+    }
+
+
+def agent_table(data: Data) -> pd.DataFrame:
+    return roi_mod.by_agent(data.attempts, spend.by_dimension(data.cube, "agent"))
+
+
+def compute(store: Store, filters: Filters, *, value: ValueModel, home: Path, now: datetime,
+            data: Data | None = None, include_evals: bool = True, include_audit: bool = True,
+            verify_chain: bool = True) -> dict[str, Any]:
+    """The whole report as plain JSON-ready data."""
+    data = data or load(store, filters, home)
+    tz = filters.tz
+    report: dict[str, Any] = {
+        "schema": SCHEMA,
+        "generated_at": now.isoformat(),
+        "filters": filters.as_dict(),
+        "value_model": {"value_per_merged_outcome": value.value_per_merged_outcome,
+                        "hourly_rate": value.hourly_rate, "configured": value.configured},
+        **headline(data, value),
+        "by": {dim: spend.records(spend.by_dimension(data.cube, dim)) for dim in DIMENSIONS},
+        "spend_by_day": spend.records(spend.over_time(data.cube, "day", tz=tz)),
+        "spend_by_day_agent": spend.records(spend.over_time(data.cube, "day", by="agent", tz=tz)),
+        "spend_by_week": spend.records(spend.over_time(data.cube, "week", tz=tz)),
+        "agents": spend.records(agent_table(data)),
+        "experiments_per_week": spend.records(velocity.experiments_per_week(data.attempts)),
+    }
+    if include_evals:
+        report["evals"] = evals_mod.eval_summary(evals_mod.load_results(store, filters))
+    if include_audit:
+        report["audit"] = {"decisions": policy_mod.decision_counts(store, filters),
+                           "chain": policy_mod.chain_status(store) if verify_chain else
+                           {"status": "not checked", "detail": None, "records": None, "seconds": None}}
+    return report

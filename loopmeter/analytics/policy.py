@@ -1,0 +1,81 @@
+"""Audit records for the Policy tab and report, and the chain status from `verify_chain`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import and_, func, select
+
+from loopmeter.analytics.filters import Filters, to_utc
+from loopmeter.store import Store
+from loopmeter.store.models import Audit
+
+COLUMNS = ["seq", "ts", "run_id", "actor", "layer", "action", "target", "decision", "rule_id"]
+
+
+def _conditions(filters: Filters, decision: str | None, layer: str | None, run_id: str | None) -> list[Any]:
+    where: list[Any] = []
+    since, until = to_utc(filters.since), to_utc(filters.until)
+    if since is not None:
+        where.append(Audit.ts >= since)
+    if until is not None:
+        where.append(Audit.ts < until)
+    if decision:
+        where.append(Audit.decision == decision)
+    if layer:
+        where.append(Audit.layer == layer)
+    if run_id:
+        where.append(Audit.run_id == run_id)
+    return where
+
+
+def audit_records(store: Store, filters: Filters, *, decision: str | None = None, layer: str | None = None,
+                  run_id: str | None = None, limit: int = 500) -> pd.DataFrame:
+    """Newest first."""
+    where = _conditions(filters, decision, layer, run_id)
+    stmt = (select(*[getattr(Audit, c) for c in COLUMNS]).where(and_(*where) if where else True)
+            .order_by(Audit.seq.desc()).limit(limit))
+    with store.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return pd.DataFrame([tuple(r) for r in rows], columns=COLUMNS)
+
+
+def decision_counts(store: Store, filters: Filters, *, layer: str | None = None,
+                    run_id: str | None = None) -> dict[str, int]:
+    where = _conditions(filters, None, layer, run_id)
+    stmt = select(Audit.decision, func.count()).where(and_(*where) if where else True).group_by(Audit.decision)
+    with store.engine.connect() as conn:
+        return {d: int(n) for d, n in conn.execute(stmt)}
+
+
+def chain_status(store: Store) -> dict[str, Any]:
+    """{"status": "ok" | "broken" | "unavailable", "detail", "records", "seconds"} from verify_chain."""
+    try:
+        from loopmeter.policies.audit import verify_chain
+    except ImportError:
+        return {"status": "unavailable", "detail": "audit verification is not installed in this build",
+                "records": None, "seconds": None}
+    t0 = time.perf_counter()
+    try:
+        result = verify_chain(store)
+    except Exception as exc:  # noqa: BLE001 - the dashboard reports it, it does not crash
+        return {"status": "unavailable", "detail": f"verify failed: {exc}", "records": None,
+                "seconds": time.perf_counter() - t0}
+    return {**_normalise(result), "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _normalise(result: Any) -> dict[str, Any]:
+    """verify_chain's result as a dict, whether it returns a dataclass, a dict, or a bool."""
+    if isinstance(result, bool):
+        return {"status": "ok" if result else "broken", "detail": None, "records": None}
+    data = result if isinstance(result, dict) else getattr(result, "__dict__", {})
+    ok = data.get("ok", data.get("valid"))
+    status = "ok" if ok else "broken" if ok is not None else str(data.get("status", "unknown"))
+    detail = data.get("detail") or data.get("reason") or data.get("message") or data.get("error")
+    first_bad = data.get("first_bad_seq", data.get("broken_at", data.get("bad_seq")))
+    if first_bad is not None and status == "broken":
+        detail = f"first bad record: seq {first_bad}" + (f" ({detail})" if detail else "")
+    records = data.get("records", data.get("checked", data.get("count")))
+    return {"status": status, "detail": detail, "records": records}

@@ -1,0 +1,114 @@
+"""Runs: the list, one run in detail (attempts, iterations, spans, diff), and whether any is active."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import and_, case, func, select
+
+from loopmeter.analytics.filters import Filters, to_utc
+from loopmeter.store import Store
+from loopmeter.store.models import Attempt, Iteration, Run, Span
+
+ACTIVE = ("pending", "running")
+RUN_COLUMNS = ["id", "kind", "task", "user", "repo", "status", "started_at", "ended_at", "attempts", "passed",
+               "cost_usd", "unpriced_calls"]
+
+
+def run_conditions(filters: Filters) -> list[Any]:
+    where: list[Any] = []
+    since, until = to_utc(filters.since), to_utc(filters.until)
+    if since is not None:
+        where.append(Run.started_at >= since)
+    if until is not None:
+        where.append(Run.started_at < until)
+    if filters.user is not None:
+        where.append(Run.user == filters.user)
+    if filters.repo is not None:
+        where.append(Run.repo == filters.repo)
+    return where
+
+
+def list_runs(store: Store, filters: Filters, limit: int = 500, status: str | None = None) -> pd.DataFrame:
+    """Newest runs first, with attempt counts and cost (agent/model/project filters select runs having one)."""
+    where = run_conditions(filters)
+    if status is not None:
+        where.append(Run.status == status)
+    att_where = [c for c in (
+        Attempt.agent == filters.agent if filters.agent else None,
+        Attempt.model == filters.model if filters.model else None,
+        Attempt.project == filters.project if filters.project else None,
+    ) if c is not None]
+    agg = (
+        select(Attempt.run_id, func.count().label("n"),
+               func.sum(case((Attempt.status == "passed", 1), else_=0)).label("ok"),
+               func.sum(Attempt.cost_usd).label("cost"), func.sum(Attempt.unpriced_calls).label("unpriced"))
+        .where(and_(*att_where) if att_where else True)
+        .group_by(Attempt.run_id)
+        .subquery()
+    )
+    join_kind = not att_where  # with attempt filters, only runs that have a matching attempt
+    stmt = (
+        select(Run.id, Run.kind, Run.task, Run.user, Run.repo, Run.status, Run.started_at, Run.ended_at,
+               func.coalesce(agg.c.n, 0), func.coalesce(agg.c.ok, 0), agg.c.cost, func.coalesce(agg.c.unpriced, 0))
+        .join(agg, agg.c.run_id == Run.id, isouter=join_kind)
+        .where(and_(*where) if where else True)
+        .order_by(Run.started_at.desc(), Run.id.desc())
+        .limit(limit)
+    )
+    with store.engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return pd.DataFrame([tuple(r) for r in rows], columns=RUN_COLUMNS)
+
+
+def active_runs(store: Store) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(Run).where(Run.status.in_(ACTIVE))).scalar_one())
+
+
+def _dicts(objs: list[Any]) -> list[dict[str, Any]]:
+    return [o.model_dump() for o in objs]
+
+
+def run_detail(store: Store, run_id: str) -> dict[str, Any] | None:
+    """The run, its attempts (with parsed diffstat), iterations per attempt, spans, and a diff if git has it."""
+    with store.session() as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            return None
+        attempts = list(s.execute(select(Attempt).where(Attempt.run_id == run_id).order_by(Attempt.id)).scalars())
+        ids = [a.id for a in attempts]
+        iterations = list(s.execute(
+            select(Iteration).where(Iteration.attempt_id.in_(ids)).order_by(Iteration.attempt_id, Iteration.n)
+        ).scalars()) if ids else []
+        spans = list(s.execute(select(Span).where(Span.run_id == run_id).order_by(Span.start_ns)).scalars())
+    att = _dicts(attempts)
+    for a in att:
+        try:
+            a["diffstat"] = json.loads(a["diffstat"]) if a["diffstat"] else None
+        except ValueError:
+            a["diffstat"] = None
+    by_attempt: dict[str, list[dict[str, Any]]] = {}
+    for it in _dicts(iterations):
+        by_attempt.setdefault(it["attempt_id"], []).append(it)
+    return {"run": run.model_dump(), "attempts": att, "iterations": by_attempt, "spans": _dicts(spans)}
+
+
+def attempt_diff(repo: str | None, attempt: dict[str, Any], max_chars: int = 200_000) -> str | None:
+    """`git diff base..head` (or base..branch) of an attempt, when its repo is on this machine."""
+    if not repo or not Path(repo).is_dir():
+        return None
+    base = attempt.get("base_commit")
+    head = attempt.get("head_commit") or attempt.get("branch")
+    if not base or not head:
+        return None
+    import git
+
+    try:
+        text = git.Repo(repo).git.diff(base, head)
+    except Exception:  # noqa: BLE001 - a missing branch or commit means no diff to show
+        return None
+    return text[:max_chars]
