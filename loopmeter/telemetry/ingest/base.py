@@ -25,7 +25,7 @@ try:  # orjson is several times faster than json on the candidate lines; json is
 except ImportError:  # pragma: no cover - orjson is a dependency
     import json
 
-    _loads = json.loads
+    _loads = json.loads  # type: ignore[assignment]
     JSON_ERRORS = (ValueError,)
 
 CHUNK_BYTES = 4 << 20

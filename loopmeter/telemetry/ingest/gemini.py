@@ -92,7 +92,8 @@ def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[UsageRow]:
             continue
         if "type" not in obj:
             _header(obj, ctx)
-        messages = obj.get("messages") if isinstance(obj.get("messages"), list) else [obj]
+        listed = obj.get("messages")
+        messages: list[Any] = listed if isinstance(listed, list) else [obj]
         for msg in messages:
             if not isinstance(msg, dict):
                 ctx.bad_line()
