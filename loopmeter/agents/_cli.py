@@ -55,20 +55,19 @@ def url_host_port(url: str) -> str:
 
 
 def agent_home(ctx: StepContext) -> Path:
-    """A private HOME per attempt, kept across iterations so an agent can resume its session."""
-    from loopmeter.config import load_settings
-
-    home = load_settings().home / "agent-homes" / (ctx.run_id or "adhoc") / f"{ctx.attempt_id}-{ctx.agent}"
-    home.mkdir(parents=True, exist_ok=True)
+    """A private HOME per attempt, beside its worktree, kept across iterations so an agent
+    can resume its session. Not under LOOPMETER_HOME: the sandbox hides that directory."""
+    home = ctx.workdir.parent / f".{ctx.workdir.name}.{ctx.agent}-home"
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     return home
 
 
-def key_for(ctx: StepContext, var: str) -> tuple[str | None, bool]:
+def key_for(ctx: StepContext, var: str, *, honor_api_base: bool = True) -> tuple[str | None, bool]:
     """(value, is_secret) for an API-key variable.
 
     A loopback api_base gets a placeholder (a local server needs no key). Otherwise
     the real key, only when the policy names it for this agent."""
-    if is_loopback_url(ctx.api_base):
+    if honor_api_base and is_loopback_url(ctx.api_base):
         return LOCAL_PLACEHOLDER_KEY, False
     policy = ctx.policy
     if policy is None or var not in policy.secrets_for(actor(ctx.agent)):
