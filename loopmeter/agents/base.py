@@ -48,6 +48,12 @@ class StepContext:
     on_usage: Callable[[UsageRow], None] | None = None  # called as each model call is known
     user: str | None = None
     project: str | None = None
+    # asks a person (through the loop's approval interrupt) about a policy `ask`:
+    # approve(action, target) -> True to go ahead. None: an `ask` is refused.
+    approve: Callable[[str, str], bool] | None = None
+    state_dir: Path | None = None  # private scratch for the backend (outside the worktree), kept across resume
+    actor: str = ""  # the policy actor, "agent:<name>"
+    tracer: Any = None  # an OpenTelemetry tracer; spans made with it nest under `invoke_agent`
 
 
 @dataclass
