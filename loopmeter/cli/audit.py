@@ -1,0 +1,118 @@
+"""`loopmeter audit`: read, verify and export the hash-chained log of sandbox decisions.
+
+`audit log --json`: `[{seq, ts, sandbox_id, run_id, attempt_id, actor, layer, action, target, decision,
+rule_id, policy_sha256, detail, prev, hash}]`; `audit verify --json`: `{ok, records, head_seq, head_hash,
+first_bad_seq, reason, anchor}`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from loopmeter.errors import LoopmeterError
+
+app = typer.Typer(help="Read, verify and export the audit log of sandbox decisions.", no_args_is_help=True)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="audit")
+
+
+def _since(text: str) -> datetime:
+    from loopmeter.records import utcnow
+
+    m = re.fullmatch(r"(\d+)([smhdw])", text.strip())
+    if m:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m.group(2)]
+        return utcnow() - timedelta(**{unit: int(m.group(1))})
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise LoopmeterError(f"--since {text!r} is not a time", hint="use e.g. 2h, 3d or 2026-01-31T12:00") from exc
+    from loopmeter.store import as_utc
+
+    return as_utc(ts) if ts.tzinfo else ts.astimezone().astimezone(as_utc(utcnow()).tzinfo)
+
+
+@app.command("log")
+def log(
+    denied: Annotated[bool, typer.Option("--denied", help="Only deny and ask decisions.")] = False,
+    run: Annotated[str | None, typer.Option("--run", help="Only this run id.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only newer records: 2h, 3d or an ISO time.")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many (newest).")] = 200,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+) -> None:
+    """Recent decisions, oldest first."""
+    from sqlalchemy import select
+
+    from loopmeter.policies.audit import canonical_ts
+    from loopmeter.store import Audit, open_store
+
+    table: Any = Audit.__table__  # type: ignore[attr-defined]
+    q = select(table)
+    if denied:
+        q = q.where(table.c.decision != "allow")
+    if run:
+        q = q.where(table.c.run_id == run)
+    if since:
+        q = q.where(table.c.ts >= _since(since))
+    q = q.order_by(table.c.seq.desc()).limit(limit)
+    store = open_store()
+    with store.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(q)][::-1]
+    store.dispose()
+    for r in rows:
+        r["ts"] = canonical_ts(r["ts"])
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['seq']:>6} {r['ts'][:19]} {r['layer']:<6} {r['action']:<10} {r['decision']:<5} "
+                   f"{(r['target'] or '')[:60]:<60} {r['rule_id'] or ''}")
+    if not rows:
+        typer.echo("(no audit records)")
+
+
+@app.command("verify")
+def verify(json_out: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """Check the hash chain and the anchor: exit 0 intact, 1 with the first bad seq named."""
+    from loopmeter.config import load_settings
+    from loopmeter.policies.audit import verify_chain
+    from loopmeter.store import open_store
+
+    settings = load_settings()
+    store = open_store(settings.db_url)
+    result = verify_chain(store, settings.audit_anchor, settings.audit_anchor_copy)
+    store.dispose()
+    if json_out:
+        typer.echo(json.dumps(result.as_dict(), indent=2))
+    elif result.ok:
+        typer.echo(f"audit log intact: {result.records} records, head seq {result.head_seq}"
+                   + (f", matches the anchor {result.anchor}" if result.anchor else " (no anchor file yet)"))
+    else:
+        typer.echo(f"audit log BROKEN at seq {result.first_bad_seq}: {result.reason}", err=True)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command("export")
+def export(output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None
+           ) -> None:
+    """Every record as JSON Lines, with prev and hash, so the chain can be checked elsewhere."""
+    from loopmeter.policies.audit import export_jsonl
+    from loopmeter.store import open_store
+
+    store = open_store()
+    if output is None:
+        export_jsonl(store, sys.stdout)
+    else:
+        with output.open("w") as fh:
+            n = export_jsonl(store, fh)
+        typer.echo(f"wrote {n} records to {output}", err=True)
+    store.dispose()

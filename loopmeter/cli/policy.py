@@ -1,0 +1,94 @@
+"""`loopmeter policy`: list, show, lint and diff sandbox policies.
+
+`policy list --json`: `[{name, description, path, sha256, network_allow, secrets}]`;
+`policy show --json`: `{name, path, sha256, policy}`; `policy diff --json`: `[{field, a, b}]`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(help="List, show, lint and compare sandbox policies.", no_args_is_help=True)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="policy")
+
+
+@app.command("list")
+def list_(json_out: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """The shipped presets."""
+    from loopmeter.policies import list_presets, load_policy
+
+    rows: list[dict[str, Any]] = []
+    for name in list_presets():
+        p = load_policy(name)
+        rows.append({"name": p.name, "description": p.model.description, "path": str(p.path), "sha256": p.sha256,
+                     "network_allow": len(p.model.network.allow), "secrets": sorted(p.model.secrets)})
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['name']:<16} {r['sha256'][:12]}  hosts={r['network_allow']:<3} {r['description']}")
+
+
+@app.command("show")
+def show(ref: Annotated[str, typer.Argument(help="Preset name or YAML file.")],
+         json_out: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """Print a policy (the file as written, plus its sha256)."""
+    from loopmeter.policies import load_policy
+
+    p = load_policy(ref)
+    if json_out:
+        typer.echo(json.dumps({"name": p.name, "path": str(p.path), "sha256": p.sha256,
+                               "policy": p.model.model_dump()}, indent=2))
+        return
+    typer.echo(f"# {p.path}\n# sha256 {p.sha256}")
+    typer.echo(p.path.read_text().rstrip())
+
+
+@app.command("lint")
+def lint(files: Annotated[list[str], typer.Argument(help="Policy files (or preset names).")]) -> None:
+    """Validate policy files; the first error names file, line and field (exit 2)."""
+    from loopmeter.policies import load_policy
+
+    for f in files:
+        p = load_policy(f)
+        typer.echo(f"ok  {p.path}  ({p.name}, sha256 {p.sha256[:12]})")
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(data, dict):
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    else:
+        out[prefix] = data
+    return out
+
+
+@app.command("diff")
+def diff(a: Annotated[str, typer.Argument(help="First policy.")], b: Annotated[str, typer.Argument(help="Second policy.")],
+         json_out: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """What differs between two policies, field by field."""
+    from loopmeter.policies import load_policy
+
+    pa, pb = load_policy(a), load_policy(b)
+    fa, fb = _flatten(pa.model.model_dump()), _flatten(pb.model.model_dump())
+    rows = [{"field": k, "a": fa.get(k), "b": fb.get(k)} for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    typer.echo(f"--- {pa.name} ({pa.path})\n+++ {pb.name} ({pb.path})")
+    for r in rows:
+        if isinstance(r["a"], list) and isinstance(r["b"], list):
+            gone = [x for x in r["a"] if x not in r["b"]]
+            new = [x for x in r["b"] if x not in r["a"]]
+            typer.echo(f"{r['field']}:" + "".join(f"\n  - {x}" for x in gone) + "".join(f"\n  + {x}" for x in new))
+        else:
+            typer.echo(f"{r['field']}:\n  - {r['a']!r}\n  + {r['b']!r}")
+    if not rows:
+        typer.echo("(no differences)")
