@@ -1,0 +1,42 @@
+"""`loopmeter report --format csv`: one long table (section, name, metric, value) with raw values."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from loopmeter.reports.kpi_rows import kpi_rows
+
+SKIP = {"period", "week"}
+
+
+def render(r: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["section", "name", "metric", "value"])
+    for group, name, _text, raw in kpi_rows(r):
+        w.writerow(["kpi", group, name, "" if raw is None else raw])
+    for a in r["roi"]["assumptions"]:
+        w.writerow(["assumption", "roi", "text", a])
+    for dim, rows in r["by"].items():
+        for row in rows:
+            for k, v in row.items():
+                if k != dim:
+                    w.writerow([f"by_{dim}", row[dim], k, "" if v is None else v])
+    for section in ("spend_by_day", "spend_by_week"):
+        for row in r[section]:
+            for k, v in row.items():
+                if k != "period":
+                    w.writerow([section, row["period"], k, "" if v is None else v])
+    for row in r["agents"]:
+        for k, v in row.items():
+            if k != "agent":
+                w.writerow(["agent", row["agent"], k, "" if v is None else v])
+    for row in r["experiments_per_week"]:
+        w.writerow(["experiments_per_week", f"{row['week']}/{row['user']}", "experiments", row["experiments"]])
+    for c in (r.get("evals") or {}).get("configs", []):
+        for k, v in c.items():
+            if k not in ("suite", "config"):
+                w.writerow(["eval", f"{c['suite']}/{c['config']}", k, "" if v is None else v])
+    return buf.getvalue()

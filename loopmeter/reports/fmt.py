@@ -1,0 +1,66 @@
+"""How figures read, the same on screen and in reports: money, durations, ratios, unpriced counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+DASH = "—"
+
+
+def money(v: float | None, unpriced: int = 0) -> str:
+    """$1,284.10; an unpriced amount reads 'unpriced', never $0."""
+    if v is None:
+        return "unpriced" if unpriced else DASH
+    if abs(v) >= 100:
+        text = f"${v:,.0f}" if abs(v) >= 10_000 else f"${v:,.2f}"
+    elif abs(v) >= 0.01 or v == 0:
+        text = f"${v:,.2f}"
+    else:
+        text = f"${v:.4f}"
+    return text
+
+
+def unpriced_note(n: int) -> str:
+    return f"+ {n:,} unpriced call{'s' if n != 1 else ''}" if n else ""
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return DASH
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600:02d}h"
+
+
+def pct(v: float | None, digits: int = 0) -> str:
+    return DASH if v is None else f"{v * 100:.{digits}f}%"
+
+
+def num(v: float | int | None, digits: int = 0) -> str:
+    if v is None:
+        return DASH
+    return f"{v:,.{digits}f}" if digits else f"{int(round(v)):,}"
+
+
+def tokens(v: int | None) -> str:
+    if v is None:
+        return DASH
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(v) >= size:
+            return f"{v / size:.1f}{unit}"
+    return str(int(v))
+
+
+def roi_text(roi: dict[str, Any]) -> str:
+    if not roi.get("shown"):
+        return "not shown"
+    return DASH if roi.get("roi") is None else f"{roi['roi']:.1f}×"
+
+
+def ci(low: float | None, high: float | None) -> str:
+    return DASH if low is None or high is None else f"[{low * 100:.0f}%, {high * 100:.0f}%]"
