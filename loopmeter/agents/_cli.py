@@ -26,8 +26,8 @@ TRANSCRIPT_TEXT_LIMIT = 4000
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]", "0.0.0.0"}
 
 
-def actor(agent: str) -> str:
-    return f"agent:{agent}"
+def actor(agent: str, ctx_actor: str = "") -> str:
+    return ctx_actor or f"agent:{agent}"
 
 
 def resolve_executable(name: str, env: dict[str, str] | None = None) -> str | None:
@@ -55,9 +55,12 @@ def url_host_port(url: str) -> str:
 
 
 def agent_home(ctx: StepContext) -> Path:
-    """A private HOME per attempt, beside its worktree, kept across iterations so an agent
-    can resume its session. Not under LOOPMETER_HOME: the sandbox hides that directory."""
-    home = ctx.workdir.parent / f".{ctx.workdir.name}.{ctx.agent}-home"
+    """A private HOME per attempt, kept across iterations (and resume) so an agent can pick
+    up its session: under the loop's state_dir, else beside the worktree."""
+    if ctx.state_dir is not None:
+        home = Path(ctx.state_dir) / "home"
+    else:
+        home = ctx.workdir.parent / f".{ctx.workdir.name}.{ctx.agent}-home"
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     return home
 
@@ -70,7 +73,7 @@ def key_for(ctx: StepContext, var: str, *, honor_api_base: bool = True) -> tuple
     if honor_api_base and is_loopback_url(ctx.api_base):
         return LOCAL_PLACEHOLDER_KEY, False
     policy = ctx.policy
-    if policy is None or var not in policy.secrets_for(actor(ctx.agent)):
+    if policy is None or var not in policy.secrets_for(actor(ctx.agent, ctx.actor)):
         return None, True
     from loopmeter.secrets import PROVIDERS, get_key
 
@@ -115,12 +118,13 @@ def run_cli(
         extra_allow.append(url_host_port(ctx.api_base))
     binds = [Path(argv[0]).parent, *extra_ro_binds]
     merged_env = {**ctx.env, **(env or {})}
+    merged_env.pop("PATH", None)  # the host PATH found the binary; inside, the sandbox's own PATH applies
     return ctx.sandbox.run(
         list(argv),
         workdir=ctx.workdir,
         policy=ctx.policy,
         role="agent",
-        actor=actor(ctx.agent),
+        actor=actor(ctx.agent, ctx.actor),
         env=merged_env,
         secrets=secrets or None,
         timeout_s=ctx.timeout_s,
@@ -148,6 +152,11 @@ def exec_failure(res: ExecResult) -> tuple[str | None, str | None]:
     if res.killed_reason:
         return "budget", res.killed_reason
     return None, None
+
+
+def unreported_row(ctx: StepContext, source: str, **fields: Any) -> UsageRow:
+    """The agent ran and made model calls but reported no usage: NULL tokens, unpriced."""
+    return row(ctx, loop_key(ctx, 1), source, model=ctx.model, cost_source=COST_UNPRICED, **fields)
 
 
 def loop_key(ctx: StepContext, n: int) -> str:

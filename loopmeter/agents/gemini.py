@@ -1,0 +1,122 @@
+"""`gemini`: Google's Gemini CLI, headless, inside the sandbox.
+
+    gemini -p PROMPT --output-format json --approval-mode yolo --skip-trust [-m MODEL]
+
+It prints one (pretty-printed) JSON object: `session_id`, `response`, and `stats`
+with per-model `api` (requests, errors, latency) and `tokens` (`prompt` including
+`cached`, `candidates`, `thoughts`, `tool`). Errors go to stderr as
+`{"error": {"type", "message", "code"}}` with the exit code (41 auth, 42 bad input,
+53 turn limit, 130 cancelled); an error object carries no stats, so no usage row.
+
+One row per model: input = prompt - cached + tool-use prompt tokens, cache reads =
+cached, output = candidates + thoughts (reasoning = thoughts). No dollars: priced
+from the table when the model is known, otherwise unpriced.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loopmeter.agents import _cli
+from loopmeter.agents.base import StepContext, StepResult
+
+SOURCE = "gemini-json"
+BINARY = "gemini"
+INSTALL_HINT = "install Gemini CLI: npm install -g @google/gemini-cli"
+KEY_VAR = "GEMINI_API_KEY"
+EXIT_ERRORS = {41: ("auth", None), 42: ("agent", None), 53: ("budget", "max_turns"), 130: ("budget", "cancelled")}
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) else 0
+
+
+class GeminiBackend:
+    name = "gemini"
+    description = "Google Gemini CLI (gemini -p, json), sandboxed"
+
+    def available(self, api_base: str | None = None) -> tuple[bool, str | None]:
+        if _cli.resolve_executable(BINARY) is None:
+            return False, INSTALL_HINT
+        if not _cli.is_loopback_url(api_base) and not _cli.have_key(KEY_VAR, "gemini"):
+            return False, _cli.key_hint(KEY_VAR, "gemini")
+        return True, None
+
+    def argv(self, ctx: StepContext, exe: str) -> list[str]:
+        argv = [exe, "-p", _cli.prompt_for(ctx), "--output-format", "json", "--approval-mode", "yolo", "--skip-trust"]
+        if ctx.model:
+            argv += ["-m", ctx.model]
+        return argv
+
+    def step(self, ctx: StepContext) -> StepResult:
+        exe = _cli.resolve_executable(BINARY, ctx.env)
+        if exe is None:
+            return _cli.not_installed(BINARY, INSTALL_HINT)
+        key, is_secret = _cli.key_for(ctx, KEY_VAR)
+        if key is None:
+            return StepResult(exit_code=2, error=f"no {KEY_VAR} for agent:gemini", error_kind="auth",
+                              summary=_cli.key_hint(KEY_VAR, "gemini"))
+        env = {"NO_COLOR": "1", "GEMINI_CLI_NO_RELAUNCH": "true"}
+        if ctx.api_base:
+            env["GOOGLE_GEMINI_BASE_URL"] = ctx.api_base.rstrip("/")
+        secrets: dict[str, str] = {}
+        if is_secret:
+            secrets[KEY_VAR] = key
+        else:
+            env[KEY_VAR] = key
+        home = _cli.agent_home(ctx)
+        res = _cli.run_cli(ctx, self.argv(ctx, exe), env=env, secrets=secrets, home=home, stdin="")
+        doc = _cli.json_document(res.stdout)
+        err_doc = _cli.json_document(res.stderr)
+        out = parse_output(doc, err_doc, ctx)
+        out.exit_code = res.exit_code
+        kind, stopped = _cli.exec_failure(res)
+        if kind:
+            out.error_kind, out.stopped_by = kind, stopped
+            out.error = out.error or f"gemini stopped: {res.killed_reason or 'timeout'}"
+        elif res.exit_code != 0:
+            out.error_kind, out.stopped_by = EXIT_ERRORS.get(res.exit_code, (out.error_kind or "agent", None))
+            out.error = out.error or _cli.tail(res.stderr or res.stdout, 500) or f"gemini exited {res.exit_code}"
+        if ctx.on_usage:
+            for r in out.usage:
+                ctx.on_usage(r)
+        return out
+
+
+def parse_output(doc: dict[str, Any] | None, err_doc: dict[str, Any] | None, ctx: StepContext) -> StepResult:
+    out = StepResult()
+    for d in (doc, err_doc):
+        if d:
+            out.transcript.append(_cli.clip({k: v for k, v in d.items() if k != "stats"}))
+    doc = doc or {}
+    out.session_id = doc.get("session_id") or (err_doc or {}).get("session_id")
+    out.summary = str(doc.get("response") or "")[:2000]
+    error = doc.get("error") or (err_doc or {}).get("error")
+    if isinstance(error, dict):
+        out.error = str(error.get("message") or error.get("type") or "gemini error")
+        out.error_kind = "auth" if error.get("code") == 41 or "auth" in str(error.get("type", "")).lower() else "agent"
+    stats = doc.get("stats") or {}
+    n = 0
+    for model, m in (stats.get("models") or {}).items():
+        tokens = m.get("tokens") or {}
+        api = m.get("api") or {}
+        if not tokens and not api.get("totalRequests"):
+            continue
+        n += 1
+        prompt, cached = _int(tokens.get("prompt")), _int(tokens.get("cached"))
+        thoughts = _int(tokens.get("thoughts"))
+        latency = api.get("totalLatencyMs")
+        r = _cli.row(ctx, _cli.loop_key(ctx, n), SOURCE, model=model, provider="gemini", session_id=out.session_id,
+                     input_tokens=max(prompt - cached, 0) + _int(tokens.get("tool")), cache_read_tokens=cached,
+                     output_tokens=_int(tokens.get("candidates")) + thoughts, reasoning_tokens=thoughts,
+                     latency_ms=float(latency) if isinstance(latency, int | float) else None)
+        out.usage.append(_cli.price_row(r))
+    if not out.usage and "response" in doc:
+        out.usage.append(_cli.unreported_row(ctx, SOURCE, provider="gemini", session_id=out.session_id))
+    if stats:
+        out.transcript.append({"type": "stats", "tools": _cli.clip(stats.get("tools")), "files": stats.get("files")})
+    return out
+
+
+def backend() -> GeminiBackend:
+    return GeminiBackend()
