@@ -310,6 +310,7 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 
 class _OtlpHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: exporters reuse their connection
+    disable_nagle_algorithm = True  # headers and body go out in two writes; don't wait for a delayed ACK
     timeout = 60
     receiver: Receiver
     server_version = "loopmeter-collect"

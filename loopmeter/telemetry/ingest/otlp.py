@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from loopmeter.records import COST_CALCULATED, COST_REPORTED, COST_UNPRICED, UsageRow
@@ -185,6 +186,7 @@ def _as_float(value: Any, where: str) -> float:
     raise PayloadError(f"{where}: expected a number, got {value!r}")
 
 
+@lru_cache(maxsize=256)
 def _camel(name: str) -> str:
     return _CAMEL.sub(lambda m: m.group(1).upper(), name)
 

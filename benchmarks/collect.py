@@ -1,0 +1,216 @@
+"""`loopmeter collect` under a bounded load on loopback.
+
+Starts `loopmeter collect` as its own process (temporary LOOPMETER_HOME, SQLite unless
+--db-url), then sends OTLP/HTTP log exports from this process at a fixed rate: each
+request carries --batch Claude Code `api_request` records with unique request ids.
+A 503 is retried after its Retry-After, as an OTLP exporter does. At the end the
+collector is stopped with SIGTERM (it flushes) and the store is counted.
+
+Prints records sent / accepted / stored, the loss (accepted - stored, must be 0),
+accepted records per second, and p50 / p99 / max request latency.
+
+    python benchmarks/collect.py [--rate 3000] [--seconds 20] [--batch 50] [--workers 4] [--encoding proto|json]
+
+Target (issue 3): >= 2,000 records/s accepted and stored, zero loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from google.protobuf.json_format import MessageToDict  # noqa: E402
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest  # noqa: E402
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa: E402
+
+TARGET_RATE = 2000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _kv(key: str, value: object) -> KeyValue:
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    if isinstance(value, float):
+        return KeyValue(key=key, value=AnyValue(double_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=str(value)))
+
+
+def build_payload(req_no: int, batch: int, encoding: str) -> bytes:
+    """One export request of `batch` api_request events, shaped like Claude Code's."""
+    req = ExportLogsServiceRequest()
+    rl = req.resource_logs.add()
+    rl.resource.attributes.extend([_kv("service.name", "claude-code"), _kv("service.version", "2.1.197")])
+    sl = rl.scope_logs.add()
+    sl.scope.name = "com.anthropic.claude_code.events"
+    now = time.time_ns()
+    for j in range(batch):
+        rec = sl.log_records.add()
+        rec.time_unix_nano = now + j
+        rec.body.string_value = "claude_code.api_request"
+        rec.attributes.extend([
+            _kv("session.id", f"bench-session-{req_no % 17}"), _kv("event.name", "api_request"),
+            _kv("event.sequence", j), _kv("model", "claude-sonnet-4-5-20250929"),
+            _kv("input_tokens", 100 + j), _kv("output_tokens", 20), _kv("cache_read_tokens", 3000),
+            _kv("cache_creation_tokens", 50), _kv("cost_usd", 0.0123), _kv("duration_ms", 900),
+            _kv("request_id", f"req_bench_{req_no:07d}_{j:04d}"), _kv("user.id", "u" * 64),
+        ])
+    if encoding == "json":
+        return json.dumps(MessageToDict(req)).encode()
+    return bytes(req.SerializeToString())
+
+
+class Load:
+    def __init__(self, port: int, payloads: list[bytes], batch: int, rate: float, workers: int, content_type: str):
+        self.port = port
+        self.payloads = payloads
+        self.batch = batch
+        self.interval = batch * workers / rate  # seconds between requests, per worker
+        self.workers = workers
+        self.content_type = content_type
+        self.lock = threading.Lock()
+        self.latencies: list[float] = []
+        self.accepted = 0
+        self.busy = 0
+        self.errors: list[str] = []
+
+    def _send(self, conn: http.client.HTTPConnection, body: bytes) -> tuple[int, float, str | None]:
+        t0 = time.perf_counter()
+        conn.request("POST", "/v1/logs", body=body, headers={"Content-Type": self.content_type})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, time.perf_counter() - t0, resp.getheader("Retry-After")
+
+    def worker(self, w: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        start = time.perf_counter()
+        for k, body in enumerate(self.payloads[w::self.workers]):
+            due = start + k * self.interval
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            while True:
+                try:
+                    status, latency, retry_after = self._send(conn, body)
+                except (OSError, http.client.HTTPException) as exc:
+                    with self.lock:
+                        self.errors.append(f"{type(exc).__name__}: {exc}")
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                    continue
+                with self.lock:
+                    self.latencies.append(latency)
+                    if status == 200:
+                        self.accepted += self.batch
+                    elif status == 503:
+                        self.busy += 1
+                    else:
+                        self.errors.append(f"HTTP {status}")
+                if status != 503:
+                    break
+                time.sleep(float(retry_after or 1))
+        conn.close()
+
+    def run(self) -> float:
+        threads = [threading.Thread(target=self.worker, args=(w,)) for w in range(self.workers)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - t0
+
+
+def count_stored(db_url: str) -> int:
+    from sqlalchemy import create_engine, text
+
+    url = db_url.replace("postgresql://", "postgresql+psycopg://", 1) if db_url.startswith("postgresql://") else db_url
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        n = conn.execute(text("SELECT count(*) FROM usage WHERE source = 'otlp' AND key LIKE 'anthropic-req:req_bench_%'"))
+        value = int(n.scalar_one())
+    engine.dispose()
+    return value
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rate", type=float, default=3000, help="log records per second to offer (default 3000)")
+    ap.add_argument("--seconds", type=float, default=20, help="how long to offer them (default 20)")
+    ap.add_argument("--batch", type=int, default=50, help="log records per request (default 50)")
+    ap.add_argument("--workers", type=int, default=4, help="concurrent keep-alive connections (default 4)")
+    ap.add_argument("--encoding", choices=["proto", "json"], default="proto")
+    ap.add_argument("--db-url", help="store to write to (default: SQLite in a temporary LOOPMETER_HOME)")
+    args = ap.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="lm-collect-bench-"))
+    db_url = args.db_url or f"sqlite:///{home / 'loopmeter.db'}"
+    env = {**os.environ, "LOOPMETER_HOME": str(home), "LOOPMETER_DB_URL": db_url}
+    n_requests = max(1, int(args.rate * args.seconds / args.batch))
+    print(f"building {n_requests} requests x {args.batch} records ({args.encoding}) ...", flush=True)
+    payloads = [build_payload(i, args.batch, args.encoding) for i in range(n_requests)]
+    sent = n_requests * args.batch
+
+    port = free_port()
+    collector = subprocess.Popen([sys.executable, "-m", "loopmeter", "collect", "--port", str(port), "--json"],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if collector.poll() is not None or time.time() > deadline:
+            print("collector did not start:", collector.communicate()[1], file=sys.stderr)
+            return 2
+        time.sleep(0.05)
+
+    content_type = "application/json" if args.encoding == "json" else "application/x-protobuf"
+    load = Load(port, payloads, args.batch, args.rate, args.workers, content_type)
+    print(f"offering {args.rate:.0f} records/s for {args.seconds:.0f} s to {collector.pid} on 127.0.0.1:{port}",
+          flush=True)
+    wall = load.run()
+    t_stop = time.perf_counter()
+    collector.send_signal(signal.SIGTERM)
+    out, err = collector.communicate(timeout=300)
+    drain = time.perf_counter() - t_stop
+    stats = json.loads(out) if out.strip() else {}
+    stored = count_stored(db_url)
+
+    lat = sorted(load.latencies)
+    p50 = statistics.median(lat) * 1000
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+    rate = load.accepted / wall
+    lost = load.accepted - stored
+    print(f"records sent       {sent}")
+    print(f"records accepted   {load.accepted}  (HTTP 200; {load.busy} answers were 503 + Retry-After, retried)")
+    print(f"records stored     {stored}  (collector says {stats.get('usage_new')} new)")
+    print(f"lost               {lost}")
+    print(f"accepted rate      {rate:.0f} records/s over {wall:.1f} s ({len(lat)} requests)")
+    print(f"request latency    p50 {p50:.1f} ms   p99 {p99:.1f} ms   max {lat[-1] * 1000:.1f} ms")
+    print(f"stop + flush       {drain:.2f} s")
+    if load.errors or collector.returncode != 0:
+        print(f"errors: {load.errors[:5]} collector exit {collector.returncode} {err[-500:]}", file=sys.stderr)
+    ok = lost == 0 and stored == load.accepted == sent and rate >= TARGET_RATE
+    print(f"{'PASS' if ok else 'FAIL'}: target >= {TARGET_RATE} records/s accepted and stored with zero loss")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
