@@ -28,6 +28,8 @@ def exec_(
     sandbox: Annotated[str | None, typer.Option("--sandbox", help="bwrap (default) or none (unsandboxed, audited).")] = None,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Wall-clock limit in seconds.")] = None,
     allow: Annotated[list[str] | None, typer.Option("--allow", help="Let host:port through the egress proxy.")] = None,
+    ro: Annotated[list[Path] | None, typer.Option("--ro", help="Extra read-only directory (the datasets, "
+                                                                "under data-restricted: every open is audited).")] = None,
 ) -> None:
     """Run CMD in the sandbox. Exit code = the command's; 124 timeout; 125 sandbox could not start."""
     from loopmeter.config import load_settings
@@ -54,7 +56,7 @@ def exec_(
         out.flush()
 
     res = runner.run(list(command), workdir=cwd, policy=pol, role="check", actor="user", timeout_s=timeout,
-                     extra_allow=allow or (), on_output=show)
+                     extra_allow=allow or (), extra_ro_binds=ro or (), on_output=show)
     if res.exit_code == 126 and res.denials and not res.stdout:
         sys.stderr.write(res.stderr)
     if res.denials:
