@@ -314,7 +314,8 @@ def start_eval(suite_ref: str | Path, agent_specs: list[str], options: EvalOptio
     run_id = _new_id()
     config = {"suite_ref": str(suite_ref), "suite_path": str(suite.path), "suite": suite.name,
               "suite_kind": suite.kind, "agents": agent_specs, "configs": [c.name for c in configs],
-              "options": asdict(options), "skipped_tasks": suite.skipped}
+              "options": asdict(options), "skipped_tasks": suite.skipped,
+              "cells_total": len(plan(suite, configs, options.epochs))}
     store.save(Run(id=run_id, kind="eval", task=f"eval {suite.name}", suite=suite.name, status="running",
                    policy=options.policy, config=json.dumps(config), started_at=utcnow()))
     return _execute(run_id, suite, configs, options, store=store, on_event=on_event, cancel=cancel)
