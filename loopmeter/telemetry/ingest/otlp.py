@@ -28,7 +28,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -498,7 +498,8 @@ def _number(attrs: dict[str, Any], name: str) -> float | None:
 
 def _timestamp(rec: LogRecord) -> datetime:
     if rec.time_ns > 0:
-        return datetime.fromtimestamp(rec.time_ns / 1e9, UTC)
+        seconds, ns = divmod(rec.time_ns, 1_000_000_000)
+        return datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=ns // 1000)
     stamp = rec.attributes.get("event.timestamp")
     if isinstance(stamp, str):
         try:
