@@ -156,7 +156,8 @@ def exec_failure(res: ExecResult) -> tuple[str | None, str | None]:
 
 def unreported_row(ctx: StepContext, source: str, **fields: Any) -> UsageRow:
     """The agent ran and made model calls but reported no usage: NULL tokens, unpriced."""
-    return row(ctx, loop_key(ctx, 1), source, model=ctx.model, cost_source=COST_UNPRICED, **fields)
+    fields.setdefault("model", ctx.model)
+    return row(ctx, loop_key(ctx, 1), source, cost_source=COST_UNPRICED, **fields)
 
 
 def loop_key(ctx: StepContext, n: int) -> str:
