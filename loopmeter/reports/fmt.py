@@ -7,10 +7,16 @@ from typing import Any
 DASH = "—"
 
 
+def missing(v: Any) -> bool:
+    """None or NaN (pandas turns None into NaN in float columns)."""
+    return v is None or (isinstance(v, float) and v != v)
+
+
 def money(v: float | None, unpriced: int = 0) -> str:
     """$1,284.10; an unpriced amount reads 'unpriced', never $0."""
-    if v is None:
+    if missing(v):
         return "unpriced" if unpriced else DASH
+    assert v is not None
     if abs(v) >= 100:
         text = f"${v:,.0f}" if abs(v) >= 10_000 else f"${v:,.2f}"
     elif abs(v) >= 0.01 or v == 0:
@@ -25,7 +31,7 @@ def unpriced_note(n: int) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
+    if seconds is None or missing(seconds):
         return DASH
     s = int(round(seconds))
     if s < 60:
@@ -38,17 +44,17 @@ def duration(seconds: float | None) -> str:
 
 
 def pct(v: float | None, digits: int = 0) -> str:
-    return DASH if v is None else f"{v * 100:.{digits}f}%"
+    return DASH if v is None or missing(v) else f"{v * 100:.{digits}f}%"
 
 
 def num(v: float | int | None, digits: int = 0) -> str:
-    if v is None:
+    if v is None or missing(v):
         return DASH
     return f"{v:,.{digits}f}" if digits else f"{int(round(v)):,}"
 
 
 def tokens(v: int | None) -> str:
-    if v is None:
+    if v is None or missing(v):
         return DASH
     for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(v) >= size:
@@ -63,4 +69,4 @@ def roi_text(roi: dict[str, Any]) -> str:
 
 
 def ci(low: float | None, high: float | None) -> str:
-    return DASH if low is None or high is None else f"[{low * 100:.0f}%, {high * 100:.0f}%]"
+    return DASH if low is None or high is None or missing(low) or missing(high) else f"[{low * 100:.0f}%, {high * 100:.0f}%]"

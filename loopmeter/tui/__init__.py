@@ -1,0 +1,1 @@
+"""The Textual dashboard. Imported only by `loopmeter dash` (textual loads there, never at CLI start)."""

@@ -1,0 +1,177 @@
+"""`loopmeter dash`: Overview, Usage, Runs, Evals and Policy over one shared date range and filters."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, Static, TabbedContent, TabPane
+
+from loopmeter.analytics.filters import RANGE_LABELS, RANGES, Filters, range_filters
+from loopmeter.config import ValueModel
+from loopmeter.store import Store
+from loopmeter.tui.base import DataTab
+from loopmeter.tui.evals import EvalsTab
+from loopmeter.tui.overview import OverviewTab
+from loopmeter.tui.policy import PolicyTab
+from loopmeter.tui.runs import RunsTab
+from loopmeter.tui.usage import UsageTab
+
+HERE = Path(__file__).parent
+TABS = [("overview", "Overview", OverviewTab), ("usage", "Usage", UsageTab), ("runs", "Runs", RunsTab),
+        ("evals", "Evals", EvalsTab), ("policy", "Policy", PolicyTab)]
+
+
+class LoopmeterApp(App[None]):
+    """The dashboard. `now` is the clock (a fixed datetime in tests); `live_every` 0 turns live refresh off."""
+
+    TITLE = "loopmeter"
+    CSS_PATH = [HERE / f"{name}.tcss" for name in
+                ("app", "overview", "usage", "runs", "run_detail", "evals", "policy", "filters", "help")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (28, "-tall")]
+    BINDINGS = [
+        Binding("question_mark", "help", "keys", key_display="?"),
+        Binding("f", "filters", "filters"),
+        Binding("d", "cycle_range", "range"),
+        Binding("r", "refresh", "refresh"),
+        Binding("1", "tab('overview')", "overview", show=False),
+        Binding("2", "tab('usage')", "usage", show=False),
+        Binding("3", "tab('runs')", "runs", show=False),
+        Binding("4", "tab('evals')", "evals", show=False),
+        Binding("5", "tab('policy')", "policy", show=False),
+        Binding("q", "quit", "quit"),
+    ]
+
+    def __init__(self, store: Store, *, home: Path, value: ValueModel | None = None,
+                 now: datetime | Callable[[], datetime] | None = None, range_name: str = "30d",
+                 filters: Filters | None = None, live_every: float = 5.0):
+        super().__init__()
+        from loopmeter.records import utcnow
+
+        self.store = store
+        self.home = home
+        self.value = value or ValueModel()
+        self._clock: Callable[[], datetime] = (now if callable(now) else (lambda: now)) if now else utcnow  # type: ignore[assignment,return-value]
+        self.range_name = range_name
+        self.filters = range_filters(range_name, self._clock(), filters or Filters())
+        self.refresh_count = 0
+        self.live_every = live_every
+        self.active_runs = 0
+        self._live_checked = False
+        self._data_lock = threading.Lock()
+        self._data: tuple[Any, Any] | None = None
+
+    # -- state shared by the tabs ------------------------------------------------
+    @property
+    def load_key(self) -> tuple[Filters, int]:
+        return (self.filters, self.refresh_count)
+
+    def data(self, filters: Filters) -> Any:
+        """The usage cube and attempts for `filters`, loaded once and shared by Overview and Usage."""
+        from loopmeter.analytics.kpis import load
+
+        key = (filters, self.refresh_count)
+        with self._data_lock:
+            if self._data is not None and self._data[0] == key:
+                return self._data[1]
+            data = load(self.store, filters, self.home)
+            self._data = (key, data)
+            return data
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="topbar")
+        with TabbedContent(id="tabs", initial="overview"):
+            for tab_id, title, cls in TABS:
+                with TabPane(title, id=tab_id):
+                    yield cls(id=f"{tab_id}-tab")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._update_topbar()
+        self.current_tab().reload()
+        self._check_live()
+        if self.live_every > 0:
+            self.set_interval(self.live_every, self._check_live)
+
+    def current_tab(self) -> DataTab:
+        active = self.query_one("#tabs", TabbedContent).active or "overview"
+        return self.query_one(f"#{active}-tab", DataTab)
+
+    def _update_topbar(self) -> None:
+        live = f"  [b $success]● live: {self.active_runs} active[/]" if self.active_runs else ""
+        others = self.filters.describe().split("  ", 1)
+        extra = f"  {others[1]}" if len(others) > 1 else ""
+        self.query_one("#topbar", Static).update(
+            f"[b]loopmeter[/]  {RANGE_LABELS.get(self.range_name, 'custom range')}{extra}{live}")
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.current_tab().ensure_loaded()
+
+    # -- actions -------------------------------------------------------------------
+    def set_filters(self, filters: Filters, range_name: str | None = None) -> None:
+        if range_name is not None:
+            self.range_name = range_name
+            filters = range_filters(range_name, self._clock(), filters) if range_name in RANGES else filters
+        self.filters = filters
+        self._update_topbar()
+        self.current_tab().reload()
+
+    def action_cycle_range(self) -> None:
+        names = list(RANGES)
+        nxt = names[(names.index(self.range_name) + 1) % len(names)] if self.range_name in names else "30d"
+        self.set_filters(self.filters, nxt)
+
+    def action_refresh(self) -> None:
+        self.refresh_count += 1
+        if self.range_name in RANGES:  # a named range moves with the clock
+            self.filters = range_filters(self.range_name, self._clock(), self.filters)
+        self._update_topbar()
+        self.current_tab().reload()
+
+    def action_tab(self, tab_id: str) -> None:
+        self.query_one("#tabs", TabbedContent).active = tab_id
+
+    def action_help(self) -> None:
+        from loopmeter.tui.help import HelpScreen
+
+        self.push_screen(HelpScreen())
+
+    def action_filters(self) -> None:
+        from loopmeter.tui.filters import FilterScreen
+
+        def apply(result: tuple[Filters, str] | None) -> None:
+            if result is not None:
+                self.set_filters(result[0], result[1])
+
+        self.push_screen(FilterScreen(self.filters, self.range_name, self.known_values()), apply)
+
+    def known_values(self) -> dict[str, list[str]]:
+        """Values seen in the loaded usage cube, to offer in the filter selects."""
+        if self._data is None:
+            return {}
+        cube = self._data[1].cube
+        return {d: sorted(v for v in cube[d].dropna().unique()) for d in
+                ("agent", "model", "provider", "source", "project", "user")}
+
+    # -- live refresh --------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="live")
+    def _check_live(self) -> None:
+        from loopmeter.analytics.runs import active_runs
+
+        n = active_runs(self.store)
+        self.call_from_thread(self._live_result, n)
+
+    def _live_result(self, n: int) -> None:
+        was = self.active_runs
+        self.active_runs = n
+        self._update_topbar()
+        if self._live_checked and (n or was):  # runs are moving: what is on screen is out of date
+            self.action_refresh()
+        self._live_checked = True

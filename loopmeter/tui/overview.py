@@ -1,0 +1,84 @@
+"""Overview: spend, outcomes, cost per outcome, time to green, ROI; spend per day; the agent table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.containers import Grid
+from textual.widgets import DataTable, Static
+from textual_plotext import PlotextPlot
+
+from loopmeter.reports import fmt
+from loopmeter.tui.base import DataTab
+
+AGENT_COLUMNS = ["agent", "attempts", "success", "$/verified", "p50 green", "cache hit", "wasted"]
+
+
+class OverviewTab(DataTab):
+    def compose(self) -> ComposeResult:
+        with Grid(id="kpis"):
+            for box, title in (("spend", "Spend"), ("outcomes", "Verified outcomes"), ("cpo", "Cost / outcome"),
+                               ("green", "Time to green"), ("roi", "ROI")):
+                s = Static("…", id=f"kpi-{box}", classes="kpi")
+                s.border_title = title
+                yield s
+        chart = PlotextPlot(id="spend-chart")
+        chart.border_title = "Spend per day by agent"
+        yield chart
+        table: DataTable[str] = DataTable(id="agents", cursor_type="row", zebra_stripes=True)
+        table.border_title = "Agents"
+        yield table
+
+    def on_mount(self) -> None:
+        self.query_one("#agents", DataTable).add_columns(*AGENT_COLUMNS)
+
+    def fetch(self, filters: Any) -> dict[str, Any]:
+        from loopmeter.analytics import kpis, spend
+
+        data = self.lm.data(filters)
+        return {"head": kpis.headline(data, self.lm.value),
+                "agents": kpis.agent_table(data),
+                "daily": spend.over_time(data.cube, "day", by="agent", tz=filters.tz)}
+
+    def show(self, result: dict[str, Any]) -> None:
+        h = result["head"]
+        s, o, c, v, roi = h["spend"], h["outcomes"], h["cost_per_outcome"], h["velocity"], h["roi"]
+        unpriced = f"\n[dim]{fmt.unpriced_note(s['unpriced_calls'])}[/]" if s["unpriced_calls"] else "\n[dim]all priced[/]"
+        self.query_one("#kpi-spend", Static).update(f"[b]{fmt.money(s['cost_usd'], s['unpriced_calls'])}[/]{unpriced}")
+        self.query_one("#kpi-outcomes", Static).update(
+            f"[b]{o['verified']:,}[/] ({fmt.pct(v['success_rate'])} of {o['finished']:,})\n{o['merged']:,} merged")
+        self.query_one("#kpi-cpo", Static).update(
+            f"[b]{fmt.money(c['per_verified_usd'])}[/]\nmerged {fmt.money(c['per_merged_usd'])}")
+        self.query_one("#kpi-green", Static).update(
+            f"p50 [b]{fmt.duration(v['time_to_green_p50_s'])}[/]\np90 {fmt.duration(v['time_to_green_p90_s'])}")
+        if roi["shown"]:
+            basis = (f"${self.lm.value.value_per_merged_outcome:,.0f}/merged" if roi["model"] == "per_merged_outcome"
+                     else f"${self.lm.value.hourly_rate:,.0f}/human hour")
+            self.query_one("#kpi-roi", Static).update(f"[b]{fmt.roi_text(roi)}[/]\n[dim]{basis}[/]")
+        else:
+            self.query_one("#kpi-roi", Static).update("not shown\n[dim]no value model[/]")
+        self._chart(result["daily"])
+        table = self.query_one("#agents", DataTable)
+        table.clear()
+        for a in result["agents"].to_dict(orient="records"):
+            table.add_row(a["agent"], fmt.num(a["attempts"]), fmt.pct(a["success_rate"]),
+                          fmt.money(a["per_verified_usd"], a["unpriced_calls"]) if a["cost_usd"] is not None
+                          else "unpriced", fmt.duration(a["time_to_green_p50_s"]), fmt.pct(a["cache_hit_ratio"]),
+                          fmt.money(a["wasted_usd"]), key=a["agent"])
+
+    def _chart(self, daily: Any) -> None:
+        chart = self.query_one("#spend-chart", PlotextPlot)
+        plt = chart.plt
+        plt.clear_data()
+        plt.clear_figure()
+        if len(daily):
+            days = sorted(daily["period"].unique())
+            agents = sorted(daily["agent"].unique())
+            pivot = daily.pivot_table(index="period", columns="agent", values="cost", aggfunc="sum").reindex(days)
+            labels = [d[5:] for d in days]
+            xs = list(range(len(days)))
+            step = max(1, len(days) // 8)
+            plt.stacked_bar(xs, [pivot[a].fillna(0).round(2).tolist() for a in agents], labels=agents)
+            plt.xticks(xs[::step], labels[::step])
+        chart.refresh()

@@ -1,0 +1,92 @@
+"""Policy: audit records filtered by decision, layer and run; the chain's status always at the top."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Input, Select, Static
+from textual.worker import get_current_worker
+
+from loopmeter.tui.base import DataTab
+
+DECISIONS = ["allow", "deny", "ask"]
+LAYERS = ["policy", "proxy", "kernel", "limit"]
+
+
+class PolicyTab(DataTab):
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.decision_filter: str | None = None
+        self.layer_filter: str | None = None
+        self.run_filter: str | None = None
+        self.chain_key: Any = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("chain: verifying…", id="chain-status")
+        with Horizontal(id="policy-controls"):
+            yield Select([(d, d) for d in DECISIONS], prompt="any decision", id="policy-decision")
+            yield Select([(x, x) for x in LAYERS], prompt="any layer", id="policy-layer")
+            yield Input(placeholder="run id", id="policy-run")
+        yield Static("", id="policy-counts")
+        yield DataTable(id="audit-table", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#audit-table", DataTable).add_columns(
+            "seq", "time", "run", "layer", "action", "target", "decision", "rule")
+
+    def reload(self) -> None:
+        super().reload()
+        if self.chain_key != self.lm.refresh_count:
+            self.chain_key = self.lm.refresh_count
+            self._verify()
+
+    @work(thread=True, exclusive=True, group="chain")
+    def _verify(self) -> None:
+        from loopmeter.analytics.policy import chain_status
+
+        status = chain_status(self.lm.store)
+        if not get_current_worker().is_cancelled:
+            self.app.call_from_thread(self._show_chain, status)
+
+    def _show_chain(self, c: dict[str, Any]) -> None:
+        style = {"ok": "b $success", "broken": "b $error"}.get(c["status"], "b $warning")
+        n = f", {c['records']:,} records" if c.get("records") is not None else ""
+        detail = f" — {c['detail']}" if c.get("detail") else ""
+        self.query_one("#chain-status", Static).update(f"audit chain: [{style}]{c['status']}[/]{n}{detail}")
+
+    def fetch(self, filters: Any) -> dict[str, Any]:
+        from loopmeter.analytics.policy import audit_records, decision_counts
+
+        store = self.lm.store
+        return {"records": audit_records(store, filters, decision=self.decision_filter, layer=self.layer_filter,
+                                         run_id=self.run_filter, limit=500),
+                "counts": decision_counts(store, filters, layer=self.layer_filter, run_id=self.run_filter)}
+
+    def show(self, result: dict[str, Any]) -> None:
+        counts = result["counts"]
+        self.query_one("#policy-counts", Static).update("  ".join(
+            f"{d}: [b]{counts.get(d, 0):,}[/]" for d in DECISIONS) + "  (newest 500 shown)")
+        table = self.query_one("#audit-table", DataTable)
+        table.clear()
+        for r in result["records"].to_dict(orient="records"):
+            decision = {"deny": "[b $error]deny[/]", "ask": "[$warning]ask[/]"}.get(r["decision"], r["decision"])
+            table.add_row(str(r["seq"]), r["ts"].strftime("%m-%d %H:%M:%S"), (r["run_id"] or "—")[-8:], r["layer"],
+                          r["action"], (r["target"] or "")[:28], decision, (r["rule_id"] or "")[:20])
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        value = None if event.value is Select.NULL else str(event.value)
+        if event.select.id == "policy-decision":
+            self.decision_filter = value
+        elif event.select.id == "policy-layer":
+            self.layer_filter = value
+        else:
+            return
+        self.reload()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "policy-run":
+            self.run_filter = event.value.strip() or None
+            self.reload()

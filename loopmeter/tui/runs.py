@@ -1,0 +1,45 @@
+"""Runs: newest first; Enter opens one run (attempts, iterations, check output, span timeline, diff)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.widgets import DataTable, Static
+
+from loopmeter.reports import fmt
+from loopmeter.tui.base import DataTab
+
+COLUMNS = ["run", "status", "task", "user", "att", "ok", "cost", "started"]
+
+
+class RunsTab(DataTab):
+    def compose(self) -> ComposeResult:
+        yield Static("", id="runs-summary")
+        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#runs-table", DataTable).add_columns(*COLUMNS)
+
+    def fetch(self, filters: Any) -> Any:
+        from loopmeter.analytics.runs import list_runs
+
+        return list_runs(self.lm.store, filters)
+
+    def show(self, frame: Any) -> None:
+        table = self.query_one("#runs-table", DataTable)
+        table.clear()
+        for r in frame.to_dict(orient="records"):
+            status = {"running": "[b $success]running[/]", "failed": "[$error]failed[/]",
+                      "error": "[$error]error[/]"}.get(r["status"], r["status"])
+            started = r["started_at"].strftime("%m-%d %H:%M") if r["started_at"] is not None else "—"
+            table.add_row(r["id"][-10:], status, (r["task"] or "")[:34], r["user"] or "—", str(r["attempts"]),
+                          str(r["passed"]), fmt.money(r["cost_usd"], r["unpriced_calls"]), started, key=r["id"])
+        more = " (newest 500)" if len(frame) >= 500 else ""
+        self.query_one("#runs-summary", Static).update(f"{len(frame):,} runs{more}  ·  Enter: open a run")
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id == "runs-table" and event.row_key.value:
+            from loopmeter.tui.run_detail import RunScreen
+
+            self.app.push_screen(RunScreen(str(event.row_key.value)))

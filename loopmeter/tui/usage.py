@@ -1,0 +1,129 @@
+"""Usage: spend and tokens by source, agent, model, provider, project or user — sortable, filterable."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Input, Select, Static
+from textual_plotext import PlotextPlot
+
+from loopmeter.analytics.filters import DIMENSIONS
+from loopmeter.reports import fmt
+from loopmeter.tui.base import DataTab
+
+COLUMNS = [("value", None), ("calls", "calls"), ("cost", "cost"), ("unpriced", "unpriced"), ("input", "input"),
+           ("cache rd", "cache_read"), ("output", "output"), ("hit", "cache_hit_ratio"), ("share", "share")]
+
+
+class UsageTab(DataTab):
+    BINDINGS = [Binding("g", "next_dimension", "group by"), Binding("s", "next_sort", "sort"),
+                Binding("slash", "search", "search", key_display="/")]
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.dimension = "source"
+        self.sort_key = "cost"
+        self.search = ""
+        self._frame: Any = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="usage-controls"):
+            yield Select([(d, d) for d in ("source", "agent", "model", "provider", "project", "user")],
+                         value="source", allow_blank=False, id="usage-dim")
+            yield Input(placeholder="/ filter rows", id="usage-search")
+        yield Static("", id="usage-total")
+        table: DataTable[str] = DataTable(id="usage-table", cursor_type="row", zebra_stripes=True)
+        yield table
+        chart = PlotextPlot(id="usage-chart")
+        chart.border_title = "Cost per day"
+        yield chart
+
+    def fetch(self, filters: Any) -> Any:
+        data = self.lm.data(filters)
+        from loopmeter.analytics import spend
+
+        return {"cube": data.cube, "summary": spend.summary(data.cube), "tz": filters.tz}
+
+    def show(self, result: dict[str, Any]) -> None:
+        self._result = result
+        s = result["summary"]
+        self.query_one("#usage-total", Static).update(
+            f"{fmt.money(s['cost_usd'], s['unpriced_calls'])} {fmt.unpriced_note(s['unpriced_calls'])}  ·  "
+            f"{s['calls']:,} calls  ·  cache hit {fmt.pct(s['cache_hit_ratio'])}  ·  grouped by "
+            f"[b]{self.dimension}[/], sorted by [b]{self.sort_key}[/]")
+        self._render_table()
+        self._render_chart()
+
+    def _render_table(self) -> None:
+        from loopmeter.analytics import spend
+
+        frame = spend.by_dimension(self._result["cube"], self.dimension)
+        if self.search:
+            frame = frame[frame[self.dimension].astype(str).str.contains(self.search, case=False, regex=False)]
+        key = next((k for label, k in COLUMNS if self.sort_key in (label, k)), None) or self.dimension
+        frame = frame.sort_values(key, ascending=key == self.dimension, na_position="last")
+        self._frame = frame
+        table = self.query_one("#usage-table", DataTable)
+        table.clear(columns=True)
+        table.add_columns(self.dimension, *[label for label, _ in COLUMNS[1:]])
+        for row in frame.to_dict(orient="records"):
+            table.add_row(str(row[self.dimension])[-28:], fmt.num(row["calls"]),
+                          fmt.money(row["cost"]) if row["calls"] > row["unpriced"] else "unpriced",
+                          fmt.num(row["unpriced"]), fmt.tokens(row["input"]), fmt.tokens(row["cache_read"]),
+                          fmt.tokens(row["output"]), fmt.pct(row["cache_hit_ratio"]), fmt.pct(row["share"]))
+
+    def _render_chart(self) -> None:
+        from loopmeter.analytics import spend
+
+        chart = self.query_one("#usage-chart", PlotextPlot)
+        chart.border_title = f"Cost per day by {self.dimension} (top 5)"
+        plt = chart.plt
+        plt.clear_data()
+        plt.clear_figure()
+        daily = spend.over_time(self._result["cube"], "day", by=self.dimension, tz=self._result["tz"])
+        if len(daily):
+            top = list(spend.by_dimension(self._result["cube"], self.dimension)[self.dimension][:5])
+            days = sorted(daily["period"].unique())
+            pivot = daily.pivot_table(index="period", columns=self.dimension, values="cost", aggfunc="sum")\
+                .reindex(days).fillna(0)
+            labels = [d[5:] for d in days]
+            for name in top:
+                if name in pivot:
+                    plt.plot(list(range(len(days))), pivot[name].round(2).tolist(), label=str(name)[-16:])
+            plt.xticks(list(range(len(days)))[:: max(1, len(days) // 8)], labels[:: max(1, len(days) // 8)])
+        chart.refresh()
+
+    def _rerender(self) -> None:
+        if getattr(self, "_result", None) is not None:
+            self.show(self._result)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "usage-dim" and event.value in DIMENSIONS and event.value != self.dimension:
+            self.dimension = str(event.value)
+            self._rerender()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "usage-search":
+            self.search = event.value.strip()
+            self._rerender()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        label = str(event.label)
+        self.sort_key = self.dimension if label == self.dimension else label
+        self._rerender()
+
+    def action_next_dimension(self) -> None:
+        dims = ["source", "agent", "model", "provider", "project", "user"]
+        self.query_one("#usage-dim", Select).value = dims[(dims.index(self.dimension) + 1) % len(dims)]
+
+    def action_next_sort(self) -> None:
+        labels = [self.dimension] + [label for label, _ in COLUMNS[1:]]
+        cur = self.sort_key if self.sort_key in labels else "cost"
+        self.sort_key = labels[(labels.index(cur) + 1) % len(labels)]
+        self._rerender()
+
+    def action_search(self) -> None:
+        self.query_one("#usage-search", Input).focus()
