@@ -281,7 +281,7 @@ class _Session:
         res = ctx.sandbox.run(
             shell_argv(command), workdir=ctx.workdir, policy=ctx.policy, role="agent", actor=actor,
             timeout_s=remaining, run_id=ctx.run_id, attempt_id=ctx.attempt_id, cancel=ctx.cancel,
-            env=ctx.env or None,
+            env={"PYTHONDONTWRITEBYTECODE": "1", **ctx.env},
         )
         tail = clip((res.stdout or "") + (("\n[stderr]\n" + res.stderr) if res.stderr else ""))
         killed = f" (killed: {res.killed_reason})" if res.killed_reason else ""

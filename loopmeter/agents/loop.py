@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 RECURSION_LIMIT = 1000
+# a stale .pyc written by one check (same size, same second) would hide the agent's next edit
+CHECK_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -732,7 +734,7 @@ class _AttemptSteps:
         with task_tests_in(worktree, rt.task.tests_dir if rt.task else None):
             res = rt.runner.run(["bash", "-c", rt.config["check"]], workdir=worktree, policy=rt.policy,
                                 role="check", actor="check", timeout_s=secs, run_id=rt.run_id,
-                                attempt_id=row.id, cancel=rt.cancel)
+                                attempt_id=row.id, cancel=rt.cancel, env=dict(CHECK_ENV))
         if rt.cancel.is_set():
             raise _Cancelled()
         elapsed = time.monotonic() - started

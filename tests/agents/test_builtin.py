@@ -1,0 +1,108 @@
+"""The builtin agent through litellm over real HTTP against the scripted OpenAI server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loopmeter.agents.loop import AgentSpec, Budgets, RunRequest, start_run
+from loopmeter.agents.tools import Toolbox
+from loopmeter.store import Usage
+from tests.servers.openai_server import OpenAIServer, text, tool_call
+
+
+def _usage_rows(store, run_id):
+    from sqlmodel import select
+
+    with store.session() as s:
+        return list(s.exec(select(Usage).where(Usage.run_id == run_id).order_by(Usage.id)))
+
+
+def test_builtin_fixes_the_file_and_stores_the_tokens_the_server_reported(store, fix_add_task, sandbox) -> None:
+    with OpenAIServer() as server:
+        server.script(
+            tool_call("list_files", {}, prompt_tokens=120, completion_tokens=9, cached_tokens=100),
+            tool_call("read_file", {"path": "calc.py"}, prompt_tokens=180, completion_tokens=11),
+            tool_call("edit_file", {"path": "calc.py", "search": "a - b", "replace": "a + b"},
+                      prompt_tokens=230, completion_tokens=30, cached_tokens=150, reasoning_tokens=12),
+            tool_call("run_command", {"command": "python3 -c 'import calc; print(calc.add(2, 3))'"},
+                      prompt_tokens=260, completion_tokens=25),
+            text("Fixed add().", prompt_tokens=300, completion_tokens=6),
+        )
+        result = start_run(RunRequest(
+            instruction=fix_add_task.instruction, check=fix_add_task.check, repo=None, task=fix_add_task,
+            agents=[AgentSpec("builtin", "openai/scripted-model")], sandbox=sandbox, api_base=server.base_url,
+            budgets=Budgets(max_iters=2)), store=store)
+        served = server.served()
+        command_result = server.requests[4]["body"]["messages"][-1]["content"]
+    attempt = result.attempts[0]
+    assert result.status == "passed" and attempt.status == "passed" and attempt.iterations == 1
+    assert command_result.startswith("exit code 0") and "5" in command_result  # ran in the sandbox
+    rows = _usage_rows(store, result.run_id)
+    assert len(rows) == len(served) == 5
+    for row, reported in zip(rows, served, strict=True):
+        cached = reported.get("prompt_tokens_details", {}).get("cached_tokens", 0)
+        assert row.input_tokens + row.cache_read_tokens == reported["prompt_tokens"]
+        assert row.cache_read_tokens == cached
+        assert row.output_tokens == reported["completion_tokens"]
+        assert row.reasoning_tokens == reported.get("completion_tokens_details", {}).get("reasoning_tokens")
+        assert row.attempt_id == attempt.id and row.source == "loop" and row.latency_ms is not None
+        assert row.cost_usd is None and row.cost_source == "unpriced"  # a made-up model has no price
+    assert attempt.input_tokens == sum(r["prompt_tokens"] for r in served) - 250
+    assert attempt.cache_read_tokens == 250
+    assert attempt.output_tokens == sum(r["completion_tokens"] for r in served)
+    assert attempt.cost_usd is None and attempt.unpriced_calls == 5
+    assert [r.key for r in rows] == [f"loop:{attempt.id}:1:{n}" for n in range(1, 6)]
+
+
+def test_builtin_gets_check_failure_fed_back_on_the_next_iteration(store, fix_add_task, sandbox) -> None:
+    with OpenAIServer() as server:
+        server.script(
+            text("I think it is fine."),  # iteration 1: does nothing, the check fails
+            tool_call("write_file", {"path": "calc.py", "content": "def add(a, b):\n    return a + b\n"}),
+            text("rewrote it"),
+        )
+        result = start_run(RunRequest(
+            instruction=fix_add_task.instruction, check=fix_add_task.check, repo=None, task=fix_add_task,
+            agents=[AgentSpec("builtin", "openai/m")], sandbox=sandbox, api_base=server.base_url,
+            budgets=Budgets(max_iters=3)), store=store)
+        second_prompt = server.requests[1]["body"]["messages"][1]["content"]
+    assert result.status == "passed" and result.attempts[0].iterations == 2
+    assert "returned -1" in second_prompt  # the failing check's output tail
+
+
+def test_file_tools_refuse_paths_outside_the_worktree(tmp_path: Path) -> None:
+    work = tmp_path / "wt"
+    work.mkdir()
+    (tmp_path / "secret.txt").write_text("s3cret")
+    (work / "link").symlink_to(tmp_path / "secret.txt")
+    tools = Toolbox(work, run_command=lambda c: "unused")
+    assert tools.call("read_file", {"path": "../secret.txt"}).startswith("error: refused")
+    assert tools.call("read_file", {"path": "/etc/hostname"}).startswith("error: refused")
+    assert tools.call("read_file", {"path": "link"}).startswith("error: refused")
+    assert tools.call("write_file", {"path": "../x.txt", "content": "x"}).startswith("error: refused")
+    assert not (tmp_path / "x.txt").exists()
+    assert tools.call("write_file", {"path": "sub/ok.txt", "content": "hi"}) .startswith("wrote")
+    assert tools.call("edit_file", {"path": "sub/ok.txt", "search": "hi", "replace": "ho"}) == "edited sub/ok.txt"
+    assert tools.call("grep", {"pattern": "ho"}) == "sub/ok.txt:1: ho"
+    assert tools.call("list_files", {}) == "link\nsub/ok.txt"
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-4o"])
+def test_usd_budget_stops_a_priced_model(store, fix_add_task, sandbox, model) -> None:
+    from loopmeter.telemetry.pricing import default_price_table
+
+    one_call = default_price_table().cost(model, input_tokens=100_000, output_tokens=1_000)
+    assert one_call is not None and one_call > 0.01
+    with OpenAIServer(default=tool_call("list_files", {}, prompt_tokens=100_000, completion_tokens=1_000)) as server:
+        result = start_run(RunRequest(
+            instruction=fix_add_task.instruction, check=fix_add_task.check, repo=None, task=fix_add_task,
+            agents=[AgentSpec("builtin", model)], sandbox=sandbox, api_base=server.base_url,
+            budgets=Budgets(max_iters=5, max_usd=one_call * 2.5)), store=store)
+        calls = len(server.requests)
+    attempt = result.attempts[0]
+    assert attempt.status == "budget" and attempt.stop_reason.startswith("budget: usd")
+    assert calls == 3  # stopped as soon as the spend passed the budget, not at the turn limit
+    assert attempt.cost_usd == pytest.approx(one_call * 3)
+    assert result.status == "failed"
