@@ -54,7 +54,7 @@ def _period_start(hours: pd.Series, period: str, tz: tzinfo) -> pd.Series:
     elif period == "day":
         starts = local.dt.strftime("%Y-%m-%d")
     elif period == "week":  # ISO week, labelled by its Monday
-        monday = local.dt.normalize() - pd.to_timedelta(local.dt.weekday, unit="D")
+        monday = local.dt.normalize() - pd.to_timedelta(local.dt.day_of_week, unit="D")
         starts = monday.dt.strftime("%Y-%m-%d")
     elif period == "month":
         starts = local.dt.strftime("%Y-%m")

@@ -48,6 +48,6 @@ def experiments_per_week(attempts: pd.DataFrame) -> pd.DataFrame:
     if done.empty:
         return pd.DataFrame(columns=["week", "user", "experiments"])
     ended = done["ended_at"].dt.tz_convert("UTC")
-    week = (ended.dt.normalize() - pd.to_timedelta(ended.dt.weekday, unit="D")).dt.strftime("%Y-%m-%d")
+    week = (ended.dt.normalize() - pd.to_timedelta(ended.dt.day_of_week, unit="D")).dt.strftime("%Y-%m-%d")
     frame = pd.DataFrame({"week": week, "user": done["user"].fillna("(unknown)")})
     return frame.groupby(["week", "user"], as_index=False).size().rename(columns={"size": "experiments"})

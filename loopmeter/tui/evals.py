@@ -12,7 +12,7 @@ from loopmeter.reports import fmt
 from loopmeter.reports.tables import comparison_text
 from loopmeter.tui.base import DataTab
 
-WHISKER_WIDTH = 20
+WHISKER_WIDTH = 16
 
 
 def whisker(p: float | None, lo: float | None, hi: float | None, width: int = WHISKER_WIDTH) -> Text:
@@ -46,7 +46,7 @@ class EvalsTab(DataTab):
         table = self.query_one("#evals-table", DataTable)
         table.clear()
         for c in ev["configs"]:
-            table.add_row((c["suite"] or "")[:14], c["config"][-26:], str(c["tasks"]), fmt.pct(c["pass_rate"]),
+            table.add_row((c["suite"] or "")[:12], c["config"][-22:], str(c["tasks"]), fmt.pct(c["pass_rate"]),
                           fmt.ci(c["ci_low"], c["ci_high"]), whisker(c["pass_rate"], c["ci_low"], c["ci_high"]),
                           fmt.money(c["cost_per_task_usd"], c["unpriced_samples"]))
         lines = [comparison_text(c) for c in ev["comparisons"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
@@ -72,9 +73,9 @@ class PolicyTab(DataTab):
         table = self.query_one("#audit-table", DataTable)
         table.clear()
         for r in result["records"].to_dict(orient="records"):
-            decision = {"deny": "[b $error]deny[/]", "ask": "[$warning]ask[/]"}.get(r["decision"], r["decision"])
-            table.add_row(str(r["seq"]), r["ts"].strftime("%m-%d %H:%M:%S"), (r["run_id"] or "—")[-8:], r["layer"],
-                          r["action"], (r["target"] or "")[:28], decision, (r["rule_id"] or "")[:20])
+            decision = Text(r["decision"], style={"deny": "bold red", "ask": "yellow"}.get(r["decision"], ""))
+            table.add_row(str(r["seq"]), r["ts"].strftime("%m-%d %H:%M"), (r["run_id"] or "—")[-6:], r["layer"],
+                          r["action"], (r["target"] or "")[:22], decision, (r["rule_id"] or "")[:18])
 
     def on_select_changed(self, event: Select.Changed) -> None:
         value = None if event.value is Select.NULL else str(event.value)

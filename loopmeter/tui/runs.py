@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
@@ -30,10 +31,10 @@ class RunsTab(DataTab):
         table = self.query_one("#runs-table", DataTable)
         table.clear()
         for r in frame.to_dict(orient="records"):
-            status = {"running": "[b $success]running[/]", "failed": "[$error]failed[/]",
-                      "error": "[$error]error[/]"}.get(r["status"], r["status"])
+            status = Text(r["status"], style={"running": "bold green", "failed": "red", "error": "red"}
+                          .get(r["status"], ""))
             started = r["started_at"].strftime("%m-%d %H:%M") if r["started_at"] is not None else "—"
-            table.add_row(r["id"][-10:], status, (r["task"] or "")[:34], r["user"] or "—", str(r["attempts"]),
+            table.add_row(r["id"][-8:], status, (r["task"] or "")[:28], r["user"] or "—", str(r["attempts"]),
                           str(r["passed"]), fmt.money(r["cost_usd"], r["unpriced_calls"]), started, key=r["id"])
         more = " (newest 500)" if len(frame) >= 500 else ""
         self.query_one("#runs-summary", Static).update(f"{len(frame):,} runs{more}  ·  Enter: open a run")
