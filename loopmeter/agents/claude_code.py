@@ -32,6 +32,7 @@ INSTALL_HINT = "install Claude Code: npm install -g @anthropic-ai/claude-code"
 KEY_VAR = "ANTHROPIC_API_KEY"
 ALLOWED_TOOLS = "Bash,Edit,MultiEdit,Write,Read,Glob,Grep,LS,NotebookEdit,TodoWrite"
 SESSION_FILE = ".loopmeter-claude-session"
+COUNTED_FILE = ".loopmeter-claude-counted"  # request keys already reported by earlier iterations
 _TOKEN_FIELDS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens")
 _MODEL_USAGE_FIELDS = {
     "input_tokens": "inputTokens",
@@ -155,6 +156,8 @@ def _transcript_rows(home: Path, events: list[dict[str, Any]], started: datetime
         return []
     seen: set[tuple[str, str]] = set()
     rows: list[UsageRow] = []
+    counted_file = home / COUNTED_FILE
+    counted = set(counted_file.read_text().split()) if counted_file.is_file() else set()
     for path in sorted(projects.rglob("*.jsonl")):
         try:
             fh = path.open(encoding="utf-8", errors="replace")
@@ -171,11 +174,13 @@ def _transcript_rows(home: Path, events: list[dict[str, Any]], started: datetime
                 if obj.get("type") != "assistant" or obj.get("sessionId") != session:
                     continue
                 ts = _parse_ts(obj.get("timestamp"))
-                if ts is not None and ts < started.replace(microsecond=0):
+                if ts is not None and ts < started:
                     continue  # an earlier iteration of a resumed session
                 r = _message_row(obj.get("message") or {}, obj.get("requestId"), session, ts, ctx, seen)
-                if r is not None:
+                if r is not None and r.key not in counted:
                     rows.append(r)
+    with counted_file.open("a") as fh:
+        fh.writelines(f"{r.key}\n" for r in rows)
     return rows
 
 

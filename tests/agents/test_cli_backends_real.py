@@ -1,0 +1,217 @@
+"""The real Claude Code and Codex CLIs, driven by their backends inside the bubblewrap sandbox.
+
+Each agent talks to a scripted model server on the host's loopback, reached through
+the sandbox's egress proxy, which the policy lets through for that one host:port
+(the same way a user points a sandboxed agent at a local model server). The agent
+really edits the worktree with its own tools, the check passes in the sandbox, and
+the usage stored equals what the server reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from loopmeter.agents.base import StepContext, get_backend
+from loopmeter.records import COST_REPORTED
+from tests.servers.anthropic_server import AnthropicServer, bash_turn, text_turn, tool_turn, write_turn
+from tests.servers.responses_server import ResponsesServer, http_error_turn, message_turn, shell_turn
+
+CHECK = ["python3", "-c", "import hello; assert hello.add(2, 3) == 5; print('ok')"]
+CODE = "def add(a, b):\n    return a + b\n"
+
+
+def need(binary: str) -> None:
+    if shutil.which(binary) is None:
+        pytest.skip(f"{binary} is not installed (scripts/setup-system.sh installs it)")
+
+
+@pytest.fixture
+def worktree(tmp_path: Path) -> Path:
+    wt = tmp_path / "wt"
+    wt.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    (wt / "README.md").write_text("make hello.add work\n")
+    subprocess.run(["git", "init", "-q"], cwd=wt, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=wt, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "init"], cwd=wt, check=True, env=env)
+    return wt
+
+
+@pytest.fixture
+def runner(store):
+    from loopmeter.sandbox import make_runner
+
+    return make_runner("bwrap", store=store)
+
+
+@pytest.fixture
+def policy():
+    from loopmeter.policies import load_policy
+
+    return load_policy("default")
+
+
+@pytest.fixture(autouse=True)
+def no_real_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def ctx_for(agent: str, worktree: Path, runner, policy, api_base: str, *, model: str | None, iteration: int = 1,
+            feedback: str | None = None) -> StepContext:
+    return StepContext(run_id="run1", attempt_id="att1", agent=agent, model=model, workdir=worktree,
+                       instruction="create hello.py with add(a, b)", iteration=iteration, feedback=feedback,
+                       sandbox=runner, policy=policy, timeout_s=240, max_usd=1.0, api_base=api_base,
+                       state_dir=worktree.parent / "state")
+
+
+def run_check(runner, worktree: Path, policy) -> int:
+    res = runner.run(CHECK, workdir=worktree, policy=policy, role="check", actor="check", timeout_s=60)
+    return res.exit_code
+
+
+def audit_rows(store) -> list:
+    from sqlmodel import select
+
+    from loopmeter.store.models import Audit
+
+    with store.session() as s:
+        return list(s.exec(select(Audit).order_by(Audit.seq)))
+
+
+def stored(store) -> list:
+    from sqlmodel import select
+
+    from loopmeter.store.models import Usage
+
+    with store.session() as s:
+        return list(s.exec(select(Usage)))
+
+
+def proxy_connects(store, target: str) -> list:
+    return [a for a in audit_rows(store) if a.layer == "proxy" and a.action == "connect" and a.target == target]
+
+
+# -- Claude Code -----------------------------------------------------------------------------------
+
+
+def test_real_claude_code_edits_in_sandbox_and_usage_matches_server(worktree, runner, policy, store):
+    need("claude")
+    turns = [
+        write_turn(str(worktree / "hello.py"), CODE, input_tokens=1520, output_tokens=64,
+                   cache_read_input_tokens=3000, cache_creation_input_tokens=700),
+        text_turn("Created hello.py with add().", input_tokens=1700, output_tokens=12, cache_read_input_tokens=3700),
+    ]
+    with AnthropicServer(turns) as srv:
+        ctx = ctx_for("claude-code", worktree, runner, policy, srv.url, model="claude-sonnet-4-5-20250929")
+        result = get_backend("claude-code").step(ctx)
+        assert result.error is None, result.error
+        assert result.exit_code == 0 and result.summary == "Created hello.py with add()."
+        assert (worktree / "hello.py").read_text() == CODE  # written by Claude Code's own Write tool
+        assert run_check(runner, worktree, policy) == 0
+        assert srv.remaining == 0
+        reported = srv.usage_by_model()
+        scripted_ids = [r.request_id for r in srv.scripted_replies()]
+
+    store.add_usage(result.usage)
+    rows = stored(store)
+    assert {r.key for r in rows} >= {f"anthropic-req:{rid}" for rid in scripted_ids}
+    for model, totals in reported.items():
+        mine = [r for r in rows if r.model == model]
+        assert sum(r.input_tokens or 0 for r in mine) == totals["input_tokens"]
+        assert sum(r.output_tokens or 0 for r in mine) == totals["output_tokens"]
+        assert sum(r.cache_read_tokens or 0 for r in mine) == totals["cache_read_input_tokens"]
+        assert sum(r.cache_write_tokens or 0 for r in mine) == totals["cache_creation_input_tokens"]
+    assert all(r.cost_source == COST_REPORTED and r.source == "claude-json" for r in rows)
+    assert sum(r.cost_usd for r in rows) == pytest.approx(result.cost_usd)
+    assert all(r.run_id == "run1" and r.attempt_id == "att1" and r.agent == "claude-code" for r in rows)
+    # the model server was reached through the egress proxy, allowed for exactly that host:port
+    allowed = proxy_connects(store, f"127.0.0.1:{srv.port}")
+    assert allowed and all(a.decision == "allow" for a in allowed)
+    # the agent got a placeholder, never a real key, for a loopback server
+    assert srv.requests[0]["headers"].get("x-api-key", "").startswith("loopmeter-local")
+
+
+def test_real_claude_code_resumes_its_session_on_the_next_iteration(worktree, runner, policy, store):
+    need("claude")
+    with AnthropicServer([bash_turn("echo 'def add(a, b):' > hello.py"), text_turn("first try")]) as srv:
+        first = get_backend("claude-code").step(ctx_for("claude-code", worktree, runner, policy, srv.url, model=None))
+        assert first.error is None, first.error
+        assert run_check(runner, worktree, policy) != 0
+        # Claude Code's Write refuses to overwrite a file it has not read: Read first, as a model would.
+        srv.add(tool_turn("Read", {"file_path": str(worktree / "hello.py")}),
+                write_turn(str(worktree / "hello.py"), CODE), text_turn("fixed"))
+        n_before = len(srv.requests)
+        second = get_backend("claude-code").step(ctx_for("claude-code", worktree, runner, policy, srv.url, model=None,
+                                                         iteration=2, feedback="SyntaxError: hello.py line 1"))
+        assert second.error is None, second.error
+        assert second.session_id == first.session_id  # --resume of the same session
+        later = [r for r in srv.requests[n_before:] if r["body"].get("tools")]
+        text = json.dumps(later[0]["body"]["messages"])
+        assert "first try" in text and "SyntaxError" in text  # the old conversation plus the feedback
+        assert run_check(runner, worktree, policy) == 0
+        reported = srv.usage_by_model()
+    first_keys = {r.key for r in first.usage}
+    assert first_keys and not first_keys & {r.key for r in second.usage}  # nothing counted twice
+    assert store.add_usage(first.usage) + store.add_usage(second.usage) == len(first.usage) + len(second.usage)
+    rows = stored(store)
+    for field, server_field in (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens")):
+        assert sum(getattr(r, field) or 0 for r in rows) == sum(t[server_field] for t in reported.values())
+
+
+def test_real_claude_code_policy_denied_command_is_refused(worktree, runner, policy):
+    need("claude")
+    with AnthropicServer([bash_turn("git push origin main"), text_turn("could not push")]) as srv:
+        result = get_backend("claude-code").step(ctx_for("claude-code", worktree, runner, policy, srv.url, model=None))
+        assert result.error is None
+        tool_results = [b for e in result.transcript if e.get("type") == "user"
+                        for b in (e.get("message") or {}).get("content") or [] if isinstance(b, dict)]
+        assert any(b.get("is_error") and "denied" in json.dumps(b).lower() for b in tool_results)
+
+
+# -- Codex -----------------------------------------------------------------------------------------
+
+
+def test_real_codex_runs_its_shell_tool_in_sandbox_and_usage_matches_server(worktree, runner, policy, store):
+    need("codex")
+    turns = [
+        shell_turn("printf 'def add(a, b):\\n    return a + b\\n' > hello.py", input_tokens=2400, cached_tokens=600,
+                   output_tokens=90, reasoning_tokens=40),
+        message_turn("Created hello.py.", input_tokens=2900, cached_tokens=2300, output_tokens=15),
+    ]
+    with ResponsesServer(turns) as srv:
+        ctx = ctx_for("codex", worktree, runner, policy, srv.url, model="gpt-5-codex")
+        result = get_backend("codex").step(ctx)
+        assert result.error is None, result.error
+        assert result.exit_code == 0 and result.summary == "Created hello.py."
+        assert (worktree / "hello.py").read_text() == CODE  # written by Codex's exec_command tool
+        assert run_check(runner, worktree, policy) == 0
+        reported = srv.usage_total()
+        assert srv.requests[0]["body"]["model"] == "gpt-5-codex"
+        assert any(t.get("name") == "exec_command" for t in srv.requests[0]["body"]["tools"])
+
+    store.add_usage(result.usage)
+    rows = stored(store)
+    assert sum(r.input_tokens for r in rows) == reported["input_tokens"] - reported["cached_tokens"]
+    assert sum(r.cache_read_tokens for r in rows) == reported["cached_tokens"]
+    assert sum(r.output_tokens for r in rows) == reported["output_tokens"]
+    assert sum(r.reasoning_tokens for r in rows) == reported["reasoning_tokens"]
+    assert all(r.source == "codex-json" and r.model == "gpt-5-codex" for r in rows)
+    assert all(r.cost_source in ("calculated", "unpriced") for r in rows)  # Codex reports no dollars
+    assert proxy_connects(store, f"127.0.0.1:{srv.port}")
+
+
+def test_real_codex_failed_turn_is_an_error_without_usage(worktree, runner, policy):
+    need("codex")
+    fail = http_error_turn(401, "Incorrect API key provided")
+    with ResponsesServer([], exhausted=fail) as srv:
+        result = get_backend("codex").step(ctx_for("codex", worktree, runner, policy, srv.url, model="gpt-5-codex"))
+    assert result.exit_code != 0 and result.usage == []
+    assert result.error_kind == "auth" and "401" in (result.error or "")
