@@ -135,3 +135,27 @@ def test_codex_cached_above_input_is_rejected():
     req = p.logs_request([p.codex_completed(input_tokens=10, cached=20)])
     out = decode("logs", p.otlp_json(req), "application/json")
     assert out.usage == [] and out.rejected == 1
+
+
+def test_the_real_codex_0_169_export_gives_one_row_per_completed_response():
+    """Codex 0.169's own OTLP/JSON logs (captured here against a scripted Responses server that reported
+    input 3500 of which 750 cached, output 425 of which 275 reasoning). It logs `response.completed` twice,
+    once without tokens, and leaves timeUnixNano at 0 (only observedTimeUnixNano is set)."""
+    body = (FIXTURES / "otlp" / "codex_0.169.0_logs.json").read_bytes()
+    out = decode("logs", body, "application/json", PRICES)
+    (row,) = out.usage
+    assert (row.input_tokens, row.cache_read_tokens, row.cache_write_tokens) == (2750, 750, 0)
+    assert (row.output_tokens, row.reasoning_tokens) == (425, 275)
+    assert row.model == "gpt-5-codex" and row.session_id == "01a213f0-9ae2-74c0-bc8e-b03eb582ed20"
+    assert row.ts.year == 2026 and out.rejected == 0
+    assert out.events["codex.sse_event"] == 6 and out.events["codex.api_request"] == 1
+
+
+def test_the_real_codex_0_169_traces_decode_to_spans():
+    import gzip
+
+    body = gzip.decompress((FIXTURES / "otlp" / "codex_0.169.0_traces.json.gz").read_bytes())
+    spans = decode("traces", body, "application/json").spans
+    assert len(spans) == 395 and len({(s["trace_id"], s["span_id"]) for s in spans}) == 395
+    assert all(len(s["trace_id"]) == 32 and len(s["span_id"]) == 16 for s in spans)
+    assert {s["service"] for s in spans} == {"codex_exec"}

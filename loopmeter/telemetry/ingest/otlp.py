@@ -575,9 +575,10 @@ def _claude_code(rec: LogRecord, prices: Any) -> UsageRow | None:
 def _codex(rec: LogRecord, prices: Any) -> UsageRow:
     a = rec.attributes
     total_in = _tokens(a, "input_token_count")
-    cached = _tokens(a, "cached_token_count")
-    if total_in is not None and cached is not None and cached > total_in:
-        raise RecordError(f"cached_token_count {cached} exceeds input_token_count {total_in}")
+    cached = _tokens(a, "cached_token_count") or 0
+    written = _tokens(a, "cache_write_token_count") or 0  # reported by Codex 0.169
+    if total_in is not None and cached + written > total_in:
+        raise RecordError(f"cached ({cached}) plus cache-write ({written}) tokens exceed input_token_count {total_in}")
     conversation = _str(a.get("conversation.id"), rec.resource.get("conversation.id"))
     ts = _timestamp(rec)
     stamp = rec.time_ns or int(ts.timestamp() * 1e9)
@@ -585,10 +586,12 @@ def _codex(rec: LogRecord, prices: Any) -> UsageRow:
         key=f"codex-otlp:{conversation}:{stamp}", source=SOURCE, ts=ts, model=_str(a.get("model"), a.get("slug")),
         agent="codex", provider="openai", session_id=conversation, project=_project(rec),
         user=_str(a.get("user.email"), a.get("user.account_id")),
-        input_tokens=None if total_in is None else total_in - (cached or 0),  # OpenAI input includes the cached part
-        cache_read_tokens=cached, cache_write_tokens=0 if total_in is not None else None,
+        # OpenAI's input count includes the cached (and cache-write) part
+        input_tokens=None if total_in is None else total_in - cached - written,
+        cache_read_tokens=cached if total_in is not None else None,
+        cache_write_tokens=written if total_in is not None else None,
         output_tokens=_tokens(a, "output_token_count"), reasoning_tokens=_tokens(a, "reasoning_token_count"),
-        latency_ms=_number(a, "duration_ms"),
+        latency_ms=_number(a, "duration_ms") or None,
     )
     return _price(row, prices, None)
 
