@@ -6,7 +6,7 @@ these without importing SQLModel; only `loopmeter.store` writes them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,7 +43,9 @@ class UsageRow:
     price_table_sha256: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow on purpose: every field is a scalar, and dataclasses.asdict's deep copy
+        # was most of the time of a bulk log ingest.
+        return {name: getattr(self, name) for name in _USAGE_FIELDS}
 
     @property
     def total_tokens(self) -> int:
@@ -51,6 +53,9 @@ class UsageRow:
             v or 0
             for v in (self.input_tokens, self.cache_read_tokens, self.cache_write_tokens, self.output_tokens)
         )
+
+
+_USAGE_FIELDS = tuple(f.name for f in fields(UsageRow))
 
 
 def utcnow() -> datetime:

@@ -19,6 +19,11 @@ from loopmeter.store import migrations, models
 
 BUSY_TIMEOUT_MS = 10_000
 _USAGE_COLUMNS = [c.name for c in models.Usage.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
+_QUOTED_USAGE_COLUMNS = ", ".join(f'"{c}"' for c in _USAGE_COLUMNS)
+_SQLITE_USAGE_INSERT = (
+    f"INSERT INTO usage ({_QUOTED_USAGE_COLUMNS}) VALUES ({', '.join('?' * len(_USAGE_COLUMNS))}) "
+    "ON CONFLICT (key) DO NOTHING"
+)
 
 
 def as_utc(ts: datetime) -> datetime:
@@ -75,12 +80,29 @@ class Store:
 
     def add_usage(self, rows: Iterable[UsageRow]) -> int:
         """Insert usage rows, skipping keys already stored. Returns how many were new."""
+        if self.dialect == "sqlite":
+            return self._add_usage_sqlite(rows)
         payload = []
         for row in rows:
             d = row.as_dict()
             d["ts"] = as_utc(row.ts)
             payload.append({c: d.get(c) for c in _USAGE_COLUMNS})
         return self._insert_ignore(models.Usage.__table__, payload, ["key"])  # type: ignore[attr-defined]
+
+    def _add_usage_sqlite(self, rows: Iterable[UsageRow]) -> int:
+        # Log ingest stores ~150k rows per GB: positional tuples through the driver skip
+        # SQLAlchemy's per-row parameter processing (about half the insert time). `ts` is
+        # written in the same text form SQLAlchemy's SQLite DateTime uses.
+        params = []
+        for row in rows:
+            d = row.as_dict()
+            d["ts"] = as_utc(row.ts).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+            params.append(tuple(d.get(c) for c in _USAGE_COLUMNS))
+        if not params:
+            return 0
+        with self.engine.begin() as conn:
+            result = conn.exec_driver_sql(_SQLITE_USAGE_INSERT, params)
+            return max(result.rowcount or 0, 0)
 
     def add_spans(self, rows: list[dict[str, Any]]) -> int:
         return self._insert_ignore(models.Span.__table__, rows, ["trace_id", "span_id"])  # type: ignore[attr-defined]

@@ -8,7 +8,6 @@ read, and only `loopmeter.store` writes what the parsers return.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +46,7 @@ class FileContext:
     state: dict[str, Any] = field(default_factory=dict)  # saved in ingest_cursor.state
     malformed: int = 0
     price_table: Any = None  # loopmeter.telemetry.pricing.PriceTable, or None for no pricing
+    seen: set[str] = field(default_factory=set)  # keys yielded in this read (repeated lines)
 
     def bad_line(self) -> None:
         self.malformed += 1
@@ -61,7 +61,7 @@ class Source:
     roots: Callable[[dict[str, str]], list[Path]]
     files: Callable[[Path], Iterator[Path]]
     parse: Callable[[Iterable[bytes], FileContext], Iterator[UsageRow]]
-    candidate: re.Pattern[bytes]  # a line that can matter contains this
+    markers: tuple[bytes, ...]  # a line that can matter contains one of these
     splittable: bool = False  # lines are independent: a big file may be read in byte ranges
     whole_file_suffix: str | None = None  # such files are one JSON document, re-read whole when changed
 
@@ -74,94 +74,81 @@ class ReadStats:
     """What a read of one byte range found."""
 
     end: int  # offset just past the last complete line read (so far, while reading)
-    lines: int = 0
-    oversized_candidates: int = 0
-    bad_lines: int = 0  # lines that cannot be JSON objects (checked cheaply, without parsing)
+    oversized_candidates: int = 0  # lines too long to keep that could have carried usage
 
 
-def _looks_like_object(line: bytes) -> bool:
-    s = line.strip()
-    return not s or (s[:1] == b"{" and s[-1:] == b"}")
+def _has_marker(data: bytes, markers: tuple[bytes, ...]) -> bool:
+    return any(m in data for m in markers)
+
+
+def _scan(data: bytes, limit: int, markers: tuple[bytes, ...], base: int, stats: ReadStats) -> Iterator[bytes]:
+    """Lines of data[:limit] (complete lines) holding a marker, found with bytes.find (memchr speed)."""
+    nxt = [data.find(m, 0, limit) for m in markers]
+    i = 0
+    while True:
+        live = [p for p in nxt if p >= 0]
+        if not live:
+            return
+        p = min(live)
+        s = data.rfind(b"\n", 0, p) + 1
+        e = data.find(b"\n", p, limit)
+        stats.end = base + e + 1  # a consumer checkpointing after this line resumes just past it
+        yield data[s:e]
+        i = e + 1
+        nxt = [q if q >= i or q < 0 else data.find(m, i, limit) for m, q in zip(markers, nxt, strict=True)]
 
 
 def read_candidates(
-    fh: BinaryIO, start: int, end: int, candidate: re.Pattern[bytes], stats: ReadStats, *, final: bool
+    fh: BinaryIO, start: int, end: int, markers: tuple[bytes, ...], stats: ReadStats, *, final: bool
 ) -> Iterator[bytes]:
-    """Yield the complete lines in [start, end) that match `candidate`, in order.
+    """Yield the complete lines in [start, end) that contain one of `markers`, in order.
 
     `stats.end` ends up just past the last complete line. When `final` is set, a last
     line without a newline is taken only if it parses as JSON (a writer may be midway
     through it otherwise; it is read again once complete). Memory stays bounded by
-    CHUNK_BYTES + MAX_LINE_BYTES whatever the line lengths.
+    about CHUNK_BYTES + MAX_LINE_BYTES whatever the line lengths: a longer line is
+    streamed past, and counted as malformed if it held a marker.
     """
     fh.seek(start)
-    pos = start  # offset of the first byte not yet consumed as part of a complete line
-    parts: list[bytes] = []  # pieces of the current partial line
-    partial_len = 0
+    pos = start  # file offset of data[0]; everything before it is consumed
+    carry = b""  # the partial line at the end of the previous chunk
     skipping = False  # inside an oversized line
     skipped_hit = False
     tail = b""  # last bytes of the skipped line, so a marker across chunks is seen
-    search = candidate.search
-    while pos + partial_len < end:
-        data = fh.read(min(CHUNK_BYTES, end - pos - partial_len))
-        if not data:
+    read_to = start
+    while read_to < end:
+        chunk = fh.read(min(CHUNK_BYTES, end - read_to))
+        if not chunk:
             break
-        nl = data.find(b"\n")
+        read_to += len(chunk)
         if skipping:
+            nl = chunk.find(b"\n")
             if nl < 0:
-                skipped_hit = skipped_hit or bool(search(tail + data))
-                tail = data[-64:]
-                partial_len += len(data)
+                skipped_hit = skipped_hit or _has_marker(tail + chunk, markers)
+                tail = chunk[-64:]
                 continue
-            skipped_hit = skipped_hit or bool(search(tail + data[:nl]))
-            pos += partial_len + nl + 1
-            stats.lines += 1
-            if skipped_hit:
-                stats.oversized_candidates += 1
-            skipping, skipped_hit, tail, partial_len = False, False, b"", 0
-            data = data[nl + 1 :]
-        elif parts and nl >= 0:
-            head = b"".join(parts) + data[: nl + 1]
-            parts, partial_len = [], 0
-            data = head + data[nl + 1 :]
-        elif parts:
-            parts.append(data)
-            partial_len += len(data)
-            if partial_len > MAX_LINE_BYTES:
-                skipped_hit = bool(search(b"".join(parts)))
-                tail = parts[-1][-64:]
-                parts = []
-                skipping = True
-            continue
-        lines = data.split(b"\n")
-        rest = lines.pop()
-        for line in lines:
-            pos += len(line) + 1
-            stats.lines += 1
-            if search(line):
-                stats.end = pos  # a consumer checkpointing after this line resumes just past it
-                yield line
-            elif not _looks_like_object(line):
-                stats.bad_lines += 1
-        if rest:
-            parts = [rest]
-            partial_len = len(rest)
-            if partial_len > MAX_LINE_BYTES:
-                skipped_hit = bool(search(rest))
-                tail = rest[-64:]
-                parts = []
-                skipping = True
+            skipped_hit = skipped_hit or _has_marker(tail + chunk[:nl], markers)
+            stats.oversized_candidates += int(skipped_hit)
+            skipping, skipped_hit, tail = False, False, b""
+            pos = read_to - len(chunk) + nl + 1
+            chunk = chunk[nl + 1 :]
+        data = carry + chunk if carry else chunk
+        limit = data.rfind(b"\n") + 1  # data[:limit] is complete lines
+        if limit:
+            yield from _scan(data, limit, markers, pos, stats)
+            pos += limit
+        carry = data[limit:]
+        if len(carry) > MAX_LINE_BYTES:
+            skipping, skipped_hit, tail, carry = True, _has_marker(carry, markers), carry[-64:], b""
     stats.end = pos
-    if final and parts and not skipping:
-        last = b"".join(parts)
+    if final and carry and not skipping:
         try:
-            loads(last)
+            loads(carry)
         except JSON_ERRORS:
             return  # still being written: read again next time
-        stats.end = pos + len(last)
-        stats.lines += 1
-        if search(last):
-            yield last
+        stats.end = pos + len(carry)
+        if _has_marker(carry, markers):
+            yield carry
 
 
 def parse_ts(value: Any) -> datetime | None:

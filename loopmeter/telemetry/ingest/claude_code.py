@@ -8,7 +8,6 @@ Sub-agent lines (`isSidechain`) are real calls with their own ids and are counte
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from loopmeter.records import UsageRow
 from loopmeter.telemetry.ingest.base import JSON_ERRORS, FileContext, Source, as_int, loads, parse_ts, price
 
 SOURCE_TAG = "claude-code-log"
-CANDIDATE = re.compile(rb'"usage"')
+MARKERS = (b'"usage"',)
 
 
 def roots(env: dict[str, str]) -> list[Path]:
@@ -45,8 +44,26 @@ def _project(ctx: FileContext, cwd: object) -> str | None:
     return ctx.path.parent.name or None
 
 
+_REQ = b'"requestId":"'
+
+
+def _quick_request_id(line: bytes) -> bytes | None:
+    """The first `"requestId":"..."` in the raw line, found without parsing it."""
+    i = line.find(_REQ)
+    if i < 0:
+        return None
+    j = line.find(b'"', i + len(_REQ))
+    return line[i + len(_REQ) : j] if j > 0 else None
+
+
 def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[UsageRow]:
+    # Request ids already counted, as raw bytes: a repeated line (one per content block)
+    # is skipped before JSON parsing. Only ids confirmed by a full parse are added.
+    parsed_ids: set[bytes] = set()
     for line in lines:
+        quick = _quick_request_id(line)
+        if quick is not None and quick in parsed_ids:
+            continue
         try:
             obj = loads(line)
         except JSON_ERRORS:
@@ -73,6 +90,11 @@ def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[UsageRow]:
         else:
             ctx.bad_line()  # usage that cannot be deduplicated would be counted once per line
             continue
+        if quick is not None and isinstance(request_id, str) and quick == request_id.encode():
+            parsed_ids.add(quick)
+        if key in ctx.seen:
+            continue  # another content block of a response already counted
+        ctx.seen.add(key)
         ts = parse_ts(obj.get("timestamp"))
         try:
             if ts is None:
@@ -110,6 +132,6 @@ SOURCE = Source(
     roots=roots,
     files=files,
     parse=parse,
-    candidate=CANDIDATE,
+    markers=MARKERS,
     splittable=True,
 )

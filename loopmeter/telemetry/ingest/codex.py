@@ -20,7 +20,7 @@ from loopmeter.records import UsageRow
 from loopmeter.telemetry.ingest.base import JSON_ERRORS, FileContext, Source, as_int, loads, parse_ts, price
 
 SOURCE_TAG = "codex-log"
-CANDIDATE = re.compile(rb"token_count|turn_context|session_meta")
+MARKERS = (b'"token_count"', b'"turn_context"', b'"session_meta"')
 _FIELDS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -136,5 +136,5 @@ SOURCE = Source(
     roots=roots,
     files=files,
     parse=parse,
-    candidate=CANDIDATE,
+    markers=MARKERS,
 )

@@ -12,7 +12,6 @@ thoughts also as reasoning tokens.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from loopmeter.records import UsageRow
 from loopmeter.telemetry.ingest.base import JSON_ERRORS, FileContext, Source, as_int, loads, parse_ts, price
 
 SOURCE_TAG = "gemini-log"
-CANDIDATE = re.compile(rb'"tokens"|"sessionId"')
+MARKERS = (b'"tokens"', b'"sessionId"')
 
 
 def roots(env: dict[str, str]) -> list[Path]:
@@ -113,6 +112,6 @@ SOURCE = Source(
     roots=roots,
     files=files,
     parse=parse,
-    candidate=CANDIDATE,
+    markers=MARKERS,
     whole_file_suffix=".json",
 )

@@ -234,6 +234,23 @@ def plan(files: list[tuple[Source, Path]], cursors: dict[str, Cursor] | None) ->
 
 _worker_store: Store | None = None
 _worker_url: str | None = None
+# Held around each batch write: SQLite has one writer at a time, and its busy handler
+# sleeps up to 100 ms between retries, while a waiter on this lock wakes at once.
+_write_lock: Any = None
+
+
+def _init_worker(lock: Any) -> None:
+    global _write_lock, _worker_store
+    _write_lock = lock
+    _worker_store = None  # a forked copy of the parent's engine must not be used
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def _store_for(db_url: str) -> Store:
@@ -262,9 +279,8 @@ def _lines(w: FileWork, src: Source, fh: Any, t: Task, stats: ReadStats) -> Iter
     if src.is_whole_file(w.path):
         data = fh.read(t.end)
         stats.end = len(data)
-        stats.lines = 1
         return iter([data])
-    return read_candidates(fh, t.start, t.end, src.candidate, stats, final=t.final)
+    return read_candidates(fh, t.start, t.end, src.markers, stats, final=t.final)
 
 
 def run_task(t: Task, store: Store | None = None) -> TaskResult:
@@ -277,25 +293,29 @@ def run_task(t: Task, store: Store | None = None) -> TaskResult:
     ctx = FileContext(path=w.path, source=src.tag, state=dict(w.state), price_table=default_price_table())
     stats = ReadStats(end=t.start)
     seen = added = 0
+    lock = _write_lock or _NoLock()
     try:
         with w.path.open("rb") as fh:
             batch = []
             for row in src.parse(_lines(w, src, fh, t, stats), ctx):
                 batch.append(row)
                 if len(batch) >= BATCH_ROWS:
-                    added += store.add_usage(batch)
+                    with lock:
+                        added += store.add_usage(batch)
+                        if t.owns_cursor:
+                            bad = ctx.malformed + stats.oversized_candidates
+                            _save_cursor(store, w, stats.end, w.malformed_before + bad, ctx.state)
                     seen += len(batch)
                     batch = []
-                    if t.owns_cursor:
-                        bad = ctx.malformed + stats.bad_lines + stats.oversized_candidates
-                        _save_cursor(store, w, stats.end, w.malformed_before + bad, ctx.state)
-            added += store.add_usage(batch)
+            with lock:
+                added += store.add_usage(batch)
             seen += len(batch)
     except OSError as exc:
         return TaskResult(str(w.path), t.start, t.start, seen, added, 0, w.state, error=exc.strerror or str(exc))
-    bad = ctx.malformed + stats.bad_lines + stats.oversized_candidates
+    bad = ctx.malformed + stats.oversized_candidates
     if t.owns_cursor:
-        _save_cursor(store, w, stats.end, w.malformed_before + bad, ctx.state)
+        with lock:
+            _save_cursor(store, w, stats.end, w.malformed_before + bad, ctx.state)
     return TaskResult(str(w.path), t.start, stats.end, seen, added, bad, ctx.state)
 
 
@@ -354,7 +374,9 @@ def run(
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(ctx.Lock(),)) as pool:
             futures = [pool.submit(run_task, t) for t in tasks]
             for fut in as_completed(futures):
                 r = fut.result()
