@@ -125,7 +125,6 @@ def _comparison(a: str, b: str, rows_a: list[CellRow], rows_b: list[CellRow], n_
     out = cmp.as_dict()
     out["diff"], out["ci"] = _round(cmp.diff), _ci(cmp.ci)
     out["se"], out["mde"] = _round(cmp.se), _round(cmp.mde)
-    out["p_value"] = _round(cmp.p_value, 8)
     if not cmp.paired:
         common = len(set(ca) & set(cb))
         out["note"] = (f"unpaired: the task sets differ ({len(ca)} vs {len(cb)} tasks, {common} in common); "
