@@ -226,7 +226,6 @@ def resume_run(
     answers: dict[str, bool] | None = None,
 ) -> RunResult:
     """Continue a run from its last finished step (after a crash, Ctrl-C or an approval)."""
-    from langgraph.types import Command
 
     runtime = _Runtime.load(run_id, store, settings, on_event, approver)
     pending = runtime.pending()
@@ -235,7 +234,7 @@ def resume_run(
             return runtime.result(pending)
         answers = approver(pending)
     if pending:
-        return runtime.drive(Command(resume=_fill(pending, answers or {})))
+        return runtime.drive(runtime.resume_command(_fill(pending, answers or {})))
     if not runtime.has_checkpoint():
         raise LoopmeterError(f"run {run_id} has no checkpoint to resume",
                              hint="it may have been started elsewhere; `loopmeter runs show` shows it")
@@ -449,7 +448,6 @@ class _Runtime:
 
     # -- driving ----------------------------------------------------------------
     def drive(self, payload: Any) -> RunResult:
-        from langgraph.types import Command
 
         self._set_run(status="running", ended_at=None)
         restore = _install_sigint(self.cancel)
@@ -470,7 +468,7 @@ class _Runtime:
                 if self.approver is None:
                     self._set_run(status="waiting")
                     return self.result(pending)
-                payload = Command(resume=_fill(pending, self.approver(pending)))
+                payload = self.resume_command(_fill(pending, self.approver(pending)))
         finally:
             restore()
             self.telemetry.flush()
@@ -478,6 +476,13 @@ class _Runtime:
             if self._conn is not None:
                 self._conn.close()
             _cancel_events.pop(self.run_id, None)
+
+    def resume_command(self, answers: dict[str, bool]) -> Any:
+        """Answers to the gate's interrupt ({question id: yes?}), addressed by the gate's interrupt id."""
+        from langgraph.types import Command
+
+        snap = self.run_graph.get_state(self._cfg(self.run_id))
+        return Command(resume={intr.id: answers for intr in snap.interrupts})
 
     def pending(self) -> list[dict[str, Any]]:
         snap = self.run_graph.get_state(self._cfg(self.run_id))

@@ -1,0 +1,147 @@
+"""Budgets kill the agent's process; policy `ask` pauses a run until approve/deny; apply makes one commit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from loopmeter.agents.loop import AgentSpec, Budgets, RunRequest, start_run
+from loopmeter.store import Attempt, Outcome, Run
+from tests.agents.conftest import policy_with
+from tests.conftest import loopmeter_cmd
+from tests.servers.openai_server import OpenAIServer, text, tool_call
+
+
+def _procs_with(marker: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(proc.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_wall_clock_budget_kills_the_agent_process(store, slow_task, sandbox) -> None:
+    started = time.monotonic()
+    result = start_run(RunRequest(
+        instruction=slow_task.instruction, check=slow_task.check, repo=None, task=slow_task,
+        agents=[AgentSpec("oracle")], sandbox=sandbox, budgets=Budgets(max_iters=3, max_minutes=2 / 60)),
+        store=store)
+    took = time.monotonic() - started
+    attempt = result.attempts[0]
+    assert attempt.status == "timeout" and "wall time" in attempt.stop_reason
+    assert attempt.iterations == 1
+    assert took < 30  # the 987.6 s sleep did not run out
+    time.sleep(0.2)
+    assert _procs_with("sleep 987.6") == []
+    assert result.status == "failed"
+
+
+def test_agent_ask_waits_then_approve_continues_it(store, fix_add_task, sandbox, tmp_path) -> None:
+    policy = policy_with(tmp_path, '  - id: ask-oracle\n    action: agent\n    match: "oracle"\n'
+                                   '    decision: ask\n    reason: oracle needs a yes\n')
+    result = start_run(RunRequest(
+        instruction=fix_add_task.instruction, check=fix_add_task.check, repo=None, task=fix_add_task,
+        agents=[AgentSpec("oracle"), AgentSpec("nop")], sandbox=sandbox, policy=policy,
+        budgets=Budgets(max_iters=1)), store=store)
+    assert result.status == "waiting"
+    assert [(q["agent"], q["action"], q["rule_id"]) for q in result.approvals] == [
+        ("oracle", "agent", "rules.ask-oracle")]
+    assert store.get(Run, result.run_id).status == "waiting"
+    oracle_id = next(a.id for a in result.attempts if a.agent == "oracle")
+    assert store.get(Attempt, oracle_id).iterations == 0  # nothing ran before the answer
+
+    out = subprocess.run(loopmeter_cmd("approve", result.run_id, "--json"), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    obj = json.loads(out.stdout)
+    assert obj["status"] == "passed" and obj["winner"] == oracle_id
+    again = subprocess.run(loopmeter_cmd("approve", result.run_id), capture_output=True, text=True)
+    assert again.returncode == 2 and "not waiting" in again.stderr
+
+
+def test_deny_stops_the_attempt(store, fix_add_task, sandbox, tmp_path) -> None:
+    policy = policy_with(tmp_path, '  - id: ask-oracle\n    action: agent\n    match: "oracle"\n'
+                                   '    decision: ask\n')
+    result = start_run(RunRequest(
+        instruction=fix_add_task.instruction, check=fix_add_task.check, repo=None, task=fix_add_task,
+        agents=[AgentSpec("oracle")], sandbox=sandbox, policy=policy), store=store)
+    assert result.status == "waiting"
+    out = subprocess.run(loopmeter_cmd("deny", result.run_id), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    attempt = store.get(Attempt, result.attempts[0].id)
+    assert attempt.status == "cancelled" and "denied" in attempt.stop_reason
+    assert store.get(Run, result.run_id).status == "failed"
+
+
+def test_builtin_command_ask_interrupts_and_resumes_without_calling_the_model_again(
+        store, fix_add_task, sandbox) -> None:
+    with OpenAIServer() as server:
+        server.script(
+            tool_call("run_command", {"command": "sudo echo hi"}, prompt_tokens=50, completion_tokens=5),
+            tool_call("edit_file", {"path": "calc.py", "search": "a - b", "replace": "a + b"}),
+            text("done"),
+        )
+        result = start_run(RunRequest(
+            instruction=fix_add_task.instruction, check=fix_add_task.check, repo=None, task=fix_add_task,
+            agents=[AgentSpec("builtin", "openai/m")], sandbox=sandbox, api_base=server.base_url),
+            store=store)
+        assert result.status == "waiting"
+        assert result.approvals[0]["action"] == "exec" and result.approvals[0]["target"] == "sudo echo hi"
+        assert len(server.requests) == 1
+        from loopmeter.agents.loop import answer_approvals
+
+        done = answer_approvals(result.run_id, False, store=store)
+        assert done.status == "passed"
+        assert len(server.requests) == 3  # the first, paid-for call was replayed from the journal
+        tool_reply = server.requests[1]["body"]["messages"][-1]["content"]
+    assert "did not approve" in tool_reply
+    from sqlmodel import func, select
+
+    from loopmeter.store import Usage
+
+    with store.session() as s:
+        assert s.exec(select(func.count()).select_from(Usage).where(Usage.run_id == result.run_id)).one() == 3
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_apply_merges_the_winner_as_one_commit_with_the_trailer(store, fix_add_task, sandbox, tmp_path) -> None:
+    repo = tmp_path / "user-repo"
+    repo.mkdir()
+    (repo / "calc.py").write_text((fix_add_task.path / "repo" / "calc.py").read_text())
+    (repo / "README").write_text("mine\n")
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "-c", "user.name=Dev", "-c", "user.email=dev@example.com", "add", "-A")
+    _git(repo, "-c", "user.name=Dev", "-c", "user.email=dev@example.com", "commit", "-q", "-m", "start")
+    before = _git(repo, "rev-parse", "HEAD").strip()
+    result = start_run(RunRequest(
+        instruction="Fix add", check=fix_add_task.check, repo=repo, task=fix_add_task,
+        agents=[AgentSpec("nop"), AgentSpec("oracle")], sandbox=sandbox, budgets=Budgets(max_iters=1)),
+        store=store)
+    assert result.status == "passed"
+    assert _git(repo, "rev-parse", "HEAD").strip() == before  # nothing reaches the user's branch before apply
+
+    out = subprocess.run(loopmeter_cmd("apply", result.run_id), cwd=repo, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    log = _git(repo, "log", "--format=%H%n%B%n--", f"{before}..HEAD")
+    assert log.count("\n--") == 1  # exactly one commit
+    sha = log.split("\n", 1)[0]
+    assert f"Loopmeter-Run: {result.run_id}" in log
+    trailers = _git(repo, "log", "-1", "--format=%(trailers:key=Loopmeter-Run,valueonly)").strip()
+    assert trailers == result.run_id
+    assert "a + b" in (repo / "calc.py").read_text()
+    assert not (repo / "tests").exists()
+    winner = store.get(Attempt, result.winner)
+    assert winner.applied_at is not None
+    outcome = store.get(Outcome, sha)
+    assert outcome.run_id == result.run_id and outcome.attempt_id == result.winner and outcome.branch == "main"
+    twice = subprocess.run(loopmeter_cmd("apply", result.run_id), cwd=repo, capture_output=True, text=True)
+    assert twice.returncode == 2 and "already applied" in twice.stderr
