@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,9 @@ GIT_IDENTITY = {
 }
 # byproducts of running a check, not the agent's work
 CACHE_EXCLUDES = (":(exclude,glob)**/__pycache__/**", ":(exclude,glob)**/.pytest_cache/**", ":(exclude,glob)**/*.pyc")
+# `git worktree add/remove` on one repository from two threads at once races on
+# .git/worktrees/ ("failed to read .git/worktrees/x/commondir"): serialise them.
+_WORKTREE_LOCK = threading.Lock()
 
 
 def open_repo(path: Path) -> git.Repo:
@@ -82,11 +86,12 @@ def create_worktree(repo_path: Path, base_commit: str, branch: str, dest: Path) 
     if dest.exists() and (dest / ".git").exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    existing = {h.name for h in repo.branches}  # type: ignore[attr-defined]
-    if branch in existing:
-        repo.git.worktree("add", "--force", str(dest), branch)
-    else:
-        repo.git.worktree("add", "-b", branch, str(dest), base_commit)
+    with _WORKTREE_LOCK:
+        existing = {h.name for h in repo.branches}  # type: ignore[attr-defined]
+        if branch in existing:
+            repo.git.worktree("add", "--force", str(dest), branch)
+        else:
+            repo.git.worktree("add", "-b", branch, str(dest), base_commit)
     return dest
 
 
@@ -122,6 +127,7 @@ def remove_worktree(repo_path: Path, worktree: Path) -> None:
     import git
 
     try:
-        git.Repo(repo_path).git.worktree("remove", "--force", str(worktree))
+        with _WORKTREE_LOCK:
+            git.Repo(repo_path).git.worktree("remove", "--force", str(worktree))
     except git.GitCommandError:
         shutil.rmtree(worktree, ignore_errors=True)
