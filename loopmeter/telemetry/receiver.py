@@ -38,6 +38,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4318
 PATHS = {"/v1/logs": "logs", "/v1/metrics": "metrics", "/v1/traces": "traces"}
 MAX_BODY = 64 * 1024 * 1024  # decoded bytes per request
+DRAIN_FACTOR = 4  # an oversized body up to this many times the limit is read, so the client gets the 413
 RETRY_AFTER_S = 2
 MEDIA_TYPES = ("application/x-protobuf", "application/protobuf", "application/json")
 
@@ -364,13 +365,25 @@ class _OtlpHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise _HttpError(400, f"bad Content-Length {length_header!r}") from None
         if length > limit:
-            self.close_connection = True
+            # Read a moderately oversized body so the client sees the 413; hang up on a huge one.
+            if length <= DRAIN_FACTOR * limit:
+                self._discard(length)
+            else:
+                self.close_connection = True
             raise _HttpError(413, f"body of {length} bytes is over the {limit}-byte limit")
         body = self.rfile.read(length)
         if len(body) < length:
             self.close_connection = True
             raise _HttpError(400, "body ended before Content-Length bytes")
         return body
+
+    def _discard(self, n: int) -> None:
+        while n > 0:
+            got = self.rfile.read(min(n, 65536))
+            if not got:
+                self.close_connection = True
+                return
+            n -= len(got)
 
     def _read_chunked(self, limit: int) -> bytes:
         parts: list[bytes] = []
@@ -385,12 +398,18 @@ class _OtlpHandler(BaseHTTPRequestHandler):
             if n == 0:
                 while self.rfile.readline(1024).strip():  # trailers
                     pass
+                if size > limit:
+                    raise _HttpError(413, f"body is over the {limit}-byte limit")
                 return b"".join(parts)
             size += n
-            if size > limit:
+            if size > DRAIN_FACTOR * limit:
                 self.close_connection = True
                 raise _HttpError(413, f"body is over the {limit}-byte limit")
-            parts.append(self.rfile.read(n))
+            if size > limit:
+                parts.clear()
+                self._discard(n)
+            else:
+                parts.append(self.rfile.read(n))
             self.rfile.readline(8)  # the CRLF after each chunk
 
     def _decompress(self, body: bytes) -> bytes:

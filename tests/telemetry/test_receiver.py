@@ -311,3 +311,71 @@ def test_receiver_writes_to_postgres(pg_store):
     stats = receiver.stop()
     assert set(usage_rows(pg_store)) == {"anthropic-req:req_pg1", "anthropic-req:req_pg2"}
     assert len(span_rows(pg_store)) == 1 and stats["spans_stored"] == 1
+
+
+def test_bodies_over_the_limit_get_413_even_when_gzipped(store):
+    import gzip
+
+    receiver = Receiver(store, "127.0.0.1", 0, prices=PRICES, max_body=1_000_000)
+    receiver.start()
+    try:
+        bomb = gzip.compress(b"\0" * 3_000_000)  # small on the wire, 3 MB inflated
+        assert len(bomb) < 1_000_000
+        assert post(receiver.port, "/v1/logs", bomb, encoding="gzip")[0] == 413
+        assert post(receiver.port, "/v1/logs", b"\0" * 1_500_000)[0] == 413
+        assert post(receiver.port, "/v1/logs", b"\0" * 1_500_000, chunked=True)[0] == 413
+        ok = p.logs_request([p.claude_api_request("req_small")])
+        assert post(receiver.port, "/v1/logs", p.otlp_proto(ok))[0] == 200
+    finally:
+        receiver.stop()
+    assert set(usage_rows(store)) == {"anthropic-req:req_small"}
+
+
+def test_one_keep_alive_connection_survives_a_bad_request(store, receiver):
+    conn = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=10)
+    statuses = []
+    for i, body in enumerate([p.otlp_proto(p.logs_request([p.claude_api_request("req_k1")])), b"{oops",
+                              p.otlp_json(p.logs_request([p.claude_api_request("req_k2")]))]):
+        ctype = "application/x-protobuf" if i == 0 else "application/json"
+        conn.request("POST", "/v1/logs", body=body, headers={"Content-Type": ctype})
+        resp = conn.getresponse()
+        resp.read()
+        statuses.append(resp.status)
+    conn.close()
+    assert statuses == [200, 400, 200]
+    receiver.stop()
+    assert set(usage_rows(store)) == {"anthropic-req:req_k1", "anthropic-req:req_k2"}
+
+
+def test_a_summary_line_is_logged_each_interval(store):
+    lines: list[str] = []
+    receiver = Receiver(store, "127.0.0.1", 0, prices=PRICES, log=lines.append, summary_every_s=0.3)
+    receiver.start()
+    try:
+        req = p.logs_request([p.claude_api_request("req_s1"), p.claude_api_request("req_s2")])
+        assert post(receiver.port, "/v1/logs", p.otlp_proto(req))[0] == 200
+        post(receiver.port, "/v1/logs", b"junk")
+        deadline = time.time() + 10
+        while not any("2 new usage rows" in line for line in lines) and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        receiver.stop()
+    line = next(line for line in lines if "2 new usage rows" in line)
+    assert line.startswith("collect ") and "1 requests, 2 log records" in line and "1 bad requests" in line
+
+
+def test_what_the_store_will_not_take_by_the_stop_deadline_is_saved_to_a_file(store, tmp_path):
+    receiver = Receiver(store, "127.0.0.1", 0, prices=PRICES, spill_dir=tmp_path, log=lambda line: None)
+    receiver.start()
+    with store.engine.begin() as conn:  # the store stops accepting rows: its table is gone
+        conn.exec_driver_sql("ALTER TABLE usage RENAME TO usage_elsewhere")
+    try:
+        req = p.logs_request([p.claude_api_request("req_spill")])
+        assert post(receiver.port, "/v1/logs", p.otlp_proto(req))[0] == 200
+        stats = receiver.stop(timeout=1.0)
+    finally:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE usage_elsewhere RENAME TO usage")
+    assert stats["write_errors"] >= 1 and receiver.unsaved is not None
+    (line,) = receiver.unsaved.read_text().splitlines()
+    assert json.loads(line)["usage"]["key"] == "anthropic-req:req_spill"
