@@ -67,7 +67,7 @@ class Cgroup:
                     (d / "cgroup.kill").write_text("1")
                 except OSError:
                     pass
-        for _ in range(50):
+        for i in range(500):
             left = self.pids()
             if not left:
                 return
@@ -76,7 +76,7 @@ class Cgroup:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
-            time.sleep(0.01)
+            time.sleep(0.001 if i < 100 else 0.01)
 
     def events(self) -> dict[str, int]:
         """Limit hits: pids (fork refused), oom (memory kills)."""
@@ -101,7 +101,7 @@ class Cgroup:
                 except FileNotFoundError:
                     break
                 except OSError:
-                    time.sleep(0.01)
+                    time.sleep(0.002)
 
 
 def _read_key(path: Path, key: str) -> int:

@@ -125,6 +125,8 @@ class Runner:
         state = {"bytes": 0, "over": False}
         chunks: dict[str, list[str]] = {"stdout": [], "stderr": []}
         over_event = threading.Event()
+        # woken the moment the process ends or output overflows (Popen.wait(timeout) polls with sleeps)
+        wake = threading.Event()
 
         def reader(stream: IO[bytes], name: str) -> None:
             for raw in iter(stream.readline, b""):
@@ -133,6 +135,7 @@ class Runner:
                 if output_limit is not None and state["bytes"] > output_limit:
                     state["over"] = True
                     over_event.set()
+                    wake.set()
                     continue
                 chunks[name].append(line)
                 if on_output is not None:
@@ -156,16 +159,20 @@ class Runner:
             threading.Thread(target=feed, daemon=True).start()
         reason: str | None = None
         deadline = start + timeout_s if timeout_s else None
+        def waiter() -> None:
+            proc.wait()
+            wake.set()
+
+        threading.Thread(target=waiter, daemon=True).start()
         while True:
-            step = 0.05 if (cancel is not None or output_limit is not None) else None
+            step = 0.1 if cancel is not None else None
             if deadline is not None:
-                left = deadline - time.monotonic()
+                left = max(deadline - time.monotonic(), 0)
                 step = left if step is None else min(step, left)
-            try:
-                proc.wait(timeout=max(step, 0) if step is not None else None)
+            wake.wait(step)
+            wake.clear()
+            if proc.poll() is not None:
                 break
-            except subprocess.TimeoutExpired:
-                pass
             if deadline is not None and time.monotonic() >= deadline:
                 reason = "timeout"
             elif cancel is not None and cancel.is_set():
