@@ -17,7 +17,9 @@ def _ci_pct(ci: list[float] | None) -> str:
 def _usd(x: float | None, unpriced: int = 0) -> str:
     if x is None:
         return "unpriced" if unpriced else "—"
-    return f"${x:.4f}" if x < 1 else f"${x:.2f}"
+    if x == 0:
+        return "$0"
+    return f"${x:.6f}" if x < 0.01 else (f"${x:.4f}" if x < 1 else f"${x:.2f}")
 
 
 def _usd_ci(ci: list[float] | None) -> str:
