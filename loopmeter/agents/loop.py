@@ -140,6 +140,7 @@ class AttemptState(TypedDict, total=False):
     time_to_signal_s: float | None
     time_to_green_s: float | None
     iterations_to_green: int | None
+    spent_before: list[Any]  # [usd, tokens, unpriced calls] of the attempt before the last act
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -368,7 +369,7 @@ class _Runtime:
 
         rg = StateGraph(RunState)
         rg.add_node("start", lambda s: {"rounds": 0})
-        rg.add_node("attempt", self._attempt_node)
+        rg.add_node("attempt", self._attempt_node)  # type: ignore[arg-type]  # takes a Send payload
         rg.add_node("gate", self._gate)
         rg.add_node("compare", self._compare)
         rg.add_edge(START, "start")
@@ -552,28 +553,16 @@ class _Runtime:
 
         from loopmeter.store import Usage
 
-        cols = (func.coalesce(func.sum(Usage.cost_usd), 0.0),
-                func.coalesce(func.sum(func.coalesce(Usage.input_tokens, 0) + func.coalesce(Usage.output_tokens, 0)
-                                       + func.coalesce(Usage.cache_read_tokens, 0)
-                                       + func.coalesce(Usage.cache_write_tokens, 0)), 0),
-                func.count() - func.count(Usage.cost_usd))
-        stmt = select(*cols).where(Usage.run_id == self.run_id)
+        c = Usage.__table__.c  # type: ignore[attr-defined]
+        tokens = (func.coalesce(c.input_tokens, 0) + func.coalesce(c.output_tokens, 0)
+                  + func.coalesce(c.cache_read_tokens, 0) + func.coalesce(c.cache_write_tokens, 0))
+        stmt = select(func.coalesce(func.sum(c.cost_usd), 0.0), func.coalesce(func.sum(tokens), 0),
+                      func.count() - func.count(c.cost_usd)).where(c.run_id == self.run_id)
         if attempt_id is not None:
-            stmt = stmt.where(Usage.attempt_id == attempt_id)
+            stmt = stmt.where(c.attempt_id == attempt_id)
         with self.store.engine.connect() as conn:
-            usd, tokens, unpriced = conn.execute(stmt).one()
-        return float(usd or 0.0), int(tokens or 0), int(unpriced or 0)
-
-    def iteration_cost(self, attempt_id: str, n: int) -> float | None:
-        from sqlalchemy import func, select
-
-        from loopmeter.store import Usage
-
-        stmt = select(func.sum(Usage.cost_usd)).where(Usage.attempt_id == attempt_id,
-                                                      Usage.key.like(f"%:{attempt_id}:{n}:%"))  # type: ignore[attr-defined]
-        with self.store.engine.connect() as conn:
-            value = conn.execute(stmt).scalar()
-        return float(value) if value is not None else None
+            usd, total, unpriced = conn.execute(stmt).one()
+        return float(usd or 0.0), int(total or 0), int(unpriced or 0)
 
     def totals(self, attempt_id: str) -> dict[str, Any]:
         """Attempt totals from the stored usage rows (so a replayed step cannot count twice)."""
@@ -581,10 +570,11 @@ class _Runtime:
 
         from loopmeter.store import Usage
 
+        c = Usage.__table__.c  # type: ignore[attr-defined]
         kinds = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
-        cols = [func.coalesce(func.sum(getattr(Usage, k)), 0) for k in kinds]
-        stmt = select(*cols, func.sum(Usage.cost_usd), func.count(), func.count(Usage.cost_usd)).where(
-            Usage.attempt_id == attempt_id)
+        cols = [func.coalesce(func.sum(c[k]), 0) for k in kinds]
+        stmt = select(*cols, func.sum(c.cost_usd), func.count(), func.count(c.cost_usd)).where(
+            c.attempt_id == attempt_id)
         with self.store.engine.connect() as conn:
             row = conn.execute(stmt).one()
         calls, priced = int(row[-2] or 0), int(row[-1] or 0)
@@ -594,6 +584,9 @@ class _Runtime:
         out["cost_usd"] = 0.0 if calls == 0 else (float(cost) if cost is not None else None)
         out["unpriced_calls"] = calls - priced
         return out
+
+    def add_usage_row(self, row: Any) -> None:
+        self.store.add_usage([row])
 
     def _upsert_iteration(self, attempt_id: str, n: int, **fields: Any) -> None:
         from sqlmodel import select
@@ -681,6 +674,7 @@ class _AttemptSteps:
         worktree = Path(row.worktree)
         remove_task_tests(worktree, rt.task.tests_dir if rt.task else None)
         secs, usd, tokens = self._remaining(state, row.id)
+        spent_before = rt.spent(row.id)
         rt._upsert_iteration(row.id, n, started_at=utcnow())
         rt.emit(row.id, "act", iteration=n)
         state_dir = rt.settings.home / "state" / rt.run_id / row.id
@@ -689,7 +683,7 @@ class _AttemptSteps:
             instruction=rt.config["instruction"], iteration=n, feedback=state.get("feedback"), task=rt.task,
             sandbox=rt.runner, policy=rt.policy, timeout_s=secs, max_usd=usd, max_tokens=tokens,
             api_base=rt.config.get("api_base"), env=dict(rt.config.get("env") or {}), cancel=rt.cancel,
-            on_usage=lambda u: rt.store.add_usage([u]), user=row.user, project=row.project, approve=approve,
+            on_usage=rt.add_usage_row, user=row.user, project=row.project, approve=approve,
             state_dir=state_dir, actor=actor, tracer=rt.telemetry.tracer,
         )
         started = time.monotonic()
@@ -719,7 +713,8 @@ class _AttemptSteps:
                              act_summary=(result.error or result.summary or "")[:4000])
         last_act = {"exit": result.exit_code, "error": result.error, "error_kind": result.error_kind,
                     "stopped_by": result.stopped_by}
-        return {"iteration": n, "active_s": state.get("active_s", 0.0) + elapsed, "last_act": last_act}
+        return {"iteration": n, "active_s": state.get("active_s", 0.0) + elapsed, "last_act": last_act,
+                "spent_before": [spent_before[0], spent_before[1], spent_before[2]]}
 
     def verify(self, state: AttemptState) -> dict[str, Any]:
         from loopmeter.agents.checks import output_tail, task_tests_in
@@ -747,9 +742,13 @@ class _AttemptSteps:
         passed = res.exit_code == 0 and not res.timed_out
         tail = output_tail(res.stdout, res.stderr)
         n = state.get("iteration", 0)
-        usd, tokens, _ = rt.spent(row.id)
+        usd, tokens, unpriced = rt.spent(row.id)
+        before: list[Any] = state.get("spent_before") or [0.0, 0, 0]
+        b_usd, b_tokens, b_unpriced = float(before[0]), int(before[1]), int(before[2])
+        # an iteration whose calls all lack a price has no cost (unpriced), not $0
+        it_cost = None if unpriced > b_unpriced and usd == b_usd else round(usd - b_usd, 8)
         rt._upsert_iteration(row.id, n, check_exit=res.exit_code, check_passed=passed, check_output_tail=tail,
-                             ended_at=utcnow(), cost_usd=rt.iteration_cost(row.id, n), tokens=tokens)
+                             ended_at=utcnow(), cost_usd=it_cost, tokens=tokens - b_tokens)
         update: dict[str, Any] = {"active_s": active, "feedback": None if passed else tail,
                                   "last_check": {"exit": res.exit_code, "passed": passed,
                                                  "timed_out": res.timed_out}}
@@ -846,7 +845,7 @@ def _load_task(path: str | None) -> Task | None:
     return load_task(Path(path))
 
 
-def _install_sigint(cancel: threading.Event) -> Callable[[], None]:
+def _install_sigint(cancel: threading.Event) -> Callable[[], Any]:
     """Ctrl-C sets the run's cancel event first, so sandboxed processes are killed at once."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
