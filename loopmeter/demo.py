@@ -159,19 +159,23 @@ def run_demo(
     for v in verdicts:
         say(f"     verdict: {v}")
 
+    from loopmeter.demo_logs import write_sample_logs
+    from loopmeter.telemetry.ingest.runner import ingest as ingest_logs
+
+    say("3/4  usage: ingesting sample Claude Code and Codex logs (projects named sample/...)")
+    sample = write_sample_logs(home / "sample-logs")
+    report = ingest_logs(store, db_url=settings.db_url, paths=[sample])
+    say(f"     {report.files_seen} sample log files, {report.rows_added} model calls")
     rows = None
     if ingest:
-        say("3/4  usage: ingesting your agent logs (Claude Code, Codex, Gemini)")
-        from loopmeter.telemetry.ingest.runner import ingest as ingest_logs
-
+        say("     and your own agent logs (Claude Code, Codex, Gemini)")
         report = ingest_logs(store, db_url=settings.db_url)
         rows = report.rows_added
         say(f"     {report.files_seen} log files, {report.rows_added} model calls added")
     else:
-        say("3/4  usage: your own agent logs were not read (none found, or --no-ingest)")
+        say("     your own agent logs were not read (none found, or --no-ingest)")
 
     from loopmeter.policies.audit import verify_chain
-
     from loopmeter.store import Audit
 
     verdict = verify_chain(store, settings.audit_anchor)

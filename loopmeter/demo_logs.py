@@ -1,0 +1,79 @@
+"""Sample agent logs for the demo, written in the agents' own on-disk formats.
+
+The demo ingests them through the same reader as real logs, so the usage
+screens have something to show on a machine that has never run an agent.
+Every sample session's project is named `sample/...`, so it is never mistaken
+for real work.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+CLAUDE_MODELS = ["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"]
+CODEX_MODEL = "gpt-5-codex"
+PROJECTS = ["sample/api", "sample/web", "sample/ml-pipeline"]
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def write_sample_logs(root: Path, *, now: datetime | None = None, days: int = 14, seed: int = 7) -> Path:
+    """Write Claude Code and Codex session logs under `root`; returns `root`."""
+    rng = random.Random(seed)
+    now = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
+    claude_dir = root / "claude" / "projects"
+    codex_dir = root / "codex" / "sessions"
+    for day in range(days, 0, -1):
+        start = now - timedelta(days=day, hours=rng.randint(0, 6))
+        for s in range(rng.randint(1, 3)):
+            project = rng.choice(PROJECTS)
+            session = f"{day:02d}{s}{rng.randrange(16**8):08x}-demo-{rng.randrange(16**4):04x}"
+            path = claude_dir / ("-home-dev-" + project.replace("/", "-")) / f"{session}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ts = start + timedelta(minutes=30 * s)
+            lines = []
+            context = rng.randint(8_000, 20_000)
+            for call in range(rng.randint(4, 14)):
+                ts += timedelta(seconds=rng.randint(5, 90))
+                model = CLAUDE_MODELS[0] if rng.random() < 0.8 else CLAUDE_MODELS[1]
+                write = rng.randint(200, 3_000)
+                usage = {"input_tokens": rng.randint(2, 40), "cache_creation_input_tokens": write,
+                         "cache_read_input_tokens": context, "output_tokens": rng.randint(80, 1_500),
+                         "cache_creation": {"ephemeral_5m_input_tokens": write, "ephemeral_1h_input_tokens": 0}}
+                context += write
+                msg_id = f"msg_demo{day:02d}{s}{call:03d}"
+                lines.append({"type": "assistant", "sessionId": session, "cwd": f"/home/dev/{project}",
+                              "isSidechain": False, "timestamp": _iso(ts), "requestId": f"req_demo{msg_id[8:]}",
+                              "uuid": f"u-{msg_id}", "message": {"id": msg_id, "role": "assistant", "model": model,
+                                                               "content": [{"type": "text", "text": "..."}],
+                                                               "usage": usage}})
+            path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        if day % 2 == 0:
+            ts = start + timedelta(hours=2)
+            session = f"demo-codex-{day:02d}"
+            path = codex_dir / f"{ts:%Y/%m/%d}" / f"rollout-{ts:%Y-%m-%dT%H-%M-%S}-{session}.jsonl"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            project = rng.choice(PROJECTS)
+            events = [{"timestamp": _iso(ts), "type": "session_meta",
+                       "payload": {"id": session, "cwd": f"/home/dev/{project}", "cli_version": "0.169.0"}},
+                      {"timestamp": _iso(ts), "type": "turn_context",
+                       "payload": {"cwd": f"/home/dev/{project}", "model": CODEX_MODEL}}]
+            total = {"input_tokens": 0, "cached_input_tokens": 0, "output_tokens": 0, "reasoning_output_tokens": 0}
+            for _ in range(rng.randint(3, 8)):
+                ts += timedelta(seconds=rng.randint(10, 120))
+                inp = rng.randint(3_000, 12_000)
+                total["input_tokens"] += inp
+                total["cached_input_tokens"] += int(inp * rng.uniform(0.3, 0.8))
+                reasoning = rng.randint(50, 600)
+                total["output_tokens"] += reasoning + rng.randint(50, 800)
+                total["reasoning_output_tokens"] += reasoning
+                info = {"total_token_usage": {**total, "total_tokens": total["input_tokens"] + total["output_tokens"]}}
+                events.append({"timestamp": _iso(ts), "type": "event_msg",
+                               "payload": {"type": "token_count", "info": info}})
+            path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    return root
