@@ -273,6 +273,8 @@ class Receiver:
     def _summary(self, last: dict[str, Any]) -> dict[str, Any]:
         now = self.stats.snapshot()
         d = {k: now[k] - last[k] for k in ReceiverStats.KEYS}
+        if not any(d.values()):
+            return now  # quiet while nothing arrives
         line = (f"collect {datetime.now():%H:%M}: {d['requests']} requests, {d['log_records']} log records, "
                 f"{d['usage_new']} new usage rows ({d['usage_duplicate']} already known), "
                 f"{d['spans_stored']} spans, {d['metric_points']} metric points")
