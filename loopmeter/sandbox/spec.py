@@ -13,6 +13,7 @@ from pathlib import Path
 from loopmeter.policies.policy import Policy
 
 PROXY_PORT = 3128
+SANDBOX_UID = 1000
 SANDBOX_RUN = "/run/loopmeter"
 SYSTEM_PATH = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
 
@@ -102,6 +103,9 @@ def bwrap_argv(spec: SandboxSpec, command: Sequence[str], bwrap: str = "bwrap",
     fs = spec.policy.model.filesystem
     argv = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL", "--clearenv",
             "--hostname", "sandbox"]
+    if os.geteuid() == 0:
+        # root outside is an ordinary uid inside: tools that refuse root (claude) run, files stay root's outside
+        argv += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
     home_host = Path(os.path.expanduser("~"))
     argv += ["--tmpfs", str(home_host)]  # first, so readable entries under the home come back on top
     mounted: list[Path] = []
