@@ -334,15 +334,15 @@ def _boundary(path: Path, near: int) -> int:
             pos += len(data)
 
 
-def tasks_for(db_url: str, work: list[FileWork]) -> list[Task]:
+def tasks_for(db_url: str, work: list[FileWork], split_bytes: int = SPLIT_BYTES) -> list[Task]:
     tasks = []
     for w in work:
         src = SOURCES[w.source]
         length = w.size - w.start
-        if src.splittable and length > 2 * SPLIT_BYTES:
+        if src.splittable and length > 2 * split_bytes:
             bounds = [w.start]
-            for i in range(1, length // SPLIT_BYTES):
-                b = _boundary(w.path, w.start + i * SPLIT_BYTES)
+            for i in range(1, length // split_bytes):
+                b = _boundary(w.path, w.start + i * split_bytes)
                 if bounds[-1] < b < w.size:
                     bounds.append(b)
             bounds.append(w.size)
@@ -356,13 +356,14 @@ def tasks_for(db_url: str, work: list[FileWork]) -> list[Task]:
 def run(
     store: Store, db_url: str, work: list[FileWork], *, workers: int | None = None,
     progress: Progress | None = None, files_seen: int = 0,
+    split_bytes: int = SPLIT_BYTES, pool_min_bytes: int = POOL_MIN_BYTES,
 ) -> IngestReport:
     """Read the planned work and store its rows; returns what was read and skipped."""
     from loopmeter.telemetry.pricing import default_price_table
 
     t0 = time.perf_counter()
     report = IngestReport(files_seen=files_seen, files_read=len(work))
-    tasks = tasks_for(db_url, work)
+    tasks = tasks_for(db_url, work, split_bytes)
     total = sum(t.end - t.start for t in tasks)
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     default_price_table()  # loaded once here, inherited by forked workers
@@ -370,7 +371,7 @@ def run(
     done = 0
     if progress:
         progress(0, total)
-    if workers > 1 and len(tasks) > 1 and total >= POOL_MIN_BYTES:
+    if workers > 1 and len(tasks) > 1 and total >= pool_min_bytes:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
