@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -17,7 +18,8 @@ from loopmeter.errors import StoreError
 from loopmeter.records import UsageRow
 from loopmeter.store import migrations, models
 
-BUSY_TIMEOUT_MS = 10_000
+# how long a SQLite writer waits for another process's lock before "database is locked"
+BUSY_TIMEOUT_MS = int(os.environ.get("LOOPMETER_BUSY_TIMEOUT_MS", "10000"))
 _USAGE_COLUMNS = [c.name for c in models.Usage.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
 _QUOTED_USAGE_COLUMNS = ", ".join(f'"{c}"' for c in _USAGE_COLUMNS)
 _SQLITE_USAGE_INSERT = (
