@@ -47,6 +47,8 @@ def host_matches(host: str, pattern: str) -> bool:
 
 
 def _under(path: str, root: str) -> bool:
+    if "*" in root or "?" in root:
+        return fnmatch.fnmatchcase(path, root) or fnmatch.fnmatchcase(path, root.rstrip("/") + "/*")
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 

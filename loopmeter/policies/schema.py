@@ -13,7 +13,8 @@ DEFAULT_READABLE = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx3
 DEFAULT_HIDDEN = [
     "~/.ssh", "~/.aws", "~/.config/gcloud", "~/.azure", "~/.kube", "~/.docker", "~/.netrc", "~/.gnupg",
     "~/.local/share/keyrings", "~/.password-store", "~/.env", "~/.git-credentials", "~/.npmrc", "~/.pypirc",
-    "/var/run/docker.sock", "/run/docker.sock", "/etc/shadow", "/etc/gshadow",
+    "/var/run/docker.sock", "/run/docker.sock", "/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/sudoers.d",
+    "/etc/ssl/private", "/etc/ssh/ssh_host_*_key",
 ]
 DEFAULT_ENV = ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TERM", "TZ", "COLUMNS", "LINES", "NO_COLOR"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import sys
@@ -70,9 +71,10 @@ def expand(entry: str, spec: SandboxSpec) -> list[Path]:
         return [spec.workdir]
     if entry == "{data}":
         return list(spec.data_dirs)
-    if entry.startswith("~"):
-        return [Path(os.path.expanduser(entry))]
-    return [Path(entry)]
+    path = os.path.expanduser(entry) if entry.startswith("~") else entry
+    if "*" in path or "?" in path:
+        return [Path(p) for p in sorted(glob.glob(path))]
+    return [Path(path)]
 
 
 def git_binds(workdir: Path, readonly: Sequence[str]) -> list[str]:
