@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -109,8 +110,12 @@ def run_cli(
     home: Path | None = None,
     stdin: str | None = None,
     extra_ro_binds: Iterable[Path] = (),
+    watch: Callable[[str, str], str | None] | None = None,
 ) -> ExecResult:
-    """Run the agent's CLI through the sandbox runner with the worktree as its directory."""
+    """Run the agent's CLI through the sandbox runner with the worktree as its directory.
+
+    `watch(stream, line)` sees output as it arrives; a reason it returns (e.g. "auth" when
+    the agent keeps retrying a rejected key) stops the agent and becomes `killed_reason`."""
     if ctx.sandbox is None:
         raise ValueError("StepContext.sandbox is required to run an agent CLI")
     extra_allow: list[str] = []
@@ -119,23 +124,50 @@ def run_cli(
     binds = [Path(argv[0]).parent, *extra_ro_binds]
     merged_env = {**ctx.env, **(env or {})}
     merged_env.pop("PATH", None)  # the host PATH found the binary; inside, the sandbox's own PATH applies
-    return ctx.sandbox.run(
-        list(argv),
-        workdir=ctx.workdir,
-        policy=ctx.policy,
-        role="agent",
-        actor=actor(ctx.agent, ctx.actor),
-        env=merged_env,
-        secrets=secrets or None,
-        timeout_s=ctx.timeout_s,
-        run_id=ctx.run_id,
-        attempt_id=ctx.attempt_id,
-        extra_allow=extra_allow,
-        home=home,
-        extra_ro_binds=[b for b in binds if str(b) not in ("/", "")],
-        stdin=stdin,
-        cancel=ctx.cancel,
-    )
+    stop = threading.Event()
+    done = threading.Event()
+    reasons: list[str] = []
+
+    def on_output(stream: str, line: str) -> None:
+        if watch is None or stop.is_set():
+            return
+        reason = watch(stream, line)
+        if reason:
+            reasons.append(reason)
+            stop.set()
+
+    def mirror_cancel() -> None:
+        while not done.wait(0.1):
+            if ctx.cancel is not None and ctx.cancel.is_set():
+                stop.set()
+                return
+
+    if ctx.cancel is not None:
+        threading.Thread(target=mirror_cancel, daemon=True).start()
+    try:
+        res: ExecResult = ctx.sandbox.run(
+            list(argv),
+            workdir=ctx.workdir,
+            policy=ctx.policy,
+            role="agent",
+            actor=actor(ctx.agent, ctx.actor),
+            env=merged_env,
+            secrets=secrets or None,
+            timeout_s=ctx.timeout_s,
+            run_id=ctx.run_id,
+            attempt_id=ctx.attempt_id,
+            extra_allow=extra_allow,
+            home=home,
+            extra_ro_binds=[b for b in binds if str(b) not in ("/", "")],
+            stdin=stdin,
+            cancel=stop,
+            on_output=on_output,
+        )
+    finally:
+        done.set()
+    if reasons:
+        res.killed_reason = reasons[0]
+    return res
 
 
 def not_installed(binary: str, hint: str) -> StepResult:
@@ -149,6 +181,8 @@ def exec_failure(res: ExecResult) -> tuple[str | None, str | None]:
         return "timeout", "max_minutes"
     if res.killed_reason == "cancelled":
         return "budget", "cancelled"
+    if res.killed_reason == "auth":
+        return "auth", None
     if res.killed_reason:
         return "budget", res.killed_reason
     return None, None

@@ -93,14 +93,18 @@ class ClaudeCodeBackend:
             env[KEY_VAR] = key
         resume = _previous_session(home) if ctx.iteration > 1 else None
         started = utcnow()
-        res = _cli.run_cli(ctx, self.argv(ctx, exe, resume), env=env, secrets=secrets, home=home)
+        res = _cli.run_cli(ctx, self.argv(ctx, exe, resume), env=env, secrets=secrets, home=home,
+                           watch=_watch_auth_retries)
         events, bad_lines = _cli.json_lines(res.stdout)
         out = parse_stream(events, ctx, transcript_rows=_transcript_rows(home, events, started, ctx))
         out.exit_code = res.exit_code
         if out.session_id:
             (home / SESSION_FILE).write_text(out.session_id)
         kind, stopped = _cli.exec_failure(res)
-        if kind:
+        if kind == "auth":
+            out.error_kind = "auth"
+            out.error = "the model server rejected the API key (HTTP 401/403); claude was stopped instead of retrying"
+        elif kind:
             out.error_kind, out.stopped_by = kind, stopped
             out.error = out.error or f"claude stopped: {res.killed_reason or 'timeout'}"
         elif res.exit_code != 0 and not out.error:
@@ -112,6 +116,17 @@ class ClaudeCodeBackend:
             for r in out.usage:
                 ctx.on_usage(r)
         return out
+
+
+def _watch_auth_retries(stream: str, line: str) -> str | None:
+    """Claude Code retries a rejected key for minutes (system/api_retry events); stop at the first."""
+    if stream != "stdout" or '"api_retry"' not in line:
+        return None
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return "auth" if event.get("error_status") in (401, 403) else None
 
 
 def _denied_bash_rules(ctx: StepContext) -> list[str]:
@@ -238,6 +253,7 @@ def parse_stream(events: list[dict[str, Any]], ctx: StepContext,
             out.error_kind = "auth"
         elif "budget" in subtype:
             out.error_kind, out.stopped_by = "budget", "max_usd"
+            out.error = f"claude stopped at its --max-budget-usd limit ({subtype})"
         else:
             out.error_kind = "agent"
     return out

@@ -19,7 +19,14 @@ import pytest
 
 from loopmeter.agents.base import StepContext, get_backend
 from loopmeter.records import COST_REPORTED
-from tests.servers.anthropic_server import AnthropicServer, bash_turn, text_turn, tool_turn, write_turn
+from tests.servers.anthropic_server import (
+    AnthropicServer,
+    bash_turn,
+    error_turn,
+    text_turn,
+    tool_turn,
+    write_turn,
+)
 from tests.servers.responses_server import ResponsesServer, http_error_turn, message_turn, shell_turn
 
 CHECK = ["python3", "-c", "import hello; assert hello.add(2, 3) == 5; print('ok')"]
@@ -174,6 +181,29 @@ def test_real_claude_code_policy_denied_command_is_refused(worktree, runner, pol
         tool_results = [b for e in result.transcript if e.get("type") == "user"
                         for b in (e.get("message") or {}).get("content") or [] if isinstance(b, dict)]
         assert any(b.get("is_error") and "denied" in json.dumps(b).lower() for b in tool_results)
+
+
+def test_real_claude_code_stops_at_the_dollar_budget_and_keeps_what_was_spent(worktree, runner, policy, store):
+    need("claude")
+    turns = [bash_turn("echo 1 > a.txt", input_tokens=200_000, output_tokens=1000), bash_turn("echo 2 > b.txt")]
+    with AnthropicServer(turns) as srv:
+        ctx = ctx_for("claude-code", worktree, runner, policy, srv.url, model="claude-sonnet-4-5-20250929")
+        ctx.max_usd = 0.5  # passed as --max-budget-usd; the first call alone costs more
+        result = get_backend("claude-code").step(ctx)
+        assert len(srv.scripted_replies()) == 1
+    assert (result.error_kind, result.stopped_by) == ("budget", "max_usd")
+    assert not (worktree / "a.txt").exists()  # stopped before running the tool
+    assert result.cost_usd is not None and result.cost_usd > 0.5
+    assert store.add_usage(result.usage) == len(result.usage) >= 1
+    assert sum(r.input_tokens or 0 for r in stored(store)) >= 200_000
+
+
+def test_real_claude_code_rejected_key_is_an_auth_error_not_minutes_of_retries(worktree, runner, policy):
+    need("claude")
+    with AnthropicServer([], exhausted=error_turn(401, "authentication_error", "invalid x-api-key")) as srv:
+        result = get_backend("claude-code").step(ctx_for("claude-code", worktree, runner, policy, srv.url, model=None))
+        assert len(srv.requests) <= 3
+    assert result.error_kind == "auth" and result.usage == []
 
 
 # -- Codex -----------------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ class Turn:
     blocks: list[dict[str, Any]]
     usage: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_USAGE))
     stop_reason: str | None = None  # derived from the blocks when None
+    http_status: int | None = None  # answer with this HTTP error instead (see error_turn)
+    error_type: str = "api_error"
 
     def resolved_stop_reason(self) -> str:
         if self.stop_reason:
@@ -64,6 +66,13 @@ def tool_turn(name: str, tool_input: dict[str, Any], text: str | None = None, **
     return Turn(blocks, _usage(**usage))
 
 
+def error_turn(status: int = 401, error_type: str = "authentication_error",
+               message: str = "invalid x-api-key") -> Turn:
+    """An HTTP error reply in the API's shape, e.g. 401 for a bad key, 529 overloaded."""
+    return Turn([{"type": "text", "text": message}], {k: 0 for k in DEFAULT_USAGE}, http_status=status,
+                error_type=error_type)
+
+
 def write_turn(file_path: str, content: str, **usage: int) -> Turn:
     return tool_turn("Write", {"file_path": file_path, "content": content}, **usage)
 
@@ -83,12 +92,14 @@ class Reply:
     usage: dict[str, int]
     stop_reason: str
     stream: bool
+    error: bool = False  # answered with an HTTP error (no usage)
 
 
 class AnthropicServer:
     def __init__(self, turns: Iterable[Turn] = (), *, host: str = "127.0.0.1", port: int = 0,
-                 done_text: str = "done") -> None:
+                 done_text: str = "done", exhausted: Turn | None = None) -> None:
         self._turns: deque[Turn] = deque(turns)
+        self.exhausted = exhausted  # the main-loop reply once the script has run out (default: "done")
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.done_text = done_text
@@ -141,6 +152,8 @@ class AnthropicServer:
         """Sum of the usage reported, per model (all replies, side requests included)."""
         out: dict[str, dict[str, int]] = {}
         for r in self.replies:
+            if r.error:
+                continue
             acc = out.setdefault(r.model, {k: 0 for k in DEFAULT_USAGE})
             for k, v in r.usage.items():
                 acc[k] = acc.get(k, 0) + v
@@ -153,7 +166,7 @@ class AnthropicServer:
             with self._lock:
                 if self._turns:
                     return self._turns.popleft(), True
-            return text_turn(self.done_text), True
+            return self.exhausted or text_turn(self.done_text), True
         return Turn([{"type": "text", "text": _side_text(body)}], dict(SIDE_USAGE)), False
 
     def answer(self, body: dict[str, Any]) -> tuple[Reply, Turn]:
@@ -167,6 +180,7 @@ class AnthropicServer:
             usage=dict(turn.usage),
             stop_reason=turn.resolved_stop_reason(),
             stream=bool(body.get("stream")),
+            error=turn.http_status is not None,
         )
         with self._lock:
             self.replies.append(reply)
@@ -233,6 +247,11 @@ class AnthropicServer:
                     return
                 reply, turn = server.answer(body)
                 headers = {"request-id": reply.request_id}
+                if turn.http_status:
+                    err = {"type": "error", "error": {"type": turn.error_type, "message": turn.blocks[0]["text"]},
+                           "request_id": reply.request_id}
+                    self._json(turn.http_status, err, headers)
+                    return
                 if reply.stream:
                     self._send(200, _sse(reply, turn).encode(), "text/event-stream",
                                {**headers, "Cache-Control": "no-cache"})
