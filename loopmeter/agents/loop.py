@@ -213,7 +213,12 @@ def start_run(req: RunRequest, *, store: Store | None = None, settings: Settings
         config=json.dumps(config), started_at=utcnow(),
     )
     store.save(run, *attempts)
-    runtime = _Runtime(store, settings, run_id, config, policy, req.on_event, req.approver)
+    try:
+        runtime = _Runtime(store, settings, run_id, config, policy, req.on_event, req.approver)
+    except BaseException:  # e.g. the sandbox cannot start: the run ends before any attempt
+        run.status, run.ended_at = "error", utcnow()
+        store.save(run)
+        raise
     return runtime.drive({"attempt_ids": [a.id for a in attempts]})
 
 

@@ -145,3 +145,29 @@ def test_apply_merges_the_winner_as_one_commit_with_the_trailer(store, fix_add_t
     assert outcome.run_id == result.run_id and outcome.attempt_id == result.winner and outcome.branch == "main"
     twice = subprocess.run(loopmeter_cmd("apply", result.run_id), cwd=repo, capture_output=True, text=True)
     assert twice.returncode == 2 and "already applied" in twice.stderr
+
+
+def test_ctrl_c_kills_the_agent_and_marks_the_run_cancelled(store, slow_task, sandbox) -> None:
+    import signal
+
+    proc = subprocess.Popen(loopmeter_cmd("run", "--task", str(slow_task.path), "--agent", "oracle",
+                                          "--sandbox", sandbox), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not _procs_with("sleep 987.6") and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert _procs_with("sleep 987.6"), "the agent never started"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(0.2)
+    assert _procs_with("sleep 987.6") == []
+    from sqlmodel import select
+
+    with store.session() as s:
+        run = s.exec(select(Run)).one()
+        attempt = s.exec(select(Attempt)).one()
+    assert run.status == "cancelled"
+    assert attempt.status == "cancelled" and "resume" in attempt.stop_reason

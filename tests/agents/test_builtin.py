@@ -55,6 +55,21 @@ def test_builtin_fixes_the_file_and_stores_the_tokens_the_server_reported(store,
     assert attempt.cost_usd is None and attempt.unpriced_calls == 5
     assert [r.key for r in rows] == [f"loop:{attempt.id}:1:{n}" for n in range(1, 6)]
 
+    from sqlmodel import select
+
+    from loopmeter.store import Span
+
+    with store.session() as s:
+        spans = list(s.exec(select(Span).where(Span.trace_id.in_(  # type: ignore[attr-defined]
+            select(Span.trace_id).where(Span.name == "invoke_agent builtin")))))
+    by_id = {sp.span_id: sp for sp in spans}
+    agent_span = next(sp for sp in spans if sp.name == "invoke_agent builtin")
+    children = sorted(sp.name for sp in spans if sp.parent_span_id == agent_span.span_id)
+    assert children == ["chat openai/scripted-model"] * 5 + [
+        "execute_tool edit_file", "execute_tool list_files", "execute_tool read_file", "execute_tool run_command"]
+    sandboxed = [sp for sp in spans if sp.name == "sandbox.exec"]
+    assert len(sandboxed) == 1 and by_id[sandboxed[0].parent_span_id].name == "execute_tool run_command"
+
 
 def test_builtin_gets_check_failure_fed_back_on_the_next_iteration(store, fix_add_task, sandbox) -> None:
     with OpenAIServer() as server:
