@@ -115,34 +115,46 @@ def _copy_tree(src: Path, dest: Path) -> list[Path]:
     return written
 
 
-def install_tests(task: Task, workdir: Path) -> list[Path]:
-    """Copy the hidden tests into <workdir>/tests/ for a verify; returns what to remove afterwards.
+@dataclass
+class InstalledTests:
+    """What `install_tests` changed in a worktree, so `remove_tests` can undo exactly that."""
 
-    Files the worktree already had at those paths are overwritten (the hidden copy wins),
-    so `remove_tests` restores them from git (or deletes them) before the next act.
-    """
+    created: list[Path] = field(default_factory=list)
+    overwritten: dict[Path, bytes] = field(default_factory=dict)  # path -> the bytes it had before
+    made_dirs: list[Path] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        return [*self.created, *self.overwritten]
+
+
+def install_tests(task: Task, workdir: Path) -> InstalledTests:
+    """Copy the hidden tests into <workdir>/tests/ for a check (a hidden file wins over the worktree's)."""
+    done = InstalledTests()
     if task.tests_dir is None:
-        return []
-    return _copy_tree(task.tests_dir, Path(workdir) / TESTS_DEST)
-
-
-def remove_tests(workdir: Path, installed: list[Path]) -> None:
-    """Undo `install_tests`: delete the copied files, restoring any the repo tracks from git."""
-    import subprocess
-
-    workdir = Path(workdir)
-    for path in installed:
-        rel = path.relative_to(workdir)
-        tracked = subprocess.run(["git", "-C", str(workdir), "ls-files", "--error-unmatch", str(rel)],
-                                 capture_output=True).returncode == 0 if (workdir / ".git").exists() else False
-        if tracked:
-            subprocess.run(["git", "-C", str(workdir), "checkout", "--", str(rel)], capture_output=True)
+        return done
+    dest_root = Path(workdir) / TESTS_DEST
+    for src in sorted(p for p in task.tests_dir.rglob("*") if p.is_file()):
+        dest = dest_root / src.relative_to(task.tests_dir)
+        missing = [d for d in [dest.parent, *dest.parent.parents] if not d.exists()]
+        done.made_dirs.extend(missing)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.is_file():
+            done.overwritten[dest] = dest.read_bytes()
         else:
-            path.unlink(missing_ok=True)
-    for path in sorted({p.parent for p in installed}, key=lambda p: len(p.parts), reverse=True):
-        while path != workdir and path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
-            path = path.parent
+            done.created.append(dest)
+        shutil.copy2(src, dest)
+    return done
+
+
+def remove_tests(installed: InstalledTests) -> None:
+    """Undo `install_tests`: delete what it created, put back what it overwrote, drop caches it caused."""
+    for path in installed.created:
+        path.unlink(missing_ok=True)
+    for path, data in installed.overwritten.items():
+        path.write_bytes(data)
+    for path in sorted(set(installed.made_dirs), key=lambda p: len(p.parts), reverse=True):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def solve_script(task: Task) -> Path | None:
