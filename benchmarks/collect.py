@@ -53,7 +53,7 @@ def _kv(key: str, value: object) -> KeyValue:
     return KeyValue(key=key, value=AnyValue(string_value=str(value)))
 
 
-def build_payload(req_no: int, batch: int, encoding: str) -> bytes:
+def build_payload(req_no: int, batch: int, encoding: str, run: str) -> bytes:
     """One export request of `batch` api_request events, shaped like Claude Code's."""
     req = ExportLogsServiceRequest()
     rl = req.resource_logs.add()
@@ -70,7 +70,7 @@ def build_payload(req_no: int, batch: int, encoding: str) -> bytes:
             _kv("event.sequence", j), _kv("model", "claude-sonnet-4-5-20250929"),
             _kv("input_tokens", 100 + j), _kv("output_tokens", 20), _kv("cache_read_tokens", 3000),
             _kv("cache_creation_tokens", 50), _kv("cost_usd", 0.0123), _kv("duration_ms", 900),
-            _kv("request_id", f"req_bench_{req_no:07d}_{j:04d}"), _kv("user.id", "u" * 64),
+            _kv("request_id", f"req_bench_{run}_{req_no:07d}_{j:04d}"), _kv("user.id", "u" * 64),
         ])
     if encoding == "json":
         return json.dumps(MessageToDict(req)).encode()
@@ -138,13 +138,14 @@ class Load:
         return time.perf_counter() - t0
 
 
-def count_stored(db_url: str) -> int:
+def count_stored(db_url: str, run: str) -> int:
     from sqlalchemy import create_engine, text
 
     url = db_url.replace("postgresql://", "postgresql+psycopg://", 1) if db_url.startswith("postgresql://") else db_url
     engine = create_engine(url)
     with engine.connect() as conn:
-        n = conn.execute(text("SELECT count(*) FROM usage WHERE source = 'otlp' AND key LIKE 'anthropic-req:req_bench_%'"))
+        n = conn.execute(text("SELECT count(*) FROM usage WHERE source = 'otlp' AND key LIKE :prefix"),
+                         {"prefix": f"anthropic-req:req_bench_{run}_%"})
         value = int(n.scalar_one())
     engine.dispose()
     return value
@@ -165,7 +166,8 @@ def main() -> int:
     env = {**os.environ, "LOOPMETER_HOME": str(home), "LOOPMETER_DB_URL": db_url}
     n_requests = max(1, int(args.rate * args.seconds / args.batch))
     print(f"building {n_requests} requests x {args.batch} records ({args.encoding}) ...", flush=True)
-    payloads = [build_payload(i, args.batch, args.encoding) for i in range(n_requests)]
+    run = f"{os.getpid()}{int(time.time())}"  # request ids unique to this run, so a reused database still counts right
+    payloads = [build_payload(i, args.batch, args.encoding, run) for i in range(n_requests)]
     sent = n_requests * args.batch
 
     port = free_port()
@@ -191,7 +193,7 @@ def main() -> int:
     out, err = collector.communicate(timeout=300)
     drain = time.perf_counter() - t_stop
     stats = json.loads(out) if out.strip() else {}
-    stored = count_stored(db_url)
+    stored = count_stored(db_url, run)
 
     lat = sorted(load.latencies)
     p50 = statistics.median(lat) * 1000
@@ -204,7 +206,7 @@ def main() -> int:
     print(f"lost               {lost}")
     print(f"accepted rate      {rate:.0f} records/s over {wall:.1f} s ({len(lat)} requests)")
     print(f"request latency    p50 {p50:.1f} ms   p99 {p99:.1f} ms   max {lat[-1] * 1000:.1f} ms")
-    print(f"stop + flush       {drain:.2f} s")
+    print(f"stop + flush       {drain:.2f} s  (stored end to end: {stored / (wall + drain):.0f} records/s)")
     if load.errors or collector.returncode != 0:
         print(f"errors: {load.errors[:5]} collector exit {collector.returncode} {err[-500:]}", file=sys.stderr)
     ok = lost == 0 and stored == load.accepted == sent and rate >= TARGET_RATE
