@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from loopmeter.records import utcnow
 from loopmeter.store import Audit, Store, as_utc
@@ -101,16 +102,31 @@ class AuditLog:
             "rule_id": rule_id, "policy_sha256": policy_sha256, "detail": detail_text,
         }
         with self._locked():
-            with self.store.engine.begin() as conn:
-                row = conn.execute(select(_table.c.seq, _table.c.hash).order_by(_table.c.seq.desc()).limit(1)).first()
-                seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
-                record["seq"], record["prev"] = seq, prev
-                record["hash"] = record_hash(record)
-                conn.execute(insert(_table), [record])
+            for attempt in range(20):
+                try:
+                    seq = self._insert_next(record)
+                    break
+                except IntegrityError:
+                    # another writer (another host on the same PostgreSQL) took this seq; re-read the head
+                    if attempt == 19:
+                        raise
             _write_anchor(self.anchor_path, seq, record["hash"])
             if self.copy_path is not None:
                 _write_anchor(self.copy_path, seq, record["hash"])
         return seq
+
+    def _insert_next(self, record: dict[str, Any]) -> int:
+        with self.store.engine.begin() as conn:
+            last_seq, prev = _head(conn)
+            record["seq"], record["prev"] = last_seq + 1, prev
+            record["hash"] = record_hash(record)
+            conn.execute(insert(_table), [record])
+        return int(record["seq"])
+
+
+def _head(conn: Any) -> tuple[int, str]:
+    row = conn.execute(select(_table.c.seq, _table.c.hash).order_by(_table.c.seq.desc()).limit(1)).first()
+    return (row[0], row[1]) if row else (0, GENESIS)
 
 
 @dataclass

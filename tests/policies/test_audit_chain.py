@@ -136,3 +136,20 @@ def test_cli_verify_exit_codes_and_export(loopmeter_home: Path, tmp_path: Path) 
     conn.close()
     bad = subprocess.run(loopmeter_cmd("audit", "verify"), capture_output=True, text=True)
     assert bad.returncode == 1 and "seq 2" in bad.stderr
+
+
+def test_chain_on_postgresql_verifies_and_catches_an_edit(pg_store, tmp_path: Path) -> None:
+    log = AuditLog(pg_store, tmp_path / "pg.anchor")
+    threads = [threading.Thread(target=lambda: [log.append(layer="policy", action="exec", target="t",
+                                                           decision="allow") for _ in range(5)]) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert verify_chain(pg_store, tmp_path / "pg.anchor").ok
+    from sqlalchemy import text
+
+    with pg_store.engine.begin() as conn:
+        conn.execute(text("UPDATE audit SET target='x' WHERE seq=7"))
+    result = verify_chain(pg_store, tmp_path / "pg.anchor")
+    assert not result.ok and result.first_bad_seq == 7
