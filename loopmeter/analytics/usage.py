@@ -245,8 +245,11 @@ class _Db:
             return [tuple(r) for r in conn.execute(text(sql), params)]
 
     def ts_param(self, ts: datetime) -> Any:
-        naive = ts.astimezone(UTC).replace(tzinfo=None)
-        return naive.strftime("%Y-%m-%d %H:%M:%S.%f") if self._conn is not None else naive
+        """A bound for `ts`: SQLite stores naive UTC text, SQLAlchemy takes the aware datetime."""
+        utc = ts.astimezone(UTC)
+        if self._conn is not None or self.dialect == "sqlite":
+            return utc.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+        return utc
 
     def close(self) -> None:
         if self._conn is not None:
@@ -301,7 +304,7 @@ def _where(db: _Db, q: Query, tz: tzinfo) -> tuple[str, dict[str, Any]]:
 def _local_date_sql(db: _Db, tz: tzinfo, tz_name: str, where: str, params: dict[str, Any]) -> str:
     if db.dialect == "postgresql":
         params["tzname"] = tz_name if tz is not UTC else "UTC"
-        return "to_char((ts AT TIME ZONE 'UTC') AT TIME ZONE :tzname, 'YYYY-MM-DD')"
+        return "to_char(ts AT TIME ZONE :tzname, 'YYYY-MM-DD')"  # ts is timestamptz
     lo_hi = db.rows(f"SELECT MIN(ts), MAX(ts) FROM usage WHERE {where}", params)[0]
     if lo_hi[0] is None:
         return "substr(ts, 1, 10)"
@@ -374,7 +377,7 @@ def _sessions(db: _Db, where: str, params: dict[str, Any]) -> list[PeriodRow]:
 
 
 def _blocks(db: _Db, where: str, params: dict[str, Any], now: datetime) -> list[PeriodRow]:
-    hour = "to_char(ts, 'YYYY-MM-DD HH24')" if db.dialect == "postgresql" else "substr(ts, 1, 13)"
+    hour = "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')" if db.dialect == "postgresql" else "substr(ts, 1, 13)"
     sql = (f"SELECT {hour} AS h, COALESCE(model, 'unknown'), source, MIN(ts), MAX(ts), {_SUMS} "
            f"FROM usage WHERE {where} GROUP BY 1, 2, 3 ORDER BY 1")
     blocks: list[PeriodRow] = []
