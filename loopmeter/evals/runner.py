@@ -66,6 +66,22 @@ def parse_configs(specs: list[str], suite_kind: str) -> list[EvalConfig]:
     return configs
 
 
+def check_agents(configs: list[EvalConfig], api_base: str | None) -> None:
+    """Fail before the first cell when an agent is unknown, not installed, or has no key (exit 2 with a hint)."""
+    from loopmeter.agents.base import get_backend
+    from loopmeter.agents.builtin import missing_key_hint
+
+    for config in configs:
+        backend = get_backend(config.agent)
+        ok, hint = backend.available()
+        if not ok:
+            raise LoopmeterError(f"agent {config.agent} is not available", hint=hint)
+        if config.agent == "builtin":
+            why = missing_key_hint(config.model, api_base)
+            if why:
+                raise LoopmeterError(f"cannot run {config.name}", hint=why)
+
+
 @dataclass
 class EvalOptions:
     epochs: int = 1
@@ -311,13 +327,18 @@ def start_eval(suite_ref: str | Path, agent_specs: list[str], options: EvalOptio
                              hint="put model tasks and coding tasks in separate suites")
     if options.epochs < 1 or options.concurrency < 1:
         raise LoopmeterError("--epochs and --concurrency must be >= 1")
+    if suite.kind == "repo":
+        check_agents(configs, options.api_base)
     run_id = _new_id()
     config = {"suite_ref": str(suite_ref), "suite_path": str(suite.path), "suite": suite.name,
               "suite_kind": suite.kind, "agents": agent_specs, "configs": [c.name for c in configs],
               "options": asdict(options), "skipped_tasks": suite.skipped,
               "cells_total": len(plan(suite, configs, options.epochs))}
+    from loopmeter.config import load_settings
+
     store.save(Run(id=run_id, kind="eval", task=f"eval {suite.name}", suite=suite.name, status="running",
-                   policy=options.policy, config=json.dumps(config), started_at=utcnow()))
+                   user=load_settings().user, policy=options.policy, config=json.dumps(config),
+                   started_at=utcnow()))
     return _execute(run_id, suite, configs, options, store=store, on_event=on_event, cancel=cancel)
 
 

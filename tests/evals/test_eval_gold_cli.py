@@ -106,6 +106,12 @@ def test_unknown_suite_exits_2_with_a_hint(home: Path) -> None:
     assert "hint:" in out.stderr and "gold" in out.stderr
 
 
+def test_unknown_agent_exits_2_before_any_cell(home: Path) -> None:
+    out = cli(home, "eval", "run", "gold", "--agent", "oracle", "--agent", "no-such-agent", check=False)
+    assert out.returncode == 2
+    assert "no-such-agent" in out.stderr and "oracle" in out.stderr  # the hint names the known agents
+
+
 def test_validate_runs_every_gold_check_in_the_sandbox(home: Path) -> None:
     rows = cli_json(home, "eval", "validate", "gold", "--sandbox", "bwrap")
     assert len(rows) == N_GOLD
