@@ -67,11 +67,13 @@ class Runner:
         out.update({"HOME": str(home), "TMPDIR": "/tmp", "LOOPMETER_SANDBOX": "1"})
         allowed = set(policy.secrets_for(actor)) if role == "agent" else set()
         handed = {k: v for k, v in (secrets or {}).items() if k in allowed}
-        refused = sorted(k for k in (secrets or {}) if k not in allowed)
-        # a secret must never arrive through the plain env either
-        for name in refused:
-            out.pop(name, None)
-        return out, handed, refused
+        refused = set(k for k in (secrets or {}) if k not in allowed)
+        # a key must never arrive through the plain env either (a caller passing one in `env` by mistake)
+        for name in _secret_names(policy):
+            if name in out and name not in handed:
+                out.pop(name)
+                refused.add(name)
+        return out, handed, sorted(refused)
 
     def run(self, argv: list[str], *, workdir: Path, policy: Policy, role: str, actor: str,
             env: dict[str, str] | None = None, secrets: dict[str, str] | None = None,
@@ -198,6 +200,15 @@ class Runner:
             reason = "output"
         return ExecResult(code if code is not None else 1, "".join(chunks["stdout"]), "".join(chunks["stderr"]),
                           wall_s=time.monotonic() - start, timed_out=reason == "timeout", killed_reason=reason)
+
+
+def _secret_names(policy: Policy) -> set[str]:
+    from loopmeter.secrets import PROVIDERS
+
+    names = set(PROVIDERS.values())
+    for listed in policy.model.secrets.values():
+        names.update(listed)
+    return names
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

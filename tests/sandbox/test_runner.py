@@ -150,3 +150,23 @@ def test_private_home_is_writable_and_kept(runner, workdir: Path, tmp_path: Path
                      policy=load_policy("strict"), home=home, **CHECK)
     assert res.stdout.strip() == str(home.resolve())
     assert (home / ".agent-state").read_text() == "state\n"
+
+
+def test_a_key_passed_as_plain_env_is_stripped_for_the_check(runner, workdir: Path) -> None:
+    res = runner.run(["env"], workdir=workdir, policy=load_policy("default"), env={"OPENAI_API_KEY": "sk-leak",
+                                                                                  "FOO": "bar"}, **CHECK)
+    assert "sk-leak" not in res.stdout and "FOO=bar" in res.stdout
+    assert any(d["target"] == "OPENAI_API_KEY" for d in res.denials)
+
+
+def test_stdin_streaming_output_and_cancel(runner, workdir: Path) -> None:
+    import threading
+
+    lines: list[tuple[str, str]] = []
+    res = runner.run(["sh", "-c", "read x; echo got $x; echo warn >&2"], workdir=workdir,
+                     policy=load_policy("strict"), stdin="abc\n", on_output=lambda s, ln: lines.append((s, ln)), **CHECK)
+    assert res.stdout == "got abc\n" and ("stdout", "got abc") in lines and ("stderr", "warn") in lines
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    res = runner.run(["sleep", "30"], workdir=workdir, policy=load_policy("strict"), cancel=cancel, **CHECK)
+    assert res.killed_reason == "cancelled" and res.wall_s < 10 and not res.timed_out
