@@ -92,6 +92,7 @@ class Receiver:
         port: int = DEFAULT_PORT,
         *,
         queue_size: int = 1024,
+        max_pending_rows: int = 200_000,
         batch_rows: int = 2000,
         max_body: int = MAX_BODY,
         prices: Any = None,
@@ -110,6 +111,8 @@ class Receiver:
         self.spill_dir = spill_dir
         self.stats = ReceiverStats()
         self._queue: queue.Queue[_Batch | None] = queue.Queue(maxsize=queue_size)
+        self.max_pending_rows = max_pending_rows
+        self._pending_rows = 0  # accepted, not yet written: bounds memory as well as the queue length
         self._httpd: ThreadingHTTPServer | None = None
         self._http_thread: threading.Thread | None = None
         self._writer: threading.Thread | None = None
@@ -186,11 +189,17 @@ class Receiver:
             decoded = decode(signal, body, content_type, self.prices)
             batch = _Batch(decoded.usage, decoded.spans)
             if batch:
-                try:
-                    self._queue.put_nowait(batch)
-                except queue.Full:
+                with self._inflight_cond:
+                    full = self._pending_rows > 0 and self._pending_rows + len(batch) > self.max_pending_rows
+                    if not full:
+                        try:
+                            self._queue.put_nowait(batch)
+                            self._pending_rows += len(batch)
+                        except queue.Full:
+                            full = True
+                if full:
                     self.stats.add(overloaded=1)
-                    raise _Overloaded() from None
+                    raise _Overloaded()
         finally:
             with self._inflight_cond:
                 self._inflight -= 1
@@ -232,6 +241,8 @@ class Receiver:
                 spans.extend(more.spans)
             if usage or spans:
                 self._write(usage, spans)
+                with self._inflight_cond:
+                    self._pending_rows -= len(usage) + len(spans)
             if self.summary_every_s and time.monotonic() >= next_summary:
                 last = self._summary(last)
                 next_summary = time.monotonic() + self.summary_every_s

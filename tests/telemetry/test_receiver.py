@@ -379,3 +379,29 @@ def test_what_the_store_will_not_take_by_the_stop_deadline_is_saved_to_a_file(st
     assert stats["write_errors"] >= 1 and receiver.unsaved is not None
     (line,) = receiver.unsaved.read_text().splitlines()
     assert json.loads(line)["usage"]["key"] == "anthropic-req:req_spill"
+
+
+def test_rows_waiting_for_the_store_are_bounded_too(store):
+    receiver = Receiver(store, "127.0.0.1", 0, prices=PRICES, max_pending_rows=15, log=lambda line: None)
+    receiver.start()
+
+    def ten(tag: str) -> bytes:
+        return p.otlp_proto(p.logs_request([p.claude_api_request(f"req_{tag}_{i}") for i in range(10)]))
+
+    with store.engine.begin() as conn:  # the writer cannot insert: rows wait in memory
+        conn.exec_driver_sql("ALTER TABLE usage RENAME TO usage_elsewhere")
+    try:
+        assert post(receiver.port, "/v1/logs", ten("a"))[0] == 200
+        status, headers, _ = post(receiver.port, "/v1/logs", ten("b"))
+        assert status == 503 and headers["Retry-After"]
+    finally:
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE usage_elsewhere RENAME TO usage")
+    for _ in range(100):  # the writer's retry lands the first ten, which frees room
+        status = post(receiver.port, "/v1/logs", ten("b"))[0]
+        if status == 200:
+            break
+        time.sleep(0.1)
+    assert status == 200
+    receiver.stop()
+    assert len(usage_rows(store)) == 20
