@@ -96,13 +96,17 @@ class CodexBackend:
             secrets[KEY_VAR] = key
         else:
             env[KEY_VAR] = key
-        res = _cli.run_cli(ctx, self.argv(ctx, exe), env=env, secrets=secrets, home=home, stdin="")
+        res = _cli.run_cli(ctx, self.argv(ctx, exe), env=env, secrets=secrets, home=home, stdin="",
+                           watch=_watch_auth_retries)
         events, bad_lines = _cli.json_lines(res.stdout)
         model = ctx.model or _rollout_model(codex_home, events)
         out = parse_events(events, ctx, model)
         out.exit_code = res.exit_code
         kind, stopped = _cli.exec_failure(res)
-        if kind:
+        if kind == "auth":
+            out.error_kind = "auth"
+            out.error = out.error or "the model server rejected the API key (HTTP 401/403); codex was stopped"
+        elif kind:
             out.error_kind, out.stopped_by = kind, stopped
             out.error = out.error or f"codex stopped: {res.killed_reason or 'timeout'}"
         elif res.exit_code != 0 and not out.error:
@@ -114,6 +118,14 @@ class CodexBackend:
             for r in out.usage:
                 ctx.on_usage(r)
         return out
+
+
+def _watch_auth_retries(stream: str, line: str) -> str | None:
+    """Codex reconnects after a rejected key ("Reconnecting... 1/5 (unexpected status 401"); stop at once."""
+    if stream == "stdout" and '"type":"error"' in line.replace(" ", "") and (
+            "status 401" in line or "status 403" in line):
+        return "auth"
+    return None
 
 
 def _rollout_model(codex_home: Path, events: list[dict[str, Any]]) -> str | None:

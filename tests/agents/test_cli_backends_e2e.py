@@ -1,0 +1,73 @@
+"""`loopmeter run --agent claude-code` end to end: the CLI, the loop, the bwrap sandbox and the
+real Claude Code CLI against a scripted Anthropic server on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import loopmeter_cmd
+from tests.servers.anthropic_server import AnthropicServer, bash_turn, text_turn
+
+CHECK = "python3 -c 'import hello; assert hello.add(2, 3) == 5'"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    (repo / "README.md").write_text("make hello.add work\n")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "init"], cwd=repo, check=True, env=env)
+    return repo
+
+
+def test_loopmeter_run_with_real_claude_code_passes_and_stores_server_usage(repo, loopmeter_home, monkeypatch):
+    if shutil.which("claude") is None:
+        pytest.skip("claude is not installed (scripts/setup-system.sh installs it)")
+    # `run` checks that a key exists; with a loopback --api-base the agent gets a placeholder instead.
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-dummy-never-sent")
+    turns = [bash_turn("printf 'def add(a, b):\\n    return a + b\\n' > hello.py", input_tokens=900, output_tokens=40,
+                       cache_read_input_tokens=250),
+             text_turn("Created hello.py.", input_tokens=1000, output_tokens=5, cache_read_input_tokens=1150)]
+    with AnthropicServer(turns) as srv:
+        proc = subprocess.run(
+            loopmeter_cmd("run", "create hello.py with add(a, b)", "--check", CHECK, "--agent", "claude-code",
+                          "--repo", str(repo), "--api-base", srv.url, "--max-iters", "2", "--json"),
+            capture_output=True, text=True, timeout=300)
+        reported = srv.usage_by_model()
+        keys_sent = {r["headers"].get("x-api-key") for r in srv.requests if r["method"] == "POST"}
+        request_ids = [r.request_id for r in srv.scripted_replies()]
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads(proc.stdout)
+    [attempt] = run["attempts"]
+    assert run["status"] == "passed" and attempt["agent"] == "claude-code" and attempt["status"] == "passed"
+    totals = {k: sum(t[k] for t in reported.values()) for k in ("input_tokens", "output_tokens",
+                                                                  "cache_read_input_tokens")}
+    assert attempt["input_tokens"] == totals["input_tokens"]
+    assert attempt["output_tokens"] == totals["output_tokens"]
+    assert attempt["cache_read_tokens"] == totals["cache_read_input_tokens"]
+    assert attempt["cost_usd"] and attempt["cost_usd"] > 0
+    assert keys_sent == {"loopmeter-local-no-key"}  # the user's key never went to the loopback server
+
+    from sqlmodel import select
+
+    from loopmeter.store import open_store
+    from loopmeter.store.models import Usage
+
+    store = open_store(f"sqlite:///{loopmeter_home / 'loopmeter.db'}")
+    try:
+        with store.session() as s:
+            rows = list(s.exec(select(Usage).where(Usage.run_id == run["id"])))
+    finally:
+        store.dispose()
+    assert {r.key for r in rows} >= {f"anthropic-req:{rid}" for rid in request_ids}
+    assert all(r.source == "claude-json" and r.cost_source == "reported" for r in rows)
