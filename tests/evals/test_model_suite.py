@@ -72,3 +72,20 @@ def test_bad_dataset_line_names_file_and_line(tmp_path: Path) -> None:
     out = cli(tmp_path, "eval", "run", str(task), "--agent", "openai/x", check=False)
     assert out.returncode == 2
     assert "d.jsonl:2" in out.stderr and "target" in out.stderr
+
+
+def test_max_usd_stops_the_eval_and_resume_finishes_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    with OpenAIServer(default=text("42", prompt_tokens=1000, completion_tokens=10)) as server:
+        out = cli(home, "eval", "run", "model-arith", "--agent", "openai/gpt-4o-mini", "--api-base",
+                  server.base_url, "--concurrency", "1", "--max-usd", "0.0004", "--json", check=False)
+        assert out.returncode == 1  # stopped by the budget
+        first = json.loads(out.stdout)
+        assert first["status"] == "budget"
+        one_call = first["configs"][0]["cost_usd"] / first["cells_done"]
+        assert 0 < first["cells_done"] < len(ITEMS)
+        assert first["configs"][0]["cost_usd"] >= 0.0004 > first["configs"][0]["cost_usd"] - one_call
+        done = cli_json(home, "eval", "resume", first["run_id"], "--max-usd", "1")
+        assert len(server.requests) == len(ITEMS)  # no item asked twice
+    assert done["status"] == "completed" and done["cells_done"] == len(ITEMS)
+    assert done["configs"][0]["passed"] == 1  # only "add" has target 42
