@@ -590,8 +590,17 @@ class _Runtime:
         out["unpriced_calls"] = calls - priced
         return out
 
-    def add_usage_row(self, row: Any) -> None:
-        self.store.add_usage([row])
+    def usage_sink(self, attempt_id: str) -> Callable[[Any], None]:
+        """What a backend calls as each model call is known: store it, show the running totals."""
+
+        def add(row: Any) -> None:
+            row.run_id, row.attempt_id = self.run_id, attempt_id
+            self.store.add_usage([row])
+            if self.on_event is not None:
+                usd, tokens, unpriced = self.spent(attempt_id)
+                self.emit(attempt_id, "act", tokens=tokens, cost_usd=None if unpriced and not usd else usd)
+
+        return add
 
     def _upsert_iteration(self, attempt_id: str, n: int, **fields: Any) -> None:
         from sqlmodel import select
@@ -688,7 +697,7 @@ class _AttemptSteps:
             instruction=rt.config["instruction"], iteration=n, feedback=state.get("feedback"), task=rt.task,
             sandbox=rt.runner, policy=rt.policy, timeout_s=secs, max_usd=usd, max_tokens=tokens,
             api_base=rt.config.get("api_base"), env=dict(rt.config.get("env") or {}), cancel=rt.cancel,
-            on_usage=rt.add_usage_row, user=row.user, project=row.project, approve=approve,
+            on_usage=rt.usage_sink(row.id), user=row.user, project=row.project, approve=approve,
             state_dir=state_dir, actor=actor, tracer=rt.telemetry.tracer,
         )
         started = time.monotonic()

@@ -96,3 +96,13 @@ def test_bad_input_exits_2_with_a_hint(tmp_path, monkeypatch) -> None:
     no_key = subprocess.run(loopmeter_cmd("run", "x", "--check", "true", "--agent", "builtin:openai/gpt-4o"),
                             cwd=tmp_path, capture_output=True, text=True, env=env)
     assert no_key.returncode == 2 and "OPENAI_API_KEY" in no_key.stderr
+
+
+def test_run_wall_clock_budget_stops_every_attempt(store, slow_task, sandbox) -> None:
+    result = start_run(_req(slow_task, [AgentSpec("oracle"), AgentSpec("oracle")], sandbox,
+                            budgets=Budgets(max_iters=3, max_minutes=10),
+                            run_budgets=Budgets(max_iters=None, max_usd=None, max_minutes=2 / 60)), store=store)
+    assert [a.status for a in result.attempts] == ["timeout", "timeout"]
+    assert all(a.stop_reason.endswith("(run)") for a in result.attempts)
+    assert result.attempts[0].branch != result.attempts[1].branch  # the same agent twice: -2 suffix
+    assert result.attempts[1].branch.endswith("/oracle-2")
