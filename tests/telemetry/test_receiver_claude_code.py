@@ -27,18 +27,21 @@ MODEL = "claude-sonnet-4-5-20250929"
 pytestmark = pytest.mark.skipif(CLAUDE is None, reason="claude CLI not installed (npm install -g @anthropic-ai/claude-code)")
 
 
-def _claude_env(home: str, model_url: str, otlp_url: str) -> dict[str, str]:
+def _claude_env(home: str, model_url: str, otlp_url: str, protocol: str) -> dict[str, str]:
     return {
         "PATH": os.environ["PATH"], "HOME": home, "LANG": "C.UTF-8",
         "ANTHROPIC_BASE_URL": model_url, "ANTHROPIC_API_KEY": "sk-ant-test-not-a-key",
         "DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "CLAUDE_CODE_ENABLE_TELEMETRY": "1", "OTEL_LOGS_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json", "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_url,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_url,
         "OTEL_LOGS_EXPORT_INTERVAL": "200", "OTEL_METRIC_EXPORT_INTERVAL": "1000",
     }
 
 
-def test_claude_code_api_request_events_match_the_server_and_the_transcript_adds_no_duplicates(store, tmp_path):
+# http/json is what the issue names (chunked JSON); http/protobuf is what `collect --print-env` recommends.
+@pytest.mark.parametrize("protocol", ["http/json", "http/protobuf"])
+def test_claude_code_api_request_events_match_the_server_and_the_transcript_adds_no_duplicates(store, tmp_path,
+                                                                                               protocol):
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
@@ -54,7 +57,7 @@ def test_claude_code_api_request_events_match_the_server_and_the_transcript_adds
             res = subprocess.run(
                 [CLAUDE, "-p", "create hello.txt containing hi", "--output-format", "json",
                  "--permission-mode", "acceptEdits", "--model", MODEL],
-                env=_claude_env(str(home), model.url, receiver.url), cwd=work, stdin=subprocess.DEVNULL,
+                env=_claude_env(str(home), model.url, receiver.url, protocol), cwd=work, stdin=subprocess.DEVNULL,
                 capture_output=True, text=True, timeout=180,
             )
             assert res.returncode == 0, res.stderr[-2000:]
