@@ -11,7 +11,7 @@ from typing import Any
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from loopmeter.analytics.filters import RANGE_LABELS, RANGES, Filters, range_filters
 from loopmeter.config import ValueModel
@@ -112,7 +112,11 @@ class LoopmeterApp(App[None]):
             f"[b]loopmeter[/]  {RANGE_LABELS.get(self.range_name, 'custom range')}{extra}{live}")
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        self.current_tab().ensure_loaded()
+        tab = self.current_tab()
+        tables = tab.query(DataTable)
+        if tables:  # keys of the tab (and Enter on rows) work straight away
+            tables.first().focus()
+        tab.ensure_loaded()
 
     # -- actions -------------------------------------------------------------------
     def set_filters(self, filters: Filters, range_name: str | None = None) -> None:

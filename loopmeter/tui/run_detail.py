@@ -48,6 +48,7 @@ class RunScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#attempts-table", DataTable).add_columns(*ATTEMPT_COLUMNS)
         self.query_one("#iterations-table", DataTable).add_columns("#", "act", "check", "cost", "tokens", "took")
+        self.query_one("#attempts-table", DataTable).focus()
         self._load()
 
     @work(thread=True, exclusive=True)

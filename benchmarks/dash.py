@@ -1,0 +1,108 @@
+"""Dashboard and report speed on a big store: 1,000,000 usage rows, 10,000 attempts, 100,000 audit records.
+
+    python benchmarks/dash.py [--db /tmp/loopmeter-bench.db] [--reseed] [--runs 3]
+
+Prints: seed time; time to the first complete Overview screen (headless `run_test`, app start to
+every KPI, chart and table filled) with a cold usage cache (first dash on this store) and warm;
+tab switch time per tab (key press to the tab's data shown; Policy's chain verification is
+timed apart because it runs in its own worker); `loopmeter report --format html` wall time in a
+subprocess (process start included). Targets: first screen <= 1.5 s, tab switch <= 200 ms,
+report <= 3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from loopmeter.config import ValueModel  # noqa: E402
+from loopmeter.store import open_store  # noqa: E402
+from tests.analytics.seed import BENCH, FIXED_NOW, seed  # noqa: E402
+
+
+async def _wait(pilot, tab) -> None:
+    while not tab.ready:
+        await pilot.pause(0.002)
+
+
+async def measure_app(store, home: Path) -> dict[str, float]:
+    from loopmeter.tui.app import LoopmeterApp
+
+    t0 = time.perf_counter()
+    app = LoopmeterApp(store, home=home, value=ValueModel(value_per_merged_outcome=40.0), now=FIXED_NOW,
+                       live_every=0)
+    out: dict[str, float] = {}
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _wait(pilot, app.query_one("#overview-tab"))
+        out["first_screen_s"] = time.perf_counter() - t0
+        for key, name in (("2", "usage"), ("3", "runs"), ("4", "evals"), ("5", "policy"), ("1", "overview")):
+            t1 = time.perf_counter()
+            await pilot.press(key)
+            await pilot.pause()
+            await _wait(pilot, app.query_one(f"#{name}-tab"))
+            out[f"switch_{name}_s"] = time.perf_counter() - t1
+            if name == "policy":
+                t2 = time.perf_counter()
+                await app.workers.wait_for_complete()
+                out["policy_chain_verify_extra_s"] = time.perf_counter() - t2
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", default=str(Path(tempfile.gettempdir()) / "loopmeter-bench.db"))
+    ap.add_argument("--reseed", action="store_true")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    db = Path(args.db)
+    url = f"sqlite:///{db}"
+    if args.reseed or not db.exists():
+        for p in db.parent.glob(db.name + "*"):
+            p.unlink()
+        t = time.perf_counter()
+        counts = seed(open_store(url), BENCH)
+        print(f"seeded {counts} in {time.perf_counter() - t:.1f} s")
+    store = open_store(url)
+    home = Path(tempfile.mkdtemp(prefix="lm-bench-home-"))
+    try:
+        results = []
+        for i in range(args.runs):
+            r = asyncio.run(measure_app(store, home))
+            label = "cold cache" if i == 0 else "warm"
+            results.append(r)
+            print(f"run {i + 1} ({label}): " + ", ".join(f"{k}={v * 1000:.0f}ms" for k, v in r.items()))
+        warm = results[1:] or results
+        print(f"first screen: cold {results[0]['first_screen_s']:.2f} s, warm median "
+              f"{statistics.median(r['first_screen_s'] for r in warm):.2f} s (target <= 1.5 s)")
+        switches = [v for r in warm for k, v in r.items() if k.startswith("switch_")]
+        print(f"tab switch: median {statistics.median(switches) * 1000:.0f} ms, max {max(switches) * 1000:.0f} ms "
+              f"(target <= 200 ms)")
+        env = {**os.environ, "LOOPMETER_HOME": str(home), "LOOPMETER_DB_URL": url}
+        exe = shutil.which("loopmeter", path=os.path.dirname(sys.executable)) or shutil.which("loopmeter")
+        cmd = [exe] if exe else [sys.executable, "-m", "loopmeter"]
+        times = []
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            subprocess.run([*cmd, "report", "--range", "all", "--format", "html", "-o", str(home / "r.html")],
+                           env=env, check=True, capture_output=True)
+            times.append(time.perf_counter() - t)
+        print(f"report --format html: median {statistics.median(times):.2f} s over {len(times)} runs "
+              f"(target <= 3 s; includes process start, the git outcome scan and audit chain verification)")
+    finally:
+        store.dispose()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The dashboard on a seeded store with a fixed clock: SVG snapshots of every tab, and Pilot tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from loopmeter.config import ValueModel
+from loopmeter.tui.app import LoopmeterApp
+from tests.analytics.seed import FIXED_NOW
+
+
+def make_app(store, home) -> LoopmeterApp:
+    return LoopmeterApp(store, home=home, value=ValueModel(value_per_merged_outcome=40.0), now=FIXED_NOW,
+                        live_every=0)
+
+
+async def settle(pilot) -> None:
+    for _ in range(3):
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("keys,size", [
+    ([], (100, 34)), ([], (80, 24)), (["2"], (100, 34)), (["3"], (100, 30)), (["4"], (100, 30)),
+    (["5"], (100, 30)), (["3", "enter"], (100, 30)), (["question_mark"], (80, 24)),
+], ids=["overview", "overview-80x24", "usage", "runs", "evals", "policy", "run-detail", "help"])
+def test_tab_snapshots(snap_compare, seeded, loopmeter_home, keys, size):
+    async def run_before(pilot) -> None:
+        await settle(pilot)
+        for key in keys:
+            await pilot.press(key)
+            await settle(pilot)
+
+    assert snap_compare(make_app(seeded, loopmeter_home), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.anyio
+async def test_tabs_switch_by_key_and_load_their_data(seeded, loopmeter_home):
+    app = make_app(seeded, loopmeter_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert app.query_one("#agents").row_count == 4
+        await pilot.press("3")
+        await settle(pilot)
+        assert app.query_one("#tabs").active == "runs"
+        assert app.query_one("#runs-table").row_count == seeded.seed_counts["runs"]
+        await pilot.press("5")
+        await settle(pilot)
+        assert "ok, 60 records" in str(app.query_one("#chain-status").render())
+        assert app.query_one("#audit-table").row_count == 60
+
+
+@pytest.mark.anyio
+async def test_range_and_filter_dialog_change_every_figure(seeded, loopmeter_home):
+    app = make_app(seeded, loopmeter_home)
+    async with app.run_test(size=(100, 34)) as pilot:
+        await settle(pilot)
+        await pilot.press("2")
+        await settle(pilot)
+        usage = app.query_one("#usage-tab")
+        assert usage._result["summary"]["calls"] == 400
+        await pilot.press("d")  # 30d -> 90d: same rows here, but a new request
+        await pilot.press("d", "d")  # -> all -> 24h
+        await settle(pilot)
+        assert app.range_name == "24h"
+        assert usage._result["summary"]["calls"] < 400
+        await pilot.press("f")
+        await settle(pilot)
+        from textual.widgets import Select
+
+        screen = app.screen
+        screen.query_one("#f-range", Select).value = "all"
+        screen.query_one("#f-agent", Select).value = "codex"
+        await pilot.click("#apply")
+        await settle(pilot)
+        assert app.filters.agent == "codex" and app.filters.since is None
+        assert set(usage._result["cube"]["agent"]) == {"codex"}
+        assert "agent=codex" in str(app.query_one("#topbar").render())
+
+
+@pytest.mark.anyio
+async def test_usage_group_sort_and_search(seeded, loopmeter_home):
+    app = make_app(seeded, loopmeter_home)
+    async with app.run_test(size=(100, 34)) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        usage = app.query_one("#usage-tab")
+        await pilot.press("g")  # source -> agent
+        await settle(pilot)
+        assert usage.dimension == "agent" and app.query_one("#usage-table").row_count == 4
+        await pilot.press("slash")
+        await pilot.press(*"dex")
+        await settle(pilot)
+        assert list(usage._frame["agent"]) == ["codex"]
+
+
+@pytest.mark.anyio
+async def test_drill_into_a_run_then_an_attempt_and_back(seeded, loopmeter_home):
+    app = make_app(seeded, loopmeter_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("3")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        from loopmeter.tui.run_detail import RunScreen
+
+        screen = app.screen
+        assert isinstance(screen, RunScreen)
+        assert screen.query_one("#attempts-table").row_count == 2
+        await pilot.press("down", "enter")
+        await settle(pilot)
+        assert screen.query_one("#run-tabs").active == "run-iterations"
+        assert screen.attempt_id == screen.detail["attempts"][1]["id"]
+        assert "check output" in str(screen.query_one("#check-output").render())
+        await pilot.press("escape")
+        await settle(pilot)
+        assert not isinstance(app.screen, RunScreen)
+
+
+@pytest.mark.anyio
+async def test_stale_results_are_dropped(seeded, loopmeter_home):
+    app = make_app(seeded, loopmeter_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        tab = app.query_one("#overview-tab")
+        shown = tab.shown_generation
+        tab._deliver(shown - 1, RuntimeError("old"))  # an answer for an older request
+        assert tab.shown_generation == shown
