@@ -410,6 +410,8 @@ class _Runtime:
             payload = None
         else:
             return {"results": {attempt_id: _summary(snap.values)}}
+        if snap.values:  # resuming: it may have been marked cancelled or waiting meanwhile
+            self._set_attempt(attempt_id, status="running", stop_reason=None)
         self.attempt_graph.invoke(payload, cfg)
         if self.cancel.is_set():
             raise _Cancelled()

@@ -40,6 +40,13 @@ def test_oracle_passes_nop_fails_and_oracle_wins(store, fix_add_task, sandbox) -
     assert spans.count("invoke_agent nop") == 2 and spans.count("invoke_agent oracle") == 1
     assert "sandbox.exec" in spans
 
+    from loopmeter.store import Audit
+
+    with store.session() as s:
+        audited = list(s.exec(select(Audit).where(Audit.run_id == result.run_id)))
+    assert audited and {a.attempt_id for a in audited} <= {by_agent["oracle"].id, by_agent["nop"].id}
+    assert any(a.actor == "check" for a in audited)
+
     # the winner's branch holds the fix as a commit; the task's tests never stay in the worktree
     oracle = store.get(Attempt, by_agent["oracle"].id)
     worktree = Path(oracle.worktree)
