@@ -405,3 +405,24 @@ def test_rows_waiting_for_the_store_are_bounded_too(store):
     assert status == 200
     receiver.stop()
     assert len(usage_rows(store)) == 20
+
+
+def test_ipv6_loopback_works_as_a_context_manager(store):
+    import socket
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        receiver = Receiver(store, "::1", 0, prices=PRICES)
+        receiver.start()
+    except Exception as exc:  # an IPv6-less container cannot bind ::1
+        pytest.skip(f"cannot bind ::1: {exc}")
+    receiver.stop()
+    with Receiver(store, "::1", 0, prices=PRICES) as rec:
+        assert rec.url == f"http://[::1]:{rec.port}"
+        conn = http.client.HTTPConnection("::1", rec.port, timeout=10)
+        conn.request("POST", "/v1/logs", body=p.otlp_proto(p.logs_request([p.claude_api_request("req_v6")])),
+                     headers={"Content-Type": "application/x-protobuf"})
+        assert conn.getresponse().status == 200
+        conn.close()
+    assert set(usage_rows(store)) == {"anthropic-req:req_v6"}
