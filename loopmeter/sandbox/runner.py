@@ -68,9 +68,10 @@ class Runner:
         allowed = set(policy.secrets_for(actor)) if role == "agent" else set()
         handed = {k: v for k, v in (secrets or {}).items() if k in allowed}
         refused = set(k for k in (secrets or {}) if k not in allowed)
-        # a key must never arrive through the plain env either (a caller passing one in `env` by mistake)
-        for name in _secret_names(policy):
-            if name in out and name not in handed:
+        # the check never gets a key, not even one passed in plain `env` by mistake (an agent's plain env
+        # may carry a placeholder key for a local model server, so it is left as the caller gave it)
+        for name in _secret_names(policy) if role == "check" else ():
+            if name in out:
                 out.pop(name)
                 refused.add(name)
         return out, handed, sorted(refused)
