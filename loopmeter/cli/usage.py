@@ -144,7 +144,12 @@ def _num(n: int) -> str:
 
 
 def _cost(t: Totals) -> str:
-    text = f"${t.cost_usd:,.2f}" if t.cost_usd is not None else "-"
+    if t.cost_usd is None:
+        text = "-"
+    elif 0 < t.cost_usd < 0.005:
+        text = "<$0.01"  # a priced call is never shown as $0
+    else:
+        text = f"${t.cost_usd:,.2f}"
     if t.unpriced_calls:
         text += f" +{t.unpriced_calls} unpriced"
     return text
@@ -171,7 +176,7 @@ def _label(report: UsageReport, row: PeriodRow) -> str:
         start = datetime.fromisoformat(row.label).astimezone(resolve_tz(report.timezone))
         return start.strftime("%m-%d %H:%M") + (" *" if row.active else "")
     if report.period == "session":
-        return row.label[:12]
+        return row.label[:8]
     return row.label
 
 
@@ -182,13 +187,13 @@ def _print_table(report: UsageReport, breakdown: bool) -> None:
 
     console = Console()
     first = {"daily": "Date", "weekly": "Week of", "monthly": "Month", "session": "Session", "blocks": "Block"}
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0, 0, 1), show_footer=True)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), show_footer=True)
     table.add_column(first[report.period], footer="Total", no_wrap=True)
     for name in ("Input", "Output", "Reason", "C.Write", "C.Read"):
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("Hit", justify="right", no_wrap=True)
-    table.add_column("Cost", justify="right")
-    table.add_column("Models", overflow="fold", ratio=1)
+    table.add_column("Cost", justify="right", max_width=11)
+    table.add_column("Models", min_width=17, overflow="fold", ratio=1)
     t = report.totals
     for col, val in zip(table.columns[1:], [t.input_tokens, t.output_tokens, t.reasoning_tokens,
                                              t.cache_write_tokens, t.cache_read_tokens], strict=False):
@@ -213,9 +218,9 @@ def _print_table(report: UsageReport, breakdown: bool) -> None:
         console.print("no usage in this range (try without --since/--until/--source, or check `loopmeter doctor`)")
         return
     console.print(table)
-    active = [r for r in report.rows if r.active and r.burn]
-    for r in active:
-        burn = r.burn or {}
+    active = [row for row in report.rows if row.active and row.burn]
+    for row in active:
+        burn = row.burn or {}
         cost = f", ${burn['cost_per_hour']:.2f}/h" if burn.get("cost_per_hour") is not None else ""
         console.print(f"active block: {burn['tokens_per_minute']:,.0f} tokens/min{cost}; "
                       f"{burn['remaining_minutes']:.0f} min left, projected {_num(burn['projected_tokens'])} tokens")

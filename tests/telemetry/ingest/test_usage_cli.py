@@ -1,0 +1,91 @@
+"""`loopmeter usage` as people run it: tables, flags, errors, and the warm path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.telemetry.ingest.conftest import CLAUDE_FILE, CODEX_FILE, run_usage, usage_json
+
+
+@pytest.fixture
+def env_with_logs(logs, agent_env):
+    return {**agent_env, "CLAUDE_CONFIG_DIR": str(logs / "claude"), "CODEX_HOME": str(logs / "codex"),
+            "GEMINI_DATA_DIR": str(logs / "gemini")}
+
+
+def test_table_fits_80_columns_and_shows_unpriced_calls_beside_the_cost(env_with_logs, logs):
+    proc = run_usage(env_with_logs, "daily", "--timezone", "UTC")
+    lines = proc.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), proc.stdout
+    assert any(line.strip().startswith("2026-11-09") for line in lines)
+    i = next(n for n, line in enumerate(lines) if line.strip().startswith("Total"))
+    assert "+1" in lines[i] and "unpriced" in lines[i + 1]  # the cost cell wraps at 80 columns
+    assert "$0.00" not in proc.stdout
+    # malformed lines are reported per file on stderr; no progress bar on a pipe
+    assert f"1 malformed line skipped in {logs / CLAUDE_FILE}" in proc.stderr
+    assert f"1 malformed line skipped in {logs / CODEX_FILE}" in proc.stderr
+    assert "reading agent logs" not in proc.stderr
+
+
+@pytest.mark.parametrize("period", ["weekly", "monthly", "session", "blocks"])
+def test_every_period_prints_a_table(env_with_logs, period):
+    proc = run_usage(env_with_logs, period, "--breakdown", "-z", "UTC")
+    assert "Total" in proc.stdout
+    assert "sonnet-4-5" in proc.stdout  # breakdown lines name the model
+    assert all(len(line) <= 80 for line in proc.stdout.splitlines())
+
+
+def test_session_json_names_the_project(env_with_logs):
+    out = usage_json(env_with_logs, "session")
+    projects = {r["session"]: r["project"] for r in out["session"]}
+    assert projects["11111111-aaaa-bbbb-cccc-000000000001"] == "/home/dev/api"
+    assert projects["0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"] == "/home/dev/svc"
+
+
+def test_source_limits_what_is_read_and_shown(env_with_logs):
+    codex = usage_json(env_with_logs, "--source", "codex")
+    assert {b["source"] for r in codex["daily"] for b in r["breakdown"]} == {"codex-log"}
+    # Claude Code logs were not read by that call
+    claude = usage_json(env_with_logs, "--source", "claude-code", "--no-ingest")
+    assert claude["daily"] == []
+    claude = usage_json(env_with_logs, "--source", "claude-code")
+    assert claude["totals"]["calls"] == 5
+
+
+def test_no_ingest_reports_only_what_is_stored(env_with_logs):
+    out = usage_json(env_with_logs, "--no-ingest")
+    assert out["daily"] == [] and "ingest" not in out
+    assert out["totals"]["calls"] == 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["yearly"], "unknown period"),
+    (["--timezone", "Mars/Olympus"], "unknown time zone"),
+    (["--since", "last tuesday"], "is not a date"),
+    (["--source", "windsurf"], "unknown source"),
+    (["--path", "/nonexistent/logs"], "no such file or folder"),
+])
+def test_bad_input_is_one_line_and_exit_2(agent_env, args, message):
+    proc = run_usage(agent_env, *args, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_warm_call_only_stats_files_and_never_loads_sqlalchemy(env_with_logs):
+    usage_json(env_with_logs)  # the cold call stores everything
+    code = ("import sys\n"
+            "from loopmeter.cli import app\n"
+            "from loopmeter.cli._errors import run_app\n"
+            "sys.argv = ['loopmeter', 'usage', 'daily', '--json']\n"
+            "rc = run_app(app)\n"
+            "print('loaded' if 'sqlalchemy' in sys.modules else 'not loaded', rc, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=env_with_logs, capture_output=True, text=True, timeout=120)
+    assert proc.stderr.strip().endswith("not loaded 0"), proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["ingest"]["files_read"] == 0
+    assert out["totals"]["calls"] == 11
