@@ -46,7 +46,7 @@ def test_loopmeter_run_with_real_claude_code_passes_and_stores_server_usage(repo
         reported = srv.usage_by_model()
         keys_sent = {r["headers"].get("x-api-key") for r in srv.requests if r["method"] == "POST"}
         request_ids = [r.request_id for r in srv.scripted_replies()]
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     run = json.loads(proc.stdout)
     [attempt] = run["attempts"]
     assert run["status"] == "passed" and attempt["agent"] == "claude-code" and attempt["status"] == "passed"
