@@ -29,4 +29,13 @@ if [ "${LOOPMETER_SKIP_NPM:-0}" != "1" ] && command -v npm >/dev/null; then
   if ! codex --version 2>/dev/null | grep -q "$want_codex"; then
     $SUDO npm install -g --silent --no-fund --no-audit "@openai/codex@$want_codex" >/dev/null 2>&1 || echo "warning: codex did not install"
   fi
+  # ccusage (compared against `loopmeter usage` in tests and benchmarks/usage.py) is a
+  # launcher plus a native binary package of the same version; 20.0.26 has no linux
+  # binary on the registry, 20.0.24 does.
+  want_ccusage="20.0.24"
+  if ! ccusage --version 2>/dev/null | grep -q "$want_ccusage"; then
+    $SUDO npm install -g --silent --no-fund --no-audit "ccusage@$want_ccusage" \
+      "@ccusage/ccusage-linux-$(uname -m | sed 's/x86_64/x64/;s/aarch64/arm64/')@$want_ccusage" >/dev/null 2>&1 \
+      || echo "warning: ccusage did not install"
+  fi
 fi
