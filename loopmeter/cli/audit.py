@@ -38,7 +38,7 @@ def _since(text: str) -> datetime:
         raise LoopmeterError(f"--since {text!r} is not a time", hint="use e.g. 2h, 3d or 2026-01-31T12:00") from exc
     from loopmeter.store import as_utc
 
-    return as_utc(ts) if ts.tzinfo else ts.astimezone().astimezone(as_utc(utcnow()).tzinfo)
+    return as_utc(ts if ts.tzinfo else ts.astimezone())  # a naive time is local time
 
 
 @app.command("log")

@@ -153,3 +153,24 @@ def test_chain_on_postgresql_verifies_and_catches_an_edit(pg_store, tmp_path: Pa
         conn.execute(text("UPDATE audit SET target='x' WHERE seq=7"))
     result = verify_chain(pg_store, tmp_path / "pg.anchor")
     assert not result.ok and result.first_bad_seq == 7
+
+
+def test_cli_log_filters_by_run_and_since(loopmeter_home: Path) -> None:
+    from datetime import timedelta
+
+    from loopmeter.records import utcnow
+
+    store = open_store(f"sqlite:///{loopmeter_home / 'loopmeter.db'}")
+    log = AuditLog(store, loopmeter_home / "audit.anchor")
+    log.append(layer="policy", action="exec", target="old", decision="allow", run_id="A",
+               ts=utcnow() - timedelta(days=3))
+    log.append(layer="policy", action="exec", target="new", decision="allow", run_id="B")
+    store.dispose()
+    recent = json.loads(subprocess.run(loopmeter_cmd("audit", "log", "--since", "1d", "--json"),
+                                       capture_output=True, text=True).stdout)
+    assert [r["target"] for r in recent] == ["new"]
+    by_run = json.loads(subprocess.run(loopmeter_cmd("audit", "log", "--run", "A", "--json"),
+                                       capture_output=True, text=True).stdout)
+    assert [r["target"] for r in by_run] == ["old"]
+    bad = subprocess.run(loopmeter_cmd("audit", "log", "--since", "yesterdayish"), capture_output=True, text=True)
+    assert bad.returncode == 2 and "--since" in bad.stderr
