@@ -231,25 +231,40 @@ def resume_run(
     approver: Callable[[list[dict[str, Any]]], dict[str, bool]] | None = None,
     answers: dict[str, bool] | None = None,
 ) -> RunResult:
-    """Continue a run from its last finished step (after a crash, Ctrl-C or an approval)."""
+    """Continue a run from its last finished step (after a crash, Ctrl-C or an approval).
 
+    A run waiting for approval stays waiting unless `answers` ({question id: yes?}) or an
+    `approver` answer its questions."""
     runtime = _Runtime.load(run_id, store, settings, on_event, approver)
-    pending = runtime.pending()
-    if pending and answers is None:
-        if approver is None:
+    try:
+        pending = runtime.pending()
+        if pending and answers is None and approver is not None:
+            answers = approver(pending)
+        if pending and answers is None:
             return runtime.result(pending)
-        answers = approver(pending)
+        if not pending and not runtime.has_checkpoint():
+            raise LoopmeterError(f"run {run_id} has no checkpoint to resume",
+                                 hint="it may have been started elsewhere; `loopmeter runs show` shows it")
+        if not pending and runtime.finished():
+            result = runtime.result([])
+            runtime.close()
+            return result
+    except BaseException:
+        runtime.close()
+        raise
     if pending:
         return runtime.drive(runtime.resume_command(_fill(pending, answers or {})))
-    if not runtime.has_checkpoint():
-        raise LoopmeterError(f"run {run_id} has no checkpoint to resume",
-                             hint="it may have been started elsewhere; `loopmeter runs show` shows it")
     return runtime.drive(None)
 
 
 def pending_approvals(run_id: str, *, store: Store | None = None, settings: Settings | None = None
                       ) -> list[dict[str, Any]]:
-    return _Runtime.load(run_id, store, settings, None, None).pending()
+    """The questions a run is waiting on: [{"id", "attempt_id", "agent", "action", "target", "rule_id", ...}]."""
+    runtime = _Runtime.load(run_id, store, settings, None, None)
+    try:
+        return runtime.pending()
+    finally:
+        runtime.close()
 
 
 def answer_approvals(run_id: str, approve: bool, *, store: Store | None = None, settings: Settings | None = None,
@@ -258,10 +273,10 @@ def answer_approvals(run_id: str, approve: bool, *, store: Store | None = None, 
     runtime = _Runtime.load(run_id, store, settings, on_event, None)
     pending = runtime.pending()
     if not pending:
+        runtime.close()
         raise LoopmeterError(f"run {run_id} is not waiting for approval",
                              hint="`loopmeter runs show RUN` shows its state; `loopmeter resume RUN` continues it")
-    return resume_run(run_id, store=runtime.store, settings=runtime.settings, on_event=on_event,
-                      answers={q["id"]: approve for q in pending})
+    return runtime.drive(runtime.resume_command({q["id"]: approve for q in pending}))
 
 
 def _fill(pending: list[dict[str, Any]], answers: dict[str, bool]) -> dict[str, bool]:
@@ -391,6 +406,10 @@ class _Runtime:
     def attempt_cfg(self, attempt_id: str) -> dict[str, Any]:
         return self._cfg(f"{self.run_id}/{attempt_id}")
 
+    def finished(self) -> bool:
+        snap = self.run_graph.get_state(self._cfg(self.run_id))
+        return bool(snap.values) and not snap.next and not snap.interrupts
+
     def has_checkpoint(self) -> bool:
         return bool(self.run_graph.get_state(self._cfg(self.run_id)).values)
 
@@ -479,11 +498,15 @@ class _Runtime:
                 payload = self.resume_command(_fill(pending, self.approver(pending)))
         finally:
             restore()
-            self.telemetry.flush()
-            self.telemetry.shutdown()
-            if self._conn is not None:
-                self._conn.close()
-            _cancel_events.pop(self.run_id, None)
+            self.close()
+
+    def close(self) -> None:
+        self.telemetry.flush()
+        self.telemetry.shutdown()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        _cancel_events.pop(self.run_id, None)
 
     def resume_command(self, answers: dict[str, bool]) -> Any:
         """Answers to the gate's interrupt ({question id: yes?}), addressed by the gate's interrupt id."""

@@ -67,3 +67,15 @@ def test_kill_9_mid_attempt_then_resume_finishes_without_duplicate_usage(store, 
     assert [r.input_tokens for r in rows] == [111, 222, 333]
     assert obj["attempts"][0]["input_tokens"] == 666 and obj["attempts"][0]["output_tokens"] == 12
     assert sorted((i.n, i.check_passed) for i in iters) == [(1, False), (2, True)]
+
+
+def test_resume_of_a_finished_run_changes_nothing(store, fix_add_task, sandbox) -> None:
+    from loopmeter.agents.loop import AgentSpec, RunRequest, resume_run, start_run
+
+    first = start_run(RunRequest(instruction=fix_add_task.instruction, check=fix_add_task.check, repo=None,
+                                 task=fix_add_task, agents=[AgentSpec("oracle")], sandbox=sandbox), store=store)
+    again = resume_run(first.run_id, store=store)
+    assert again.status == first.status == "passed" and again.winner == first.winner
+    assert again.attempts[0].iterations == 1
+    with store.session() as s:
+        assert len(list(s.exec(select(Iteration).where(Iteration.attempt_id == first.winner)))) == 1
