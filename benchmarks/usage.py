@@ -1,0 +1,168 @@
+"""`loopmeter usage` against ccusage on a generated corpus of Claude Code and Codex logs.
+
+    python benchmarks/usage.py [--mb 1024] [--layout many|single] [--runs 3] [--keep DIR]
+
+Generates about --mb MB of logs (many session files, or --layout single: one Claude
+Code transcript of that size), then prints for loopmeter:
+  cold = first `loopmeter usage daily --json` on an empty store (ingest + report),
+  warm = the same command again (only stats files and runs the SQL aggregate),
+with wall time and peak RSS (the largest single process, from wait4, and the whole
+process tree summed, sampled from /proc every 10 ms), and the same for
+`ccusage daily --json --offline` when it runs here (it re-reads every log each time).
+It also checks that both report identical tokens per day and model for each agent.
+Targets on 2 cores for 1 GB: cold no slower than ccusage, warm <= 1 s, RSS <= 300 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.fixtures.logs.ccusage import ccusage_status, loopmeter_daily, parse_ccusage  # noqa: E402
+from tests.fixtures.logs.corpus import generate  # noqa: E402
+
+
+def _tree_rss_kb(pid: int) -> int:
+    """Summed VmRSS of pid and its descendants, from /proc."""
+    total = 0
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        break
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    stack.extend(int(c) for c in fh.read().split())
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def measure(argv: list[str], env: dict[str, str]) -> dict[str, float | str]:
+    """Wall seconds, peak RSS of the largest process and of the whole tree (MB), and stdout."""
+    out_file = tempfile.TemporaryFile()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=out_file, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    peak_tree = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak_tree
+        while not done.is_set():
+            peak_tree = max(peak_tree, _tree_rss_kb(proc.pid))
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    done.set()
+    sampler.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {stderr[-2000:]}")
+    out_file.seek(0)
+    return {"wall_s": wall, "rss_mb": usage.ru_maxrss / 1024, "tree_rss_mb": peak_tree / 1024,
+            "stdout": out_file.read().decode()}
+
+
+def loopmeter_argv() -> list[str]:
+    return [sys.executable, "-m", "loopmeter", "usage", "daily", "--json", "--timezone", "UTC"]
+
+
+def line(name: str, m: dict[str, float | str]) -> str:
+    return (f"  {name:<22} {float(m['wall_s']):7.2f} s   peak RSS {float(m['rss_mb']):6.0f} MB (largest process)"
+            f" {float(m['tree_rss_mb']):6.0f} MB (tree)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mb", type=float, default=1024, help="corpus size in MB (default 1024)")
+    ap.add_argument("--layout", choices=["many", "single"], default="many",
+                    help="many session files (Claude Code + Codex), or one Claude Code transcript")
+    ap.add_argument("--runs", type=int, default=3, help="warm runs (median reported)")
+    ap.add_argument("--keep", type=Path, help="generate into this folder and keep it")
+    args = ap.parse_args()
+
+    root = args.keep or Path(tempfile.mkdtemp(prefix="loopmeter-usage-bench-"))
+    try:
+        t0 = time.perf_counter()
+        if args.layout == "single":
+            expected = generate(root / "corpus", args.mb, claude_share=1.0, file_mb=args.mb)
+        else:
+            expected = generate(root / "corpus", args.mb)
+        print(f"corpus: {expected.bytes_written / (1 << 20):.0f} MB in {expected.files} files "
+              f"({args.layout}), generated in {time.perf_counter() - t0:.1f} s; {os.cpu_count()} cores")
+        home = root / "home"
+        home.mkdir(exist_ok=True)
+        lm_home = root / "lmhome"
+        shutil.rmtree(lm_home, ignore_errors=True)
+        env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_DATA_DIR", "LOOPMETER_DB_URL")}
+        env.update(HOME=str(home), LOOPMETER_HOME=str(lm_home), CLAUDE_CONFIG_DIR=str(root / "corpus" / "claude"),
+                   CODEX_HOME=str(root / "corpus" / "codex"), LITELLM_LOCAL_MODEL_COST_MAP="True")
+
+        print("loopmeter usage daily --json")
+        cold = measure(loopmeter_argv(), env)
+        print(line("cold (ingest+report)", cold))
+        warm_runs = [measure(loopmeter_argv(), env) for _ in range(args.runs)]
+        warm = min(warm_runs, key=lambda m: abs(float(m["wall_s"]) - statistics.median(
+            float(r["wall_s"]) for r in warm_runs)))
+        print(line(f"warm (median of {args.runs})", warm))
+        ours = json.loads(str(cold["stdout"]))
+        ingest = ours.get("ingest", {})
+        print(f"  ingest: {ingest.get('rows_added')} calls from {ingest.get('files_read')} files "
+              f"in {ingest.get('seconds')} s; totals {ours['totals']['calls']} calls")
+
+        path, why = ccusage_status()
+        if path is None:
+            print(f"ccusage: skipped ({why})")
+            return
+        print(f"ccusage {why} daily --json --offline")
+        cc_argv = [path, "daily", "--json", "--offline", "--timezone", "UTC"]
+        cc_cold = measure(cc_argv, env)
+        print(line("first run", cc_cold))
+        cc_runs = [measure(cc_argv, env) for _ in range(args.runs)]
+        cc_warm = min(cc_runs, key=lambda m: abs(float(m["wall_s"]) - statistics.median(
+            float(r["wall_s"]) for r in cc_runs)))
+        print(line(f"again (median of {args.runs})", cc_warm))
+
+        print("same tokens per day and model (input, output, cache write, cache read):")
+        for kind, source in (("claude", "claude-code-log"), ("codex", "codex-log")):
+            cc = subprocess.run([path, kind, "daily", "--json", "--offline", "--timezone", "UTC"], env=env,
+                                capture_output=True, text=True, timeout=3600)
+            theirs = parse_ccusage(kind, json.loads(cc.stdout))
+            mine = loopmeter_daily(ours, source)
+            if not theirs and not mine:
+                continue
+            same = mine == theirs
+            print(f"  {kind:<7} {'identical' if same else 'DIFFERENT'} over {len(mine)} (day, model) pairs")
+            if not same:
+                for k in sorted(set(mine) | set(theirs)):
+                    if mine.get(k) != theirs.get(k):
+                        print(f"    {k}: loopmeter {mine.get(k)} ccusage {theirs.get(k)}")
+        speedup = float(cc_cold["wall_s"]) / float(cold["wall_s"])
+        print(f"cold loopmeter vs ccusage: {speedup:.2f}x; warm loopmeter vs ccusage: "
+              f"{float(cc_warm['wall_s']) / float(warm['wall_s']):.1f}x")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
