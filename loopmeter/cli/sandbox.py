@@ -42,8 +42,13 @@ def exec_(
     kind = sandbox or settings.sandbox
     store = open_store(settings.db_url)
     from loopmeter.policies.audit import AuditLog
+    from loopmeter.sandbox.errors import SandboxUnavailable
 
-    runner = make_runner(kind, store=store, audit=AuditLog(store, settings.audit_anchor, settings.audit_anchor_copy))
+    try:
+        runner = make_runner(kind, store=store, audit=AuditLog(store, settings.audit_anchor, settings.audit_anchor_copy))
+    except SandboxUnavailable as exc:
+        exc.exit_code = 125  # `sandbox exec` keeps the command's exit code space: 125 = could not start
+        raise
     cwd = (workdir or Path.cwd()).resolve()
     if not cwd.is_dir():
         from loopmeter.errors import LoopmeterError

@@ -6,6 +6,9 @@ from loopmeter.errors import LoopmeterError
 
 
 class SandboxUnavailable(LoopmeterError):
-    """The sandbox cannot start here (no bubblewrap, or user namespaces blocked). Fails closed."""
+    """The sandbox cannot start here (no bubblewrap, or user namespaces blocked). Fails closed.
 
-    exit_code = 125
+    Exit 2 like any other set-up problem a person must fix; `sandbox exec` exits 125 instead.
+    """
+
+    exit_code = 2
