@@ -121,3 +121,26 @@ def test_usd_budget_stops_a_priced_model(store, fix_add_task, sandbox, model) ->
     assert calls == 3  # stopped as soon as the spend passed the budget, not at the turn limit
     assert attempt.cost_usd == pytest.approx(one_call * 3)
     assert result.status == "failed"
+
+
+def test_builtin_over_the_anthropic_api_splits_cache_reads_and_writes(store, fix_add_task, sandbox) -> None:
+    from tests.servers.anthropic_server import AnthropicServer, text_turn, tool_turn
+
+    model = "anthropic/claude-sonnet-4-5-20250929"
+    turns = [tool_turn("edit_file", {"path": "calc.py", "search": "a - b", "replace": "a + b"}, input_tokens=50,
+                       cache_read_input_tokens=1000, cache_creation_input_tokens=200, output_tokens=30),
+             text_turn("done", input_tokens=60, output_tokens=4)]
+    with AnthropicServer(turns) as server:
+        result = start_run(RunRequest(
+            instruction=fix_add_task.instruction, check=fix_add_task.check, repo=None, task=fix_add_task,
+            agents=[AgentSpec("builtin", model)], sandbox=sandbox, api_base=server.url), store=store)
+    assert result.status == "passed"
+    rows = _usage_rows(store, result.run_id)
+    assert [(r.input_tokens, r.cache_read_tokens, r.cache_write_tokens, r.output_tokens) for r in rows] == [
+        (50, 1000, 200, 30), (60, 0, 0, 4)]
+    from loopmeter.telemetry.pricing import default_price_table
+
+    expected = default_price_table().cost(model, input_tokens=50, cache_read_tokens=1000, cache_write_tokens=200,
+                                          output_tokens=30)
+    assert rows[0].cost_usd == pytest.approx(expected) and rows[0].cost_source == "calculated"
+    assert result.attempts[0].cost_usd == pytest.approx(sum(r.cost_usd for r in rows))
