@@ -113,6 +113,11 @@ def _validate_agents(specs: list[Any], api_base: str | None) -> None:
             why = missing_key_hint(spec.model, api_base)
             if why:
                 raise LoopmeterError(f"cannot run builtin:{spec.model or ''}", hint=why)
+            from loopmeter.telemetry.pricing import default_price_table
+
+            if default_price_table().lookup(spec.model) is None:
+                typer.echo(f"note: {spec.model} has no known price: its calls are stored as unpriced and "
+                           "--max-usd cannot stop it (use --max-tokens)", err=True)
 
 
 def resume(
