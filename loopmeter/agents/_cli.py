@@ -284,9 +284,13 @@ def tail(text: str, n: int = 2000) -> str:
     return text if len(text) <= n else "..." + text[-n:]
 
 
+FEEDBACK_LIMIT = 8000  # the prompt travels in argv, where one argument is capped at 128 KiB
+
+
 def prompt_for(ctx: StepContext) -> str:
-    """The instruction, plus the previous check's failure on later iterations."""
+    """The instruction, plus the tail of the previous check's failure on later iterations."""
     if ctx.iteration > 1 and ctx.feedback:
         return (f"{ctx.instruction}\n\nThe check command failed after your last attempt. "
-                f"Its output ends with:\n\n{ctx.feedback}\n\nFix the code so the check passes.")
+                f"Its output ends with:\n\n{tail(ctx.feedback, FEEDBACK_LIMIT)}\n\n"
+                "Fix the code so the check passes.")
     return ctx.instruction

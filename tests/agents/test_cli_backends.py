@@ -258,3 +258,60 @@ def test_parsers_do_not_choke_on_garbage():
     assert cursor.parse_result(None, ctx).usage == []
     assert gemini.parse_output(None, None, ctx).usage == []
     assert aider.parse_text("Tokens: lots sent\n", ctx, exit_code=1).usage == []
+
+
+def test_feedback_in_the_prompt_is_capped():
+    from loopmeter.agents._cli import FEEDBACK_LIMIT, prompt_for
+
+    ctx = StepContext(run_id="r", attempt_id="a", agent="x", model=None, workdir=Path("."), instruction="do it",
+                      iteration=2, feedback="E" * 200_000 + "LAST LINE")
+    prompt = prompt_for(ctx)
+    assert prompt.startswith("do it") and "LAST LINE" in prompt and len(prompt) < FEEDBACK_LIMIT + 300
+
+
+def test_claude_stream_without_transcript_reconciles_to_model_usage():
+    """Claude Code's stream events (recorded from 2.1.197) carry the output count known when a block
+    ended; without a readable transcript the per-model result fills in the rest, exactly."""
+    from loopmeter.agents.claude_code import parse_stream
+
+    def assistant(msg_id: str, req: str, inp: int, cr: int, cw: int) -> dict:
+        return {"type": "assistant", "request_id": req, "session_id": "s1",
+                "message": {"id": msg_id, "model": "claude-opus-4-8", "content": [{"type": "text", "text": "x"}],
+                            "usage": {"input_tokens": inp, "output_tokens": 1, "cache_read_input_tokens": cr,
+                                      "cache_creation_input_tokens": cw}}}
+
+    events = [
+        {"type": "system", "subtype": "init", "session_id": "s1", "model": "claude-opus-4-8[1m]"},
+        assistant("msg_1", "req_1", 120, 50, 10), assistant("msg_1", "req_1", 120, 50, 10),  # one response, 2 blocks
+        assistant("msg_2", "req_2", 200, 0, 0),
+        {"type": "result", "subtype": "success", "is_error": False, "result": "all done", "session_id": "s1",
+         "total_cost_usd": 0.0016035,
+         "modelUsage": {"claude-opus-4-8[1m]": {"inputTokens": 327, "outputTokens": 38, "cacheReadInputTokens": 50,
+                                                "cacheCreationInputTokens": 10, "costUSD": 0.0016035}}},
+    ]
+    ctx = StepContext(run_id="r", attempt_id="a", agent="claude-code", model=None, workdir=Path("."),
+                      instruction="", iteration=1)
+    out = parse_stream(events, ctx)
+    assert out.error is None and out.summary == "all done" and out.session_id == "s1"
+    keys = [r.key for r in out.usage]
+    assert keys == ["anthropic-req:req_1", "anthropic-req:req_2", "loop:a:1:1"]
+    assert sum(r.input_tokens for r in out.usage) == 327
+    assert sum(r.output_tokens for r in out.usage) == 38
+    assert sum(r.cache_read_tokens for r in out.usage) == 50
+    assert sum(r.cache_write_tokens for r in out.usage) == 10
+    assert sum(r.cost_usd for r in out.usage) == pytest.approx(0.0016035)
+    assert {r.cost_source for r in out.usage} == {COST_REPORTED}
+    assert {r.model for r in out.usage} == {"claude-opus-4-8"}
+
+
+def test_claude_result_missing_prices_rows_from_the_table_or_leaves_them_unpriced():
+    from loopmeter.agents.claude_code import parse_stream
+
+    events = [{"type": "assistant", "request_id": "req_9", "session_id": "s",
+               "message": {"id": "m9", "model": "no-such-model", "usage": {"input_tokens": 5, "output_tokens": 1}}}]
+    ctx = StepContext(run_id="r", attempt_id="a", agent="claude-code", model=None, workdir=Path("."),
+                      instruction="", iteration=1)
+    out = parse_stream(events, ctx)
+    assert out.error_kind == "agent" and "without a result" in (out.error or "")
+    [row] = out.usage
+    assert row.cost_usd is None and row.cost_source == COST_UNPRICED
