@@ -171,6 +171,10 @@ class BwrapRunner(Runner):
                          rule_id="limits.memory_mb", reason="killed at the memory limit")
         if result.exit_code == 128 + 24 and result.killed_reason is None and limits.cpu_s is not None:
             result.killed_reason = "cpu"  # SIGXCPU at the soft RLIMIT_CPU
+        if result.exit_code == 128 + 25 and result.killed_reason is None and limits.file_size_mb is not None:
+            result.killed_reason = "file_size"  # SIGXFSZ at RLIMIT_FSIZE
+            self._denial(ctx, layer="limit", action="file_size", target=f"{limits.file_size_mb}MiB",
+                         rule_id="limits.file_size_mb", reason="a write went past the file-size limit")
         if result.killed_reason == "cpu":
             self._denial(ctx, layer="limit", action="cpu", target=f"{limits.cpu_s}s", rule_id="limits.cpu_s",
                          reason="killed at the CPU-time limit")

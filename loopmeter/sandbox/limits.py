@@ -176,25 +176,29 @@ def _try_write(path: Path, value: str) -> None:
 
 
 def launcher_argv(limits: Limits, cgroup: Cgroup | None) -> list[str]:
-    """argv prefix that joins the cgroup and sets rlimits, then execs the rest (about 1-2 ms)."""
-    prefix: list[str] = []
+    """argv prefix that joins the cgroup and sets rlimits, then execs the rest: one `sh` (about 1 ms).
+
+    POSIX sh units: `ulimit -t` seconds, `-f` 512-byte blocks, `-d` KiB.
+    """
+    steps: list[str] = []
     if cgroup is not None:
-        script = 'p=$$; while [ "$1" != -- ]; do echo $p > "$1" || exit 125; shift; done; shift; exec "$@"'
-        prefix += ["/bin/sh", "-c", script, "sh", *cgroup.procs_files, "--"]
-    prlimit = shutil.which("prlimit")
-    rl: list[str] = []
+        steps.append('p=$$; while [ "$1" != -- ]; do echo $p > "$1" || exit 125; shift; done; shift')
     if limits.cpu_s is not None:
-        rl.append(f"--cpu={limits.cpu_s}:{limits.cpu_s + 2}")
+        steps.append(f"ulimit -S -t {limits.cpu_s} && ulimit -H -t {limits.cpu_s + 2} || exit 125")
     if limits.file_size_mb is not None:
-        rl.append(f"--fsize={limits.file_size_mb * 1024 * 1024}")
-    has_pids = cgroup is not None and "pids" in cgroup.dirs
-    if limits.pids is not None and not has_pids and os.geteuid() != 0:
-        rl.append(f"--nproc={limits.pids + _user_process_count()}")
+        steps.append(f"ulimit -f {limits.file_size_mb * 2048} || exit 125")
     has_mem = cgroup is not None and "memory" in cgroup.dirs
     if limits.memory_mb is not None and not has_mem:
-        rl.append(f"--data={limits.memory_mb * 1024 * 1024}")
-    if rl and prlimit:
-        prefix += [prlimit, *rl, "--"]
+        steps.append(f"ulimit -d {limits.memory_mb * 1024} || exit 125")
+    prefix: list[str] = []
+    if steps:
+        script = "; ".join([*steps, 'exec "$@"'])
+        prefix = ["/bin/sh", "-c", script, "sh", *(cgroup.procs_files if cgroup is not None else []), "--"]
+    has_pids = cgroup is not None and "pids" in cgroup.dirs
+    prlimit = shutil.which("prlimit")
+    if limits.pids is not None and not has_pids and os.geteuid() != 0 and prlimit:
+        # sh's ulimit has no portable process-count flag
+        prefix += [prlimit, f"--nproc={limits.pids + _user_process_count()}", "--"]
     return prefix
 
 

@@ -170,3 +170,10 @@ def test_stdin_streaming_output_and_cancel(runner, workdir: Path) -> None:
     threading.Timer(0.3, cancel.set).start()
     res = runner.run(["sleep", "30"], workdir=workdir, policy=load_policy("strict"), cancel=cancel, **CHECK)
     assert res.killed_reason == "cancelled" and res.wall_s < 10 and not res.timed_out
+
+
+def test_file_size_limit_stops_a_big_write(runner, workdir: Path, tmp_path: Path) -> None:
+    policy = parse_policy("name: fs\nlimits: {file_size_mb: 1}\n", tmp_path / "fs.yaml")
+    res = runner.run(["sh", "-c", "exec head -c 3000000 /dev/zero > big.bin"], workdir=workdir, policy=policy, **CHECK)
+    assert res.killed_reason == "file_size" and (workdir / "big.bin").stat().st_size == 1024 * 1024
+    assert res.denials[-1]["rule_id"] == "limits.file_size_mb"
