@@ -94,7 +94,7 @@ class ClaudeCodeBackend:
         resume = _previous_session(home) if ctx.iteration > 1 else None
         started = utcnow()
         res = _cli.run_cli(ctx, self.argv(ctx, exe, resume), env=env, secrets=secrets, home=home,
-                           watch=_watch_auth_retries)
+                           watch=StreamWatch(ctx.max_tokens))
         events, bad_lines = _cli.json_lines(res.stdout)
         out = parse_stream(events, ctx, transcript_rows=_transcript_rows(home, events, started, ctx))
         out.exit_code = res.exit_code
@@ -118,15 +118,31 @@ class ClaudeCodeBackend:
         return out
 
 
-def _watch_auth_retries(stream: str, line: str) -> str | None:
-    """Claude Code retries a rejected key for minutes (system/api_retry events); stop at the first."""
-    if stream != "stdout" or '"api_retry"' not in line:
-        return None
-    try:
-        event = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return "auth" if event.get("error_status") in (401, 403) else None
+class StreamWatch:
+    """Reads the live stream: stops Claude Code at the first 401/403 retry (it would retry a
+    rejected key for minutes) and once the tokens seen pass the step's token budget."""
+
+    def __init__(self, max_tokens: int | None):
+        self.max_tokens = max_tokens
+        self.tokens: dict[str, int] = {}  # message id -> tokens known so far
+
+    def __call__(self, stream: str, line: str) -> str | None:
+        if stream != "stdout" or not ('"api_retry"' in line or '"assistant"' in line):
+            return None
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            return None
+        if event.get("type") == "system" and event.get("subtype") == "api_retry":
+            return "auth" if event.get("error_status") in (401, 403) else None
+        if event.get("type") != "assistant" or self.max_tokens is None:
+            return None
+        message = event.get("message") or {}
+        usage = message.get("usage") or {}
+        self.tokens[str(message.get("id"))] = sum(
+            int(usage.get(k) or 0) for k in ("input_tokens", "cache_read_input_tokens",
+                                             "cache_creation_input_tokens", "output_tokens"))
+        return "max_tokens" if sum(self.tokens.values()) > self.max_tokens else None
 
 
 def _denied_bash_rules(ctx: StepContext) -> list[str]:

@@ -198,6 +198,18 @@ def test_real_claude_code_stops_at_the_dollar_budget_and_keeps_what_was_spent(wo
     assert sum(r.input_tokens or 0 for r in stored(store)) >= 200_000
 
 
+def test_real_claude_code_is_killed_when_its_tokens_pass_the_token_budget(worktree, runner, policy):
+    need("claude")
+    turns = [bash_turn("sleep 30", input_tokens=60_000, output_tokens=10), text_turn("never reached")]
+    with AnthropicServer(turns) as srv:
+        ctx = ctx_for("claude-code", worktree, runner, policy, srv.url, model=None)
+        ctx.max_tokens = 50_000
+        result = get_backend("claude-code").step(ctx)
+        assert srv.remaining == 1
+    assert (result.error_kind, result.stopped_by) == ("budget", "max_tokens")
+    assert sum(r.input_tokens or 0 for r in result.usage) >= 60_000  # what was spent is still recorded
+
+
 def test_real_claude_code_rejected_key_is_an_auth_error_not_minutes_of_retries(worktree, runner, policy):
     need("claude")
     with AnthropicServer([], exhausted=error_turn(401, "authentication_error", "invalid x-api-key")) as srv:
