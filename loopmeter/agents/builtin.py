@@ -71,7 +71,7 @@ class _Session:
         self.journal_path = (ctx.state_dir / f"iter-{ctx.iteration}.jsonl") if ctx.state_dir else None
         self.journal = self._load_journal()
         self.tracer = ctx.tracer
-        self.toolbox = Toolbox(ctx.workdir, self._run_command)
+        self.toolbox = Toolbox(ctx.workdir, self._run_command, guard=self._path_rule)
 
     # -- journal (replay of paid-for responses) -----------------------------
     def _load_journal(self) -> list[dict[str, Any]]:
@@ -263,6 +263,20 @@ class _Session:
             span.set_attribute("gen_ai.tool.name", name)
             span.set_attribute("gen_ai.operation.name", "execute_tool")
             return self.toolbox.call(name, args)
+
+    def _path_rule(self, action: str, rel_path: str) -> str | None:
+        """The policy's explicit read/write rules for a worktree path (the sandbox mounts do the rest)."""
+        ctx = self.ctx
+        if ctx.policy is None:
+            return None
+        decision = ctx.policy.decide(action, rel_path, ctx.actor or "agent:builtin")
+        if not str(getattr(decision, "rule_id", "")).startswith("rules."):
+            return None  # only explicit rules: the worktree itself is always the agent's to edit
+        if decision.decision == "deny":
+            return f"refused by policy ({decision.rule_id}): {action} {rel_path}"
+        if decision.decision == "ask" and (ctx.approve is None or not ctx.approve(action, rel_path)):
+            return f"refused: a person did not approve {action} {rel_path}"
+        return None
 
     def _run_command(self, command: str) -> str:
         ctx = self.ctx

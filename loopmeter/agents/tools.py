@@ -70,9 +70,20 @@ def _walk(root: Path, start: Path) -> list[Path]:
 class Toolbox:
     """Runs one tool call. `run_command` is given by the backend (policy + sandbox)."""
 
-    def __init__(self, workdir: Path, run_command: Callable[[str], str]):
+    def __init__(self, workdir: Path, run_command: Callable[[str], str],
+                 guard: Callable[[str, str], str | None] | None = None):
         self.workdir = workdir
         self._run_command = run_command
+        # guard(action, relative path) -> a refusal, or None to go ahead (the policy's read/write rules)
+        self._guard = guard
+
+    def _checked(self, action: str, rel: str) -> Path:
+        target = inside(self.workdir, rel)
+        if self._guard is not None:
+            refusal = self._guard(action, str(target.relative_to(self.workdir.resolve())))
+            if refusal:
+                raise ToolError(refusal)
+        return target
 
     def call(self, name: str, args: dict[str, Any]) -> str:
         handler = getattr(self, f"tool_{name}", None)
@@ -94,20 +105,20 @@ class Toolbox:
         return "\n".join(files[:MAX_LIST]) + more if files else "(no files)"
 
     def tool_read_file(self, path: str) -> str:
-        target = inside(self.workdir, path)
+        target = self._checked("read", path)
         if not target.is_file():
             raise ToolError(f"no such file: {path}")
         data = target.read_text(errors="replace")
         return data if len(data) <= MAX_READ else data[:MAX_READ] + "\n... (truncated)"
 
     def tool_write_file(self, path: str, content: str) -> str:
-        target = inside(self.workdir, path)
+        target = self._checked("write", path)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content)
         return f"wrote {len(content)} characters to {path}"
 
     def tool_edit_file(self, path: str, search: str, replace: str) -> str:
-        target = inside(self.workdir, path)
+        target = self._checked("write", path)
         if not target.is_file():
             raise ToolError(f"no such file: {path}")
         text = target.read_text()

@@ -104,6 +104,24 @@ def test_file_tools_refuse_paths_outside_the_worktree(tmp_path: Path) -> None:
     assert tools.call("list_files", {}) == "link\nsub/ok.txt"
 
 
+def test_policy_read_rules_apply_to_the_file_tools(tmp_path: Path) -> None:
+    from loopmeter.agents.base import StepContext
+    from loopmeter.agents.builtin import _Session
+    from loopmeter.policies import load_policy
+    from tests.agents.conftest import policy_with
+
+    work = tmp_path / "wt"
+    work.mkdir()
+    (work / "prod.env").write_text("TOKEN=1")
+    (work / "a.py").write_text("x = 1")
+    policy = load_policy(policy_with(tmp_path, '  - id: no-env\n    action: read\n    match: "*.env"\n'
+                                               '    decision: deny\n'))
+    session = _Session(StepContext(run_id="r", attempt_id="a", agent="builtin", model="openai/m", workdir=work,
+                                   instruction="", iteration=1, policy=policy, actor="agent:builtin"))
+    assert session.toolbox.call("read_file", {"path": "prod.env"}).startswith("error: refused by policy")
+    assert session.toolbox.call("read_file", {"path": "a.py"}) == "x = 1"
+
+
 @pytest.mark.parametrize("model", ["openai/gpt-4o"])
 def test_usd_budget_stops_a_priced_model(store, fix_add_task, sandbox, model) -> None:
     from loopmeter.telemetry.pricing import default_price_table
