@@ -144,7 +144,7 @@ def bwrap_argv(spec: SandboxSpec, command: Sequence[str], bwrap: str = "bwrap",
         for p in expand(entry, spec):
             if not os.path.lexists(p) or not any(_under(p, v) for v in visible):
                 continue
-            if any(_under(spec.workdir, p) for _ in [0]):
+            if _under(spec.workdir, p):
                 continue  # never hide the worktree itself
             if p.is_dir() and not p.is_symlink():
                 argv += ["--tmpfs", str(p), "--remount-ro", str(p)]

@@ -177,3 +177,13 @@ def test_file_size_limit_stops_a_big_write(runner, workdir: Path, tmp_path: Path
     res = runner.run(["sh", "-c", "exec head -c 3000000 /dev/zero > big.bin"], workdir=workdir, policy=policy, **CHECK)
     assert res.killed_reason == "file_size" and (workdir / "big.bin").stat().st_size == 1024 * 1024
     assert res.denials[-1]["rule_id"] == "limits.file_size_mb"
+
+
+def test_loopmeter_home_is_hidden_even_inside_a_writable_dir(runner, tmp_path: Path, loopmeter_home: Path) -> None:
+    # the store and the audit anchor must be out of reach even when the workdir contains them
+    outer = loopmeter_home.parent
+    (loopmeter_home / "audit.anchor").write_text('{"seq": 0, "hash": "x"}\n')
+    res = runner.run(["sh", "-c", f"ls {loopmeter_home}; echo tamper > {loopmeter_home}/audit.anchor || echo RO"],
+                     workdir=outer, policy=load_policy("strict"), **CHECK)
+    assert "RO" in res.stdout and "audit.anchor" not in res.stdout
+    assert "tamper" not in (loopmeter_home / "audit.anchor").read_text()
