@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -21,6 +22,8 @@ from loopmeter.store import migrations, models
 # how long a SQLite writer waits for another process's lock before "database is locked"
 BUSY_TIMEOUT_MS = int(os.environ.get("LOOPMETER_BUSY_TIMEOUT_MS", "10000"))
 _USAGE_COLUMNS = [c.name for c in models.Usage.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
+_usage_values = operator.attrgetter(*_USAGE_COLUMNS)  # a UsageRow's column values, in order
+_TS_INDEX = _USAGE_COLUMNS.index("ts")
 _QUOTED_USAGE_COLUMNS = ", ".join(f'"{c}"' for c in _USAGE_COLUMNS)
 _SQLITE_USAGE_INSERT = (
     f"INSERT INTO usage ({_QUOTED_USAGE_COLUMNS}) VALUES ({', '.join('?' * len(_USAGE_COLUMNS))}) "
@@ -97,9 +100,9 @@ class Store:
         # written in the same text form SQLAlchemy's SQLite DateTime uses.
         params = []
         for row in rows:
-            d = row.as_dict()
-            d["ts"] = as_utc(row.ts).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-            params.append(tuple(d.get(c) for c in _USAGE_COLUMNS))
+            values = list(_usage_values(row))
+            values[_TS_INDEX] = as_utc(row.ts).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+            params.append(tuple(values))
         if not params:
             return 0
         with self.engine.begin() as conn:
