@@ -123,6 +123,7 @@ class BwrapRunner(Runner):
                     cgroup.remove()
                 if watcher is not None:
                     watcher.close()
+            _map_bwrap_failure(result)
             self._limit_denials(ctx, result, events, limits, kw["timeout_s"])
         finally:
             if proxy is not None:
@@ -181,3 +182,17 @@ class BwrapRunner(Runner):
 
 
 _denial_lock = threading.Lock()
+
+
+def _map_bwrap_failure(result: ExecResult) -> None:
+    """bubblewrap's own failures exit 1 with a `bwrap: ` line: 127 when the command is missing,
+    125 when the sandbox itself could not be set up."""
+    if result.exit_code != 1 or result.timed_out:
+        return
+    lines = result.stderr.rstrip("\n").splitlines()
+    last = lines[-1] if lines else ""
+    if last.startswith("bwrap: execvp "):
+        result.exit_code = 127
+    elif last.startswith("bwrap: "):
+        result.exit_code = 125
+        result.killed_reason = "start"

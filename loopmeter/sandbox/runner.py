@@ -59,11 +59,8 @@ class Runner:
         out = {k: os.environ[k] for k in model.allow if k in os.environ}
         out.update(model.set)
         out.update(env or {})
-        out.setdefault("PATH", path)
-        if "PATH" in (env or {}) or "PATH" in model.set:
-            pass
-        else:
-            out["PATH"] = path
+        if "PATH" not in (env or {}) and "PATH" not in model.set:
+            out["PATH"] = path  # the host's PATH names directories that do not exist inside
         out.update({"HOME": str(home), "TMPDIR": "/tmp", "LOOPMETER_SANDBOX": "1"})
         allowed = set(policy.secrets_for(actor)) if role == "agent" else set()
         handed = {k: v for k, v in (secrets or {}).items() if k in allowed}

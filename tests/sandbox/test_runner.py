@@ -187,3 +187,11 @@ def test_loopmeter_home_is_hidden_even_inside_a_writable_dir(runner, tmp_path: P
                      workdir=outer, policy=load_policy("strict"), **CHECK)
     assert "RO" in res.stdout and "audit.anchor" not in res.stdout
     assert "tamper" not in (loopmeter_home / "audit.anchor").read_text()
+
+
+def test_missing_command_is_127_and_a_broken_sandbox_is_125(runner, workdir: Path, tmp_path: Path) -> None:
+    res = runner.run(["no-such-command-xyz"], workdir=workdir, policy=load_policy("strict"), **CHECK)
+    assert res.exit_code == 127
+    res = runner.run(["true"], workdir=workdir, policy=load_policy("strict"),
+                     extra_rw_binds=[tmp_path / "does-not-exist"], **CHECK)
+    assert res.exit_code == 125 and res.killed_reason == "start"
