@@ -51,7 +51,10 @@ def main() -> None:
     kw = {"workdir": work, "role": "check", "actor": "check"}
 
     plain = median_ms(lambda: subprocess.run(["true"]), args.runs)
+    bare = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+            "true"]
     rows = [
+        ("bare bwrap (reference)", median_ms(lambda: subprocess.run(bare), args.runs)),
         ("runner strict", median_ms(lambda: runner.run(["true"], policy=strict, **kw), args.runs)),
         ("runner default (proxy+bridge)", median_ms(lambda: runner.run(["true"], policy=default, **kw), args.runs)),
         ("runner strict + audit (SQLite)", median_ms(lambda: audited.run(["true"], policy=strict, **kw), args.runs)),

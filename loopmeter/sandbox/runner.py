@@ -84,6 +84,10 @@ class Runner:
             from loopmeter.errors import LoopmeterError
 
             raise LoopmeterError(f"unknown sandbox role {role!r}", hint="use 'agent' or 'check'")
+        if not isinstance(policy, Policy):
+            from loopmeter.policies import load_policy
+
+            policy = load_policy(policy)  # a preset name or a path is accepted too
         workdir = Path(workdir).resolve()
         ctx: dict[str, Any] = {"sandbox_id": uuid.uuid4().hex[:16], "run_id": run_id, "attempt_id": attempt_id,
                                "actor": actor, "policy": policy, "denials": []}
