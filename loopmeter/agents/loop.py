@@ -286,14 +286,14 @@ def _fill(pending: list[dict[str, Any]], answers: dict[str, bool]) -> dict[str, 
 # -- the runtime: everything a node needs that is not graph state -------------------
 
 
-_cancel_events: dict[str, threading.Event] = {}
+_active: dict[str, _Runtime] = {}
 
 
 def cancel_run(run_id: str) -> None:
-    """Cancel a run driven by this process: its agents and checks are killed."""
-    event = _cancel_events.get(run_id)
-    if event is not None:
-        event.set()
+    """Cancel a run driven by this process: its agents and checks are killed; resume continues it."""
+    runtime = _active.get(run_id)
+    if runtime is not None:
+        runtime.cancel_all()
 
 
 class _Runtime:
@@ -312,8 +312,11 @@ class _Runtime:
         self.approver = approver
         self.budgets = Budgets.from_dict(config["budgets"]) or Budgets()
         self.run_budgets = Budgets.from_dict(config.get("run_budgets"))
-        self.cancel = _cancel_events.setdefault(run_id, threading.Event())
-        self.cancel.clear()
+        self.cancel = threading.Event()  # the whole run: Ctrl-C or cancel_run
+        # per attempt: set on cancel, or when a stored usage row spends a USD/token budget mid-step
+        self.stop_events: dict[str, threading.Event] = {}
+        self.stop_reasons: dict[str, str] = {}
+        _active[run_id] = self
         self.telemetry = setup(store)
         self.runner = _TracedRunner(make_runner(config["sandbox"], store=store), self.telemetry.tracer)
         self.task = _load_task(config.get("task"))
@@ -477,13 +480,13 @@ class _Runtime:
     def drive(self, payload: Any) -> RunResult:
 
         self._set_run(status="running", ended_at=None)
-        restore = _install_sigint(self.cancel)
+        restore = _install_sigint(self.cancel_all)
         try:
             while True:
                 try:
                     self.run_graph.invoke(payload, self._cfg(self.run_id))
                 except (_Cancelled, KeyboardInterrupt) as exc:
-                    self.cancel.set()
+                    self.cancel_all()
                     self._set_run(status="cancelled", ended_at=utcnow())
                     self._mark_unfinished("cancelled")
                     if isinstance(exc, KeyboardInterrupt):
@@ -506,7 +509,36 @@ class _Runtime:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        _cancel_events.pop(self.run_id, None)
+        _active.pop(self.run_id, None)
+
+    def cancel_all(self) -> None:
+        self.cancel.set()
+        for event in list(self.stop_events.values()):
+            event.set()
+
+    def stop_event(self, attempt_id: str) -> threading.Event:
+        with self._lock:
+            event = self.stop_events.setdefault(attempt_id, threading.Event())
+        if self.cancel.is_set():
+            event.set()
+        return event
+
+    def _check_live_budgets(self, attempt_id: str) -> None:
+        """Stop an agent mid-step as soon as its stored spend reaches a USD or token budget."""
+        usd, tokens, _ = self.spent(attempt_id)
+        reason = exceeded(Budgets(None, self.budgets.max_usd, self.budgets.max_tokens, None),
+                          Spent(0, usd, tokens, 0.0), "attempt")
+        targets = [attempt_id]
+        if reason is None and self.run_budgets is not None and (
+                self.run_budgets.max_usd is not None or self.run_budgets.max_tokens is not None):
+            run_usd, run_tokens, _ = self.spent(None)
+            reason = exceeded(Budgets(None, self.run_budgets.max_usd, self.run_budgets.max_tokens, None),
+                              Spent(0, run_usd, run_tokens, 0.0), "run")
+            targets = list(self.stop_events)
+        if reason is not None:
+            for target in targets:
+                self.stop_reasons.setdefault(target, reason)
+                self.stop_event(target).set()
 
     def resume_command(self, answers: dict[str, bool]) -> Any:
         """Answers to the gate's interrupt ({question id: yes?}), addressed by the gate's interrupt id."""
@@ -621,6 +653,7 @@ class _Runtime:
         def add(row: Any) -> None:
             row.run_id, row.attempt_id = self.run_id, attempt_id
             self.store.add_usage([row])
+            self._check_live_budgets(attempt_id)
             if self.on_event is not None:
                 usd, tokens, unpriced = self.spent(attempt_id)
                 self.emit(attempt_id, "act", tokens=tokens, cost_usd=None if unpriced and not usd else usd)
@@ -717,11 +750,15 @@ class _AttemptSteps:
         rt._upsert_iteration(row.id, n, started_at=utcnow())
         rt.emit(row.id, "act", iteration=n)
         state_dir = rt.settings.home / "state" / rt.run_id / row.id
+        stop = rt.stop_event(row.id)
+        if not rt.cancel.is_set():
+            stop.clear()
+            rt.stop_reasons.pop(row.id, None)
         ctx = StepContext(
             run_id=rt.run_id, attempt_id=row.id, agent=row.agent, model=row.model, workdir=worktree,
             instruction=rt.config["instruction"], iteration=n, feedback=state.get("feedback"), task=rt.task,
             sandbox=rt.runner, policy=rt.policy, timeout_s=secs, max_usd=usd, max_tokens=tokens,
-            api_base=rt.config.get("api_base"), env=dict(rt.config.get("env") or {}), cancel=rt.cancel,
+            api_base=rt.config.get("api_base"), env=dict(rt.config.get("env") or {}), cancel=stop,
             on_usage=rt.usage_sink(row.id), user=row.user, project=row.project, approve=approve,
             state_dir=state_dir, actor=actor, tracer=rt.telemetry.tracer,
         )
@@ -744,6 +781,8 @@ class _AttemptSteps:
                 span.set_attribute("error.type", result.error_kind or "agent")
         if rt.cancel.is_set():
             raise _Cancelled()
+        if stop.is_set() and row.id in rt.stop_reasons:  # a budget spent mid-step stopped the agent
+            result.stopped_by = rt.stop_reasons[row.id]
         for u in result.usage:  # rows the backend did not already hand over live
             u.run_id, u.attempt_id = rt.run_id, row.id
         rt.store.add_usage(result.usage)
@@ -884,14 +923,14 @@ def _load_task(path: str | None) -> Task | None:
     return load_task(Path(path))
 
 
-def _install_sigint(cancel: threading.Event) -> Callable[[], Any]:
-    """Ctrl-C sets the run's cancel event first, so sandboxed processes are killed at once."""
+def _install_sigint(cancel: Callable[[], None]) -> Callable[[], Any]:
+    """Ctrl-C cancels the run first, so sandboxed processes are killed at once."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = signal.getsignal(signal.SIGINT)
 
     def handler(signum: int, frame: Any) -> None:
-        cancel.set()
+        cancel()
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, handler)

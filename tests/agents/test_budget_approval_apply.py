@@ -171,3 +171,47 @@ def test_ctrl_c_kills_the_agent_and_marks_the_run_cancelled(store, slow_task, sa
         attempt = s.exec(select(Attempt)).one()
     assert run.status == "cancelled"
     assert attempt.status == "cancelled" and "resume" in attempt.stop_reason
+
+
+class _Spender:
+    """A backend that reports a pricey model call while its process is still running (like a CLI agent)."""
+
+    name = "spender"
+    description = "test backend"
+
+    def available(self):
+        return True, None
+
+    def step(self, ctx):
+        import threading
+
+        from loopmeter.agents.base import StepResult
+        from loopmeter.records import UsageRow, utcnow
+
+        def report() -> None:
+            time.sleep(1.0)
+            ctx.on_usage(UsageRow(key=f"loop:{ctx.attempt_id}:{ctx.iteration}:1", source="loop", ts=utcnow(),
+                                  model="m", input_tokens=10, output_tokens=1, cost_usd=3.0,
+                                  cost_source="reported"))
+
+        threading.Thread(target=report, daemon=True).start()
+        res = ctx.sandbox.run(["bash", "-c", "sleep 987.6"], workdir=ctx.workdir, policy=ctx.policy, role="agent",
+                              actor=ctx.actor, timeout_s=ctx.timeout_s, cancel=ctx.cancel, run_id=ctx.run_id,
+                              attempt_id=ctx.attempt_id)
+        return StepResult(exit_code=res.exit_code, summary=f"killed={res.killed_reason}")
+
+
+def test_usd_budget_spent_mid_step_kills_the_agent_process(store, fix_add_task, sandbox) -> None:
+    from loopmeter.agents.base import register
+
+    register("spender", _Spender)
+    started = time.monotonic()
+    result = start_run(RunRequest(
+        instruction=fix_add_task.instruction, check=fix_add_task.check, repo=None, task=fix_add_task,
+        agents=[AgentSpec("spender")], sandbox=sandbox, budgets=Budgets(max_iters=3, max_usd=1.0)), store=store)
+    assert time.monotonic() - started < 30
+    attempt = result.attempts[0]
+    assert attempt.status == "budget" and attempt.stop_reason.startswith("budget: usd 3.0000 >= 1.0000")
+    assert attempt.iterations == 1 and attempt.cost_usd == 3.0
+    time.sleep(0.2)
+    assert _procs_with("sleep 987.6") == []
