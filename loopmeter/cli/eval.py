@@ -79,7 +79,7 @@ def _finish(outcome: Any, store: Any, json_out: bool, started_wall: float) -> No
 
 @app.command("run")
 def run_cmd(
-    suite: Annotated[str, typer.Argument(help="`gold`, `model-arith`, a directory of tasks, or a suite.toml.")] = "",
+    suite: Annotated[str, typer.Argument(metavar="SUITE", help="`gold`, `model-arith`, a directory of tasks, or a suite.toml.")] = "",
     agent: Annotated[list[str] | None, typer.Option("--agent", "-a", help=(
         "A configuration to test, repeatable: NAME[:MODEL] (e.g. oracle, claude-code, builtin:openai/gpt-4o-mini);"
         " for model suites a litellm model name."))] = None,
