@@ -185,7 +185,7 @@ def _print_table(report: UsageReport, breakdown: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(highlight=False)
     first = {"daily": "Date", "weekly": "Week of", "monthly": "Month", "session": "Session", "blocks": "Block"}
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), show_footer=True)
     table.add_column(first[report.period], footer="Total", no_wrap=True)
