@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -90,7 +91,7 @@ def run(
         policy=policy or (task.policy if task and task.policy else settings.policy), budgets=budgets,
         run_budgets=run_budgets, concurrency=concurrency or settings.concurrency,
         sandbox=sandbox or settings.sandbox, api_base=api_base, on_event=progress.event if progress else None,
-        approver=ask_on_tty if sys.stdin.isatty() and sys.stdout.isatty() else None,
+        approver=_approver(progress),
     )
     try:
         result = start_run(req)
@@ -135,7 +136,7 @@ def resume(
     progress = Progress() if tty else None
     try:
         result = resume_run(run_id, store=store, on_event=progress.event if progress else None,
-                            approver=ask_on_tty if sys.stdin.isatty() and sys.stdout.isatty() else None)
+                            approver=_approver(progress))
     finally:
         if progress:
             progress.stop()
@@ -167,6 +168,23 @@ def deny(
 ) -> None:
     """Deny what RUN is waiting for, and continue it (the agent is told no, or the attempt stops)."""
     _answer(run_id, False, json_out)
+
+
+def _approver(progress: Progress | None) -> Callable[[list[dict[str, Any]]], dict[str, bool]] | None:
+    """On a terminal, policy `ask`s are answered at a y/n prompt (the live display pauses meanwhile)."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return None
+    if progress is None:
+        return ask_on_tty
+
+    def ask(questions: list[dict[str, Any]]) -> dict[str, bool]:
+        progress.live.stop()
+        try:
+            return ask_on_tty(questions)
+        finally:
+            progress.live.start()
+
+    return ask
 
 
 def ask_on_tty(questions: list[dict[str, Any]]) -> dict[str, bool]:
