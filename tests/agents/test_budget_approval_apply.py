@@ -215,3 +215,46 @@ def test_usd_budget_spent_mid_step_kills_the_agent_process(store, fix_add_task, 
     assert attempt.iterations == 1 and attempt.cost_usd == 3.0
     time.sleep(0.2)
     assert _procs_with("sleep 987.6") == []
+
+
+def test_on_a_terminal_run_asks_and_continues_in_place(store, fix_add_task, sandbox, tmp_path) -> None:
+    import os
+    import pty
+    import select as select_mod
+
+    policy = policy_with(tmp_path, '  - id: ask-oracle\n    action: agent\n    match: "oracle"\n'
+                                   '    decision: ask\n')
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(loopmeter_cmd("run", "--task", str(fix_add_task.path), "--agent", "oracle",
+                                          "--policy", str(policy), "--sandbox", sandbox),
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen = b""
+    answered = False
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select_mod.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+                if not answered and b"allow?" in seen:
+                    os.write(master, b"y\n")
+                    answered = True
+            elif proc.poll() is not None:
+                break
+        assert proc.wait(timeout=30) == 0, seen.decode(errors="replace")[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert answered and b"wants to agent: oracle" in seen
+    from sqlmodel import select
+
+    with store.session() as s:
+        assert s.exec(select(Run)).one().status == "passed"
