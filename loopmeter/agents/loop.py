@@ -177,15 +177,16 @@ def start_run(req: RunRequest, *, store: Store | None = None, settings: Settings
     for spec in req.agents:
         get_backend(spec.name)  # unknown agent -> LoopmeterError with the known names
     policy = load_policy(req.policy)
+    run_id = req.run_id or new_run_id()
     repo_path = req.repo
     if req.task is not None and req.task.repo_dir is not None and req.repo is None:
-        repo_path = repo_from_dir(req.task.repo_dir)
+        # the task's files become a one-commit repository kept beside the run's worktrees
+        repo_path = repo_from_dir(req.task.repo_dir, settings.home / "repos" / run_id)
     if repo_path is None:
         raise LoopmeterError("no repository to work in", hint="pass --repo DIR or --task DIR")
     repo = open_repo(Path(repo_path))
     repo_root = Path(repo.working_tree_dir or repo_path).resolve()
     base_commit = repo.head.commit.hexsha
-    run_id = req.run_id or new_run_id()
     used: set[str] = set()
     attempts = []
     for k, spec in enumerate(req.agents, 1):
