@@ -113,3 +113,14 @@ def test_run_wall_clock_budget_stops_every_attempt(store, slow_task, sandbox) ->
     assert all(a.stop_reason.endswith("(run)") for a in result.attempts)
     assert result.attempts[0].branch != result.attempts[1].branch  # the same agent twice: -2 suffix
     assert result.attempts[1].branch.endswith("/oracle-2")
+
+
+def test_the_loop_records_to_postgresql(pg_store, fix_add_task, sandbox) -> None:
+    result = start_run(_req(fix_add_task, [AgentSpec("oracle"), AgentSpec("nop")], sandbox,
+                            budgets=Budgets(max_iters=1)), store=pg_store)
+    assert result.status == "passed" and result.winner == result.attempts[0].id
+    from loopmeter.agents.runs import run_object
+
+    obj = run_object(pg_store, result.run_id[:10], detail=True)
+    assert obj["attempts"][1]["iteration_table"][0]["check_passed"] is False
+    assert obj["attempts"][0]["cost_usd"] == 0.0
