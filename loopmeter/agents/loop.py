@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 RECURSION_LIMIT = 1000
+HARD_MAX_ITERS = 300  # 3 graph steps per iteration must stay under RECURSION_LIMIT
 # a stale .pyc written by one check (same size, same second) would hide the agent's next edit
 CHECK_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -856,6 +857,8 @@ class _AttemptSteps:
         if reason is None and rt.run_budgets is not None:
             run_usd, run_tokens, _ = rt.spent(None)
             reason = exceeded(rt.run_budgets, Spent(0, run_usd, run_tokens, rt.run_wall_s()), "run")
+        if reason is None and spent.iterations >= HARD_MAX_ITERS:
+            reason = f"budget: iterations {spent.iterations} >= {HARD_MAX_ITERS} (loopmeter's hard cap)"
         stopped_by = last_act.get("stopped_by")
         if reason is None and stopped_by:
             reason = stopped_by if stopped_by.startswith("budget") else f"budget: {stopped_by}"
