@@ -180,11 +180,19 @@ def _attempt_rows(store: Any, run_ids: list[str], role: str | None = None) -> li
 
 
 def _run(store: Any, run_id: str) -> Any:
-    from loopmeter.store import Run
+    """The run with this id, or the only one whose id starts with it."""
+    from loopmeter.agents.runs import find_run
 
-    run = store.get(Run, run_id)
-    if run is None:
-        raise LoopmeterError(f"no run '{run_id}'", hint="`loopmeter eval list` shows eval runs")
+    try:
+        return find_run(store, run_id)
+    except LoopmeterError as exc:
+        raise LoopmeterError(exc.message, hint="`loopmeter eval list` shows eval runs") from exc
+
+
+def find_eval_run(store: Any, run_id: str) -> Any:
+    run = _run(store, run_id)
+    if run.kind != "eval" or run.task_id is not None:
+        raise LoopmeterError(f"run {run.id} is not an eval run", hint="`loopmeter eval list` shows eval runs")
     return run
 
 

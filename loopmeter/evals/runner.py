@@ -345,11 +345,10 @@ def start_eval(suite_ref: str | Path, agent_specs: list[str], options: EvalOptio
 def resume_eval(run_id: str, *, store: Any, concurrency: int | None = None, max_usd: float | None = None,
                 on_event: Event | None = None, cancel: threading.Event | None = None) -> EvalOutcome:
     """Run the cells of an earlier eval that have no result yet."""
-    from loopmeter.store import Run
+    from loopmeter.evals.report import find_eval_run
 
-    run = store.get(Run, run_id)
-    if run is None or run.kind != "eval":
-        raise LoopmeterError(f"no eval run '{run_id}'", hint="`loopmeter eval list` shows eval runs")
+    run = find_eval_run(store, run_id)
+    run_id = run.id
     config = json.loads(run.config or "{}")
     options = EvalOptions(**config.get("options", {}))
     if concurrency is not None:
