@@ -436,7 +436,20 @@ class _Runtime:
             return {"results": {attempt_id: _summary(snap.values)}}
         if snap.values:  # resuming: it may have been marked cancelled or waiting meanwhile
             self._set_attempt(attempt_id, status="running", stop_reason=None)
-        self.attempt_graph.invoke(payload, cfg)
+        try:
+            self.attempt_graph.invoke(payload, cfg)
+        except (_Cancelled, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            from langgraph.errors import GraphBubbleUp
+
+            if isinstance(exc, GraphBubbleUp) or self.cancel.is_set():
+                raise
+            # an infrastructure failure (git, store, sandbox) ends this attempt, not the whole run
+            reason = exc.message if isinstance(exc, LoopmeterError) else f"{type(exc).__name__}: {exc}"
+            self._set_attempt(attempt_id, status="error", stop_reason=f"error: {reason}"[:2000], ended_at=utcnow())
+            self.emit(attempt_id, "done", status="error", stop_reason=reason)
+            return {"results": {attempt_id: {"status": "error", "stop_reason": reason}}}
         if self.cancel.is_set():
             raise _Cancelled()
         snap = self.attempt_graph.get_state(cfg)

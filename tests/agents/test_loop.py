@@ -124,3 +124,16 @@ def test_the_loop_records_to_postgresql(pg_store, fix_add_task, sandbox) -> None
     obj = run_object(pg_store, result.run_id[:10], detail=True)
     assert obj["attempts"][1]["iteration_table"][0]["check_passed"] is False
     assert obj["attempts"][0]["cost_usd"] == 0.0
+
+
+def test_an_attempt_whose_worktree_cannot_be_made_ends_in_error_not_a_crash(store, fix_add_task, sandbox) -> None:
+    from loopmeter.config import load_settings
+
+    blocker = load_settings().worktrees_dir / "RUNWITHABLOCKEDDIR"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the run's worktree directory should go")
+    result = start_run(_req(fix_add_task, [AgentSpec("oracle")], sandbox, run_id="RUNWITHABLOCKEDDIR"),
+                       store=store)
+    assert result.status == "failed" and result.winner is None
+    attempt = result.attempts[0]
+    assert attempt.status == "error" and attempt.stop_reason.startswith("error:")
