@@ -193,7 +193,8 @@ def launcher_argv(limits: Limits, cgroup: Cgroup | None) -> list[str]:
     prefix: list[str] = []
     if steps:
         script = "; ".join([*steps, 'exec "$@"'])
-        prefix = ["/bin/sh", "-c", script, "sh", *(cgroup.procs_files if cgroup is not None else []), "--"]
+        # the cgroup loop consumes its files up to the "--" marker; without it "$@" is the command itself
+        prefix = ["/bin/sh", "-c", script, "sh", *([*cgroup.procs_files, "--"] if cgroup is not None else [])]
     has_pids = cgroup is not None and "pids" in cgroup.dirs
     prlimit = shutil.which("prlimit")
     if limits.pids is not None and not has_pids and os.geteuid() != 0 and prlimit:
