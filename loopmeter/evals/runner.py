@@ -184,7 +184,7 @@ def run_model_cell(cell: Cell, run_id: str, options: EvalOptions, store: Any) ->
     )
 
 
-INFRA_STOPS = ("infra", "sandbox", "not_installed", "auth")
+INFRA_STOPS = ("infra", "not_installed", "auth")
 
 
 def run_coding_cell(cell: Cell, run_id: str, options: EvalOptions, store: Any,
@@ -240,9 +240,12 @@ def _coding_attempt(cell: Cell, run_id: str, options: EvalOptions, store: Any, r
     if not options.keep_worktrees and att.worktree:
         shutil.rmtree(att.worktree, ignore_errors=True)
     error_kind = None
-    if att.status in ("error", "cancelled"):
-        reason = (att.stop_reason or "").lower()
-        error_kind = next((k for k in INFRA_STOPS if k in reason), "agent" if att.status == "error" else "cancelled")
+    if att.status == "error":
+        # the loop writes "infra: ...", "auth: ...", "not_installed: ..." or "error: ..." (git, store, sandbox)
+        prefix = (att.stop_reason or "").split(":", 1)[0].strip().lower()
+        error_kind = prefix if prefix in INFRA_STOPS else "infra"
+    elif att.status == "cancelled":
+        error_kind = "cancelled"
     passed = att.status == "passed"
     tokens = att.input_tokens + att.cache_read_tokens + att.cache_write_tokens + att.output_tokens
     # no model call at all (oracle, nop) costs $0; calls without a price stay unpriced (None)
