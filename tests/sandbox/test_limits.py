@@ -29,3 +29,15 @@ def test_launcher_with_a_cgroup_joins_it_before_exec() -> None:
         assert name in out.stdout
     finally:
         cg.remove()
+
+
+def test_runner_without_cgroups_still_runs_and_enforces_cpu(runner, workdir, tmp_path, monkeypatch) -> None:
+    from loopmeter.policies import parse_policy
+
+    monkeypatch.setenv("LOOPMETER_SANDBOX_CGROUP", "0")
+    policy = parse_policy("name: nocg\nlimits: {cpu_s: 1}\n", tmp_path / "nocg.yaml")
+    ok = runner.run(["sh", "-c", "echo fine"], workdir=workdir, policy=policy, role="check", actor="check")
+    assert ok.exit_code == 0 and ok.stdout == "fine\n"
+    burn = runner.run(["sh", "-c", "while :; do :; done"], workdir=workdir, policy=policy, role="check",
+                      actor="check", timeout_s=30)
+    assert burn.killed_reason == "cpu"
