@@ -427,7 +427,9 @@ class _Runtime:
         snap = self.attempt_graph.get_state(cfg)
         payload: Any
         if snap.interrupts and inp.get("resume"):
-            payload = Command(resume=inp["resume"].get(snap.interrupts[0].id, False))
+            answer = bool(inp["resume"].get(snap.interrupts[0].id, False))
+            self._audit_question(attempt_id, snap.interrupts[0].value or {}, "allow" if answer else "deny")
+            payload = Command(resume=answer)
         elif not snap.values:
             payload = {"attempt_id": attempt_id, "iteration": 0, "active_s": 0.0}
         elif snap.next or snap.interrupts:
@@ -455,10 +457,25 @@ class _Runtime:
         snap = self.attempt_graph.get_state(cfg)
         if snap.interrupts:
             questions = [{**(i.value or {}), "id": i.id} for i in snap.interrupts]
+            for q in questions:
+                self._audit_question(attempt_id, q, "ask")
             self._set_attempt(attempt_id, status="waiting")
             self.emit(attempt_id, "waiting")
             return {"results": {attempt_id: {"status": "waiting", "questions": questions}}}
         return {"results": {attempt_id: _summary(snap.values)}}
+
+    def _audit_question(self, attempt_id: str, question: dict[str, Any], decision: str) -> None:
+        """The audit log gets the policy's `ask` and then the person's answer (action "approve")."""
+        audit = getattr(self.runner.inner, "audit", None)
+        if audit is None:
+            return
+        asked = decision == "ask"
+        audit.append(layer="policy", action=question.get("action", "") if asked else "approve",
+                     decision=decision, target=str(question.get("target", ""))[:2000],
+                     actor=f"agent:{question.get('agent')}" if asked else f"user:{self.settings.user}",
+                     rule_id=question.get("rule_id"), policy_sha256=self.policy.sha256, run_id=self.run_id,
+                     attempt_id=attempt_id, detail={"question": question.get("action"),
+                                                    "iteration": question.get("iteration")})
 
     def _gate(self, state: RunState) -> dict[str, Any]:
         from langgraph.types import interrupt

@@ -63,6 +63,15 @@ def test_agent_ask_waits_then_approve_continues_it(store, fix_add_task, sandbox,
     assert obj["status"] == "passed" and obj["winner"] == oracle_id
     again = subprocess.run(loopmeter_cmd("approve", result.run_id), capture_output=True, text=True)
     assert again.returncode == 2 and "not waiting" in again.stderr
+    from sqlmodel import select
+
+    from loopmeter.store import Audit
+
+    with store.session() as s:
+        trail = [(a.action, a.decision, a.actor) for a in s.exec(
+            select(Audit).where(Audit.attempt_id == oracle_id, Audit.layer == "policy").order_by(Audit.seq))]
+    assert trail[:2] == [("agent", "ask", "agent:oracle"), ("approve", "allow", trail[1][2])]
+    assert trail[1][2].startswith("user:")
 
 
 def test_deny_stops_the_attempt(store, fix_add_task, sandbox, tmp_path) -> None:
