@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,7 +70,8 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     bindir = _pg_bin()
     if bindir is None:
         pytest.skip("no PostgreSQL server binary (initdb/pg_ctl) on this machine; install the postgresql package")
-    base = tmp_path_factory.mktemp("pg")
+    # Not under pytest's basetemp: a concurrent pytest run prunes old basetemps, data dir included.
+    base = Path(tempfile.mkdtemp(prefix="loopmeter-pg-"))
     data = base / "data"
     as_user: list[str] = []
     if os.geteuid() == 0:  # the server refuses to run as root
@@ -108,6 +110,7 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
