@@ -62,8 +62,6 @@ def exec_(
 
     res = runner.run(list(command), workdir=cwd, policy=pol, role="check", actor="user", timeout_s=timeout,
                      extra_allow=allow or (), extra_ro_binds=ro or (), on_output=show)
-    if res.exit_code == 126 and res.denials and not res.stdout:
-        sys.stderr.write(res.stderr)
     if res.denials:
         sys.stderr.write(f"loopmeter: {len(res.denials)} denied by policy {pol.name}:\n")
         for d in res.denials:
