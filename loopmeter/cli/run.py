@@ -84,6 +84,8 @@ def run(
     run_budgets = None
     if run_max_usd is not None or run_max_minutes is not None:
         run_budgets = Budgets(max_iters=None, max_usd=run_max_usd, max_tokens=None, max_minutes=run_max_minutes)
+    if repo_path is not None:
+        _note_uncommitted(repo_path)
     tty = sys.stdout.isatty() and not json_out
     progress = Progress() if tty else None
     req = RunRequest(
@@ -119,6 +121,15 @@ def _validate_agents(specs: list[Any], api_base: str | None) -> None:
             if default_price_table().lookup(spec.model) is None:
                 typer.echo(f"note: {spec.model} has no known price: its calls are stored as unpriced and "
                            "--max-usd cannot stop it (use --max-tokens)", err=True)
+
+
+def _note_uncommitted(repo: Path) -> None:
+    import subprocess
+
+    out = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                         capture_output=True, text=True, check=False)
+    if out.returncode == 0 and out.stdout.strip():
+        typer.echo("note: uncommitted changes are not seen by the agents (they start from HEAD)", err=True)
 
 
 def resume(
