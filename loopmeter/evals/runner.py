@@ -82,6 +82,14 @@ def check_agents(configs: list[EvalConfig], api_base: str | None) -> None:
                 raise LoopmeterError(f"cannot run {config.name}", hint=why)
 
 
+def task_policy(task: Task, default: str) -> str | Path:
+    """The task's own policy (a preset name, or a YAML file relative to the task directory), else the eval's."""
+    if not task.policy:
+        return default
+    local = task.path / task.policy if task.path else None
+    return local if local is not None and local.is_file() else task.policy
+
+
 @dataclass
 class EvalOptions:
     epochs: int = 1
@@ -219,7 +227,7 @@ def _coding_attempt(cell: Cell, run_id: str, options: EvalOptions, store: Any, r
     request = RunRequest(
         instruction=task.instruction, check=task.check, repo=repo,
         agents=[AgentSpec(name=cell.config.agent, model=cell.config.model, role="primary")],
-        task=task, policy=task.policy or options.policy,
+        task=task, policy=task_policy(task, options.policy),
         budgets=Budgets(max_iters=options.max_iters, max_usd=max_usd, max_minutes=task.time_limit_s / 60.0),
         concurrency=1, kind="eval", sandbox=options.sandbox, api_base=options.api_base,
         eval_meta={"eval_run_id": run_id, "suite": suite_name, "config": cell.config.name, "task_id": task.id,
@@ -332,6 +340,10 @@ def start_eval(suite_ref: str | Path, agent_specs: list[str], options: EvalOptio
         raise LoopmeterError("--epochs and --concurrency must be >= 1")
     if suite.kind == "repo":
         check_agents(configs, options.api_base)
+        from loopmeter.policies import load_policy
+
+        for ref in sorted({str(task_policy(t, options.policy)) for t in suite.tasks}):
+            load_policy(ref)  # a bad policy is bad input (exit 2), not an infra error in every cell
     run_id = _new_id()
     config = {"suite_ref": str(suite_ref), "suite_path": str(suite.path), "suite": suite.name,
               "suite_kind": suite.kind, "agents": agent_specs, "configs": [c.name for c in configs],
