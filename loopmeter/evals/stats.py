@@ -130,9 +130,10 @@ def cluster_bootstrap(
     if n_clusters == 0:
         return None
     rng = random.Random(seed)
+    population = range(n_clusters)
     out: list[float] = []
     for _ in range(n_boot):
-        idx = [rng.randrange(n_clusters) for _ in range(n_clusters)]
+        idx = rng.choices(population, k=n_clusters)
         value = statistic(idx)
         if value is not None:
             out.append(value)
@@ -143,9 +144,11 @@ def ratio_bootstrap(
     numerators: Sequence[float], denominators: Sequence[float], n_boot: int = N_BOOT, seed: int = DEFAULT_SEED
 ) -> tuple[float, float] | None:
     """Interval for sum(num) / sum(den), resampling clusters (tasks) together."""
+    num, dens = list(numerators), list(denominators)
+
     def stat(idx: list[int]) -> float | None:
-        den = sum(denominators[i] for i in idx)
-        return sum(numerators[i] for i in idx) / den if den else None
+        den = sum(map(dens.__getitem__, idx))
+        return sum(map(num.__getitem__, idx)) / den if den else None
 
     return cluster_bootstrap(len(numerators), stat, n_boot, seed)
 
@@ -238,7 +241,7 @@ def paired_difference(
     d = [mb[t] - ma[t] for t in tasks]
     n = len(d)
     diff = sum(d) / n if n else 0.0
-    ci = cluster_bootstrap(n, lambda idx: sum(d[i] for i in idx) / len(idx), n_boot, seed) if n else None
+    ci = cluster_bootstrap(n, lambda idx: sum(map(d.__getitem__, idx)) / n, n_boot, seed) if n else None
     se = math.sqrt(sum((x - diff) ** 2 for x in d) / (n - 1) / n) if n > 1 else 0.0
     one_epoch = all(len(a[t]) == 1 and len(b[t]) == 1 for t in tasks)
     if one_epoch:
