@@ -53,6 +53,9 @@ class EgressProxy:
         os.chmod(self.socket_path, 0o777)  # the sandboxed uid may differ
         self._server.listen(64)
         self._closed = threading.Event()
+        self._active: set[socket.socket] = set()
+        self._handlers: set[threading.Thread] = set()
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept, name="lm-egress-proxy", daemon=True)
         self._thread.start()
 
@@ -90,7 +93,19 @@ class EgressProxy:
                 conn, _ = self._server.accept()
             except OSError:
                 return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+            t = threading.Thread(target=self._serve_one, args=(conn,), daemon=True)
+            with self._lock:
+                self._active.add(conn)
+                self._handlers.add(t)
+            t.start()
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        try:
+            self._handle(conn)
+        finally:
+            with self._lock:
+                self._active.discard(conn)
+                self._handlers.discard(threading.current_thread())
 
     def _handle(self, conn: socket.socket) -> None:
         try:
@@ -122,6 +137,9 @@ class EgressProxy:
         upstream: socket.socket | None = None
         if rec.decision.allowed:
             upstream, rec.decision = self._connect_upstream(rec.target, rec.decision)
+        if upstream is not None:
+            with self._lock:
+                self._active.add(upstream)
         if upstream is None:
             _reply(conn, 403, f"loopmeter egress proxy denied {rec.target}: {rec.decision.reason} "
                               f"(rule {rec.decision.rule_id}, policy {self.policy.name})",
@@ -143,6 +161,8 @@ class EgressProxy:
         finally:
             conn.close()
             upstream.close()
+            with self._lock:
+                self._active.discard(upstream)
             self._finish(rec)
 
     def _finish(self, rec: ConnectionRecord) -> None:
@@ -153,7 +173,17 @@ class EgressProxy:
                 pass
 
     def close(self) -> None:
+        """Stop accepting, cut open tunnels, and wait for their audit records."""
         self._closed.set()
+        with self._lock:
+            active, handlers = list(self._active), list(self._handlers)
+        for sock in active:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in handlers:
+            t.join(timeout=2)
         try:
             self._server.shutdown(socket.SHUT_RDWR)
         except OSError:
