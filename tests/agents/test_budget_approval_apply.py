@@ -165,7 +165,9 @@ def test_ctrl_c_kills_the_agent_and_marks_the_run_cancelled(store, slow_task, sa
         deadline = time.monotonic() + 60
         while not _procs_with("sleep 987.6") and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.05)
-        assert _procs_with("sleep 987.6"), "the agent never started"
+        if not _procs_with("sleep 987.6"):
+            proc.kill()
+            raise AssertionError(f"the agent never started: {proc.communicate(timeout=10)[1].decode()[-2000:]}")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 130
     finally:
