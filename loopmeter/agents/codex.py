@@ -50,6 +50,11 @@ def config_toml(model: str | None, api_base: str | None) -> str:
         lines.append(f"model = {_toml_str(model)}")
     lines += [
         f"model_provider = {_toml_str(name)}",
+        # no update checks or analytics from inside a sandbox (the proxy would refuse them anyway)
+        "check_for_update_on_startup = false",
+        "",
+        "[analytics]",
+        "enabled = false",
         "",
         f"[model_providers.{name}]",
         f"name = {_toml_str(name)}",
