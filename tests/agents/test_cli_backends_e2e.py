@@ -71,3 +71,58 @@ def test_loopmeter_run_with_real_claude_code_passes_and_stores_server_usage(repo
         store.dispose()
     assert {r.key for r in rows} >= {f"anthropic-req:{rid}" for rid in request_ids}
     assert all(r.source == "claude-json" and r.cost_source == "reported" for r in rows)
+
+
+def test_loopmeter_run_with_real_codex_passes_and_stores_server_usage(repo, loopmeter_home, monkeypatch):
+    if shutil.which("codex") is None:
+        pytest.skip("codex is not installed (scripts/setup-system.sh installs it)")
+    from tests.servers.responses_server import ResponsesServer, message_turn, shell_turn
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-dummy-never-sent")
+    turns = [shell_turn("printf 'def add(a, b):\\n    return a + b\\n' > hello.py", input_tokens=2000,
+                        cached_tokens=500, output_tokens=60, reasoning_tokens=20),
+             message_turn("Created hello.py.", input_tokens=2200, cached_tokens=1900, output_tokens=8)]
+    with ResponsesServer(turns) as srv:
+        proc = subprocess.run(
+            loopmeter_cmd("run", "create hello.py with add(a, b)", "--check", CHECK, "--agent", "codex:gpt-5-codex",
+                          "--repo", str(repo), "--api-base", srv.url, "--max-iters", "1", "--json"),
+            capture_output=True, text=True, timeout=300)
+        reported = srv.usage_total()
+        auth = {r["headers"].get("authorization") for r in srv.requests if r["method"] == "POST"}
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [attempt] = json.loads(proc.stdout)["attempts"]
+    assert attempt["status"] == "passed" and attempt["model"] == "gpt-5-codex"
+    assert attempt["input_tokens"] == reported["input_tokens"] - reported["cached_tokens"]
+    assert attempt["cache_read_tokens"] == reported["cached_tokens"]
+    assert attempt["output_tokens"] == reported["output_tokens"]
+    assert auth == {"Bearer loopmeter-local-no-key"}
+
+
+def test_loopmeter_run_with_cursor_records_usage_as_missing(repo, loopmeter_home, monkeypatch):
+    from tests.conftest import FIXTURES
+
+    monkeypatch.setenv("CURSOR_API_KEY", "sk-cursor-test")
+    monkeypatch.setenv("PATH", f"{FIXTURES / 'agents' / 'bin'}:{os.environ['PATH']}")
+    task = "create hello.py with add(a, b) [[fake-write:hello.py=def add(a, b):\\n    return a + b\\n]]"
+    proc = subprocess.run(
+        loopmeter_cmd("run", task, "--check", CHECK, "--agent", "cursor",
+                      "--repo", str(repo), "--max-iters", "1", "--json"),
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = json.loads(proc.stdout)
+    [attempt] = run["attempts"]
+    assert attempt["status"] == "passed"
+
+    from sqlmodel import select
+
+    from loopmeter.store import open_store
+    from loopmeter.store.models import Usage
+
+    store = open_store(f"sqlite:///{loopmeter_home / 'loopmeter.db'}")
+    try:
+        with store.session() as s:
+            [row] = list(s.exec(select(Usage).where(Usage.run_id == run["id"])))
+    finally:
+        store.dispose()
+    assert row.input_tokens is None and row.output_tokens is None and row.cost_usd is None
+    assert row.cost_source == "unpriced" and row.agent == "cursor"
