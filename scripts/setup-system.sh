@@ -29,6 +29,10 @@ if [ "${LOOPMETER_SKIP_NPM:-0}" != "1" ] && command -v npm >/dev/null; then
   if ! codex --version 2>/dev/null | grep -q "$want_codex"; then
     $SUDO npm install -g --silent --no-fund --no-audit "@openai/codex@$want_codex" >/dev/null 2>&1 || echo "warning: codex did not install"
   fi
+  want_gemini="0.61.0"  # the gemini backend test drives it against a loopback Gemini API server
+  if ! gemini --version 2>/dev/null | grep -q "$want_gemini"; then
+    $SUDO npm install -g --silent --no-fund --no-audit "@google/gemini-cli@$want_gemini" >/dev/null 2>&1 || echo "warning: gemini-cli did not install"
+  fi
   # ccusage (compared against `loopmeter usage` in tests and benchmarks/usage.py) is a
   # launcher plus a native binary package of the same version; 20.0.26 has no linux
   # binary on the registry, 20.0.24 does.

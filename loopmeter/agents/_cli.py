@@ -121,7 +121,7 @@ def run_cli(
     extra_allow: list[str] = []
     if ctx.api_base:
         extra_allow.append(url_host_port(ctx.api_base))
-    binds = [Path(argv[0]).parent, *extra_ro_binds]
+    binds = [*executable_dirs(argv[0]), *extra_ro_binds]
     merged_env = {**ctx.env, **(env or {})}
     merged_env.pop("PATH", None)  # the host PATH found the binary; inside, the sandbox's own PATH applies
     stop = threading.Event()
@@ -168,6 +168,19 @@ def run_cli(
     if reasons:
         res.killed_reason = reasons[0]
     return res
+
+
+def executable_dirs(exe: str) -> list[Path]:
+    """What must be visible in the sandbox to run `exe`: its directory, and for a symlinked
+    npm binary the whole node_modules tree its real file lives in."""
+    dirs = [Path(exe).parent]
+    real = Path(os.path.realpath(exe))
+    if "node_modules" in real.parts:
+        i = real.parts.index("node_modules")
+        dirs.append(Path(*real.parts[: i + 1]))
+    elif real.parent != dirs[0]:
+        dirs.append(real.parent)
+    return list(dict.fromkeys(dirs))
 
 
 def not_installed(binary: str, hint: str) -> StepResult:

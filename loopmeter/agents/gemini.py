@@ -15,6 +15,8 @@ from the table when the model is known, otherwise unpriced.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from loopmeter.agents import _cli
@@ -65,6 +67,7 @@ class GeminiBackend:
         else:
             env[KEY_VAR] = key
         home = _cli.agent_home(ctx)
+        pin_api_key_auth(home)
         res = _cli.run_cli(ctx, self.argv(ctx, exe), env=env, secrets=secrets, home=home, stdin="")
         doc = _cli.json_document(res.stdout)
         err_doc = _cli.json_document(res.stderr)
@@ -81,6 +84,22 @@ class GeminiBackend:
             for r in out.usage:
                 ctx.on_usage(r)
         return out
+
+
+def pin_api_key_auth(home: Path) -> None:
+    """Select API-key auth in the private HOME's settings.
+
+    Gemini CLI otherwise infers a "gateway" auth type from GOOGLE_GEMINI_BASE_URL and
+    rejects it ("Invalid auth method selected", exit 41); pinned, the key is used and the
+    base URL still applies (verified with 0.61.0)."""
+    path = home / ".gemini" / "settings.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        settings = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        settings = {}
+    settings.setdefault("security", {}).setdefault("auth", {})["selectedType"] = "gemini-api-key"
+    path.write_text(json.dumps(settings, indent=2))
 
 
 def parse_output(doc: dict[str, Any] | None, err_doc: dict[str, Any] | None, ctx: StepContext) -> StepResult:

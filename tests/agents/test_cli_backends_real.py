@@ -19,6 +19,8 @@ import pytest
 
 from loopmeter.agents.base import StepContext, get_backend
 from loopmeter.records import COST_REPORTED
+from tests.fixtures.agents.gemini_server import GeminiServer, call_turn
+from tests.fixtures.agents.gemini_server import text_turn as gemini_text
 from tests.servers.anthropic_server import (
     AnthropicServer,
     bash_turn,
@@ -257,3 +259,31 @@ def test_real_codex_failed_turn_is_an_error_without_usage(worktree, runner, poli
         result = get_backend("codex").step(ctx_for("codex", worktree, runner, policy, srv.url, model="gpt-5-codex"))
     assert result.exit_code != 0 and result.usage == []
     assert result.error_kind == "auth" and "401" in (result.error or "")
+
+
+# -- Gemini CLI ------------------------------------------------------------------------------------
+
+
+def test_real_gemini_cli_writes_with_its_tool_in_sandbox_and_usage_matches_server(worktree, runner, policy, store,
+                                                                                 monkeypatch):
+    need("gemini")
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    turns = [call_turn("write_file", {"file_path": str(worktree / "hello.py"), "content": CODE},
+                       prompt=5000, cached=3000, candidates=40, thoughts=12),
+             gemini_text("Created hello.py.", prompt=5200, cached=4800, candidates=8)]
+    with GeminiServer(turns) as srv:
+        result = get_backend("gemini").step(ctx_for("gemini", worktree, runner, policy, srv.url, model="gemini-2.5-pro"))
+        assert result.error is None, result.error
+        assert result.summary == "Created hello.py." and srv.remaining == 0
+        assert (worktree / "hello.py").read_text() == CODE  # written by Gemini CLI's own write_file tool
+        assert run_check(runner, worktree, policy) == 0
+        reported = srv.usage_by_model()
+        assert {r["headers"].get("x-goog-api-key") for r in srv.requests} == {"loopmeter-local-no-key"}
+    store.add_usage(result.usage)
+    rows = stored(store)
+    for model, u in reported.items():
+        [row] = [r for r in rows if r.model == model]
+        assert row.input_tokens == u["prompt"] - u["cached"] and row.cache_read_tokens == u["cached"]
+        assert row.output_tokens == u["candidates"] + u["thoughts"] and row.reasoning_tokens == u["thoughts"]
+        assert row.source == "gemini-json" and row.session_id == result.session_id
+    assert proxy_connects(store, f"127.0.0.1:{srv.port}")
