@@ -18,17 +18,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
-def median_ms(fn, runs: int) -> float:
-    fn()  # warm caches (probe, imports)
-    samples = []
+def medians_ms(cases: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
+    """Interleaved rounds (one sample of each case per round), so load from other work on the
+    machine hits every case alike; median per case."""
+    for fn in cases.values():
+        fn()  # warm caches (probe, imports)
+    samples: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(samples)
+        for name, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - t0) * 1000)
+    return {name: statistics.median(xs) for name, xs in samples.items()}
 
 
 def main() -> None:
@@ -50,23 +55,31 @@ def main() -> None:
     audited = make_runner("bwrap", store=store, audit=AuditLog(store, home / "audit.anchor"))
     kw = {"workdir": work, "role": "check", "actor": "check"}
 
-    plain = median_ms(lambda: subprocess.run(["true"]), args.runs)
     bare = ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
             "true"]
-    rows = [
-        ("bare bwrap (reference)", median_ms(lambda: subprocess.run(bare), args.runs)),
-        ("runner strict", median_ms(lambda: runner.run(["true"], policy=strict, **kw), args.runs)),
-        ("runner default (proxy+bridge)", median_ms(lambda: runner.run(["true"], policy=default, **kw), args.runs)),
-        ("runner strict + audit (SQLite)", median_ms(lambda: audited.run(["true"], policy=strict, **kw), args.runs)),
-    ]
     exe = shutil.which("loopmeter", path=os.path.dirname(sys.executable))
     cli = [exe] if exe else [sys.executable, "-m", "loopmeter"]
-    cli_ms = median_ms(lambda: subprocess.run([*cli, "sandbox", "exec", "--policy", "strict", "--workdir", str(work),
-                                               "--", "true"], check=True), args.runs)
+    cases: dict[str, Callable[[], object]] = {
+        "plain subprocess true": lambda: subprocess.run(["true"]),
+        "bare bwrap (reference)": lambda: subprocess.run(bare),
+        "runner strict": lambda: runner.run(["true"], policy=strict, **kw),
+        "runner default (proxy+bridge)": lambda: runner.run(["true"], policy=default, **kw),
+        "runner strict + audit (SQLite)": lambda: audited.run(["true"], policy=strict, **kw),
+    }
+    ms = medians_ms(cases, args.runs)
+    cli_cases: dict[str, Callable[[], object]] = {
+        "plain subprocess true": lambda: subprocess.run(["true"]),
+        "CLI sandbox exec -- true": lambda: subprocess.run(
+            [*cli, "sandbox", "exec", "--policy", "strict", "--workdir", str(work), "--", "true"], check=True),
+    }
+    cli_ms = medians_ms(cli_cases, args.runs)
+    plain = ms.pop("plain subprocess true")
     print(f"runs: {args.runs}   plain subprocess true: {plain:.1f} ms")
-    for name, ms in rows:
-        print(f"{name:<32} {ms:6.1f} ms   overhead {ms - plain:6.1f} ms")
-    print(f"{'CLI sandbox exec -- true':<32} {cli_ms:6.1f} ms   overhead {cli_ms - plain:6.1f} ms (CLI start-up included)")
+    for name, value in ms.items():
+        print(f"{name:<32} {value:6.1f} ms   overhead {value - plain:6.1f} ms")
+    cli_value = cli_ms["CLI sandbox exec -- true"] - cli_ms["plain subprocess true"]
+    print(f"{'CLI sandbox exec -- true':<32} {cli_ms['CLI sandbox exec -- true']:6.1f} ms   overhead "
+          f"{cli_value:6.1f} ms (CLI start-up and store open included)")
     store.dispose()
     shutil.rmtree(home, ignore_errors=True)
 

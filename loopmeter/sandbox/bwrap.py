@@ -114,13 +114,13 @@ class BwrapRunner(Runner):
                     timeout_s=kw["timeout_s"], cancel=kw["cancel"], on_output=kw["on_output"],
                     output_limit=limits.output_kb * 1024 if limits.output_kb else None,
                     pass_fds=(read_fd,) if handed else (),
-                    kill_tree=cgroup.kill_all if cgroup is not None else None)
+                    kill_tree=(lambda: cgroup.kill_all(wait=False)) if cgroup is not None else None)
             finally:
                 if handed:
                     os.close(read_fd)
                 events = cgroup.events() if cgroup is not None else {}
                 if cgroup is not None:
-                    cgroup.remove()
+                    cgroup.remove(background=True)
                 if watcher is not None:
                     watcher.close()
             _map_bwrap_failure(result)

@@ -6,9 +6,11 @@ so the process limit comes from a cgroup's `pids.max` wherever one can be made.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -60,7 +62,8 @@ class Cgroup:
                 pass
         return found
 
-    def kill_all(self) -> None:
+    def kill_all(self, wait: bool = True) -> None:
+        """SIGKILL everything in the cgroup; with `wait`, until it is empty."""
         for d in set(self.dirs.values()):
             if (d / "cgroup.kill").exists():
                 try:
@@ -76,6 +79,8 @@ class Cgroup:
                     os.kill(pid, signal.SIGKILL)
                 except OSError:
                     pass
+            if not wait:
+                return
             time.sleep(0.001 if i < 100 else 0.01)
 
     def events(self) -> dict[str, int]:
@@ -91,17 +96,39 @@ class Cgroup:
                 ev["oom"] = _read_key(mem_dir / "memory.oom_control", "oom_kill")
         return ev
 
-    def remove(self) -> None:
+    def remove(self, background: bool = False) -> None:
+        """Kill what is left and remove the directories. A pid namespace's teardown takes a few ms
+        after bubblewrap exits; `background` waits for it off the caller's path."""
+        if background:
+            t = threading.Thread(target=self.remove, name="lm-cgroup-reaper", daemon=True)
+            with _reapers_lock:
+                _reapers.add(t)
+            t.start()
+            return
         self.kill_all()
         for d in sorted(set(self.dirs.values()), reverse=True):
-            for _ in range(20):
+            for _ in range(200):
                 try:
                     d.rmdir()
                     break
                 except FileNotFoundError:
                     break
                 except OSError:
-                    time.sleep(0.002)
+                    time.sleep(0.005)
+        with _reapers_lock:
+            _reapers.discard(threading.current_thread())
+
+
+_reapers: set[threading.Thread] = set()
+_reapers_lock = threading.Lock()
+
+
+@atexit.register
+def _join_reapers() -> None:
+    with _reapers_lock:
+        pending = list(_reapers)
+    for t in pending:
+        t.join(timeout=2)
 
 
 def _read_key(path: Path, key: str) -> int:
