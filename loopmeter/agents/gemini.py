@@ -11,6 +11,9 @@ with per-model `api` (requests, errors, latency) and `tokens` (`prompt` includin
 One row per model: input = prompt - cached + tool-use prompt tokens, cache reads =
 cached, output = candidates + thoughts (reasoning = thoughts). No dollars: priced
 from the table when the model is known, otherwise unpriced.
+
+`--api-base` sets GOOGLE_GEMINI_BASE_URL (a Gemini API server); API-key auth is pinned
+in the private HOME's settings so that variable does not switch the auth type.
 """
 
 from __future__ import annotations
