@@ -9,11 +9,13 @@ import itertools
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import and_, select
+from sqlalchemy import select
 
 from loopmeter.analytics.filters import Filters, to_utc
 from loopmeter.store import Store
 from loopmeter.store.models import EvalResult
+
+_E: Any = EvalResult.__table__.c  # type: ignore[attr-defined]  # typed columns for SQL
 
 COLUMNS = ["suite", "config", "agent", "model", "task_id", "epoch", "passed", "score", "wall_s", "cost_usd",
            "error_kind"]
@@ -23,14 +25,14 @@ def load_results(store: Store, filters: Filters) -> pd.DataFrame:
     where: list[Any] = []
     since, until = to_utc(filters.since), to_utc(filters.until)
     if since is not None:
-        where.append(EvalResult.created_at >= since)
+        where.append(_E.created_at >= since)
     if until is not None:
-        where.append(EvalResult.created_at < until)
+        where.append(_E.created_at < until)
     if filters.agent:
-        where.append(EvalResult.agent == filters.agent)
+        where.append(_E.agent == filters.agent)
     if filters.model:
-        where.append(EvalResult.model == filters.model)
-    stmt = select(*[getattr(EvalResult, c) for c in COLUMNS]).where(and_(*where) if where else True)
+        where.append(_E.model == filters.model)
+    stmt = select(*[getattr(EvalResult, c) for c in COLUMNS]).where(*where)
     with store.engine.connect() as conn:
         rows = conn.execute(stmt).all()
     return pd.DataFrame([tuple(r) for r in rows], columns=COLUMNS)

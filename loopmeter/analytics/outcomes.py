@@ -95,9 +95,11 @@ def refresh_outcomes(store: Any, repos: list[Path] | None = None) -> dict[str, A
 
     from loopmeter.store.models import Outcome, Run
 
+    _R: Any = Run.__table__.c  # type: ignore[attr-defined]
+
     if repos is None:
         with store.engine.connect() as conn:
-            paths = [r[0] for r in conn.execute(select(Run.repo).distinct()) if r[0]]
+            paths = [r[0] for r in conn.execute(select(_R.repo).distinct()) if r[0]]
         repos = [Path(p) for p in paths if Path(p).is_dir()]
     found: list[dict[str, Any]] = []
     for repo in repos:

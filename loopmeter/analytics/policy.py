@@ -6,37 +6,43 @@ import time
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 
 from loopmeter.analytics.filters import Filters, to_utc
 from loopmeter.store import Store
 from loopmeter.store.models import Audit
 
+_AU: Any = Audit.__table__.c  # type: ignore[attr-defined]  # typed columns for SQL
+
 COLUMNS = ["seq", "ts", "run_id", "actor", "layer", "action", "target", "decision", "rule_id"]
 
 
-def _conditions(filters: Filters, decision: str | None, layer: str | None, run_id: str | None) -> list[Any]:
+def _conditions(filters: Filters, decision: str | None, layer: str | None, run_id: str | None,
+                *, scan_ts: bool = False) -> list[Any]:
     where: list[Any] = []
     since, until = to_utc(filters.since), to_utc(filters.until)
+    # newest-first pages walk the seq order; coalesce() keeps SQLite off the ts index, whose
+    # random lookups cost more than reading the table in order when the range is wide
+    ts = func.coalesce(_AU.ts, _AU.ts) if scan_ts else _AU.ts
     if since is not None:
-        where.append(Audit.ts >= since)
+        where.append(ts >= since)
     if until is not None:
-        where.append(Audit.ts < until)
+        where.append(ts < until)
     if decision:
-        where.append(Audit.decision == decision)
+        where.append(_AU.decision == decision)
     if layer:
-        where.append(Audit.layer == layer)
+        where.append(_AU.layer == layer)
     if run_id:
-        where.append(Audit.run_id == run_id)
+        where.append(_AU.run_id == run_id)
     return where
 
 
 def audit_records(store: Store, filters: Filters, *, decision: str | None = None, layer: str | None = None,
                   run_id: str | None = None, limit: int = 500) -> pd.DataFrame:
     """Newest first."""
-    where = _conditions(filters, decision, layer, run_id)
-    stmt = (select(*[getattr(Audit, c) for c in COLUMNS]).where(and_(*where) if where else True)
-            .order_by(Audit.seq.desc()).limit(limit))
+    where = _conditions(filters, decision, layer, run_id, scan_ts=True)
+    stmt = (select(*[getattr(Audit, c) for c in COLUMNS]).where(*where)
+            .order_by(_AU.seq.desc()).limit(limit))
     with store.engine.connect() as conn:
         rows = conn.execute(stmt).all()
     return pd.DataFrame([tuple(r) for r in rows], columns=COLUMNS)
@@ -45,9 +51,24 @@ def audit_records(store: Store, filters: Filters, *, decision: str | None = None
 def decision_counts(store: Store, filters: Filters, *, layer: str | None = None,
                     run_id: str | None = None) -> dict[str, int]:
     where = _conditions(filters, None, layer, run_id)
-    stmt = select(Audit.decision, func.count()).where(and_(*where) if where else True).group_by(Audit.decision)
+    stmt = select(_AU.decision, func.count()).where(*where).group_by(_AU.decision)
     with store.engine.connect() as conn:
         return {d: int(n) for d, n in conn.execute(stmt)}
+
+
+def chain_status_isolated(store: Store, timeout_s: float = 600) -> dict[str, Any]:
+    """chain_status in a child process, so hashing a long chain does not hold this process's GIL."""
+    import json
+    import subprocess
+    import sys
+
+    url = store.engine.url.render_as_string(hide_password=False)
+    try:
+        out = subprocess.run([sys.executable, "-m", "loopmeter.analytics.policy", url], capture_output=True,
+                             text=True, timeout=timeout_s, check=True)
+        return json.loads(out.stdout)
+    except (subprocess.SubprocessError, ValueError) as exc:
+        return {"status": "unavailable", "detail": f"verify failed: {exc}", "records": None, "seconds": None}
 
 
 def chain_status(store: Store) -> dict[str, Any]:
@@ -79,3 +100,14 @@ def _normalise(result: Any) -> dict[str, Any]:
         detail = f"first bad record: seq {first_bad}" + (f" ({detail})" if detail else "")
     records = data.get("records", data.get("checked", data.get("count")))
     return {"status": status, "detail": detail, "records": records}
+
+
+if __name__ == "__main__":  # used by chain_status_isolated
+    import json
+    import sys
+
+    from loopmeter.store import open_store
+
+    _store = open_store(sys.argv[1], migrate=False)
+    print(json.dumps(chain_status(_store), default=str))
+    _store.dispose()

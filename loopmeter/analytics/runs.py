@@ -7,11 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import case, func, select
 
 from loopmeter.analytics.filters import Filters, to_utc
 from loopmeter.store import Store
 from loopmeter.store.models import Attempt, Iteration, Run, Span
+
+_A: Any = Attempt.__table__.c  # type: ignore[attr-defined]  # typed columns for SQL
+_R: Any = Run.__table__.c  # type: ignore[attr-defined]  # typed columns for SQL
+_I: Any = Iteration.__table__.c  # type: ignore[attr-defined]  # typed columns for SQL
+_S: Any = Span.__table__.c  # type: ignore[attr-defined]  # typed columns for SQL
 
 ACTIVE = ("pending", "running")
 RUN_COLUMNS = ["id", "kind", "task", "user", "repo", "status", "started_at", "ended_at", "attempts", "passed",
@@ -22,13 +27,13 @@ def run_conditions(filters: Filters) -> list[Any]:
     where: list[Any] = []
     since, until = to_utc(filters.since), to_utc(filters.until)
     if since is not None:
-        where.append(Run.started_at >= since)
+        where.append(_R.started_at >= since)
     if until is not None:
-        where.append(Run.started_at < until)
+        where.append(_R.started_at < until)
     if filters.user is not None:
-        where.append(Run.user == filters.user)
+        where.append(_R.user == filters.user)
     if filters.repo is not None:
-        where.append(Run.repo == filters.repo)
+        where.append(_R.repo == filters.repo)
     return where
 
 
@@ -36,27 +41,27 @@ def list_runs(store: Store, filters: Filters, limit: int = 500, status: str | No
     """Newest runs first, with attempt counts and cost (agent/model/project filters select runs having one)."""
     where = run_conditions(filters)
     if status is not None:
-        where.append(Run.status == status)
+        where.append(_R.status == status)
     att_where = [c for c in (
-        Attempt.agent == filters.agent if filters.agent else None,
-        Attempt.model == filters.model if filters.model else None,
-        Attempt.project == filters.project if filters.project else None,
+        _A.agent == filters.agent if filters.agent else None,
+        _A.model == filters.model if filters.model else None,
+        _A.project == filters.project if filters.project else None,
     ) if c is not None]
     agg = (
-        select(Attempt.run_id, func.count().label("n"),
-               func.sum(case((Attempt.status == "passed", 1), else_=0)).label("ok"),
-               func.sum(Attempt.cost_usd).label("cost"), func.sum(Attempt.unpriced_calls).label("unpriced"))
-        .where(and_(*att_where) if att_where else True)
-        .group_by(Attempt.run_id)
+        select(_A.run_id, func.count().label("n"),
+               func.sum(case((_A.status == "passed", 1), else_=0)).label("ok"),
+               func.sum(_A.cost_usd).label("cost"), func.sum(_A.unpriced_calls).label("unpriced"))
+        .where(*att_where)
+        .group_by(_A.run_id)
         .subquery()
     )
     join_kind = not att_where  # with attempt filters, only runs that have a matching attempt
     stmt = (
-        select(Run.id, Run.kind, Run.task, Run.user, Run.repo, Run.status, Run.started_at, Run.ended_at,
+        select(_R.id, _R.kind, _R.task, _R.user, _R.repo, _R.status, _R.started_at, _R.ended_at,
                func.coalesce(agg.c.n, 0), func.coalesce(agg.c.ok, 0), agg.c.cost, func.coalesce(agg.c.unpriced, 0))
-        .join(agg, agg.c.run_id == Run.id, isouter=join_kind)
-        .where(and_(*where) if where else True)
-        .order_by(Run.started_at.desc(), Run.id.desc())
+        .join(agg, agg.c.run_id == _R.id, isouter=join_kind)
+        .where(*where)
+        .order_by(_R.started_at.desc(), _R.id.desc())
         .limit(limit)
     )
     with store.engine.connect() as conn:
@@ -66,7 +71,7 @@ def list_runs(store: Store, filters: Filters, limit: int = 500, status: str | No
 
 def active_runs(store: Store) -> int:
     with store.engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(Run).where(Run.status.in_(ACTIVE))).scalar_one())
+        return int(conn.execute(select(func.count()).select_from(Run).where(_R.status.in_(ACTIVE))).scalar_one())
 
 
 def _dicts(objs: list[Any]) -> list[dict[str, Any]]:
@@ -79,12 +84,12 @@ def run_detail(store: Store, run_id: str) -> dict[str, Any] | None:
         run = s.get(Run, run_id)
         if run is None:
             return None
-        attempts = list(s.execute(select(Attempt).where(Attempt.run_id == run_id).order_by(Attempt.id)).scalars())
+        attempts = list(s.execute(select(Attempt).where(_A.run_id == run_id).order_by(_A.id)).scalars())
         ids = [a.id for a in attempts]
         iterations = list(s.execute(
-            select(Iteration).where(Iteration.attempt_id.in_(ids)).order_by(Iteration.attempt_id, Iteration.n)
+            select(Iteration).where(_I.attempt_id.in_(ids)).order_by(_I.attempt_id, _I.n)
         ).scalars()) if ids else []
-        spans = list(s.execute(select(Span).where(Span.run_id == run_id).order_by(Span.start_ns)).scalars())
+        spans = list(s.execute(select(Span).where(_S.run_id == run_id).order_by(_S.start_ns)).scalars())
     att = _dicts(attempts)
     for a in att:
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f"]
@@ -18,7 +18,7 @@ def _nice_max(v: float) -> float:
     return 10 * mag
 
 
-def stacked_bars(categories: Sequence[str], series: dict[str, Sequence[float]], *,
+def stacked_bars(categories: Sequence[str], series: Mapping[str, Sequence[float]], *,
                  value_fmt: Callable[[float], str], width: int = 760, height: int = 240) -> str:
     """Vertical bars per category, stacked by series, with a legend and a y axis."""
     if not categories:

@@ -7,10 +7,10 @@ from typing import Any
 from textual.app import ComposeResult
 from textual.containers import Grid
 from textual.widgets import DataTable, Static
-from textual_plotext import PlotextPlot
 
 from loopmeter.reports import fmt
 from loopmeter.tui.base import DataTab
+from loopmeter.tui.charts import BarChart
 
 AGENT_COLUMNS = ["agent", "attempts", "success", "$/verified", "p50 green", "cache hit", "wasted"]
 
@@ -23,7 +23,7 @@ class OverviewTab(DataTab):
                 s = Static("…", id=f"kpi-{box}", classes="kpi")
                 s.border_title = title
                 yield s
-        chart = PlotextPlot(id="spend-chart")
+        chart = BarChart(id="spend-chart")
         chart.border_title = "Spend per day by agent"
         yield chart
         table: DataTable[str] = DataTable(id="agents", cursor_type="row", zebra_stripes=True)
@@ -68,17 +68,12 @@ class OverviewTab(DataTab):
                           fmt.money(a["wasted_usd"]), key=a["agent"])
 
     def _chart(self, daily: Any) -> None:
-        chart = self.query_one("#spend-chart", PlotextPlot)
-        plt = chart.plt
-        plt.clear_data()
-        plt.clear_figure()
-        if len(daily):
-            days = sorted(daily["period"].unique())
-            agents = sorted(daily["agent"].unique())
-            pivot = daily.pivot_table(index="period", columns="agent", values="cost", aggfunc="sum").reindex(days)
-            labels = [d[5:] for d in days]
-            xs = list(range(len(days)))
-            step = max(1, len(days) // 8)
-            plt.stacked_bar(xs, [pivot[a].fillna(0).round(2).tolist() for a in agents], labels=agents)
-            plt.xticks(xs[::step], labels[::step])
-        chart.refresh()
+        chart = self.query_one("#spend-chart", BarChart)
+        if not len(daily):
+            chart.set_data([], {})
+            return
+        pivot = daily.pivot_table(index="period", columns="agent", values="cost", aggfunc="sum").fillna(0)
+        days = sorted(pivot.index)
+        pivot = pivot.reindex(days)
+        chart.set_data([d[5:] for d in days], {str(a): pivot[a].tolist() for a in sorted(pivot.columns)},
+                       lambda v: fmt.money(v))

@@ -38,17 +38,17 @@ class PolicyTab(DataTab):
         self.query_one("#audit-table", DataTable).add_columns(
             "seq", "time", "run", "layer", "action", "target", "decision", "rule")
 
-    def reload(self) -> None:
-        super().reload()
-        if self.chain_key != self.lm.refresh_count:
+    def _deliver(self, generation: int, result: Any) -> None:
+        super()._deliver(generation, result)
+        if self.chain_key != self.lm.refresh_count:  # verify once per refresh, after the records show
             self.chain_key = self.lm.refresh_count
             self._verify()
 
     @work(thread=True, exclusive=True, group="chain")
     def _verify(self) -> None:
-        from loopmeter.analytics.policy import chain_status
+        from loopmeter.analytics.policy import chain_status_isolated
 
-        status = chain_status(self.lm.store)
+        status = chain_status_isolated(self.lm.store)
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self._show_chain, status)
 

@@ -8,11 +8,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Select, Static
-from textual_plotext import PlotextPlot
 
 from loopmeter.analytics.filters import DIMENSIONS
 from loopmeter.reports import fmt
 from loopmeter.tui.base import DataTab
+from loopmeter.tui.charts import BarChart
 
 COLUMNS = [("value", None), ("calls", "calls"), ("cost", "cost"), ("unpriced", "unpriced"), ("input", "input"),
            ("cache rd", "cache_read"), ("output", "output"), ("hit", "cache_hit_ratio"), ("share", "share")]
@@ -37,7 +37,7 @@ class UsageTab(DataTab):
         yield Static("", id="usage-total")
         table: DataTable[str] = DataTable(id="usage-table", cursor_type="row", zebra_stripes=True)
         yield table
-        chart = PlotextPlot(id="usage-chart")
+        chart = BarChart(id="usage-chart")
         chart.border_title = "Cost per day"
         yield chart
 
@@ -78,23 +78,20 @@ class UsageTab(DataTab):
     def _render_chart(self) -> None:
         from loopmeter.analytics import spend
 
-        chart = self.query_one("#usage-chart", PlotextPlot)
-        chart.border_title = f"Cost per day by {self.dimension} (top 5)"
-        plt = chart.plt
-        plt.clear_data()
-        plt.clear_figure()
+        chart = self.query_one("#usage-chart", BarChart)
+        chart.border_title = f"Cost per day by {self.dimension} (top 5, rest as other)"
         daily = spend.over_time(self._result["cube"], "day", by=self.dimension, tz=self._result["tz"])
-        if len(daily):
-            top = list(spend.by_dimension(self._result["cube"], self.dimension)[self.dimension][:5])
-            days = sorted(daily["period"].unique())
-            pivot = daily.pivot_table(index="period", columns=self.dimension, values="cost", aggfunc="sum")\
-                .reindex(days).fillna(0)
-            labels = [d[5:] for d in days]
-            for name in top:
-                if name in pivot:
-                    plt.plot(list(range(len(days))), pivot[name].round(2).tolist(), label=str(name)[-16:])
-            plt.xticks(list(range(len(days)))[:: max(1, len(days) // 8)], labels[:: max(1, len(days) // 8)])
-        chart.refresh()
+        if not len(daily):
+            chart.set_data([], {})
+            return
+        top = [str(x) for x in spend.by_dimension(self._result["cube"], self.dimension)[self.dimension][:5]]
+        daily[self.dimension] = daily[self.dimension].astype(str).where(daily[self.dimension].astype(str).isin(top),
+                                                                        "other")
+        pivot = daily.pivot_table(index="period", columns=self.dimension, values="cost", aggfunc="sum").fillna(0)
+        days = sorted(pivot.index)
+        pivot = pivot.reindex(days)
+        names = [n for n in [*top, "other"] if n in pivot.columns]
+        chart.set_data([d[5:] for d in days], {n[-18:]: pivot[n].tolist() for n in names}, lambda v: fmt.money(v))
 
     def _rerender(self) -> None:
         if getattr(self, "_result", None) is not None:

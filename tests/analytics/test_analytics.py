@@ -51,7 +51,7 @@ def test_cube_follows_new_and_changed_rows(seeded, now, loopmeter_home):
     assert round(after["cost_usd"] - before["cost_usd"], 6) == 2.5
     with seeded.engine.begin() as conn:  # a repriced row below the watermark forces a rebuild
         conn.exec_driver_sql("UPDATE usage SET cost_usd = cost_usd + 1 WHERE key = 'seed:1'")
-    again = spend.summary(load_cube(seeded, f, loopmeter_home))
+    again = spend.summary(load_cube(seeded, f, loopmeter_home, deep=True))
     assert round(again["cost_usd"] - after["cost_usd"], 6) == 1.0
 
 
