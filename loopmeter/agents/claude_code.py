@@ -68,7 +68,7 @@ class ClaudeCodeBackend:
         if ctx.model:
             argv += ["--model", ctx.model]
         if ctx.max_usd is not None and ctx.max_usd > 0:
-            argv += ["--max-budget-usd", f"{ctx.max_usd:.4f}"]
+            argv += ["--max-budget-usd", f"{ctx.max_usd:.6f}"]
         if resume:
             argv += ["--resume", resume]
         return argv
@@ -106,7 +106,7 @@ class ClaudeCodeBackend:
             out.error = "the model server rejected the API key (HTTP 401/403); claude was stopped instead of retrying"
         elif kind:
             out.error_kind, out.stopped_by = kind, stopped
-            out.error = out.error or f"claude stopped: {res.killed_reason or 'timeout'}"
+            out.error = f"claude was stopped: {stopped or res.killed_reason}"
         elif res.exit_code != 0 and not out.error:
             out.error = f"claude exited {res.exit_code}: {_cli.tail(res.stderr or res.stdout, 500)}"
             out.error_kind = out.error_kind or "agent"
