@@ -165,8 +165,11 @@ def make_cgroup(limits: Limits) -> Cgroup | None:
     cg = Cgroup()
     if v2 is not None and "" in own:
         parent = v2 / own[""].lstrip("/")
-        controllers = (parent / "cgroup.subtree_control").read_text().split() if (
-            parent / "cgroup.subtree_control").is_file() else []
+        controllers = _subtree_controllers(parent)
+        if not {"pids", "memory"} <= set(controllers):
+            # works where the parent holds no processes itself (e.g. the root cgroup)
+            _try_write(parent / "cgroup.subtree_control", "+pids +memory")
+            controllers = _subtree_controllers(parent)
         if "pids" in controllers or "memory" in controllers:
             d = _try_mkdir(parent, name)
             if d is not None:
@@ -195,6 +198,13 @@ def make_cgroup(limits: Limits) -> Cgroup | None:
             _try_write(d / "memory.memsw.limit_in_bytes", str(limits.memory_mb * 1024 * 1024))
             cg.dirs["memory"] = d
     return cg if cg.dirs else None
+
+
+def _subtree_controllers(parent: Path) -> list[str]:
+    try:
+        return (parent / "cgroup.subtree_control").read_text().split()
+    except OSError:
+        return []
 
 
 def _try_write(path: Path, value: str) -> None:
