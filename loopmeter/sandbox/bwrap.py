@@ -123,6 +123,10 @@ class BwrapRunner(Runner):
                     cgroup.remove(background=True)
                 if watcher is not None:
                     watcher.close()
+                    if watcher.overflowed:
+                        self._audit(ctx, layer="kernel", action="read", target=",".join(map(str, spec.data_dirs)),
+                                    decision="allow", rule_id="filesystem.data_dirs.overflow",
+                                    detail={"reason": "the inotify queue overflowed: some opens were not recorded"})
             _map_bwrap_failure(result)
             self._limit_denials(ctx, result, events, limits, kw["timeout_s"])
         finally:
