@@ -26,8 +26,10 @@ def _empty_file(home: Path) -> Path:
     path = home / "sandbox" / "empty"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")
-        os.chmod(path, 0o444)
+        tmp = path.with_name(f".empty.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_bytes(b"")
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, path)  # parallel attempts may race to create it
     return path
 
 

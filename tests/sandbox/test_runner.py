@@ -195,3 +195,26 @@ def test_missing_command_is_127_and_a_broken_sandbox_is_125(runner, workdir: Pat
     res = runner.run(["true"], workdir=workdir, policy=load_policy("strict"),
                      extra_rw_binds=[tmp_path / "does-not-exist"], **CHECK)
     assert res.exit_code == 125 and res.killed_reason == "start"
+
+
+def test_parallel_commands_each_get_their_own_sandbox_and_one_audit_chain(runner, store, audit, tmp_path: Path,
+                                                                          host_server: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from loopmeter.policies.audit import verify_chain
+
+    def one(i: int):
+        wd = tmp_path / f"w{i}"
+        wd.mkdir()
+        code = (f"import urllib.request as u\nprint(u.urlopen('http://127.0.0.1:{host_server}/').read().decode())\n"
+                f"open('mine.txt','w').write('{i}')")
+        return wd, runner.run(["python3", "-c", code], workdir=wd, policy=load_policy("default"),
+                              extra_allow=[f"127.0.0.1:{host_server}"], attempt_id=f"a{i}", **CHECK)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, range(4)))
+    for i, (wd, res) in enumerate(results):
+        assert res.exit_code == 0 and "hello from the host" in res.stdout, res.stderr
+        assert (wd / "mine.txt").read_text() == str(i)
+    assert verify_chain(store, audit.anchor_path).ok
+    assert {r["attempt_id"] for r in _audit_rows(store) if r["layer"] == "proxy"} == {"a0", "a1", "a2", "a3"}
