@@ -174,3 +174,19 @@ def test_cli_log_filters_by_run_and_since(loopmeter_home: Path) -> None:
     assert [r["target"] for r in by_run] == ["old"]
     bad = subprocess.run(loopmeter_cmd("audit", "log", "--since", "yesterdayish"), capture_output=True, text=True)
     assert bad.returncode == 2 and "--since" in bad.stderr
+
+
+def test_anchor_copy_is_written_and_checked(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'a.db'}")
+    log = AuditLog(store, tmp_path / "anchor", copy_path=tmp_path / "elsewhere" / "anchor.copy")
+    for _ in range(3):
+        log.append(layer="policy", action="exec", target="x", decision="allow")
+    assert json.loads((tmp_path / "elsewhere" / "anchor.copy").read_text())["seq"] == 3
+    (tmp_path / "anchor").unlink()  # the primary anchor is gone; the copy still catches a truncation
+    with store.engine.begin() as conn:
+        from sqlalchemy import text
+
+        conn.execute(text("DELETE FROM audit WHERE seq = 3"))
+    result = verify_chain(store, tmp_path / "anchor", tmp_path / "elsewhere" / "anchor.copy")
+    store.dispose()
+    assert not result.ok and result.first_bad_seq == 3 and "anchor copy" in (result.reason or "")
