@@ -159,8 +159,14 @@ def test_a_big_transcript_read_in_byte_ranges_gives_the_generated_totals(tmp_pat
     assert plan(files, load_cursors(sqlite_url, store)) == []
 
 
-def test_kill_during_ingest_then_rerun_gives_the_same_totals(tmp_path, agent_env, loopmeter_home):
-    expected = generate(tmp_path / "corpus", mb=48, file_mb=12)
+@pytest.mark.parametrize("layout", ["many files", "one big codex file"])
+def test_kill_during_ingest_then_rerun_gives_the_same_totals(tmp_path, agent_env, loopmeter_home, layout):
+    # "one big codex file" holds several write batches: the kill lands after a mid-file
+    # cursor (offset + cumulative totals + model), which the re-run resumes from.
+    if layout == "many files":
+        expected = generate(tmp_path / "corpus", mb=48, file_mb=12)
+    else:
+        expected = generate(tmp_path / "corpus", mb=60, claude_share=0.0, file_mb=60)
     env = {**agent_env, "CLAUDE_CONFIG_DIR": str(tmp_path / "corpus" / "claude"),
            "CODEX_HOME": str(tmp_path / "corpus" / "codex")}
     db = loopmeter_home / "loopmeter.db"
