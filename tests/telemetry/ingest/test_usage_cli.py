@@ -89,3 +89,13 @@ def test_warm_call_only_stats_files_and_never_loads_sqlalchemy(env_with_logs):
     out = json.loads(proc.stdout)
     assert out["ingest"]["files_read"] == 0
     assert out["totals"]["calls"] == 11
+
+
+def test_postgres_store_ingests_once_and_reports(env_with_logs, pg_store):
+    url = pg_store.engine.url.render_as_string(hide_password=False)
+    env = {**env_with_logs, "LOOPMETER_DB_URL": url}
+    first = usage_json(env, "daily", "-z", "UTC")
+    again = usage_json(env, "daily", "-z", "UTC")
+    assert first["totals"]["calls"] == again["totals"]["calls"] == 11
+    assert again["ingest"]["files_read"] == 0
+    assert [r["date"] for r in again["daily"]] == ["2026-11-09", "2026-11-10"]
