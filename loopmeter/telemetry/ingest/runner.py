@@ -3,10 +3,11 @@
 Each file has a cursor (path, inode, size, offset, mtime, state) in `ingest_cursor`.
 `plan()` only stats files and compares them with the cursors (no SQLAlchemy import
 when the store is SQLite), so a call with nothing new costs milliseconds. `run()`
-reads what is new on up to two processes: a file is one task, and a big Claude Code
-transcript (whose lines are independent) is split into byte ranges. Rows go to the
-store in batches followed by the file's cursor; keys deduplicate, so a batch written
-again after a kill adds nothing.
+reads what is new on up to two processes: small files are packed into tasks, and a
+big Claude Code transcript (whose lines are independent) is split into byte ranges.
+Rows go to the store in batches, each followed by the cursors of the files whose rows
+it completes (and a mid-file cursor for a big file); keys deduplicate, so a batch
+written again after a kill adds nothing.
 """
 
 from __future__ import annotations
