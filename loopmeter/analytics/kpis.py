@@ -61,7 +61,9 @@ def agent_table(data: Data) -> pd.DataFrame:
 def compute(store: Store, filters: Filters, *, value: ValueModel, home: Path, now: datetime,
             data: Data | None = None, include_evals: bool = True, include_audit: bool = True,
             verify_chain: bool = True) -> dict[str, Any]:
-    """The whole report as plain JSON-ready data."""
+    """The whole report as plain JSON-ready data. The audit chain is verified in a child process
+    while the rest is computed."""
+    chain_proc = policy_mod.start_chain_check(store) if include_audit and verify_chain else None
     data = data or load(store, filters, home)
     tz = filters.tz
     report: dict[str, Any] = {
@@ -82,6 +84,6 @@ def compute(store: Store, filters: Filters, *, value: ValueModel, home: Path, no
         report["evals"] = evals_mod.eval_summary(evals_mod.load_results(store, filters))
     if include_audit:
         report["audit"] = {"decisions": policy_mod.decision_counts(store, filters),
-                           "chain": policy_mod.chain_status(store) if verify_chain else
+                           "chain": policy_mod.finish_chain_check(chain_proc) if chain_proc is not None else
                            {"status": "not checked", "detail": None, "records": None, "seconds": None}}
     return report

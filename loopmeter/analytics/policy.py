@@ -1,11 +1,13 @@
-"""Audit records for the Policy tab and report, and the chain status from `verify_chain`."""
+"""Audit records for the Policy tab and report, and the chain status from `verify_chain`.
+
+No pandas at import: `python -m loopmeter.analytics.policy URL` is the child that verifies the chain.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-import pandas as pd
 from sqlalchemy import func, select
 
 from loopmeter.analytics.filters import Filters, to_utc
@@ -38,8 +40,10 @@ def _conditions(filters: Filters, decision: str | None, layer: str | None, run_i
 
 
 def audit_records(store: Store, filters: Filters, *, decision: str | None = None, layer: str | None = None,
-                  run_id: str | None = None, limit: int = 500) -> pd.DataFrame:
-    """Newest first."""
+                  run_id: str | None = None, limit: int = 500) -> Any:
+    """Newest first, as a pandas DataFrame."""
+    import pandas as pd
+
     where = _conditions(filters, decision, layer, run_id, scan_ts=True)
     stmt = (select(*[getattr(Audit, c) for c in COLUMNS]).where(*where)
             .order_by(_AU.seq.desc()).limit(limit))
@@ -56,19 +60,32 @@ def decision_counts(store: Store, filters: Filters, *, layer: str | None = None,
         return {d: int(n) for d, n in conn.execute(stmt)}
 
 
-def chain_status_isolated(store: Store, timeout_s: float = 600) -> dict[str, Any]:
-    """chain_status in a child process, so hashing a long chain does not hold this process's GIL."""
-    import json
+def start_chain_check(store: Store) -> Any:
+    """Begin chain_status in a child process (hashing a long chain would hold this process's GIL)."""
     import subprocess
     import sys
 
     url = store.engine.url.render_as_string(hide_password=False)
+    return subprocess.Popen([sys.executable, "-m", "loopmeter.analytics.policy", url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_chain_check(proc: Any, timeout_s: float = 600) -> dict[str, Any]:
+    import json
+    import subprocess
+
     try:
-        out = subprocess.run([sys.executable, "-m", "loopmeter.analytics.policy", url], capture_output=True,
-                             text=True, timeout=timeout_s, check=True)
-        return json.loads(out.stdout)
+        out, err = proc.communicate(timeout=timeout_s)
+        if proc.returncode != 0:
+            raise ValueError((err or "").strip().splitlines()[-1:] or f"exit {proc.returncode}")
+        return json.loads(out)
     except (subprocess.SubprocessError, ValueError) as exc:
+        proc.kill()
         return {"status": "unavailable", "detail": f"verify failed: {exc}", "records": None, "seconds": None}
+
+
+def chain_status_isolated(store: Store, timeout_s: float = 600) -> dict[str, Any]:
+    return finish_chain_check(start_chain_check(store), timeout_s)
 
 
 def chain_status(store: Store) -> dict[str, Any]:
