@@ -11,7 +11,7 @@ from typing import Any
 from loopmeter.records import ExecResult
 from loopmeter.sandbox.limits import launcher_argv, make_cgroup
 from loopmeter.sandbox.runner import Runner
-from loopmeter.sandbox.spec import PROXY_PORT, SandboxSpec, bwrap_argv, inner_path, secret_args
+from loopmeter.sandbox.spec import PROXY_PORT, SandboxSpec, bwrap_argv, host_home, inner_path, secret_args
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 
@@ -48,7 +48,7 @@ class BwrapRunner(Runner):
               proxy_dir: Path | None = None) -> tuple[SandboxSpec, dict[str, str], list[str]]:
         """The spec (deterministic; no secrets) plus the secrets to hand over and those refused."""
         lm_home = _loopmeter_home()
-        inner_home = Path(home).resolve() if home is not None else Path(os.path.expanduser("~"))
+        inner_home = Path(home).resolve() if home is not None else host_home()
         plain, handed, refused = self.build_env(policy, role, actor, env, secrets, inner_home, inner_path())
         forwards: list[str] = []
         if proxy_dir is not None:

@@ -35,6 +35,12 @@ class SandboxSpec:
     empty_file: Path | None = None  # an empty read-only file used to hide files
 
 
+def host_home() -> Path:
+    """The caller's home, covered by a tmpfs inside (a home of "/" would cover everything)."""
+    home = Path(os.path.expanduser("~")).resolve()
+    return home if home != Path("/") else Path("/home/sandbox")
+
+
 def _under(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
@@ -108,7 +114,7 @@ def bwrap_argv(spec: SandboxSpec, command: Sequence[str], bwrap: str = "bwrap",
     if os.geteuid() == 0:
         # root outside is an ordinary uid inside: tools that refuse root (claude) run, files stay root's outside
         argv += ["--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID)]
-    home_host = Path(os.path.expanduser("~"))
+    home_host = host_home()
     argv += ["--tmpfs", str(home_host)]  # first, so readable entries under the home come back on top
     mounted: list[Path] = []
     for entry in fs.readable:
