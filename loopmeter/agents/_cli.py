@@ -171,11 +171,13 @@ def run_cli(
 
 
 def executable_dirs(exe: str) -> list[Path]:
-    """What must be visible in the sandbox to run `exe`: its directory, and for a symlinked
-    npm binary the whole node_modules tree its real file lives in."""
+    """What must be visible in the sandbox to run `exe`: its directory, the whole
+    node_modules tree of an npm binary, the whole virtualenv of a pip/pipx one."""
     dirs = [Path(exe).parent]
     real = Path(os.path.realpath(exe))
-    if "node_modules" in real.parts:
+    if (real.parent.parent / "pyvenv.cfg").is_file():
+        dirs.append(real.parent.parent)
+    elif "node_modules" in real.parts:
         i = real.parts.index("node_modules")
         dirs.append(Path(*real.parts[: i + 1]))
     elif real.parent != dirs[0]:

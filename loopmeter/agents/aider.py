@@ -1,7 +1,7 @@
 """`aider`: Aider, headless, inside the sandbox.
 
-    aider --message PROMPT --yes-always --no-auto-commits --no-git --no-pretty ...
-          [--model M]
+    aider --message PROMPT --yes-always --no-auto-commits --no-git --no-pretty --no-stream ...
+          [--model M] [--openai-api-base API_BASE]      (flags checked against aider 0.86.2)
 
 Aider prints text only. After each model call it prints one line:
 
@@ -68,9 +68,11 @@ class AiderBackend:
         return True, None
 
     def argv(self, ctx: StepContext, exe: str, home_dir: str) -> list[str]:
+        # --no-stream: the provider's own usage arrives only in a whole response; streamed,
+        # aider prints its local token estimate instead.
         argv = [exe, "--message", _cli.prompt_for(ctx), "--yes-always", "--no-auto-commits", "--no-git",
-                "--no-gitignore", "--no-pretty", "--no-fancy-input", "--no-check-update",
-                "--no-show-release-notes", "--analytics-disable",
+                "--no-gitignore", "--no-pretty", "--no-fancy-input", "--no-stream", "--no-check-update",
+                "--no-show-release-notes", "--no-show-model-warnings", "--analytics-disable",
                 "--input-history-file", f"{home_dir}/.aider.input.history",
                 "--chat-history-file", f"{home_dir}/.aider.chat.history.md"]
         if ctx.model:
@@ -83,7 +85,7 @@ class AiderBackend:
         exe = _cli.resolve_executable(BINARY, ctx.env)
         if exe is None:
             return _cli.not_installed(BINARY, INSTALL_HINT)
-        env: dict[str, str] = {"NO_COLOR": "1", "AIDER_CHECK_UPDATE": "false"}
+        env: dict[str, str] = {"NO_COLOR": "1", "AIDER_CHECK_UPDATE": "false", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
         secrets: dict[str, str] = {}
         for var in KEY_VARS:
             key, is_secret = _cli.key_for(ctx, var)

@@ -287,3 +287,27 @@ def test_real_gemini_cli_writes_with_its_tool_in_sandbox_and_usage_matches_serve
         assert row.output_tokens == u["candidates"] + u["thoughts"] and row.reasoning_tokens == u["thoughts"]
         assert row.source == "gemini-json" and row.session_id == result.session_id
     assert proxy_connects(store, f"127.0.0.1:{srv.port}")
+
+
+# -- Aider (runs where `aider` is installed; CI does not install it) --------------------------------
+
+
+def test_real_aider_edits_in_sandbox_and_reports_the_servers_usage(worktree, runner, policy, store):
+    need("aider")
+    from tests.servers.openai_server import OpenAIServer, text
+
+    reply = "I'll create it.\n\nhello.py\n```python\n" + CODE + "```\n"  # aider's "whole" edit format
+    with OpenAIServer() as srv:
+        srv.script(text(reply, prompt_tokens=2345, completion_tokens=67))
+        ctx = ctx_for("aider", worktree, runner, policy, srv.base_url, model="openai/test-model")
+        result = get_backend("aider").step(ctx)
+        assert result.error is None, result.error
+        assert (worktree / "hello.py").read_text() == CODE
+        assert run_check(runner, worktree, policy) == 0
+        assert {r["headers"].get("Authorization") or r["headers"].get("authorization")
+                for r in srv.requests} == {"Bearer loopmeter-local-no-key"}
+    [row] = result.usage
+    # aider prints "Tokens: 2.3k sent, 67 received.": the server's numbers, rounded by aider
+    assert (row.input_tokens, row.output_tokens) == (2300, 67)
+    assert row.model == "openai/test-model" and row.source == "aider-text"
+    assert not (worktree / ".aider.chat.history.md").exists()
