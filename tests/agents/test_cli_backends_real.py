@@ -37,7 +37,9 @@ CODE = "def add(a, b):\n    return a + b\n"
 
 def need(binary: str) -> None:
     if shutil.which(binary) is None:
-        pytest.skip(f"{binary} is not installed (scripts/setup-system.sh installs it)")
+        how = ("pip install aider-chat (in a virtualenv)" if binary == "aider"
+               else "scripts/setup-system.sh installs it")
+        pytest.skip(f"{binary} is not installed ({how})")
 
 
 @pytest.fixture
