@@ -104,9 +104,14 @@ class Rule(Strict):
     reason: str = ""
 
 
+Guarantee = Literal["filesystem", "network", "env", "limits", "capabilities"]
+
+
 class PolicyModel(Strict):
     name: str = Field(min_length=1)
     description: str = ""
+    # guarantees a runner must enforce for this policy; a runner that lacks one refuses to run
+    requires: list[Guarantee] = Field(default_factory=list)
     filesystem: Filesystem = Field(default_factory=Filesystem)
     network: Network = Field(default_factory=Network)
     env: Env = Field(default_factory=Env)

@@ -92,6 +92,14 @@ class Runner:
         ctx: dict[str, Any] = {"sandbox_id": uuid.uuid4().hex[:16], "run_id": run_id, "attempt_id": attempt_id,
                                "actor": actor, "policy": policy, "denials": []}
         target = shlex.join(argv)
+        missing = [g for g in policy.model.requires if g not in self.enforces]
+        if missing:
+            reason = f"policy {policy.name} requires {', '.join(missing)}, which the {self.kind} runner does not enforce"
+            self._audit(ctx, layer="policy", action="exec", target=target, decision="deny", rule_id="requires",
+                        detail={"reason": reason, "runner": self.kind})
+            return ExecResult(EXIT_NO_SANDBOX, "", f"loopmeter: {reason}\n", killed_reason="start",
+                              denials=[{"layer": "policy", "action": "exec", "target": target, "decision": "deny",
+                                        "rule_id": "requires", "reason": reason}])
         decision = policy.decide("exec", target, actor)
         if not decision.allowed:
             self._audit(ctx, layer="policy", action="exec", target=target, decision=decision.decision,

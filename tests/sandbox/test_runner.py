@@ -218,3 +218,11 @@ def test_parallel_commands_each_get_their_own_sandbox_and_one_audit_chain(runner
         assert (wd / "mine.txt").read_text() == str(i)
     assert verify_chain(store, audit.anchor_path).ok
     assert {r["attempt_id"] for r in _audit_rows(store) if r["layer"] == "proxy"} == {"a0", "a1", "a2", "a3"}
+
+
+def test_a_policy_requiring_isolation_refuses_the_unsandboxed_runner(store, audit, workdir: Path) -> None:
+    runner = make_runner("none", store=store, audit=audit)
+    res = runner.run(["sh", "-c", "echo ran > ran.txt"], workdir=workdir, policy=load_policy("data-restricted"),
+                     **CHECK)
+    assert res.exit_code == 125 and not (workdir / "ran.txt").exists()
+    assert _audit_rows(store)[-1]["rule_id"] == "requires"
