@@ -108,11 +108,15 @@ def _run(runner: Any, policy: Policy, work: Path, argv: list[str], **kw: Any) ->
 
 
 def _fs_write(runner: Any, policy: Policy, work: Path, *_: Any) -> Check:
+    sibling = work.parent / "outside.txt"  # a host directory beside the workdir
     res = _run(runner, policy, work, ["sh", "-c", "echo x > /etc/lm-selftest 2>/dev/null && echo WROTE-OUTSIDE; "
+                                                  f"echo x > {sibling} 2>/dev/null; "
                                                   "echo inside > inside.txt && echo WROTE-INSIDE"])
-    outside_refused = "WROTE-OUTSIDE" not in res.stdout and not Path("/etc/lm-selftest").exists()
+    outside_refused = ("WROTE-OUTSIDE" not in res.stdout and not Path("/etc/lm-selftest").exists()
+                       and not sibling.exists())
     inside_ok = "WROTE-INSIDE" in res.stdout and (work / "inside.txt").read_text().strip() == "inside"
-    return Check("write-outside-workdir", f"write /etc: {'refused' if outside_refused else 'ALLOWED'}",
+    return Check("write-outside-workdir",
+                 f"write /etc and beside the workdir: {'nothing reached the host' if outside_refused else 'ALLOWED'}",
                  f"write inside workdir: {'ok' if inside_ok else 'FAILED'}", outside_refused and inside_ok)
 
 
