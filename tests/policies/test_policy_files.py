@@ -109,3 +109,30 @@ def test_secrets_go_only_to_the_named_agent() -> None:
     assert policy.secrets_for("agent:claude-code") == ["ANTHROPIC_API_KEY"]
     assert policy.secrets_for("check") == []
     assert load_policy("strict").secrets_for("agent:claude-code") == []
+
+
+def test_bad_local_endpoint_is_refused(tmp_path: Path) -> None:
+    msg = _error(tmp_path, "name: x\nnetwork:\n  allow_local: ['11434']\n")
+    assert "network.allow_local" in msg and "use 'host:port'" in msg
+
+
+def test_port_out_of_range_is_refused(tmp_path: Path) -> None:
+    msg = _error(tmp_path, "name: x\nnetwork:\n  ports: [443, 70000]\n")
+    assert "network.ports" in msg and "out of range" in msg
+
+
+def test_bad_secret_variable_name_is_refused(tmp_path: Path) -> None:
+    msg = _error(tmp_path, "name: x\nsecrets:\n  agent:claude-code: ['ANTHROPIC-KEY']\n")
+    assert "secrets" in msg and "bad environment variable name" in msg
+
+
+def test_unknown_guarantee_in_requires_is_refused(tmp_path: Path) -> None:
+    msg = _error(tmp_path, "name: x\nrequires: [teleport]\n")
+    assert ":2: requires.0: bad value 'teleport'" in msg
+
+
+def test_unknown_top_level_key_hint_lists_known_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_policy(_write(tmp_path, "name: x\nnetwrok: {}\n"))
+    assert info.value.message.endswith(":2: netwrok: unknown key")
+    assert "network" in (info.value.hint or "")
