@@ -185,6 +185,19 @@ def executable_dirs(exe: str) -> list[Path]:
     return list(dict.fromkeys(dirs))
 
 
+PROXY_DENIAL = "egress proxy denied"  # what loopmeter's proxy answers (HTTP 403) when it refuses a host
+
+
+def error_kind_for(message: str, status: int | None = None) -> str:
+    """auth / infra (the sandbox refused or could not reach the endpoint) / agent."""
+    low = message.lower()
+    if PROXY_DENIAL in low:
+        return "infra"
+    if status in (401, 403) or "api key" in low or "unauthorized" in low or "authenticat" in low:
+        return "auth"
+    return "agent"
+
+
 def not_installed(binary: str, hint: str) -> StepResult:
     return StepResult(exit_code=127, error=f"{binary} is not installed (not on PATH)", error_kind="not_installed",
                       summary=hint)
@@ -198,6 +211,8 @@ def exec_failure(res: ExecResult) -> tuple[str | None, str | None]:
         return "budget", "cancelled"
     if res.killed_reason == "auth":
         return "auth", None
+    if res.killed_reason == "network":
+        return "infra", None
     if res.killed_reason:
         return "budget", res.killed_reason
     return None, None

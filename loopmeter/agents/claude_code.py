@@ -104,6 +104,9 @@ class ClaudeCodeBackend:
         if kind == "auth":
             out.error_kind = "auth"
             out.error = "the model server rejected the API key (HTTP 401/403); claude was stopped instead of retrying"
+        elif kind == "infra":
+            out.error_kind = "infra"
+            out.error = "the sandbox's egress proxy refused or could not reach the model API; claude was stopped"
         elif kind:
             out.error_kind, out.stopped_by = kind, stopped
             out.error = f"claude was stopped: {stopped or res.killed_reason}"
@@ -134,6 +137,8 @@ class StreamWatch:
         except json.JSONDecodeError:
             return None
         if event.get("type") == "system" and event.get("subtype") == "api_retry":
+            if _cli.PROXY_DENIAL in line:
+                return "network"
             return "auth" if event.get("error_status") in (401, 403) else None
         if event.get("type") != "assistant" or self.max_tokens is None:
             return None
@@ -263,10 +268,9 @@ def parse_stream(events: list[dict[str, Any]], ctx: StepContext,
     subtype = str(result.get("subtype") or "")
     if result.get("is_error") or subtype not in ("", "success"):
         out.error = out.summary or subtype or "claude reported an error"
-        status = result.get("api_error_status")
-        text = out.summary.lower()
-        if status in (401, 403) or "api key" in text or "authentication" in text:
-            out.error_kind = "auth"
+        kind = _cli.error_kind_for(out.summary, result.get("api_error_status"))
+        if kind != "agent":
+            out.error_kind = kind
         elif "budget" in subtype:
             out.error_kind, out.stopped_by = "budget", "max_usd"
             out.error = f"claude stopped at its --max-budget-usd limit ({subtype})"
@@ -295,8 +299,10 @@ def _reconcile(rows: list[UsageRow], result: dict[str, Any], ctx: StepContext,
                session: str | None) -> list[UsageRow]:
     model_usage: dict[str, Any] = result.get("modelUsage") or {}
     if not model_usage:
-        if not rows and isinstance(result.get("usage"), dict):
-            u = result["usage"]
+        raw = result.get("usage")
+        u: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        if not rows and any(u.get(k) for k in ("input_tokens", "output_tokens", "cache_read_input_tokens",
+                                                "cache_creation_input_tokens")):
             rows = [_cli.row(ctx, _cli.loop_key(ctx, 1), SOURCE, session_id=session, provider="anthropic",
                              input_tokens=u.get("input_tokens"), cache_read_tokens=u.get("cache_read_input_tokens"),
                              cache_write_tokens=u.get("cache_creation_input_tokens"),

@@ -108,9 +108,10 @@ class CodexBackend:
         out = parse_events(events, ctx, model)
         out.exit_code = res.exit_code
         kind, stopped = _cli.exec_failure(res)
-        if kind == "auth":
-            out.error_kind = "auth"
-            out.error = out.error or "the model server rejected the API key (HTTP 401/403); codex was stopped"
+        if kind in ("auth", "infra"):
+            out.error_kind = kind
+            out.error = out.error or ("the model server rejected the API key (HTTP 401/403); codex was stopped"
+                                      if kind == "auth" else "the sandbox's egress proxy refused the model API")
         elif kind:
             out.error_kind, out.stopped_by = kind, stopped
             out.error = out.error or f"codex stopped: {res.killed_reason or 'timeout'}"
@@ -126,9 +127,13 @@ class CodexBackend:
 
 
 def _watch_auth_retries(stream: str, line: str) -> str | None:
-    """Codex reconnects after a rejected key ("Reconnecting... 1/5 (unexpected status 401"); stop at once."""
-    if stream == "stdout" and '"type":"error"' in line.replace(" ", "") and (
-            "status 401" in line or "status 403" in line):
+    """Codex reconnects after a rejected key or a refused connection ("Reconnecting... 1/5
+    (unexpected status 401"); neither will change, so stop at once."""
+    if stream != "stdout" or '"type":"error"' not in line.replace(" ", ""):
+        return None
+    if _cli.PROXY_DENIAL in line:
+        return "network"
+    if "status 401" in line or "status 403" in line:
         return "auth"
     return None
 
@@ -189,8 +194,7 @@ def parse_events(events: list[dict[str, Any]], ctx: StepContext, model: str | No
     if failures or (errors and not out.usage):
         # "Reconnecting... n/5" error events are retries; the turn's own failure says why.
         out.error = (failures or errors)[-1][:1000]
-        low = out.error.lower()
-        out.error_kind = "auth" if ("401" in low or "unauthorized" in low or "api key" in low) else "agent"
+        out.error_kind = _cli.error_kind_for(out.error, 401 if "401" in out.error else None)
     return out
 
 

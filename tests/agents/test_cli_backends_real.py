@@ -222,6 +222,18 @@ def test_real_claude_code_rejected_key_is_an_auth_error_not_minutes_of_retries(w
     assert result.error_kind == "auth" and result.usage == []
 
 
+@pytest.mark.parametrize("agent", ["claude-code", "codex"])
+def test_real_agent_whose_model_server_is_unreachable_fails_fast_as_infra(agent, worktree, runner, policy):
+    need("claude" if agent == "claude-code" else agent)
+    from tests.conftest import free_port
+
+    ctx = ctx_for(agent, worktree, runner, policy, f"http://127.0.0.1:{free_port()}", model=None)
+    ctx.timeout_s = 60
+    result = get_backend(agent).step(ctx)
+    assert result.error_kind == "infra" and "egress proxy" in (result.error or "")
+    assert result.usage == [] and result.exit_code != 124  # stopped, not left retrying until the timeout
+
+
 # -- Codex -----------------------------------------------------------------------------------------
 
 
