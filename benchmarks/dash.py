@@ -3,9 +3,11 @@
     python benchmarks/dash.py [--db /tmp/loopmeter-bench.db] [--reseed] [--runs 3]
 
 Prints: seed time; time to the first complete Overview screen (headless `run_test`, app start to
-every KPI, chart and table filled) with a cold usage cache (first dash on this store) and warm;
-tab switch time per tab (key press to the tab's data shown; Policy's chain verification is
-timed apart because it runs in its own worker); `loopmeter report --format html` wall time in a
+every KPI, chart and table filled and drawn) with a cold usage cache (first dash on this store)
+and warm; tab switch time per tab on first visit (the tab key's action, the tab's query in its
+worker, the screen redrawn; Policy's chain verification is timed apart because it runs in a
+child process after the records show), and revisits through `Pilot.press`, which adds the test
+harness's own waits; `loopmeter report --format html` wall time in a
 subprocess (process start included). Targets: first screen <= 1.5 s, tab switch <= 200 ms,
 report <= 3 s.
 """
@@ -45,22 +47,24 @@ async def measure_app(store, home: Path) -> dict[str, float]:
     out: dict[str, float] = {}
     async with app.run_test(size=(120, 40)) as pilot:
         await _wait(pilot, app.query_one("#overview-tab"))
+        await pilot.pause()
         out["first_screen_s"] = time.perf_counter() - t0
-        for key, name in (("2", "usage"), ("3", "runs"), ("4", "evals"), ("5", "policy"), ("1", "overview")):
+        order = ("usage", "runs", "evals", "policy", "overview")
+        for name in order:  # first visit: the key's action, the tab's query, the screen redrawn
             t1 = time.perf_counter()
-            await pilot.press(key)
-            await pilot.pause()
+            app.action_tab(name)
             await _wait(pilot, app.query_one(f"#{name}-tab"))
+            await pilot.pause()
             out[f"switch_{name}_s"] = time.perf_counter() - t1
             if name == "policy":
                 t2 = time.perf_counter()
                 await app.workers.wait_for_complete()
                 out["policy_chain_verify_extra_s"] = time.perf_counter() - t2
-        for key, name in (("2", "usage"), ("3", "runs")):  # back to a tab already loaded
+        for key, name in (("2", "usage"), ("3", "runs"), ("5", "policy")):  # the same through Pilot key presses
             t1 = time.perf_counter()
             await pilot.press(key)
             await pilot.pause()
-            out[f"revisit_{name}_s"] = time.perf_counter() - t1
+            out[f"press_revisit_{name}_s"] = time.perf_counter() - t1
     return out
 
 
@@ -90,9 +94,12 @@ def main() -> None:
         warm = results[1:] or results
         print(f"first screen: cold {results[0]['first_screen_s']:.2f} s, warm median "
               f"{statistics.median(r['first_screen_s'] for r in warm):.2f} s (target <= 1.5 s)")
-        switches = [v for r in warm for k, v in r.items() if k.startswith(("switch_", "revisit_"))]
-        print(f"tab switch: median {statistics.median(switches) * 1000:.0f} ms, max {max(switches) * 1000:.0f} ms "
-              f"(target <= 200 ms)")
+        switches = [v for r in warm for k, v in r.items() if k.startswith("switch_")]
+        presses = [v for r in warm for k, v in r.items() if k.startswith("press_")]
+        print(f"tab switch (first visit, action -> data shown -> redrawn): median "
+              f"{statistics.median(switches) * 1000:.0f} ms, max {max(switches) * 1000:.0f} ms (target <= 200 ms)")
+        print(f"tab revisit through Pilot.press (adds the test harness's own waits): median "
+              f"{statistics.median(presses) * 1000:.0f} ms")
         env = {**os.environ, "LOOPMETER_HOME": str(home), "LOOPMETER_DB_URL": url}
         exe = shutil.which("loopmeter", path=os.path.dirname(sys.executable)) or shutil.which("loopmeter")
         cmd = [exe] if exe else [sys.executable, "-m", "loopmeter"]

@@ -62,8 +62,13 @@ class PolicyTab(DataTab):
         from loopmeter.analytics.policy import audit_records, decision_counts
 
         store = self.lm.store
-        return {"records": audit_records(store, filters, decision=self.decision_filter, layer=self.layer_filter,
-                                         run_id=self.run_filter, limit=500),
+        frame = audit_records(store, filters, decision=self.decision_filter, layer=self.layer_filter,
+                              run_id=self.run_filter, limit=500)
+        cells = [(str(r["seq"]), r["ts"].strftime("%m-%d %H:%M"), (r["run_id"] or "—")[-6:], r["layer"], r["action"],
+                  (r["target"] or "")[:22],
+                  Text(r["decision"], style={"deny": "bold red", "ask": "yellow"}.get(r["decision"], "")),
+                  (r["rule_id"] or "")[:18]) for r in frame.to_dict(orient="records")]
+        return {"cells": cells,
                 "counts": decision_counts(store, filters, layer=self.layer_filter, run_id=self.run_filter)}
 
     def show(self, result: dict[str, Any]) -> None:
@@ -72,10 +77,7 @@ class PolicyTab(DataTab):
             f"{d}: [b]{counts.get(d, 0):,}[/]" for d in DECISIONS) + "  (newest 500 shown)")
         table = self.query_one("#audit-table", DataTable)
         table.clear()
-        for r in result["records"].to_dict(orient="records"):
-            decision = Text(r["decision"], style={"deny": "bold red", "ask": "yellow"}.get(r["decision"], ""))
-            table.add_row(str(r["seq"]), r["ts"].strftime("%m-%d %H:%M"), (r["run_id"] or "—")[-6:], r["layer"],
-                          r["action"], (r["target"] or "")[:22], decision, (r["rule_id"] or "")[:18])
+        table.add_rows(result["cells"])
 
     def on_select_changed(self, event: Select.Changed) -> None:
         value = None if event.value is Select.NULL else str(event.value)

@@ -23,24 +23,31 @@ class RunsTab(DataTab):
         self.query_one("#runs-table", DataTable).add_columns(*COLUMNS)
 
     def fetch(self, filters: Any) -> Any:
+        """Rows formatted here, in the worker, so the UI thread only hands them to the table."""
         from loopmeter.analytics.runs import list_runs
 
-        return list_runs(self.lm.store, filters)
-
-    def show(self, frame: Any) -> None:
-        table = self.query_one("#runs-table", DataTable)
-        table.clear()
+        frame = list_runs(self.lm.store, filters)
+        ids, cells = [], []
         for r in frame.to_dict(orient="records"):
             status = Text(r["status"], style={"running": "bold green", "failed": "red", "error": "red"}
                           .get(r["status"], ""))
             started = r["started_at"].strftime("%m-%d %H:%M") if r["started_at"] is not None else "—"
-            table.add_row(r["id"][-8:], status, (r["task"] or "")[:28], r["user"] or "—", str(r["attempts"]),
-                          str(r["passed"]), fmt.money(r["cost_usd"], r["unpriced_calls"]), started, key=r["id"])
-        more = " (newest 500)" if len(frame) >= 500 else ""
-        self.query_one("#runs-summary", Static).update(f"{len(frame):,} runs{more}  ·  Enter: open a run")
+            ids.append(r["id"])
+            cells.append((r["id"][-8:], status, (r["task"] or "")[:28], r["user"] or "—", str(r["attempts"]),
+                          str(r["passed"]), fmt.money(r["cost_usd"], r["unpriced_calls"]), started))
+        return ids, cells
+
+    def show(self, result: Any) -> None:
+        self.run_ids, cells = result
+        table = self.query_one("#runs-table", DataTable)
+        table.clear()
+        table.add_rows(cells)
+        more = " (newest 500)" if len(cells) >= 500 else ""
+        self.query_one("#runs-summary", Static).update(f"{len(cells):,} runs{more}  ·  Enter: open a run")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.data_table.id == "runs-table" and event.row_key.value:
+        ids = getattr(self, "run_ids", [])
+        if event.data_table.id == "runs-table" and 0 <= event.cursor_row < len(ids):
             from loopmeter.tui.run_detail import RunScreen
 
-            self.app.push_screen(RunScreen(str(event.row_key.value)))
+            self.app.push_screen(RunScreen(ids[event.cursor_row]))

@@ -45,53 +45,62 @@ class UsageTab(DataTab):
         data = self.lm.data(filters)
         from loopmeter.analytics import spend
 
-        return {"cube": data.cube, "summary": spend.summary(data.cube), "tz": filters.tz}
+        result = {"cube": data.cube, "summary": spend.summary(data.cube), "tz": filters.tz}
+        result["view"] = self._view(result, self.dimension, self.sort_key, self.search)
+        return result
 
     def show(self, result: dict[str, Any]) -> None:
         self._result = result
+        view = result.get("view")
+        if view is None or view[0] != (self.dimension, self.sort_key, self.search):
+            view = result["view"] = self._view(result, self.dimension, self.sort_key, self.search)
         s = result["summary"]
         self.query_one("#usage-total", Static).update(
             f"{fmt.money(s['cost_usd'], s['unpriced_calls'])} {fmt.unpriced_note(s['unpriced_calls'])}  ·  "
             f"{s['calls']:,} calls  ·  cache hit {fmt.pct(s['cache_hit_ratio'])}  ·  grouped by "
             f"[b]{self.dimension}[/], sorted by [b]{self.sort_key}[/]")
-        self._render_table()
-        self._render_chart()
-
-    def _render_table(self) -> None:
-        from loopmeter.analytics import spend
-
-        frame = spend.by_dimension(self._result["cube"], self.dimension)
-        if self.search:
-            frame = frame[frame[self.dimension].astype(str).str.contains(self.search, case=False, regex=False)]
-        key = next((k for label, k in COLUMNS if self.sort_key in (label, k)), None) or self.dimension
-        frame = frame.sort_values(key, ascending=key == self.dimension, na_position="last")
+        _key, frame, cells, chart = view
         self._frame = frame
         table = self.query_one("#usage-table", DataTable)
         table.clear(columns=True)
         table.add_columns(self.dimension, *[label for label, _ in COLUMNS[1:]])
-        for row in frame.to_dict(orient="records"):
-            table.add_row(str(row[self.dimension])[-28:], fmt.num(row["calls"]),
-                          fmt.money(row["cost"]) if row["calls"] > row["unpriced"] else "unpriced",
-                          fmt.num(row["unpriced"]), fmt.tokens(row["input"]), fmt.tokens(row["cache_read"]),
-                          fmt.tokens(row["output"]), fmt.pct(row["cache_hit_ratio"]), fmt.pct(row["share"]))
+        table.add_rows(cells)
+        widget = self.query_one("#usage-chart", BarChart)
+        widget.border_title = f"Cost per day by {self.dimension} (top 5, rest as other)"
+        cats, series = chart
+        widget.set_data(cats, series, lambda v: fmt.money(v))
 
-    def _render_chart(self) -> None:
+    @staticmethod
+    def _view(result: dict[str, Any], dim: str, sort_key: str, search: str) -> tuple[Any, ...]:
+        """Table cells and chart series for one grouping, sort and search (pure: runs in the worker)."""
         from loopmeter.analytics import spend
 
-        chart = self.query_one("#usage-chart", BarChart)
-        chart.border_title = f"Cost per day by {self.dimension} (top 5, rest as other)"
-        daily = spend.over_time(self._result["cube"], "day", by=self.dimension, tz=self._result["tz"])
+        frame = spend.by_dimension(result["cube"], dim)
+        if search:
+            frame = frame[frame[dim].astype(str).str.contains(search, case=False, regex=False)]
+        key = next((k for label, k in COLUMNS if sort_key in (label, k)), None) or dim
+        frame = frame.sort_values(key, ascending=key == dim, na_position="last")
+        cells = [(str(row[dim])[-28:], fmt.num(row["calls"]),
+                  fmt.money(row["cost"]) if row["calls"] > row["unpriced"] else "unpriced",
+                  fmt.num(row["unpriced"]), fmt.tokens(row["input"]), fmt.tokens(row["cache_read"]),
+                  fmt.tokens(row["output"]), fmt.pct(row["cache_hit_ratio"]), fmt.pct(row["share"]))
+                 for row in frame.to_dict(orient="records")]
+        return (dim, sort_key, search), frame, cells, UsageTab._chart_series(result, dim)
+
+    @staticmethod
+    def _chart_series(result: dict[str, Any], dim: str) -> tuple[list[str], dict[str, list[float]]]:
+        from loopmeter.analytics import spend
+
+        daily = spend.over_time(result["cube"], "day", by=dim, tz=result["tz"])
         if not len(daily):
-            chart.set_data([], {})
-            return
-        top = [str(x) for x in spend.by_dimension(self._result["cube"], self.dimension)[self.dimension][:5]]
-        daily[self.dimension] = daily[self.dimension].astype(str).where(daily[self.dimension].astype(str).isin(top),
-                                                                        "other")
-        pivot = daily.pivot_table(index="period", columns=self.dimension, values="cost", aggfunc="sum").fillna(0)
+            return [], {}
+        top = [str(x) for x in spend.by_dimension(result["cube"], dim)[dim][:5]]
+        daily[dim] = daily[dim].astype(str).where(daily[dim].astype(str).isin(top), "other")
+        pivot = daily.pivot_table(index="period", columns=dim, values="cost", aggfunc="sum").fillna(0)
         days = sorted(pivot.index)
         pivot = pivot.reindex(days)
         names = [n for n in [*top, "other"] if n in pivot.columns]
-        chart.set_data([d[5:] for d in days], {n[-18:]: pivot[n].tolist() for n in names}, lambda v: fmt.money(v))
+        return [d[5:] for d in days], {n[-18:]: pivot[n].tolist() for n in names}
 
     def _rerender(self) -> None:
         if getattr(self, "_result", None) is not None:
