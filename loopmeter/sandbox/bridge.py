@@ -1,19 +1,20 @@
 """Runs inside the sandbox (as `python3 -I -S -c <this file>`): bridges loopback ports in the
 sandbox's network namespace to the host's egress proxy through a bind-mounted Unix socket, then
-runs the command and exits with its status. Standard library only.
+runs the command and exits with its status. Only C-level stdlib modules (`_socket`, `_thread`),
+which start about 5 ms faster than `socket` and `threading`.
 
 argv: SOCKET PROXY_PORT FORWARDS -- CMD...   (FORWARDS: comma-separated "host:port" or "")
 A forward listens on 127.0.0.1:PORT inside and tunnels each connection with CONNECT host:port,
 so a URL like http://127.0.0.1:PORT works unchanged inside when the policy allows it.
 """
 
+import _socket
+import _thread
 import os
-import socket
 import sys
-import threading
 
 
-def pump(src, dst):
+def pump(src, dst, finished):
     try:
         while True:
             data = src.recv(65536)
@@ -22,24 +23,31 @@ def pump(src, dst):
             dst.sendall(data)
     except OSError:
         pass
-    finally:
-        try:
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+    try:
+        dst.shutdown(_socket.SHUT_WR)
+    except OSError:
+        pass
+    finished()
 
 
 def splice(a, b):
-    t = threading.Thread(target=pump, args=(b, a), daemon=True)
-    t.start()
-    pump(a, b)
-    t.join()
-    a.close()
-    b.close()
+    lock = _thread.allocate_lock()
+    left = [2]
+
+    def finished():
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            a.close()
+            b.close()
+
+    _thread.start_new_thread(pump, (b, a, finished))
+    pump(a, b, finished)
 
 
 def upstream(sock_path):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     s.connect(sock_path)
     return s
 
@@ -56,7 +64,7 @@ def handle_proxy(conn, sock_path):
 def handle_forward(conn, sock_path, target):
     try:
         up = upstream(sock_path)
-        up.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nX-Loopmeter-Forward: 1\r\n\r\n".encode())
+        up.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = up.recv(4096)
@@ -80,13 +88,14 @@ def handle_forward(conn, sock_path, target):
 
 def serve(listener, handler, *args):
     while True:
-        conn, _ = listener.accept()
-        threading.Thread(target=handler, args=(conn, *args), daemon=True).start()
+        fd, _ = listener._accept()
+        conn = _socket.socket(fileno=fd)
+        _thread.start_new_thread(handler, (conn, *args))
 
 
 def listen(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+    s.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
     s.bind(("127.0.0.1", port))
     s.listen(64)
     return s
@@ -95,12 +104,12 @@ def listen(port):
 def main(argv):
     sock_path, proxy_port, forwards = argv[0], int(argv[1]), argv[2]
     cmd = argv[4:]
-    threading.Thread(target=serve, args=(listen(proxy_port), handle_proxy, sock_path), daemon=True).start()
+    # listen first (connections queue in the backlog), fork before any thread exists, then serve
+    servers = [(listen(proxy_port), handle_proxy, (sock_path,))]
     for target in filter(None, forwards.split(",")):
         port = int(target.rsplit(":", 1)[1])
-        if port == proxy_port:
-            continue
-        threading.Thread(target=serve, args=(listen(port), handle_forward, sock_path, target), daemon=True).start()
+        if port != proxy_port:
+            servers.append((listen(port), handle_forward, (sock_path, target)))
     pid = os.fork()
     if pid == 0:
         try:
@@ -108,6 +117,8 @@ def main(argv):
         except OSError as exc:
             sys.stderr.write(f"loopmeter sandbox: cannot run {cmd[0]}: {exc.strerror}\n")
             os._exit(127)
+    for listener, handler, args in servers:
+        _thread.start_new_thread(serve, (listener, handler, *args))
     while True:
         try:
             _, status = os.waitpid(pid, 0)
