@@ -77,8 +77,9 @@ class Backend(Protocol):
     #: human description for `loopmeter agents` / docs
     description: str
 
-    def available(self) -> tuple[bool, str | None]:
-        """(usable, hint): is the CLI installed / the key present? The hint says how to fix it."""
+    def available(self, api_base: str | None = None) -> tuple[bool, str | None]:
+        """(usable, hint): is the CLI installed / the key present? The hint says how to fix it.
+        With `api_base` (a local or self-hosted model server) no provider key is required."""
         ...
 
     def step(self, ctx: StepContext) -> StepResult:

@@ -52,7 +52,7 @@ class BuiltinBackend:
     name = "builtin"
     description = "loopmeter's own tool-calling agent over litellm (any model: builtin:PROVIDER/MODEL)"
 
-    def available(self) -> tuple[bool, str | None]:
+    def available(self, api_base: str | None = None) -> tuple[bool, str | None]:
         return True, None
 
     def step(self, ctx: StepContext) -> StepResult:

@@ -9,7 +9,7 @@ class NopBackend:
     name = "nop"
     description = "changes nothing (a task it passes is broken)"
 
-    def available(self) -> tuple[bool, str | None]:
+    def available(self, api_base: str | None = None) -> tuple[bool, str | None]:
         return True, None
 
     def step(self, ctx: StepContext) -> StepResult:

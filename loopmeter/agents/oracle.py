@@ -16,7 +16,7 @@ class OracleBackend:
     name = "oracle"
     description = "applies the task's reference solution (solution/ files or solution/solve.sh)"
 
-    def available(self) -> tuple[bool, str | None]:
+    def available(self, api_base: str | None = None) -> tuple[bool, str | None]:
         return True, None
 
     def step(self, ctx: StepContext) -> StepResult:

@@ -109,7 +109,7 @@ def _validate_agents(specs: list[Any], api_base: str | None) -> None:
 
     for spec in specs:
         backend = get_backend(spec.name)  # unknown agent: exit 2 with the known names
-        ok, hint = backend.available()
+        ok, hint = backend.available(api_base)
         if not ok:
             raise LoopmeterError(f"agent {spec.name} is not available", hint=hint)
         if spec.name == "builtin":

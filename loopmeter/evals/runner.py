@@ -73,7 +73,7 @@ def check_agents(configs: list[EvalConfig], api_base: str | None) -> None:
 
     for config in configs:
         backend = get_backend(config.agent)
-        ok, hint = backend.available()
+        ok, hint = backend.available(api_base)
         if not ok:
             raise LoopmeterError(f"agent {config.agent} is not available", hint=hint)
         if config.agent == "builtin":

@@ -33,7 +33,7 @@ def repo(tmp_path: Path) -> Path:
 def test_loopmeter_run_with_real_claude_code_passes_and_stores_server_usage(repo, loopmeter_home, monkeypatch):
     if shutil.which("claude") is None:
         pytest.skip("claude is not installed (scripts/setup-system.sh installs it)")
-    # `run` checks that a key exists; with a loopback --api-base the agent gets a placeholder instead.
+    # the user's real key is present, but with a loopback --api-base the agent gets a placeholder instead
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-dummy-never-sent")
     turns = [bash_turn("printf 'def add(a, b):\\n    return a + b\\n' > hello.py", input_tokens=900, output_tokens=40,
                        cache_read_input_tokens=250),
@@ -78,7 +78,9 @@ def test_loopmeter_run_with_real_codex_passes_and_stores_server_usage(repo, loop
         pytest.skip("codex is not installed (scripts/setup-system.sh installs it)")
     from tests.servers.responses_server import ResponsesServer, message_turn, shell_turn
 
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-dummy-never-sent")
+    # no OpenAI key at all: a local --api-base needs none
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
     turns = [shell_turn("printf 'def add(a, b):\\n    return a + b\\n' > hello.py", input_tokens=2000,
                         cached_tokens=500, output_tokens=60, reasoning_tokens=20),
              message_turn("Created hello.py.", input_tokens=2200, cached_tokens=1900, output_tokens=8)]
