@@ -1,4 +1,4 @@
-"""Runs inside the sandbox (as `python3 -I -S -c <this file>`): bridges loopback ports in the
+"""Runs inside the sandbox (as `python3 -I -S /run/loopmeter/bridge.py ...`): bridges loopback ports in the
 sandbox's network namespace to the host's egress proxy through a bind-mounted Unix socket, then
 runs the command and exits with its status. Only C-level stdlib modules (`_socket`, `_thread`),
 which start about 5 ms faster than `socket` and `threading`.

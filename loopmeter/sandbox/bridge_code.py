@@ -1,4 +1,4 @@
-"""The bridge's source text, read once, passed to `python3 -c` inside the sandbox."""
+"""The bridge's source text, read once; the runner writes it beside proxy.sock for the sandbox."""
 
 from pathlib import Path
 

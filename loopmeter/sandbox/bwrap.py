@@ -83,6 +83,9 @@ class BwrapRunner(Runner):
 
             proxy = EgressProxy(policy, kw["actor"], kw["extra_allow"],
                                 on_record=lambda rec: self._proxy_record(ctx, rec))
+            from loopmeter.sandbox.bridge_code import BRIDGE_CODE
+
+            (proxy.dir / "bridge.py").write_text(BRIDGE_CODE)
         try:
             spec, handed, refused = self.build(
                 argv, workdir=kw["workdir"], policy=policy, role=kw["role"], actor=kw["actor"], env=kw["env"],

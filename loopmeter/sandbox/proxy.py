@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -189,11 +190,7 @@ class EgressProxy:
         except OSError:
             pass
         self._server.close()
-        try:
-            self.socket_path.unlink()
-            self.dir.rmdir()
-        except OSError:
-            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> EgressProxy:
         return self

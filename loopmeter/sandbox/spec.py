@@ -164,11 +164,9 @@ def bwrap_argv(spec: SandboxSpec, command: Sequence[str], bwrap: str = "bwrap",
     if secret_fd is not None:
         argv += ["--args", str(secret_fd)]
     argv += ["--chdir", str(spec.workdir), "--"]
-    if spec.proxy_dir is not None:
-        from loopmeter.sandbox.bridge_code import BRIDGE_CODE
-
-        argv += [inner_python(), "-I", "-S", "-c", BRIDGE_CODE, f"{SANDBOX_RUN}/proxy.sock", str(PROXY_PORT),
-                 ",".join(spec.forwards), "--"]
+    if spec.proxy_dir is not None:  # the runner puts bridge.py beside proxy.sock
+        argv += [inner_python(), "-I", "-S", f"{SANDBOX_RUN}/bridge.py", f"{SANDBOX_RUN}/proxy.sock",
+                 str(PROXY_PORT), ",".join(spec.forwards), "--"]
     return argv + list(command)
 
 
