@@ -10,6 +10,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Select, Static
 
 from loopmeter.analytics.filters import DIMENSIONS
+from loopmeter.analytics.periods import PERIODS
 from loopmeter.reports import fmt
 from loopmeter.tui.base import DataTab
 from loopmeter.tui.charts import BarChart
@@ -31,8 +32,8 @@ class UsageTab(DataTab):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="usage-controls"):
-            yield Select([(d, d) for d in ("source", "agent", "model", "provider", "project", "user")],
-                         value="source", allow_blank=False, id="usage-dim")
+            yield Select([(d, d) for d in ("source", "agent", "model", "provider", "project", "user")]
+                         + [(p, p) for p in PERIODS], value="source", allow_blank=False, id="usage-dim")
             yield Input(placeholder="/ filter rows", id="usage-search")
         yield Static("", id="usage-total")
         table: DataTable[str] = DataTable(id="usage-table", cursor_type="row", zebra_stripes=True)
@@ -46,11 +47,20 @@ class UsageTab(DataTab):
         from loopmeter.analytics import spend
 
         result = {"cube": data.cube, "summary": spend.summary(data.cube), "tz": filters.tz}
-        result["view"] = self._view(result, self.dimension, self.sort_key, self.search)
+        if self.dimension in PERIODS:
+            from loopmeter.analytics.periods import usage_periods
+
+            result["periods"] = (self.dimension, usage_periods(self.lm.store, filters, PERIODS[self.dimension],
+                                                               now=self.lm._clock()))
+        else:
+            result["view"] = self._view(result, self.dimension, self.sort_key, self.search)
         return result
 
     def show(self, result: dict[str, Any]) -> None:
         self._result = result
+        if self.dimension in PERIODS:
+            self._show_periods(result)
+            return
         view = result.get("view")
         if view is None or view[0] != (self.dimension, self.sort_key, self.search):
             view = result["view"] = self._view(result, self.dimension, self.sort_key, self.search)
@@ -69,6 +79,29 @@ class UsageTab(DataTab):
         widget.border_title = f"Cost per day by {self.dimension} (top 5, rest as other)"
         cats, series = chart
         widget.set_data(cats, series, lambda v: fmt.money(v))
+
+    def _show_periods(self, result: dict[str, Any]) -> None:
+        got = result.get("periods")
+        if got is None or got[0] != self.dimension:
+            self.reload()  # periods come from `loopmeter usage`'s own queries, in the worker
+            return
+        data = got[1]
+        ignored = f"  ·  [b]not applied here:[/] {', '.join(data['ignored'])}" if data["ignored"] else ""
+        self.query_one("#usage-total", Static).update(
+            f"{self.dimension} from `loopmeter usage` ({len(data['rows'])} rows){ignored}")
+        table = self.query_one("#usage-table", DataTable)
+        table.clear(columns=True)
+        table.add_columns("period", "calls", "cost", "unpriced", "input", "cache rd", "output", "hit")
+        table.add_rows([(str(r["label"])[-28:], fmt.num(r["calls"]), fmt.money(r["cost_usd"], r["unpriced_calls"]),
+                         fmt.num(r["unpriced_calls"]), fmt.tokens(r["input_tokens"]),
+                         fmt.tokens(r["cache_read_tokens"]), fmt.tokens(r["output_tokens"]),
+                         fmt.pct(r["cache_hit_ratio"])) for r in reversed(data["rows"])])
+        self._frame = None
+        chart = self.query_one("#usage-chart", BarChart)
+        chart.border_title = f"Cost {self.dimension}"
+        chart.set_data(
+            [str(r["label"])[5:] for r in data["rows"]], {"cost": [r["cost_usd"] or 0.0 for r in data["rows"]]},
+            lambda v: fmt.money(v))
 
     @staticmethod
     def _view(result: dict[str, Any], dim: str, sort_key: str, search: str) -> tuple[Any, ...]:
@@ -107,7 +140,8 @@ class UsageTab(DataTab):
             self.show(self._result)
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.select.id == "usage-dim" and event.value in DIMENSIONS and event.value != self.dimension:
+        if event.select.id == "usage-dim" and event.value != self.dimension and \
+                (event.value in DIMENSIONS or event.value in PERIODS):
             self.dimension = str(event.value)
             self._rerender()
 
@@ -122,10 +156,12 @@ class UsageTab(DataTab):
         self._rerender()
 
     def action_next_dimension(self) -> None:
-        dims = ["source", "agent", "model", "provider", "project", "user"]
+        dims = ["source", "agent", "model", "provider", "project", "user", *PERIODS]
         self.query_one("#usage-dim", Select).value = dims[(dims.index(self.dimension) + 1) % len(dims)]
 
     def action_next_sort(self) -> None:
+        if self.dimension in PERIODS:
+            return
         labels = [self.dimension] + [label for label, _ in COLUMNS[1:]]
         cur = self.sort_key if self.sort_key in labels else "cost"
         self.sort_key = labels[(labels.index(cur) + 1) % len(labels)]

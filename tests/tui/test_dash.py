@@ -100,6 +100,24 @@ async def test_usage_group_sort_and_search(seeded, loopmeter_home):
 
 
 @pytest.mark.anyio
+async def test_usage_periods_come_from_loopmeter_usage(seeded, loopmeter_home):
+    from loopmeter.analytics.usage import Query, usage_report
+
+    app = make_app(seeded, loopmeter_home)
+    async with app.run_test(size=(100, 34)) as pilot:
+        await pilot.press("2")
+        await settle(pilot)
+        from textual.widgets import Select
+
+        app.query_one("#usage-dim", Select).value = "per week"
+        await settle(pilot)
+        f = app.filters
+        expected = usage_report(seeded, Query(period="weekly", since=f.since.date(), until=f.until.date(), tz="UTC"))
+        assert app.query_one("#usage-table").row_count == len(expected.rows)
+        assert "from `loopmeter usage`" in str(app.query_one("#usage-total").render())
+
+
+@pytest.mark.anyio
 async def test_drill_into_a_run_then_an_attempt_and_back(seeded, loopmeter_home):
     app = make_app(seeded, loopmeter_home)
     async with app.run_test(size=(100, 30)) as pilot:
