@@ -61,7 +61,9 @@ def _aggregate(store: Store, where: list[Any]) -> list[tuple[Any, ...]]:
     with store.engine.connect() as conn:
         if store.dialect == "sqlite":
             conn.exec_driver_sql("PRAGMA threads=4")  # lets SQLite sort for GROUP BY on more than one core
-        return [tuple(r) for r in conn.execute(stmt)]
+        # PostgreSQL sums BIGINT as NUMERIC (Decimal): plain ints and floats for the cache
+        return [(*r[:8], int(r[8]), int(r[9] or 0), float(r[10]), *(int(v) for v in r[11:]))
+                for r in conn.execute(stmt)]
 
 
 def _count(store: Store, watermark: int) -> int:

@@ -126,3 +126,15 @@ def test_merged_outcomes_come_from_trailers_reachable_from_main(tmp_path, store)
     assert found["01RUNDIRECT"]["merged_at"] == datetime(2026, 2, 4, 9, tzinfo=UTC)
     result = refresh_outcomes(store, [repo])
     assert result["outcomes"] == 2 and store.count(Outcome) == 2
+
+
+def test_same_figures_on_postgresql(pg_store, loopmeter_home, now):
+    from tests.analytics.seed import seed
+
+    seed(pg_store)
+    report = kpis.compute(pg_store, range_filters("all", now), value=ValueModel(value_per_merged_outcome=10.0),
+                          home=loopmeter_home, now=now, include_audit=False)
+    assert report["spend"]["calls"] == 400
+    assert report["outcomes"]["merged"] == 2 and report["roi"]["shown"]
+    assert sum(d["calls"] for d in report["spend_by_day"]) == 400
+    assert report["evals"]["configs"] and report["evals"]["comparisons"]

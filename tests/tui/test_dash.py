@@ -149,3 +149,26 @@ async def test_stale_results_are_dropped(seeded, loopmeter_home):
         shown = tab.shown_generation
         tab._deliver(shown - 1, RuntimeError("old"))  # an answer for an older request
         assert tab.shown_generation == shown
+
+
+@pytest.mark.anyio
+async def test_live_refresh_picks_up_new_usage_while_runs_are_active(seeded, loopmeter_home):
+    import asyncio
+    from datetime import timedelta
+
+    from loopmeter.records import UsageRow
+
+    app = LoopmeterApp(seeded, home=loopmeter_home, now=FIXED_NOW, live_every=0.2)
+    async with app.run_test(size=(100, 34)) as pilot:
+        await settle(pilot)
+        assert app.active_runs == 2
+        before = str(app.query_one("#kpi-spend").render())
+        seeded.add_usage([UsageRow(key="live:1", source="loop", ts=FIXED_NOW - timedelta(minutes=1),
+                                   model="claude-sonnet-4-5", agent="claude-code", cost_usd=1000.0,
+                                   cost_source="calculated")])
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            await pilot.pause()
+            if str(app.query_one("#kpi-spend").render()) != before:
+                break
+        assert "$1,00" in str(app.query_one("#kpi-spend").render())
