@@ -32,7 +32,7 @@ def table_rows(r: dict[str, Any], key: str) -> tuple[list[str], list[list[str]]]
         return (["agent", "attempts", "success", "cost", "$/verified", "p50 to green", "cache hit", "wasted"],
                 [[a["agent"], fmt.num(a["attempts"]), fmt.pct(a["success_rate"]),
                   fmt.money(a["cost_usd"], a["unpriced_calls"]), fmt.money(a["per_verified_usd"]),
-                  fmt.duration(a["time_to_green_p50_s"]), fmt.pct(a["cache_hit_ratio"]), fmt.money(a["wasted_usd"])]
+                  fmt.duration(a["time_to_green_p50_s"]), fmt.pct(a["cache_hit_ratio"]), fmt.money(a["wasted_usd"], a["unpriced_calls"])]
                  for a in rows])
     if key == "spend_by_day":
         return (["day", "calls", "cost", "unpriced calls", "input", "cache read", "output"],

@@ -65,7 +65,7 @@ class OverviewTab(DataTab):
             table.add_row(a["agent"], fmt.num(a["attempts"]), fmt.pct(a["success_rate"]),
                           fmt.money(a["per_verified_usd"], a["unpriced_calls"]) if a["cost_usd"] is not None
                           else "unpriced", fmt.duration(a["time_to_green_p50_s"]), fmt.pct(a["cache_hit_ratio"]),
-                          fmt.money(a["wasted_usd"]), key=a["agent"])
+                          fmt.money(a["wasted_usd"], a["unpriced_calls"]), key=a["agent"])
 
     def _chart(self, daily: Any) -> None:
         chart = self.query_one("#spend-chart", BarChart)

@@ -25,8 +25,10 @@ async def settle(pilot) -> None:
 
 @pytest.mark.parametrize("keys,size", [
     ([], (100, 34)), ([], (80, 24)), (["2"], (100, 34)), (["3"], (100, 30)), (["4"], (100, 30)),
-    (["5"], (100, 30)), (["3", "enter"], (100, 30)), (["question_mark"], (80, 24)),
-], ids=["overview", "overview-80x24", "usage", "runs", "evals", "policy", "run-detail", "help"])
+    (["5"], (100, 30)), (["3", "enter"], (100, 30)), (["question_mark"], (80, 24)), (["2"], (80, 24)),
+    (["3", "enter"], (80, 24)), (["5"], (80, 24)), (["f"], (80, 24)),
+], ids=["overview", "overview-80x24", "usage", "runs", "evals", "policy", "run-detail", "help", "usage-80x24",
+        "run-detail-80x24", "policy-80x24", "filters-80x24"])
 def test_tab_snapshots(snap_compare, seeded, loopmeter_home, keys, size):
     async def run_before(pilot) -> None:
         await settle(pilot)
@@ -172,3 +174,25 @@ async def test_live_refresh_picks_up_new_usage_while_runs_are_active(seeded, loo
             if str(app.query_one("#kpi-spend").render()) != before:
                 break
         assert "$1,00" in str(app.query_one("#kpi-spend").render())
+
+
+@pytest.mark.anyio
+async def test_policy_filters_by_decision_and_run(seeded, loopmeter_home):
+    from textual.widgets import Select
+
+    app = make_app(seeded, loopmeter_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("5")
+        await settle(pilot)
+        tab = app.query_one("#policy-tab")
+        app.query_one("#policy-decision", Select).value = "deny"
+        await settle(pilot)
+        table = app.query_one("#audit-table")
+        decisions = {str(table.get_row_at(i)[6]) for i in range(table.row_count)}
+        assert decisions == {"deny"} and table.row_count == 32
+        app.query_one("#policy-run").value = "01RUN00000003"
+        app.query_one("#policy-run").focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        assert tab.run_filter == "01RUN00000003"
+        assert all(str(table.get_row_at(i)[2]) == "000003" for i in range(table.row_count))
