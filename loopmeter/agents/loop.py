@@ -97,11 +97,11 @@ class AttemptRecord:
     status: str
     stop_reason: str | None
     iterations: int
-    input_tokens: int
-    output_tokens: int
-    cache_read_tokens: int
-    cache_write_tokens: int
-    reasoning_tokens: int
+    input_tokens: int | None  # None: the agent made calls but never reported this kind
+    output_tokens: int | None
+    cache_read_tokens: int | None
+    cache_write_tokens: int | None
+    reasoning_tokens: int | None
     cost_usd: float | None
     unpriced_calls: int
     wall_s: float | None
@@ -666,14 +666,16 @@ class _Runtime:
 
         c = Usage.__table__.c  # type: ignore[attr-defined]
         kinds = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
-        cols = [func.coalesce(func.sum(c[k]), 0) for k in kinds]
+        cols = [func.sum(c[k]) for k in kinds]  # NULL when no row reported that kind
         stmt = select(*cols, func.sum(c.cost_usd), func.count(), func.count(c.cost_usd)).where(
             c.attempt_id == attempt_id)
         with self.store.engine.connect() as conn:
             row = conn.execute(stmt).one()
         calls, priced = int(row[-2] or 0), int(row[-1] or 0)
         cost = row[-3]
-        out: dict[str, Any] = {k: int(v or 0) for k, v in zip(kinds, row[:5], strict=True)}
+        # tokens an agent never reported stay missing (None), not 0; no calls at all is 0
+        out: dict[str, Any] = {k: (int(v) if v is not None else (0 if calls == 0 else None))
+                               for k, v in zip(kinds, row[:5], strict=True)}
         # no calls at all costs nothing; calls that all lack a price are unpriced, not $0
         out["cost_usd"] = 0.0 if calls == 0 else (float(cost) if cost is not None else None)
         out["unpriced_calls"] = calls - priced

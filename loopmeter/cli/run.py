@@ -234,11 +234,13 @@ def print_attempts(result: RunResult) -> None:
     for col in ("attempt", "agent", "status", "iters", "tokens in/out", "cost", "wall", "green", "stop reason"):
         table.add_column(col)
     for a in result.attempts:
-        tokens_in = a.input_tokens + a.cache_read_tokens + a.cache_write_tokens
+        parts = (a.input_tokens, a.cache_read_tokens, a.cache_write_tokens)
+        tokens_in = "—" if all(v is None for v in parts) else str(sum(v or 0 for v in parts))
+        tokens_out = "—" if a.output_tokens is None else str(a.output_tokens)
         name = a.agent + (f":{a.model}" if a.model else "") + (" (shadow)" if a.role == "shadow" else "")
         mark = " *" if a.id == result.winner else ""
         table.add_row(a.id.rsplit("-", 1)[-1] + mark, name, a.status, str(a.iterations),
-                      f"{tokens_in}/{a.output_tokens}", _money(a.cost_usd) + (
+                      f"{tokens_in}/{tokens_out}", _money(a.cost_usd) + (
                           f" (+{a.unpriced_calls} unpriced)" if a.unpriced_calls and a.cost_usd else ""),
                       f"{a.wall_s or 0:.1f}s", f"{a.time_to_green_s:.1f}s" if a.time_to_green_s else "-",
                       a.stop_reason or "")

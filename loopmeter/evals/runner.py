@@ -255,7 +255,7 @@ def _coding_attempt(cell: Cell, run_id: str, options: EvalOptions, store: Any, r
     elif att.status == "cancelled":
         error_kind = "cancelled"
     passed = att.status == "passed"
-    tokens = att.input_tokens + att.cache_read_tokens + att.cache_write_tokens + att.output_tokens
+    tokens = sum(v or 0 for v in (att.input_tokens, att.cache_read_tokens, att.cache_write_tokens, att.output_tokens))
     # no model call at all (oracle, nop) costs $0; calls without a price stay unpriced (None)
     cost = att.cost_usd if att.cost_usd is not None or att.unpriced_calls or tokens else 0.0
     return CellResult(

@@ -114,6 +114,8 @@ def test_loopmeter_run_with_cursor_records_usage_as_missing(repo, loopmeter_home
     run = json.loads(proc.stdout)
     [attempt] = run["attempts"]
     assert attempt["status"] == "passed"
+    # cursor reports no tokens and no dollars: the run object says missing, not 0 or $0
+    assert attempt["input_tokens"] is None and attempt["output_tokens"] is None and attempt["cost_usd"] is None
 
     from sqlmodel import select
 
