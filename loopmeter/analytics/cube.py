@@ -11,6 +11,7 @@ so results are exact for any range.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
@@ -127,6 +128,8 @@ def refresh_cache(store: Store, home: Path, *, deep: bool = False) -> tuple[Path
     with _lock:
         conn = _open_cache(path)
         try:
+            # read and write under one lock: two processes must not merge the same new rows twice
+            conn.execute("BEGIN IMMEDIATE")
             meta = _meta(conn)
             top = _max_id(store)
             wm = int(meta.get("watermark", "0")) if meta.get("version") == CACHE_VERSION else -1
@@ -134,9 +137,9 @@ def refresh_cache(store: Store, home: Path, *, deep: bool = False) -> tuple[Path
             if valid and deep:
                 valid = abs(_cost(store, wm) - float(meta.get("cost", "nan"))) < 1e-6 * max(1.0, _cost(store, wm))
             if valid and top == wm:
+                conn.execute("ROLLBACK")
                 return path, f"{wm}:{meta['count']}:{float(meta['cost']):.6f}"
             n, cost = (int(meta["count"]), float(meta["cost"])) if valid else (0, 0.0)
-            conn.execute("BEGIN IMMEDIATE")
             if not valid:
                 conn.execute("DELETE FROM cube")
                 wm = 0
@@ -188,7 +191,7 @@ def _read_full(path: Path, token: str) -> pd.DataFrame:
             arrays[f"{k}_cats"] = np.array(list(frame[k].cat.categories), dtype=str)
         for m in MEASURES:
             arrays[m] = frame[m].to_numpy()
-        tmp = snap.with_name(snap.name + ".tmp.npz")
+        tmp = snap.with_name(f"{snap.name}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
         np.savez(tmp, **arrays)
         tmp.replace(snap)
     _memo[path] = (token, frame)

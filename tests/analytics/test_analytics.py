@@ -138,3 +138,16 @@ def test_same_figures_on_postgresql(pg_store, loopmeter_home, now):
     assert report["outcomes"]["merged"] == 2 and report["roi"]["shown"]
     assert sum(d["calls"] for d in report["spend_by_day"]) == 400
     assert report["evals"]["configs"] and report["evals"]["comparisons"]
+
+
+def test_two_processes_refreshing_the_cache_count_each_row_once(seeded, now, loopmeter_home):
+    import sys
+
+    script = ("import sys; from pathlib import Path; from loopmeter.store import open_store; "
+              "from loopmeter.analytics.cube import refresh_cache; "
+              "refresh_cache(open_store(sys.argv[1]), Path(sys.argv[2]))")
+    url = f"sqlite:///{loopmeter_home / 'loopmeter.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", script, url, str(loopmeter_home)]) for _ in range(3)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    s = spend.summary(load_cube(seeded, Filters(), loopmeter_home))
+    assert s["calls"] == 400
