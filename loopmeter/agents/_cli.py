@@ -101,6 +101,16 @@ def key_hint(var: str, provider: str) -> str:
             "(not needed with --api-base pointing at a local model server)")
 
 
+def check_available(binary: str, install_hint: str, key_var: str, provider: str,
+                    api_base: str | None) -> tuple[bool, str | None]:
+    """A backend's `available()`: its CLI on PATH, and a key unless a loopback server needs none."""
+    if resolve_executable(binary) is None:
+        return False, install_hint
+    if not is_loopback_url(api_base) and not have_key(key_var, provider):
+        return False, key_hint(key_var, provider)
+    return True, None
+
+
 def run_cli(
     ctx: StepContext,
     argv: Sequence[str],

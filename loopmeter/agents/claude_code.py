@@ -52,11 +52,7 @@ class ClaudeCodeBackend:
     description = "Anthropic Claude Code CLI (claude -p, stream-json), sandboxed"
 
     def available(self, api_base: str | None = None) -> tuple[bool, str | None]:
-        if _cli.resolve_executable(BINARY) is None:
-            return False, INSTALL_HINT
-        if not _cli.is_loopback_url(api_base) and not _cli.have_key(KEY_VAR, "anthropic"):
-            return False, _cli.key_hint(KEY_VAR, "anthropic")
-        return True, None
+        return _cli.check_available(BINARY, INSTALL_HINT, KEY_VAR, "anthropic", api_base)
 
     # -- invocation ------------------------------------------------------------
     def argv(self, ctx: StepContext, exe: str, resume: str | None) -> list[str]:

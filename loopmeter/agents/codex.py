@@ -71,11 +71,7 @@ class CodexBackend:
     description = "OpenAI Codex CLI (codex exec --json), sandboxed"
 
     def available(self, api_base: str | None = None) -> tuple[bool, str | None]:
-        if _cli.resolve_executable(BINARY) is None:
-            return False, INSTALL_HINT
-        if not _cli.is_loopback_url(api_base) and not _cli.have_key(KEY_VAR, "openai"):
-            return False, _cli.key_hint(KEY_VAR, "openai")
-        return True, None
+        return _cli.check_available(BINARY, INSTALL_HINT, KEY_VAR, "openai", api_base)
 
     def argv(self, ctx: StepContext, exe: str) -> list[str]:
         argv = [exe, "exec", "--json", "--skip-git-repo-check", "--sandbox", "danger-full-access", "--color", "never"]

@@ -41,11 +41,7 @@ class GeminiBackend:
     description = "Google Gemini CLI (gemini -p, json), sandboxed"
 
     def available(self, api_base: str | None = None) -> tuple[bool, str | None]:
-        if _cli.resolve_executable(BINARY) is None:
-            return False, INSTALL_HINT
-        if not _cli.is_loopback_url(api_base) and not _cli.have_key(KEY_VAR, "gemini"):
-            return False, _cli.key_hint(KEY_VAR, "gemini")
-        return True, None
+        return _cli.check_available(BINARY, INSTALL_HINT, KEY_VAR, "gemini", api_base)
 
     def argv(self, ctx: StepContext, exe: str) -> list[str]:
         argv = [exe, "-p", _cli.prompt_for(ctx), "--output-format", "json", "--approval-mode", "yolo", "--skip-trust"]
