@@ -13,6 +13,7 @@ from textual.worker import get_current_worker
 
 from loopmeter.tui.base import DataTab
 
+ROW_LIMIT = 200  # newest first; the decision, layer and run filters narrow it
 DECISIONS = ["allow", "deny", "ask"]
 LAYERS = ["policy", "proxy", "kernel", "limit"]
 
@@ -63,7 +64,7 @@ class PolicyTab(DataTab):
 
         store = self.lm.store
         frame = audit_records(store, filters, decision=self.decision_filter, layer=self.layer_filter,
-                              run_id=self.run_filter, limit=500)
+                              run_id=self.run_filter, limit=ROW_LIMIT)
         cells = [(str(r["seq"]), r["ts"].strftime("%m-%d %H:%M"), (r["run_id"] or "—")[-6:], r["layer"], r["action"],
                   (r["target"] or "")[:22],
                   Text(r["decision"], style={"deny": "bold red", "ask": "yellow"}.get(r["decision"], "")),
@@ -74,7 +75,7 @@ class PolicyTab(DataTab):
     def show(self, result: dict[str, Any]) -> None:
         counts = result["counts"]
         self.query_one("#policy-counts", Static).update("  ".join(
-            f"{d}: [b]{counts.get(d, 0):,}[/]" for d in DECISIONS) + "  (newest 500 shown)")
+            f"{d}: [b]{counts.get(d, 0):,}[/]" for d in DECISIONS) + f"  (newest {ROW_LIMIT} shown)")
         table = self.query_one("#audit-table", DataTable)
         table.clear()
         table.add_rows(result["cells"])

@@ -11,6 +11,7 @@ from textual.widgets import DataTable, Static
 from loopmeter.reports import fmt
 from loopmeter.tui.base import DataTab
 
+ROW_LIMIT = 200  # newest first; filters narrow it further
 COLUMNS = ["run", "status", "task", "user", "att", "ok", "cost", "started"]
 
 
@@ -26,7 +27,7 @@ class RunsTab(DataTab):
         """Rows formatted here, in the worker, so the UI thread only hands them to the table."""
         from loopmeter.analytics.runs import list_runs
 
-        frame = list_runs(self.lm.store, filters)
+        frame = list_runs(self.lm.store, filters, limit=ROW_LIMIT)
         ids, cells = [], []
         for r in frame.to_dict(orient="records"):
             status = Text(r["status"], style={"running": "bold green", "failed": "red", "error": "red"}
@@ -42,7 +43,7 @@ class RunsTab(DataTab):
         table = self.query_one("#runs-table", DataTable)
         table.clear()
         table.add_rows(cells)
-        more = " (newest 500)" if len(cells) >= 500 else ""
+        more = f" (newest {ROW_LIMIT})" if len(cells) >= ROW_LIMIT else ""
         self.query_one("#runs-summary", Static).update(f"{len(cells):,} runs{more}  ·  Enter: open a run")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
