@@ -101,14 +101,20 @@ class LoopmeterApp(App[None]):
             self.set_interval(self.live_every, self._check_live)
 
     def current_tab(self) -> DataTab:
-        active = self.query_one("#tabs", TabbedContent).active or "overview"
-        return self.query_one(f"#{active}-tab", DataTab)
+        main = self.main_screen
+        active = main.query_one("#tabs", TabbedContent).active or "overview"
+        return main.query_one(f"#{active}-tab", DataTab)
+
+    @property
+    def main_screen(self) -> Any:
+        """The tabs' screen, also while a run view or dialog is on top of it."""
+        return self.screen_stack[0]
 
     def _update_topbar(self) -> None:
         live = f"  [b $success]● live: {self.active_runs} active[/]" if self.active_runs else ""
         others = self.filters.describe().split("  ", 1)
         extra = f"  {others[1]}" if len(others) > 1 else ""
-        self.query_one("#topbar", Static).update(
+        self.main_screen.query_one("#topbar", Static).update(
             f"[b]loopmeter[/]  {RANGE_LABELS.get(self.range_name, 'custom range')}{extra}{live}")
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
@@ -140,7 +146,9 @@ class LoopmeterApp(App[None]):
         self.current_tab().reload()
 
     def action_tab(self, tab_id: str) -> None:
-        self.query_one("#tabs", TabbedContent).active = tab_id
+        if self.screen is not self.main_screen:
+            self.pop_screen()
+        self.main_screen.query_one("#tabs", TabbedContent).active = tab_id
 
     def action_help(self) -> None:
         from loopmeter.tui.help import HelpScreen

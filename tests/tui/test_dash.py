@@ -196,3 +196,27 @@ async def test_policy_filters_by_decision_and_run(seeded, loopmeter_home):
         await settle(pilot)
         assert tab.run_filter == "01RUN00000003"
         assert all(str(table.get_row_at(i)[2]) == "000003" for i in range(table.row_count))
+
+
+@pytest.mark.anyio
+async def test_live_refresh_keeps_working_under_the_run_view(seeded, loopmeter_home):
+    import asyncio
+
+    from loopmeter.tui.run_detail import RunScreen
+
+    app = LoopmeterApp(seeded, home=loopmeter_home, now=FIXED_NOW, live_every=0.2)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("3")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
+        count = app.refresh_count
+        for _ in range(30):
+            await asyncio.sleep(0.1)
+            await pilot.pause()
+            if app.refresh_count > count + 1:
+                break
+        assert app.refresh_count > count and isinstance(app.screen, RunScreen)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert app.query_one("#runs-table").row_count == seeded.seed_counts["runs"]
