@@ -144,6 +144,9 @@ class LoopmeterApp(App[None]):
             self.filters = range_filters(self.range_name, self._clock(), self.filters)
         self._update_topbar()
         self.current_tab().reload()
+        reload_view = getattr(self.screen, "reload", None)
+        if self.screen is not self.main_screen and callable(reload_view):
+            reload_view()  # the run view on top follows its run too
 
     def action_tab(self, tab_id: str) -> None:
         if self.screen is not self.main_screen:

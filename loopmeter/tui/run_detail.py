@@ -51,6 +51,9 @@ class RunScreen(Screen[None]):
         self.query_one("#attempts-table", DataTable).focus()
         self._load()
 
+    def reload(self) -> None:
+        self._load()
+
     @work(thread=True, exclusive=True)
     def _load(self) -> None:
         from loopmeter.analytics.runs import attempt_diff, run_detail
@@ -82,8 +85,9 @@ class RunScreen(Screen[None]):
             table.add_row(a["id"][-12:], a["agent"], (a.get("model") or "—")[:20], a["status"],
                           str(a["iterations"]), tokens, fmt.money(a["cost_usd"], a["unpriced_calls"]),
                           fmt.duration(a["wall_s"]), diff, (a.get("stop_reason") or "")[:24], key=a["id"])
-        if detail["attempts"]:
-            self.select_attempt(detail["attempts"][0]["id"])
+        ids = [a["id"] for a in detail["attempts"]]
+        if ids:
+            self.select_attempt(self.attempt_id if self.attempt_id and self.attempt_id in ids else ids[0])
         self._timeline()
 
     def select_attempt(self, attempt_id: str) -> None:
