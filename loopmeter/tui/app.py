@@ -51,7 +51,7 @@ class LoopmeterApp(App[None]):
 
     def __init__(self, store: Store, *, home: Path, value: ValueModel | None = None,
                  now: datetime | Callable[[], datetime] | None = None, range_name: str = "30d",
-                 filters: Filters | None = None, live_every: float = 5.0):
+                 filters: Filters | None = None, live_every: float = 5.0, prefetch_tabs: bool = True):
         super().__init__()
         from loopmeter.records import utcnow
 
@@ -63,6 +63,7 @@ class LoopmeterApp(App[None]):
         self.filters = range_filters(range_name, self._clock(), filters or Filters())
         self.refresh_count = 0
         self.live_every = live_every
+        self.prefetch_tabs = prefetch_tabs
         self.active_runs = 0
         self._live_checked = False
         self._data_lock = threading.Lock()
@@ -116,6 +117,11 @@ class LoopmeterApp(App[None]):
         extra = f"  {others[1]}" if len(others) > 1 else ""
         self.main_screen.query_one("#topbar", Static).update(
             f"[b]loopmeter[/]  {RANGE_LABELS.get(self.range_name, 'custom range')}{extra}{live}")
+
+    def prefetch(self) -> None:
+        """Load the tabs not on screen while the person reads this one, so switching shows data at once."""
+        for tab_id, _title, _cls in TABS:
+            self.main_screen.query_one(f"#{tab_id}-tab", DataTab).ensure_loaded()
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         tab = self.current_tab()

@@ -55,6 +55,8 @@ class DataTab(Container):
             return
         self.show(result)
         self.shown_generation = generation
+        if self.lm.prefetch_tabs:  # once the screen has been drawn and read for a moment
+            self.lm.set_timer(0.5, self.lm.prefetch)
 
     @property
     def ready(self) -> bool:

@@ -41,7 +41,15 @@ class PolicyTab(DataTab):
 
     def _deliver(self, generation: int, result: Any) -> None:
         super()._deliver(generation, result)
-        if self.chain_key != self.lm.refresh_count:  # verify once per refresh, after the records show
+        self._maybe_verify()
+
+    def ensure_loaded(self) -> None:
+        super().ensure_loaded()
+        self._maybe_verify()
+
+    def _maybe_verify(self) -> None:
+        """Verify once per refresh, after the records show, and only when this tab is on screen."""
+        if self.chain_key != self.lm.refresh_count and self.ready and self.lm.current_tab() is self:
             self.chain_key = self.lm.refresh_count
             self._verify()
 

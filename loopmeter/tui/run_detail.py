@@ -66,7 +66,17 @@ class RunScreen(Screen[None]):
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self._show, detail)
 
+    @staticmethod
+    def _signature(detail: dict[str, Any]) -> str:
+        attempts = [(a["id"], a["status"], a["iterations"], a["cost_usd"], a["wall_s"]) for a in detail["attempts"]]
+        iterations = {k: [(i["n"], i["check_passed"]) for i in v] for k, v in detail["iterations"].items()}
+        return repr((detail["run"]["status"], attempts, iterations, len(detail["spans"])))
+
     def _show(self, detail: dict[str, Any] | None) -> None:
+        if not self.is_attached:  # closed while loading
+            return
+        if detail is not None and self.detail is not None and self._signature(detail) == self._signature(self.detail):
+            return  # a live refresh found nothing new: keep the tables (and the cursor) as they are
         if detail is None:
             self.query_one("#run-header", Static).update(f"run {self.run_id}: not found")
             return

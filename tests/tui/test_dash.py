@@ -11,7 +11,7 @@ from tests.analytics.seed import FIXED_NOW
 
 def make_app(store, home) -> LoopmeterApp:
     app = LoopmeterApp(store, home=home, value=ValueModel(value_per_merged_outcome=40.0), now=FIXED_NOW,
-                       live_every=0)
+                       live_every=0, prefetch_tabs=False)
     app.animation_level = "none"  # a tab underline caught mid-slide would make snapshots flaky
     return app
 
@@ -160,7 +160,7 @@ async def test_live_refresh_picks_up_new_usage_while_runs_are_active(seeded, loo
 
     from loopmeter.records import UsageRow
 
-    app = LoopmeterApp(seeded, home=loopmeter_home, now=FIXED_NOW, live_every=0.2)
+    app = LoopmeterApp(seeded, home=loopmeter_home, now=FIXED_NOW, live_every=0.2, prefetch_tabs=False)
     async with app.run_test(size=(100, 34)) as pilot:
         await settle(pilot)
         assert app.active_runs == 2
@@ -204,7 +204,7 @@ async def test_live_refresh_keeps_working_under_the_run_view(seeded, loopmeter_h
 
     from loopmeter.tui.run_detail import RunScreen
 
-    app = LoopmeterApp(seeded, home=loopmeter_home, now=FIXED_NOW, live_every=0.2)
+    app = LoopmeterApp(seeded, home=loopmeter_home, now=FIXED_NOW, live_every=0.2, prefetch_tabs=False)
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("3")
         await settle(pilot)
@@ -220,3 +220,20 @@ async def test_live_refresh_keeps_working_under_the_run_view(seeded, loopmeter_h
         await pilot.press("escape")
         await settle(pilot)
         assert app.query_one("#runs-table").row_count == seeded.seed_counts["runs"]
+
+
+@pytest.mark.anyio
+async def test_hidden_tabs_are_prefetched_after_the_first_screen(seeded, loopmeter_home):
+    import asyncio
+
+    app = LoopmeterApp(seeded, home=loopmeter_home, now=FIXED_NOW, live_every=0)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        tabs = [app.query_one(f"#{t}-tab") for t in ("usage", "runs", "evals", "policy")]
+        for _ in range(40):
+            await asyncio.sleep(0.1)
+            await pilot.pause()
+            if all(t.ready for t in tabs):
+                break
+        assert all(t.ready for t in tabs)
+        assert str(app.query_one("#chain-status").render()) == "chain: verifying…"  # only when on screen
