@@ -203,6 +203,7 @@ def start_run(req: RunRequest, *, store: Store | None = None, settings: Settings
     config = {
         "instruction": req.instruction, "check": req.check, "repo": str(repo_root),
         "task": str(req.task.path) if req.task and req.task.path else None,
+        "human_hours": req.task.human_hours if req.task else None,  # ROI's hourly value model reads it
         "agents": [asdict(a) for a in req.agents], "budgets": req.budgets.as_dict(),
         "run_budgets": req.run_budgets.as_dict() if req.run_budgets else None,
         "concurrency": req.concurrency, "sandbox": req.sandbox, "api_base": req.api_base,

@@ -29,6 +29,7 @@ def test_oracle_passes_nop_fails_and_oracle_wins(store, fix_add_task, sandbox) -
     run = store.get(Run, result.run_id)
     assert run.status == "passed" and run.winner_attempt_id == by_agent["oracle"].id
     assert run.policy == "default" and len(run.policy_sha256) == 64
+    assert json.loads(run.config)["human_hours"] == 0.5  # the task's estimate, for ROI's hourly value model
 
     with store.session() as s:
         from sqlmodel import select
