@@ -33,6 +33,8 @@ def unpriced_note(n: int) -> str:
 def duration(seconds: float | None) -> str:
     if seconds is None or missing(seconds):
         return DASH
+    if seconds < 9.95:  # a check that went green in 0.3s should not read "0s"
+        return f"{seconds:.1f}s"
     s = int(round(seconds))
     if s < 60:
         return f"{s}s"
