@@ -131,6 +131,21 @@ def get_backend(name: str) -> Backend:
     return registry[name]()
 
 
+def check_usable(name: str, model: str | None, api_base: str | None, label: str) -> None:
+    """Fail before any work when agent `name` is unknown, not installed, or (builtin) has no key for
+    `model`; exit 2 with a hint. `label` names the configuration in the no-key message."""
+    from loopmeter.agents.builtin import missing_key_hint
+
+    backend = get_backend(name)  # unknown agent: exit 2 with the known names
+    ok, hint = backend.available(api_base)
+    if not ok:
+        raise LoopmeterError(f"agent {name} is not available", hint=hint)
+    if name == "builtin":
+        why = missing_key_hint(model, api_base)
+        if why:
+            raise LoopmeterError(f"cannot run {label}", hint=why)
+
+
 def parse_agent_spec(spec: str) -> tuple[str, str | None]:
     """'claude-code' -> ('claude-code', None); 'builtin:openai/gpt-5' -> ('builtin', 'openai/gpt-5')."""
     name, _, model = spec.partition(":")

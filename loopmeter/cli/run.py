@@ -104,18 +104,11 @@ def run(
 
 
 def _validate_agents(specs: list[Any], api_base: str | None) -> None:
-    from loopmeter.agents.base import get_backend
-    from loopmeter.agents.builtin import missing_key_hint
+    from loopmeter.agents.base import check_usable
 
     for spec in specs:
-        backend = get_backend(spec.name)  # unknown agent: exit 2 with the known names
-        ok, hint = backend.available(api_base)
-        if not ok:
-            raise LoopmeterError(f"agent {spec.name} is not available", hint=hint)
+        check_usable(spec.name, spec.model, api_base, label=f"builtin:{spec.model or ''}")
         if spec.name == "builtin":
-            why = missing_key_hint(spec.model, api_base)
-            if why:
-                raise LoopmeterError(f"cannot run builtin:{spec.model or ''}", hint=why)
             from loopmeter.telemetry.pricing import default_price_table
 
             if default_price_table().lookup(spec.model) is None:

@@ -68,18 +68,10 @@ def parse_configs(specs: list[str], suite_kind: str) -> list[EvalConfig]:
 
 def check_agents(configs: list[EvalConfig], api_base: str | None) -> None:
     """Fail before the first cell when an agent is unknown, not installed, or has no key (exit 2 with a hint)."""
-    from loopmeter.agents.base import get_backend
-    from loopmeter.agents.builtin import missing_key_hint
+    from loopmeter.agents.base import check_usable
 
     for config in configs:
-        backend = get_backend(config.agent)
-        ok, hint = backend.available(api_base)
-        if not ok:
-            raise LoopmeterError(f"agent {config.agent} is not available", hint=hint)
-        if config.agent == "builtin":
-            why = missing_key_hint(config.model, api_base)
-            if why:
-                raise LoopmeterError(f"cannot run {config.name}", hint=why)
+        check_usable(config.agent, config.model, api_base, label=config.name)
 
 
 def task_policy(task: Task, default: str) -> str | Path:
@@ -406,7 +398,10 @@ def _execute(run_id: str, suite: Suite, configs: list[EvalConfig], options: Eval
         except LoopmeterError:
             raise
         except Exception as exc:  # an infrastructure failure of this one cell: recorded, the eval goes on
-            return CellResult(False, 0.0, error_kind="infra", detail={"error": f"{type(exc).__name__}: {exc}"})
+            import traceback
+
+            return CellResult(False, 0.0, error_kind="infra", detail={
+                "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=12)[-4000:]})
 
     queue = list(todo)
     running: dict[Future[CellResult], Cell] = {}
