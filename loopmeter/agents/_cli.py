@@ -101,6 +101,20 @@ def key_hint(var: str, provider: str) -> str:
             "(not needed with --api-base pointing at a local model server)")
 
 
+def no_key(agent: str, var: str, provider: str) -> StepResult:
+    """The step's answer when the policy hands this agent no key (exit 2, auth, with the fix)."""
+    return StepResult(exit_code=2, error=f"no {var} for agent:{agent}", error_kind="auth",
+                      summary=key_hint(var, provider))
+
+
+def place_key(var: str, key: str, is_secret: bool, env: dict[str, str], secrets: dict[str, str]) -> None:
+    """A real key travels as a sandbox secret; a local server's placeholder as a plain variable."""
+    if is_secret:
+        secrets[var] = key
+    else:
+        env[var] = key
+
+
 def check_available(binary: str, install_hint: str, key_var: str, provider: str,
                     api_base: str | None) -> tuple[bool, str | None]:
     """A backend's `available()`: its CLI on PATH, and a key unless a loopback server needs none."""
@@ -226,6 +240,16 @@ def exec_failure(res: ExecResult) -> tuple[str | None, str | None]:
     if res.killed_reason:
         return "budget", res.killed_reason
     return None, None
+
+
+def finish(ctx: StepContext, out: StepResult, bad_lines: int = 0) -> StepResult:
+    """Note output lines that were not JSON, then hand each usage row to ctx.on_usage."""
+    if bad_lines:
+        out.transcript.append({"type": "loopmeter.skipped_lines", "count": bad_lines})
+    if ctx.on_usage:
+        for r in out.usage:
+            ctx.on_usage(r)
+    return out
 
 
 def unreported_row(ctx: StepContext, source: str, **fields: Any) -> UsageRow:

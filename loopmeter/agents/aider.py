@@ -89,12 +89,8 @@ class AiderBackend:
         secrets: dict[str, str] = {}
         for var in KEY_VARS:
             key, is_secret = _cli.key_for(ctx, var)
-            if key is None:
-                continue
-            if is_secret:
-                secrets[var] = key
-            else:
-                env[var] = key
+            if key is not None:
+                _cli.place_key(var, key, is_secret, env, secrets)
         if not secrets and not any(v in env for v in KEY_VARS):
             return StepResult(exit_code=2, error="no model key for agent:aider", error_kind="auth",
                               summary="run `loopmeter auth set anthropic` (or openai)")
@@ -112,10 +108,7 @@ class AiderBackend:
         elif res.exit_code != 0:
             out.error = _cli.tail(res.stderr or res.stdout, 500) or f"aider exited {res.exit_code}"
             out.error_kind = "agent"
-        if ctx.on_usage:
-            for r in out.usage:
-                ctx.on_usage(r)
-        return out
+        return _cli.finish(ctx, out)
 
 
 def _first_line_with(text: str, markers: tuple[str, ...]) -> str:

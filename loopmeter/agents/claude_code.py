@@ -75,18 +75,14 @@ class ClaudeCodeBackend:
             return _cli.not_installed(BINARY, INSTALL_HINT)
         key, is_secret = _cli.key_for(ctx, KEY_VAR)
         if key is None:
-            return StepResult(exit_code=2, error=f"no {KEY_VAR} for agent:claude-code",
-                              error_kind="auth", summary=_cli.key_hint(KEY_VAR, "anthropic"))
+            return _cli.no_key(self.name, KEY_VAR, "anthropic")
         home = _cli.agent_home(ctx)
         env = {"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
                "DISABLE_TELEMETRY": "1", "DISABLE_ERROR_REPORTING": "1"}
         if ctx.api_base:
             env["ANTHROPIC_BASE_URL"] = ctx.api_base.rstrip("/")
         secrets: dict[str, str] = {}
-        if is_secret:
-            secrets[KEY_VAR] = key
-        else:
-            env[KEY_VAR] = key
+        _cli.place_key(KEY_VAR, key, is_secret, env, secrets)
         resume = _previous_session(home) if ctx.iteration > 1 else None
         started = utcnow()
         res = _cli.run_cli(ctx, self.argv(ctx, exe, resume), env=env, secrets=secrets, home=home,
@@ -109,12 +105,7 @@ class ClaudeCodeBackend:
         elif res.exit_code != 0 and not out.error:
             out.error = f"claude exited {res.exit_code}: {_cli.tail(res.stderr or res.stdout, 500)}"
             out.error_kind = out.error_kind or "agent"
-        if bad_lines:
-            out.transcript.append({"type": "loopmeter.skipped_lines", "count": bad_lines})
-        if ctx.on_usage:
-            for r in out.usage:
-                ctx.on_usage(r)
-        return out
+        return _cli.finish(ctx, out, bad_lines)
 
 
 class StreamWatch:

@@ -85,18 +85,14 @@ class CodexBackend:
             return _cli.not_installed(BINARY, INSTALL_HINT)
         key, is_secret = _cli.key_for(ctx, KEY_VAR)
         if key is None:
-            return StepResult(exit_code=2, error=f"no {KEY_VAR} for agent:codex", error_kind="auth",
-                              summary=_cli.key_hint(KEY_VAR, "openai"))
+            return _cli.no_key(self.name, KEY_VAR, "openai")
         home = _cli.agent_home(ctx)
         codex_home = home / ".codex"
         codex_home.mkdir(parents=True, exist_ok=True)
         (codex_home / "config.toml").write_text(config_toml(ctx.model, ctx.api_base))
         env = {"CODEX_HOME": str(codex_home), "NO_COLOR": "1"}
         secrets: dict[str, str] = {}
-        if is_secret:
-            secrets[KEY_VAR] = key
-        else:
-            env[KEY_VAR] = key
+        _cli.place_key(KEY_VAR, key, is_secret, env, secrets)
         res = _cli.run_cli(ctx, self.argv(ctx, exe), env=env, secrets=secrets, home=home, stdin="",
                            watch=_watch_auth_retries)
         events, bad_lines = _cli.json_lines(res.stdout)
@@ -114,12 +110,7 @@ class CodexBackend:
         elif res.exit_code != 0 and not out.error:
             out.error = f"codex exited {res.exit_code}: {_cli.tail(res.stderr or res.stdout, 500)}"
             out.error_kind = "agent"
-        if bad_lines:
-            out.transcript.append({"type": "loopmeter.skipped_lines", "count": bad_lines})
-        if ctx.on_usage:
-            for r in out.usage:
-                ctx.on_usage(r)
-        return out
+        return _cli.finish(ctx, out, bad_lines)
 
 
 def _watch_auth_retries(stream: str, line: str) -> str | None:

@@ -69,10 +69,7 @@ class CursorBackend:
             out.error = message
             low = message.lower()
             out.error_kind = "auth" if ("api key" in low or "auth" in low or "log in" in low) else "agent"
-        if ctx.on_usage:
-            for r in out.usage:
-                ctx.on_usage(r)
-        return out
+        return _cli.finish(ctx, out)
 
 
 def parse_result(doc: dict[str, Any] | None, ctx: StepContext) -> StepResult:

@@ -55,16 +55,12 @@ class GeminiBackend:
             return _cli.not_installed(BINARY, INSTALL_HINT)
         key, is_secret = _cli.key_for(ctx, KEY_VAR)
         if key is None:
-            return StepResult(exit_code=2, error=f"no {KEY_VAR} for agent:gemini", error_kind="auth",
-                              summary=_cli.key_hint(KEY_VAR, "gemini"))
+            return _cli.no_key(self.name, KEY_VAR, "gemini")
         env = {"NO_COLOR": "1", "GEMINI_CLI_NO_RELAUNCH": "true"}
         if ctx.api_base:
             env["GOOGLE_GEMINI_BASE_URL"] = ctx.api_base.rstrip("/")
         secrets: dict[str, str] = {}
-        if is_secret:
-            secrets[KEY_VAR] = key
-        else:
-            env[KEY_VAR] = key
+        _cli.place_key(KEY_VAR, key, is_secret, env, secrets)
         home = _cli.agent_home(ctx)
         pin_api_key_auth(home)
         res = _cli.run_cli(ctx, self.argv(ctx, exe), env=env, secrets=secrets, home=home, stdin="")
@@ -79,10 +75,7 @@ class GeminiBackend:
         elif res.exit_code != 0:
             out.error_kind, out.stopped_by = EXIT_ERRORS.get(res.exit_code, (out.error_kind or "agent", None))
             out.error = out.error or _cli.tail(res.stderr or res.stdout, 500) or f"gemini exited {res.exit_code}"
-        if ctx.on_usage:
-            for r in out.usage:
-                ctx.on_usage(r)
-        return out
+        return _cli.finish(ctx, out)
 
 
 def pin_api_key_auth(home: Path) -> None:
