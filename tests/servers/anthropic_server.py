@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import uuid
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.servers._http import QuietHandler, ScriptedServer
+from tests.servers._http import sse_event as _event
 
 DEFAULT_USAGE = {
     "input_tokens": 100,
@@ -95,45 +96,17 @@ class Reply:
     error: bool = False  # answered with an HTTP error (no usage)
 
 
-class AnthropicServer:
+class AnthropicServer(ScriptedServer):
+    thread_name = "anthropic-server"
+
     def __init__(self, turns: Iterable[Turn] = (), *, host: str = "127.0.0.1", port: int = 0,
                  done_text: str = "done", exhausted: Turn | None = None) -> None:
+        super().__init__(host, port)  # .requests: every request: method, path, query, headers, body
         self._turns: deque[Turn] = deque(turns)
         self.exhausted = exhausted  # the main-loop reply once the script has run out (default: "done")
-        self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.done_text = done_text
-        self.requests: list[dict[str, Any]] = []  # every request: method, path, query, headers, body
         self.replies: list[Reply] = []
-        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    # -- life cycle -------------------------------------------------------
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> AnthropicServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="anthropic-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> AnthropicServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- script -----------------------------------------------------------
     def add(self, *turns: Turn) -> None:
@@ -186,77 +159,42 @@ class AnthropicServer:
             self.replies.append(reply)
         return reply, turn
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+    def _handler_class(self) -> type[QuietHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-                pass
-
-            def _read_body(self) -> dict[str, Any]:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    return json.loads(raw or b"{}")
-                except json.JSONDecodeError:
-                    return {"_raw": raw.decode("utf-8", "replace")}
-
-            def _record(self, body: dict[str, Any]) -> None:
-                parts = urlsplit(self.path)
-                with server._lock:
-                    server.requests.append({
-                        "method": self.command, "path": parts.path, "query": parts.query,
-                        "headers": dict(self.headers.items()), "body": body,
-                    })
-
-            def _send(self, status: int, payload: bytes, content_type: str,
-                      headers: dict[str, str] | None = None) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
-                self._send(status, json.dumps(obj).encode(), "application/json", headers)
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
-                self._record({})
+                server.record_request(self, {})
                 path = urlsplit(self.path).path
                 if path.rstrip("/").endswith("/v1/models"):
-                    self._json(200, {"data": [], "has_more": False, "first_id": None, "last_id": None})
+                    self.send_json(200, {"data": [], "has_more": False, "first_id": None, "last_id": None})
                 else:
-                    self._json(200, {})
+                    self.send_json(200, {})
 
             def do_HEAD(self) -> None:
-                self._send(200, b"", "application/json")
+                self.send(200, b"", "application/json")
 
             def do_POST(self) -> None:
-                body = self._read_body()
-                self._record(body)
+                body = self.read_json()
+                server.record_request(self, body)
                 path = urlsplit(self.path).path.rstrip("/")
                 if path.endswith("/v1/messages/count_tokens"):
-                    self._json(200, {"input_tokens": 10})
+                    self.send_json(200, {"input_tokens": 10})
                     return
                 if not path.endswith("/v1/messages"):
-                    self._json(404, {"type": "error", "error": {"type": "not_found_error", "message": path}})
+                    self.send_json(404, {"type": "error", "error": {"type": "not_found_error", "message": path}})
                     return
                 reply, turn = server.answer(body)
                 headers = {"request-id": reply.request_id}
                 if turn.http_status:
                     err = {"type": "error", "error": {"type": turn.error_type, "message": turn.blocks[0]["text"]},
                            "request_id": reply.request_id}
-                    self._json(turn.http_status, err, headers)
+                    self.send_json(turn.http_status, err, headers)
                     return
                 if reply.stream:
-                    self._send(200, _sse(reply, turn).encode(), "text/event-stream",
-                               {**headers, "Cache-Control": "no-cache"})
+                    self.send_sse(_sse(reply, turn), headers)
                 else:
-                    self._json(200, _message(reply, turn), headers)
+                    self.send_json(200, _message(reply, turn), headers)
 
         return Handler
 
@@ -280,10 +218,6 @@ def _message(reply: Reply, turn: Turn) -> dict[str, Any]:
         "stop_sequence": None,
         "usage": {**reply.usage, "service_tier": "standard"},
     }
-
-
-def _event(name: str, data: dict[str, Any]) -> str:
-    return f"event: {name}\ndata: {json.dumps(data)}\n\n"
 
 
 def _sse(reply: Reply, turn: Turn) -> str:

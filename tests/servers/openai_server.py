@@ -24,8 +24,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.servers._http import QuietHandler, ScriptedServer
 
 
 @dataclass
@@ -71,19 +72,17 @@ def tool_calls(calls: list[tuple[str, dict[str, Any]]], content: str | None = No
     return Reply(content=content, tool_calls=list(calls), **kw)
 
 
-class OpenAIServer:
+class OpenAIServer(ScriptedServer):
     """Scripted `/v1/chat/completions` (+ `/v1/models`) on a free loopback port."""
 
+    thread_name = "openai-server"
+
     def __init__(self, port: int = 0, default: Reply | None = None):
+        super().__init__(port=port)
         self._queue: deque[Reply] = deque()
         self._by_model: dict[str, deque[Reply]] = {}
         self.default = default
-        self.requests: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
 
     # -- scripting -----------------------------------------------------------
     def script(self, *replies: Reply, model: str | None = None) -> OpenAIServer:
@@ -112,48 +111,17 @@ class OpenAIServer:
         with self._lock:
             return [r["usage"] for r in self.requests if r.get("usage")]
 
-    # -- lifecycle -----------------------------------------------------------
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def start(self) -> OpenAIServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="openai-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> OpenAIServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return f"{self.url}/v1"
 
     # -- HTTP ----------------------------------------------------------------
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def _handler_class(self) -> type[QuietHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-                return
-
+        class Handler(QuietHandler):
             def _send_json(self, status: int, payload: dict[str, Any]) -> None:
-                body = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("x-request-id", payload.get("id", "") if isinstance(payload, dict) else "")
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_json(status, payload, {"x-request-id": payload.get("id", "")})
 
             def do_GET(self) -> None:  # noqa: N802
                 if self.path.rstrip("/").endswith("/models"):
@@ -162,22 +130,18 @@ class OpenAIServer:
                     self._send_json(404, {"error": {"message": "not found"}})
 
             def do_POST(self) -> None:  # noqa: N802
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
                 try:
-                    body = json.loads(raw or b"{}")
+                    body = json.loads(self.read_raw() or b"{}")
                 except json.JSONDecodeError:
                     self._send_json(400, {"error": {"message": "body is not JSON"}})
                     return
-                record: dict[str, Any] = {
+                record = server.log_request({
                     "path": self.path,
                     "headers": {k.lower(): v for k, v in self.headers.items()},
                     "body": body,
                     "model": body.get("model"),
                     "ts": time.time(),
-                }
-                with server._lock:
-                    server.requests.append(record)
+                })
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send_json(404, {"error": {"message": f"no route {self.path}"}})
                     return

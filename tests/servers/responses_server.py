@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import uuid
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.servers._http import QuietHandler, ScriptedServer, sse_event
 
 DEFAULT_USAGE = {"input_tokens": 1000, "cached_tokens": 0, "output_tokens": 50, "reasoning_tokens": 0}
 
@@ -78,44 +78,17 @@ class RReply:
     failed: bool
 
 
-class ResponsesServer:
+class ResponsesServer(ScriptedServer):
+    thread_name = "responses-server"
+
     def __init__(self, turns: Iterable[RTurn] = (), *, host: str = "127.0.0.1", port: int = 0,
                  done_text: str = "done", exhausted: RTurn | None = None) -> None:
+        super().__init__(host, port)
         self._turns: deque[RTurn] = deque(turns)
         self.exhausted = exhausted  # the reply once the script has run out (default: a "done" message)
-        self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self.done_text = done_text
-        self.requests: list[dict[str, Any]] = []
         self.replies: list[RReply] = []
-        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
-        self._httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ResponsesServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="responses-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> ResponsesServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def add(self, *turns: RTurn) -> None:
         with self._lock:
@@ -144,64 +117,35 @@ class ResponsesServer:
             self.replies.append(reply)
         return reply, turn
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+    def _handler_class(self) -> type[QuietHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
-                pass
-
-            def _record(self, body: dict[str, Any]) -> None:
-                parts = urlsplit(self.path)
-                with server._lock:
-                    server.requests.append({"method": self.command, "path": parts.path, "query": parts.query,
-                                            "headers": dict(self.headers.items()), "body": body})
-
-            def _send(self, status: int, payload: bytes, content_type: str,
-                      headers: dict[str, str] | None = None) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(payload)
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
-                self._record({})
+                server.record_request(self, {})
                 path = urlsplit(self.path).path.rstrip("/")
                 if path.endswith("/models"):
-                    self._send(200, json.dumps({"object": "list", "data": [], "models": []}).encode(),
-                               "application/json")
+                    self.send_json(200, {"object": "list", "data": [], "models": []})
                 else:
-                    self._send(404, b'{"error":{"message":"not found"}}', "application/json")
+                    self.send(404, b'{"error":{"message":"not found"}}', "application/json")
 
             def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    body = json.loads(raw or b"{}")
-                except json.JSONDecodeError:
-                    body = {"_raw": raw.decode("utf-8", "replace")}
-                self._record(body)
+                body = self.read_json()
+                server.record_request(self, body)
                 path = urlsplit(self.path).path.rstrip("/")
                 if not path.endswith("/responses"):
-                    self._send(404, b'{"error":{"message":"not found"}}', "application/json")
+                    self.send(404, b'{"error":{"message":"not found"}}', "application/json")
                     return
                 reply, turn = server.answer(body)
                 headers = {"x-request-id": reply.request_id}
                 if turn.http_status:
                     err = {"error": {"message": turn.fail, "type": "invalid_request_error", "code": None}}
-                    self._send(turn.http_status, json.dumps(err).encode(), "application/json", headers)
+                    self.send_json(turn.http_status, err, headers)
                     return
                 if body.get("stream"):
-                    self._send(200, _sse(reply, turn).encode(), "text/event-stream",
-                               {**headers, "Cache-Control": "no-cache"})
+                    self.send_sse(_sse(reply, turn), headers)
                 else:
-                    self._send(200, json.dumps(_response(reply, turn, "completed")).encode(),
-                               "application/json", headers)
+                    self.send_json(200, _response(reply, turn, "completed"), headers)
 
         return Handler
 
@@ -231,7 +175,7 @@ def _response(reply: RReply, turn: RTurn, status: str, items: list[dict[str, Any
 
 
 def _event(name: str, data: dict[str, Any]) -> str:
-    return f"event: {name}\ndata: {json.dumps({'type': name, **data})}\n\n"
+    return sse_event(name, {"type": name, **data})
 
 
 def _sse(reply: RReply, turn: RTurn) -> str:
