@@ -26,11 +26,11 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 from loopmeter.records import COST_CALCULATED, COST_REPORTED, COST_UNPRICED, UsageRow
 
@@ -470,29 +470,31 @@ def event_name(rec: LogRecord) -> str | None:
     return None
 
 
-def _tokens(attrs: dict[str, Any], name: str) -> int | None:
+_N = TypeVar("_N", int, float)
+
+
+def _attribute(attrs: dict[str, Any], name: str, convert: Callable[[Any, str], _N], what: str) -> _N | None:
+    """Attribute `name` converted, None when absent or empty; RecordError naming it when it is not `what`."""
     value = attrs.get(name)
     if value is None or value == "":
         return None
     try:
-        n = _as_int(value, name)
+        return convert(value, name)
     except PayloadError as exc:
-        raise RecordError(f"attribute {name}={value!r} is not a token count") from exc
-    if n < 0:
+        raise RecordError(f"attribute {name}={value!r} is not {what}") from exc
+
+
+def _tokens(attrs: dict[str, Any], name: str) -> int | None:
+    n = _attribute(attrs, name, _as_int, "a token count")
+    if n is not None and n < 0:
         raise RecordError(f"attribute {name}={n} is negative")
     return n
 
 
 def _number(attrs: dict[str, Any], name: str) -> float | None:
-    value = attrs.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        x = _as_float(value, name)
-    except PayloadError as exc:
-        raise RecordError(f"attribute {name}={value!r} is not a number") from exc
-    if math.isnan(x) or math.isinf(x) or x < 0:
-        raise RecordError(f"attribute {name}={value!r} is not a usable amount")
+    x = _attribute(attrs, name, _as_float, "a number")
+    if x is not None and (math.isnan(x) or math.isinf(x) or x < 0):
+        raise RecordError(f"attribute {name}={attrs[name]!r} is not a usable amount")
     return x
 
 
