@@ -42,6 +42,23 @@ def store(sqlite_url: str):
     s.dispose()
 
 
+@pytest.fixture
+def seeded(store):
+    """`store` with tests/analytics/seed.py's deterministic rows (analytics, report and dashboard tests)."""
+    from tests.analytics.seed import seed
+
+    store.seed_counts = seed(store)
+    return store
+
+
+@pytest.fixture
+def now():
+    """The fixed clock the seeded rows were made against."""
+    from tests.analytics.seed import FIXED_NOW
+
+    return FIXED_NOW
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,22 +1,8 @@
-"""A seeded store (deterministic rows, fixed clock) shared by analytics, report and dashboard tests."""
+"""Dashboard test fixtures; the seeded store (`seeded`, `now`) comes from tests/conftest.py."""
 
 from __future__ import annotations
 
 import pytest
-
-from tests.analytics.seed import FIXED_NOW, seed
-
-
-@pytest.fixture
-def seeded(store):
-    counts = seed(store)
-    store.seed_counts = counts
-    return store
-
-
-@pytest.fixture
-def now():
-    return FIXED_NOW
 
 
 @pytest.fixture
