@@ -336,6 +336,18 @@ class _Writer:
         self.rows, self.cursors = [], []
 
 
+def _owner(path: Path) -> str | None:
+    import pwd
+
+    try:
+        uid = path.stat().st_uid
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+    except OSError:
+        return None
+
+
 def _read_part(part: Part, writer: _Writer, price_table: Any) -> PartResult:
     w = part.work
     src = SOURCES[w.source]
@@ -346,8 +358,11 @@ def _read_part(part: Part, writer: _Writer, price_table: Any) -> PartResult:
         return ctx.malformed + stats.oversized_candidates
 
     try:
+        owner = _owner(w.path)  # whose agent logs these are: the user usage is attributed to
         with w.path.open("rb") as fh:
             for row in src.parse(_lines(part, src, fh, stats), ctx):
+                if row.user is None:
+                    row.user = owner
                 writer.rows.append(row)
                 if len(writer.rows) >= BATCH_ROWS:
                     # A checkpoint inside a big file: its cursor moves with the stored rows.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pwd
 import sqlite3
 from pathlib import Path
 
@@ -95,6 +96,9 @@ def test_codex_cumulative_totals_become_per_call_deltas(logs, agent_env, loopmet
     assert all(k.startswith("codex:0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b:") for k in keys)
     assert {r["project"] for r in _rows(loopmeter_home)} == {"/home/dev/svc"}
     assert {r["cost_source"] for r in _rows(loopmeter_home)} == {COST_CALCULATED}
+    # the log's owner is the person the usage is attributed to
+    owner = pwd.getpwuid((logs / CODEX_FILE).stat().st_uid).pw_name
+    assert {r["user"] for r in _rows(loopmeter_home)} == {owner}
 
 
 def test_gemini_json_and_jsonl_sessions(logs, agent_env, loopmeter_home):
