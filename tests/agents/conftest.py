@@ -1,8 +1,10 @@
-"""Fixtures for the loop tests: task directories, a policy with extra rules, a sandbox kind."""
+"""Fixtures for the agent tests: task directories, git worktrees, a policy with extra rules, a sandbox."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,26 @@ def sandbox_kind() -> str:
 @pytest.fixture(scope="session")
 def sandbox() -> str:
     return sandbox_kind()
+
+
+@pytest.fixture
+def runner(store):
+    """The bubblewrap runner, auditing into `store`."""
+    from loopmeter.sandbox import make_runner
+
+    return make_runner("bwrap", store=store)
+
+
+def git_repo(path: Path, readme: str) -> Path:
+    """A new git repo at `path` with one commit: README.md holding `readme`."""
+    path.mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    (path / "README.md").write_text(readme)
+    subprocess.run(["git", "init", "-q"], cwd=path, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=path, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "init"], cwd=path, check=True, env=env)
+    return path
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from loopmeter.agents.base import StepContext, get_backend
 from loopmeter.records import COST_CALCULATED, COST_REPORTED, COST_UNPRICED
+from tests.agents.conftest import git_repo
 from tests.conftest import FIXTURES
 
 FAKE_BIN = FIXTURES / "agents" / "bin"
@@ -23,22 +23,7 @@ SECRET = "sk-test-secret-value-1234567890"
 
 @pytest.fixture
 def worktree(tmp_path: Path) -> Path:
-    wt = tmp_path / "wt"
-    wt.mkdir()
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    (wt / "README.md").write_text("task repo\n")
-    subprocess.run(["git", "init", "-q"], cwd=wt, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=wt, check=True, env=env)
-    subprocess.run(["git", "commit", "-qm", "init"], cwd=wt, check=True, env=env)
-    return wt
-
-
-@pytest.fixture
-def runner(store):
-    from loopmeter.sandbox import make_runner
-
-    return make_runner("bwrap", store=store)
+    return git_repo(tmp_path / "wt", "task repo\n")
 
 
 @pytest.fixture

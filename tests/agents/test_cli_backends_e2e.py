@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.agents.conftest import git_repo
 from tests.conftest import loopmeter_cmd
 from tests.servers.anthropic_server import AnthropicServer, bash_turn, text_turn
 
@@ -19,15 +20,7 @@ CHECK = "python3 -c 'import hello; assert hello.add(2, 3) == 5'"
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    (repo / "README.md").write_text("make hello.add work\n")
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=repo, check=True, env=env)
-    subprocess.run(["git", "commit", "-qm", "init"], cwd=repo, check=True, env=env)
-    return repo
+    return git_repo(tmp_path / "repo", "make hello.add work\n")
 
 
 def test_loopmeter_run_with_real_claude_code_passes_and_stores_server_usage(repo, loopmeter_home, monkeypatch):

@@ -10,15 +10,14 @@ the usage stored equals what the server reported.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from loopmeter.agents.base import StepContext, get_backend
 from loopmeter.records import COST_REPORTED
+from tests.agents.conftest import git_repo
 from tests.fixtures.agents.gemini_server import GeminiServer, call_turn
 from tests.fixtures.agents.gemini_server import text_turn as gemini_text
 from tests.servers.anthropic_server import (
@@ -44,22 +43,7 @@ def need(binary: str) -> None:
 
 @pytest.fixture
 def worktree(tmp_path: Path) -> Path:
-    wt = tmp_path / "wt"
-    wt.mkdir()
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    (wt / "README.md").write_text("make hello.add work\n")
-    subprocess.run(["git", "init", "-q"], cwd=wt, check=True)
-    subprocess.run(["git", "add", "-A"], cwd=wt, check=True, env=env)
-    subprocess.run(["git", "commit", "-qm", "init"], cwd=wt, check=True, env=env)
-    return wt
-
-
-@pytest.fixture
-def runner(store):
-    from loopmeter.sandbox import make_runner
-
-    return make_runner("bwrap", store=store)
+    return git_repo(tmp_path / "wt", "make hello.add work\n")
 
 
 @pytest.fixture
