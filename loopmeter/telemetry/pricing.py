@@ -36,6 +36,7 @@ class PriceTable:
     sha256: str
     overrides: str | None = None
     _lower: dict[str, str] = field(default_factory=dict, repr=False)
+    _memo: dict[tuple[str, str | None], dict[str, Any] | None] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._lower = {k.lower(): k for k in self.entries}
@@ -48,6 +49,13 @@ class PriceTable:
         """Find a model's entry: exact, provider-prefixed, without provider prefix, without date suffix."""
         if not model:
             return None
+        memo_key = (model, provider)
+        if memo_key in self._memo:  # ingest prices ~150k calls per GB over a handful of models
+            return self._memo[memo_key]
+        self._memo[memo_key] = found = self._find(model, provider)
+        return found
+
+    def _find(self, model: str, provider: str | None) -> dict[str, Any] | None:
         candidates = [model]
         if provider:
             candidates.append(f"{provider}/{model}")
