@@ -355,10 +355,12 @@ class _Runtime:
 
         from langgraph.checkpoint.sqlite import SqliteSaver
 
+        from loopmeter.store.engine import ensure_wal
+
         path = self.settings.checkpoint_path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        ensure_wal(self._conn)  # several runs in one eval open this file at once
         self._conn.execute("PRAGMA synchronous=NORMAL")
         return SqliteSaver(self._conn)
 

@@ -38,10 +38,29 @@ def as_utc(ts: datetime) -> datetime:
     return ts.astimezone(UTC)
 
 
+def ensure_wal(dbapi_conn: Any, tries: int = 100) -> None:
+    """Put a SQLite database in WAL mode. Switching needs an exclusive lock and SQLite answers
+    "database is locked" at once (no busy wait) when another connection is converting it too,
+    so a fresh database opened by several threads retries until one of them has switched it."""
+    import sqlite3
+    import time
+
+    for attempt in range(tries):
+        try:
+            if str(dbapi_conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.02 * (1 + attempt % 5))
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    ensure_wal(cur)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
