@@ -297,14 +297,16 @@ def _store_for(db_url: str) -> Store:
     return _worker_store
 
 
-def _cursor(w: FileWork, offset: int, malformed: int, state: dict[str, Any]) -> Any:
+def _cursor(w: FileWork, offset: int, malformed: int, state: dict[str, Any], *, mid: bool = False) -> Any:
     from loopmeter.store import IngestCursor
 
     if offset > 0:
         state = {**state, "head": _head(w.path, min(offset, HEAD_BYTES))}
     return IngestCursor(
         path=str(w.path), source=SOURCES[w.source].tag, inode=w.inode,
-        size=w.size, offset=offset, mtime=w.mtime, malformed_lines=malformed,
+        # a checkpoint inside a file records the size read so far, so that `plan` after a
+        # crash sees the file as grown and reads on from `offset` instead of skipping it
+        size=offset if mid else w.size, offset=offset, mtime=w.mtime, malformed_lines=malformed,
         state=json.dumps(state), updated_at=datetime.now(UTC),
     )
 
@@ -366,7 +368,8 @@ def _read_part(part: Part, writer: _Writer, price_table: Any) -> PartResult:
                 writer.rows.append(row)
                 if len(writer.rows) >= BATCH_ROWS:
                     # A checkpoint inside a big file: its cursor moves with the stored rows.
-                    mid = [_cursor(w, stats.end, w.malformed_before + bad(), ctx.state)] if part.owns_cursor else []
+                    mid = ([_cursor(w, stats.end, w.malformed_before + bad(), ctx.state, mid=True)]
+                           if part.owns_cursor else [])
                     writer.flush(*mid)
     except OSError as exc:
         return PartResult(str(w.path), part.start, part.start, 0, error=exc.strerror or str(exc))
