@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from loopmeter.errors import StoreError
 from loopmeter.records import UsageRow
-from loopmeter.store import migrations, models
+from loopmeter.store import migrations, models, rollup
 
 # how long a SQLite writer waits for another process's lock before "database is locked"
 BUSY_TIMEOUT_MS = int(os.environ.get("LOOPMETER_BUSY_TIMEOUT_MS", "10000"))
@@ -103,15 +103,25 @@ class Store:
             return max(result.rowcount or 0, 0)
 
     def add_usage(self, rows: Iterable[UsageRow]) -> int:
-        """Insert usage rows, skipping keys already stored. Returns how many were new."""
+        """Insert usage rows, skipping keys already stored, and add the new ones to the hourly
+        rollup in the same transaction. Returns how many were new."""
         if self.dialect == "sqlite":
             return self._add_usage_sqlite(rows)
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
         payload = []
         for row in rows:
             d = row.as_dict()
             d["ts"] = as_utc(row.ts)
             payload.append({c: d.get(c) for c in _USAGE_COLUMNS})
-        return self._insert_ignore(models.Usage.__table__, payload, ["key"])  # type: ignore[attr-defined]
+        if not payload:
+            return 0
+        table = models.Usage.__table__  # type: ignore[attr-defined]
+        stmt = pg_insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.id)
+        with self.engine.begin() as conn:
+            ids = [r[0] for r in conn.execute(stmt, payload).all()]
+            rollup.add_ids(conn, self.dialect, ids)
+        return len(ids)
 
     def _add_usage_sqlite(self, rows: Iterable[UsageRow]) -> int:
         # Log ingest stores ~150k rows per GB: positional tuples through the driver skip
@@ -126,7 +136,9 @@ class Store:
             return 0
         with self.engine.begin() as conn:
             result = conn.exec_driver_sql(_SQLITE_USAGE_INSERT, params)
-            return max(result.rowcount or 0, 0)
+            added = max(result.rowcount or 0, 0)
+            rollup.add_newest(conn, self.dialect, added)
+            return added
 
     def add_spans(self, rows: list[dict[str, Any]]) -> int:
         return self._insert_ignore(models.Span.__table__, rows, ["trace_id", "span_id"])  # type: ignore[attr-defined]

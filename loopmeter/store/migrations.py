@@ -41,9 +41,21 @@ def m0002_price_hash_and_iterations(conn: Connection) -> None:
     _create_missing_indexes(conn)
 
 
+def m0003_usage_hour(conn: Connection) -> None:
+    # The hourly rollup kept by Store.add_usage, filled here from the rows already stored;
+    # and three usage indexes no query used, which slowed every ingest.
+    from loopmeter.store import rollup
+
+    models.UsageHour.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+    for name in ("ix_usage_model", "ix_usage_session", "ix_usage_request"):
+        conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+    rollup.rebuild(conn, conn.dialect.name)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_initial", m0001_initial),
     ("0002_price_hash_and_iterations", m0002_price_hash_and_iterations),
+    ("0003_usage_hour", m0003_usage_hour),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

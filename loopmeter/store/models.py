@@ -17,12 +17,11 @@ class Usage(SQLModel, table=True):
 
     __tablename__ = "usage"
     __table_args__ = (
+        # every index costs each of the ~150k rows a GB of logs brings; model, session and
+        # request id had one until schema 3, but no query looked a row up by them
         Index("ix_usage_ts", "ts"),
         Index("ix_usage_source_ts", "source", "ts"),
-        Index("ix_usage_model", "model"),
         Index("ix_usage_run", "run_id", "attempt_id"),
-        Index("ix_usage_session", "session_id"),
-        Index("ix_usage_request", "request_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -49,6 +48,34 @@ class Usage(SQLModel, table=True):
     attempt_id: str | None = Field(default=None, max_length=64)
     # added in schema 2: which price table computed a `calculated` cost
     price_table_sha256: str | None = Field(default=None, max_length=64)
+
+
+class UsageHour(SQLModel, table=True):
+    """Usage summed per UTC hour and dimensions, kept up to date by `Store.add_usage` in the
+    same transaction as the rows it sums (schema 3). Unknown dimensions are stored as ''.
+
+    The dashboard and reports read spend and tokens from here: a million usage rows
+    become a few tens of thousands of hourly sums, read in well under a second.
+    """
+
+    __tablename__ = "usage_hour"
+
+    hour: str = Field(primary_key=True, max_length=13)  # 'YYYY-MM-DD HH' in UTC
+    agent: str = Field(default="", primary_key=True, max_length=128)
+    model: str = Field(default="", primary_key=True, max_length=256)
+    provider: str = Field(default="", primary_key=True, max_length=64)
+    source: str = Field(default="", primary_key=True, max_length=64)
+    project: str = Field(default="", sa_column=Column(Text, primary_key=True, default=""))
+    user: str = Field(default="", primary_key=True, max_length=128)
+    cost_source: str = Field(default="", primary_key=True, max_length=16)
+    calls: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    unpriced: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    cost: float = 0.0  # priced calls only; `unpriced` counts the rest
+    input: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    cache_read: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    cache_write: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    output: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
+    reasoning: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))
 
 
 class Run(SQLModel, table=True):
@@ -262,4 +289,4 @@ class Meta(SQLModel, table=True):
     applied_at: datetime
 
 
-ALL_TABLES = [Usage, Run, Attempt, Iteration, Span, Audit, EvalResult, IngestCursor, Outcome, Meta]
+ALL_TABLES = [Usage, UsageHour, Run, Attempt, Iteration, Span, Audit, EvalResult, IngestCursor, Outcome, Meta]

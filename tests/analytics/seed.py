@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from loopmeter.records import UsageRow
 from loopmeter.store import Store, insert_rows
 from loopmeter.store import models as m
 
@@ -217,9 +218,9 @@ def seed(store: Store, sizes: SeedSizes = SMALL, *, now: datetime = FIXED_NOW, s
     _bulk(store, m.Outcome, outcomes)
     _bulk(store, m.Audit, audit)
     _bulk(store, m.EvalResult, evals)
-    # usage in chunks keeps peak memory bounded for the million-row benchmark
-    for lo in range(0, len(usage), 200_000):
-        _bulk(store, m.Usage, usage[lo:lo + 200_000])
+    # usage through the store's own write path (which keeps the hourly rollup), in chunks
+    for lo in range(0, len(usage), 50_000):
+        store.add_usage([UsageRow(**row) for row in usage[lo:lo + 50_000]])
     return {"runs": len(runs), "attempts": len(attempts), "iterations": len(iterations), "spans": len(spans),
             "usage": len(usage), "audit": len(audit), "eval_results": len(evals), "outcomes": len(outcomes)}
 

@@ -63,6 +63,11 @@ def _columns(engine):
     return {t: sorted(c["name"] for c in insp.get_columns(t)) for t in insp.get_table_names()}
 
 
+def _indexes(engine):
+    insp = inspect(engine)
+    return {t: sorted(i["name"] for i in insp.get_indexes(t)) for t in insp.get_table_names()}
+
+
 def test_migrate_from_schema_1_matches_a_fresh_store_and_keeps_rows(tmp_path, sqlite_url):
     old = tmp_path / "v1.db"
     conn = sqlite3.connect(old)
@@ -77,6 +82,10 @@ def test_migrate_from_schema_1_matches_a_fresh_store_and_keeps_rows(tmp_path, sq
     with migrated.session() as s:
         row = s.exec(select(Usage)).one()[0]
     assert row.key == "v1-row" and row.output_tokens == 20 and row.price_table_sha256 is None
+    # schema 3: the old rows are summed into the hourly rollup, and the unused indexes are gone
+    assert _indexes(migrated.engine) == _indexes(fresh.engine)
+    with migrated.engine.connect() as c:
+        assert c.exec_driver_sql("SELECT sum(calls), sum(output) FROM usage_hour").one() == (1, 20)
     # opening again applies nothing and changes nothing
     assert open_store(f"sqlite:///{old}").schema_version() == SCHEMA_VERSION
 

@@ -1,0 +1,86 @@
+"""The `usage_hour` rollup: usage summed per UTC hour and dimensions, written with the rows.
+
+`Store.add_usage` adds the rows it inserted to their hours in the same transaction, so
+the rollup is exact whenever a transaction is. Rows written some other way (a bulk
+seed, a hand edit, a deletion) show as a difference between `count(*)` of usage and the
+rollup's `sum(calls)`: readers check that and rebuild (`rebuild`) when they differ.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+KEYS = ("hour", "agent", "model", "provider", "source", "project", "user", "cost_source")
+MEASURES = ("calls", "unpriced", "cost", "input", "cache_read", "cache_write", "output", "reasoning")
+_DIMS = KEYS[1:]  # usage columns of the same names
+
+_HOUR = {
+    # SQLite holds ts as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
+    "sqlite": "substr(ts, 1, 13)",
+    "postgresql": "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')",
+}
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'  # "user" is a reserved word in PostgreSQL
+
+
+def _sum_sql(dialect: str, where: str) -> str:
+    """INSERT the sums of the usage rows matching `where` into usage_hour, adding to existing hours."""
+    dims = ", ".join(f"coalesce({_q(d)}, '')" for d in _DIMS)
+    sums = ", ".join([
+        "count(*)",
+        "sum(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END)",
+        "coalesce(sum(cost_usd), 0)",
+        *(f"coalesce(sum({c}), 0)" for c in ("input_tokens", "cache_read_tokens", "cache_write_tokens",
+                                              "output_tokens", "reasoning_tokens")),
+    ])
+    groups = ", ".join(str(i) for i in range(1, len(KEYS) + 1))
+    updates = ", ".join(f"{m} = usage_hour.{m} + excluded.{m}" for m in MEASURES)
+    # ORDER BY: concurrent PostgreSQL writers lock hours in the same order (no deadlock)
+    return (
+        f"INSERT INTO usage_hour ({', '.join(_q(k) for k in KEYS)}, {', '.join(MEASURES)}) "
+        f"SELECT {_HOUR[dialect]}, {dims}, {sums} FROM usage WHERE {where} "
+        f"GROUP BY {groups} ORDER BY {groups} "
+        f"ON CONFLICT ({', '.join(_q(k) for k in KEYS)}) DO UPDATE SET {updates}"
+    )
+
+
+def add_newest(conn: Connection, dialect: str, inserted: int) -> None:
+    """Add the `inserted` rows just written in this SQLite transaction: the highest ids, as a
+    table without AUTOINCREMENT numbers new rows max(id)+1 and this transaction is the only writer."""
+    if inserted > 0:
+        conn.exec_driver_sql(_sum_sql(dialect, f"id > (SELECT max(id) FROM usage) - {int(inserted)}"))
+
+
+def add_ids(conn: Connection, dialect: str, ids: list[int]) -> None:
+    """Add the rows with these ids (PostgreSQL: the ids an INSERT ... RETURNING gave back)."""
+    if ids:
+        conn.execute(text(_sum_sql(dialect, "id = ANY(:ids)")), {"ids": ids})
+
+
+def rebuild(conn: Connection, dialect: str) -> None:
+    """Recompute the whole rollup from the usage rows."""
+    conn.execute(text("DELETE FROM usage_hour"))
+    conn.exec_driver_sql(_sum_sql(dialect, "true"))
+
+
+def state(conn: Connection) -> tuple[int, int, int, float]:
+    """(usage rows, their max id, calls in the rollup, cost in the rollup), read in one statement
+    so both sides come from the same snapshot."""
+    row = conn.execute(text(
+        "SELECT (SELECT count(*) FROM usage), (SELECT coalesce(max(id), 0) FROM usage), "
+        "(SELECT coalesce(sum(calls), 0) FROM usage_hour), (SELECT coalesce(sum(cost), 0) FROM usage_hour)"
+    )).one()
+    return int(row[0]), int(row[1]), int(row[2]), float(row[3])
+
+
+def usage_cost(conn: Connection) -> float:
+    return float(conn.execute(text("SELECT coalesce(sum(cost_usd), 0) FROM usage")).scalar_one())
+
+
+def fetch(conn: Connection) -> list[Any]:
+    return list(conn.execute(text(
+        f"SELECT {', '.join(_q(k) for k in KEYS)}, {', '.join(MEASURES)} FROM usage_hour")).all())
