@@ -11,6 +11,8 @@ does not fall on the hour are read straight from the store, so results are exact
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -80,19 +82,71 @@ def refresh_rollup(store: Store, *, deep: bool = False) -> str:
     return f"{n}:{top}:{cost:.6f}"
 
 
-def _read_full(store: Store, token: str) -> pd.DataFrame:
+def _snapshot_path(store: Store, home: Path) -> Path:
+    url = store.engine.url.render_as_string(hide_password=True)
+    return home / "cache" / f"usage-hour-{hashlib.sha256(url.encode()).hexdigest()[:16]}.npz"
+
+
+def _from_rows(rows: list[Any]) -> pd.DataFrame:
+    cols = list(zip(*rows, strict=True)) if rows else [()] * (len(KEYS) + len(MEASURES))
+    frame: dict[str, Any] = {}
+    for i, k in enumerate(KEYS):
+        codes, uniques = pd.factorize(np.array(cols[i], dtype=object))
+        # '' stands for an unknown dimension in the rollup's key: None (NaN) in the frame
+        keep = uniques != ""
+        remap = np.full(len(uniques), -1, dtype=np.int64)
+        remap[keep] = np.arange(int(keep.sum()))
+        codes = np.where(codes >= 0, remap[codes], -1) if len(uniques) else codes
+        frame[k] = pd.Categorical.from_codes(codes, categories=pd.Index(uniques[keep], dtype=object))
+    for j, m in enumerate(MEASURES):
+        frame[m] = np.array(cols[len(KEYS) + j], dtype=float if m == "cost" else np.int64)
+    return pd.DataFrame(frame)
+
+
+def _load_snapshot(snap: Path, token: str) -> pd.DataFrame | None:
+    try:
+        with np.load(snap, allow_pickle=False) as z:
+            if str(z["token"]) != token:
+                return None
+            return pd.DataFrame({
+                **{k: pd.Categorical.from_codes(z[f"{k}_codes"], categories=pd.Index(z[f"{k}_cats"], dtype=object))
+                   for k in KEYS},
+                **{m: z[m] for m in MEASURES}})
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _save_snapshot(snap: Path, token: str, frame: pd.DataFrame) -> None:
+    arrays: dict[str, Any] = {"token": np.array(token)}
+    for k in KEYS:
+        arrays[f"{k}_codes"] = frame[k].cat.codes.to_numpy()
+        arrays[f"{k}_cats"] = np.array(list(frame[k].cat.categories), dtype=str)
+    for m in MEASURES:
+        arrays[m] = frame[m].to_numpy()
+    try:
+        snap.parent.mkdir(parents=True, exist_ok=True)
+        tmp = snap.with_name(f"{snap.name}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(snap)
+    except OSError:
+        pass  # a read-only home only loses the speed-up
+
+
+def _read_full(store: Store, token: str, home: Path | None) -> pd.DataFrame:
     """The whole rollup as a frame with categorical dimensions (None where unknown); memoised
-    per store and state token, so a refresh with nothing new costs one small query."""
+    per store and state token. A snapshot (.npz: plain arrays, no pickle) under
+    `$LOOPMETER_HOME/cache` saves a fresh process the fetch of every rollup row."""
     url = store.engine.url.render_as_string(hide_password=True)
     memo = _memo.get(url)
     if memo is not None and memo[0] == token:
         return memo[1]
-    with store.engine.connect() as conn:
-        rows = rollup.fetch(conn)
-    raw = pd.DataFrame(rows, columns=KEYS + MEASURES)
-    frame = pd.DataFrame({
-        **{k: pd.Categorical(raw[k].replace("", None)) for k in KEYS},
-        **{m: raw[m].to_numpy(dtype=float if m == "cost" else np.int64) for m in MEASURES}})
+    snap = _snapshot_path(store, home) if home is not None else None
+    frame = _load_snapshot(snap, token) if snap is not None and snap.exists() else None
+    if frame is None:
+        with store.engine.connect() as conn:
+            frame = _from_rows(rollup.fetch(conn))
+        if snap is not None:
+            _save_snapshot(snap, token, frame)
     _memo[url] = (token, frame)
     return frame
 
@@ -107,8 +161,8 @@ def _hour_key(t: datetime) -> str:
 
 def load_cube(store: Store, filters: Filters, home: Path | None = None, *, deep: bool = False) -> pd.DataFrame:
     """The hourly usage aggregate for `filters`: columns KEYS + MEASURES, dimensions None where unknown.
-    (`home` is unused since the rollup moved into the store in schema 3.)"""
-    full = _read_full(store, refresh_rollup(store, deep=deep))
+    `home` holds the frame's snapshot for the next process."""
+    full = _read_full(store, refresh_rollup(store, deep=deep), home)
     since, until = to_utc(filters.since), to_utc(filters.until)
     full_lo = _hour_floor(since) + (timedelta(hours=1) if since and since != _hour_floor(since) else timedelta())\
         if since else None

@@ -82,5 +82,7 @@ def usage_cost(conn: Connection) -> float:
 
 
 def fetch(conn: Connection) -> list[Any]:
-    return list(conn.execute(text(
-        f"SELECT {', '.join(_q(k) for k in KEYS)}, {', '.join(MEASURES)} FROM usage_hour")).all())
+    """Every rollup row as a plain tuple, KEYS then MEASURES (straight from the driver: this
+    is tens of thousands of rows on a big store)."""
+    sql = f"SELECT {', '.join(_q(k) for k in KEYS)}, {', '.join(MEASURES)} FROM usage_hour"
+    return list(conn.exec_driver_sql(sql).fetchall())
