@@ -87,19 +87,37 @@ def _snapshot_path(store: Store, home: Path) -> Path:
     return home / "cache" / f"usage-hour-{hashlib.sha256(url.encode()).hexdigest()[:16]}.npz"
 
 
+def _categorical(values: np.ndarray) -> pd.Categorical:
+    codes, uniques = pd.factorize(values)
+    # '' stands for an unknown dimension in the rollup's key: None (NaN) in the frame
+    keep = uniques != ""
+    remap = np.full(len(uniques), -1, dtype=np.int64)
+    remap[keep] = np.arange(int(keep.sum()))
+    codes = np.where(codes >= 0, remap[codes], -1) if len(uniques) else codes
+    return pd.Categorical.from_codes(codes, categories=pd.Index(uniques[keep], dtype=object))
+
+
 def _from_rows(rows: list[Any]) -> pd.DataFrame:
     cols = list(zip(*rows, strict=True)) if rows else [()] * (len(KEYS) + len(MEASURES))
-    frame: dict[str, Any] = {}
-    for i, k in enumerate(KEYS):
-        codes, uniques = pd.factorize(np.array(cols[i], dtype=object))
-        # '' stands for an unknown dimension in the rollup's key: None (NaN) in the frame
-        keep = uniques != ""
-        remap = np.full(len(uniques), -1, dtype=np.int64)
-        remap[keep] = np.arange(int(keep.sum()))
-        codes = np.where(codes >= 0, remap[codes], -1) if len(uniques) else codes
-        frame[k] = pd.Categorical.from_codes(codes, categories=pd.Index(uniques[keep], dtype=object))
+    frame: dict[str, Any] = {k: _categorical(np.array(cols[i], dtype=object)) for i, k in enumerate(KEYS)}
     for j, m in enumerate(MEASURES):
         frame[m] = np.array(cols[len(KEYS) + j], dtype=float if m == "cost" else np.int64)
+    return pd.DataFrame(frame)
+
+
+def _from_packed(n: int, packed: list[str]) -> pd.DataFrame | None:
+    """The frame from rollup.fetch_packed's strings; None if a value held the separator."""
+    if n == 0:
+        return _from_rows([])
+    dims = [col.split(rollup.UNIT_SEP) for col in packed[:len(KEYS)]]
+    if any(len(d) != n for d in dims):
+        return None
+    frame: dict[str, Any] = {k: _categorical(np.array(d, dtype=object)) for k, d in zip(KEYS, dims, strict=True)}
+    for m, col in zip(MEASURES, packed[len(KEYS):], strict=True):
+        values = np.array(col.split(","), dtype=float if m == "cost" else np.int64)
+        if len(values) != n:
+            return None
+        frame[m] = values
     return pd.DataFrame(frame)
 
 
@@ -144,7 +162,10 @@ def _read_full(store: Store, token: str, home: Path | None) -> pd.DataFrame:
     frame = _load_snapshot(snap, token) if snap is not None and snap.exists() else None
     if frame is None:
         with store.engine.connect() as conn:
-            frame = _from_rows(rollup.fetch(conn))
+            packed = rollup.fetch_packed(conn)
+            frame = _from_packed(*packed) if packed is not None else None
+            if frame is None:
+                frame = _from_rows(rollup.fetch(conn))
         if snap is not None:
             _save_snapshot(snap, token, frame)
     _memo[url] = (token, frame)

@@ -198,3 +198,12 @@ def test_rollup_is_exact_on_postgresql(pg_store, now):
                                  cost_source="calculated", input_tokens=7)])
     kept, fresh = _rollup_vs_rows(pg_store)
     assert kept == fresh and sum(r[8] for r in kept) == 401
+
+
+def test_odd_dimension_values_survive_the_rollup_load(store, now, loopmeter_home):
+    odd = ["a\x1fb", "", "x,y", None]  # the packed load's separators, an empty name, a missing one
+    store.add_usage([UsageRow(key=f"odd:{i}", source="otlp", ts=now - timedelta(hours=i), project=p,
+                              input_tokens=i + 1) for i, p in enumerate(odd)])
+    cube = load_cube(store, Filters(), loopmeter_home)
+    assert sorted(cube["project"].fillna("(none)")) == sorted(["a\x1fb", "x,y", "(none)", "(none)"])
+    assert int(cube["input"].sum()) == 10
