@@ -45,7 +45,7 @@ class UsageRow:
     def as_dict(self) -> dict[str, Any]:
         # Shallow on purpose: every field is a scalar, and dataclasses.asdict's deep copy
         # was most of the time of a bulk log ingest.
-        return {name: getattr(self, name) for name in _USAGE_FIELDS}
+        return {name: getattr(self, name) for name in USAGE_FIELDS}
 
     @property
     def total_tokens(self) -> int:
@@ -55,7 +55,7 @@ class UsageRow:
         )
 
 
-_USAGE_FIELDS = tuple(f.name for f in fields(UsageRow))
+USAGE_FIELDS = tuple(f.name for f in fields(UsageRow))  # also the usage table's columns, but id
 
 
 def utcnow() -> datetime:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 import os
 import threading
 from collections.abc import Iterable, Iterator
@@ -16,19 +15,13 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from loopmeter.errors import StoreError
-from loopmeter.records import UsageRow
-from loopmeter.store import migrations, models, rollup
+from loopmeter.records import USAGE_FIELDS, UsageRow
+from loopmeter.store import migrations, models, rollup, sqlite_writer
 
 # how long a SQLite writer waits for another process's lock before "database is locked"
 BUSY_TIMEOUT_MS = int(os.environ.get("LOOPMETER_BUSY_TIMEOUT_MS", "10000"))
 _USAGE_COLUMNS = [c.name for c in models.Usage.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
-_usage_values = operator.attrgetter(*_USAGE_COLUMNS)  # a UsageRow's column values, in order
-_TS_INDEX = _USAGE_COLUMNS.index("ts")
-_QUOTED_USAGE_COLUMNS = ", ".join(f'"{c}"' for c in _USAGE_COLUMNS)
-_SQLITE_USAGE_INSERT = (
-    f"INSERT INTO usage ({_QUOTED_USAGE_COLUMNS}) VALUES ({', '.join('?' * len(_USAGE_COLUMNS))}) "
-    "ON CONFLICT (key) DO NOTHING"
-)
+assert set(_USAGE_COLUMNS) == set(USAGE_FIELDS), "UsageRow and the usage table must have the same fields"
 
 
 def as_utc(ts: datetime) -> datetime:
@@ -124,21 +117,11 @@ class Store:
         return len(ids)
 
     def _add_usage_sqlite(self, rows: Iterable[UsageRow]) -> int:
-        # Log ingest stores ~150k rows per GB: positional tuples through the driver skip
-        # SQLAlchemy's per-row parameter processing (about half the insert time). `ts` is
-        # written in the same text form SQLAlchemy's SQLite DateTime uses.
-        params = []
-        for row in rows:
-            values = list(_usage_values(row))
-            values[_TS_INDEX] = as_utc(row.ts).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-            params.append(tuple(values))
+        params = sqlite_writer.usage_params(rows)
         if not params:
             return 0
         with self.engine.begin() as conn:
-            result = conn.exec_driver_sql(_SQLITE_USAGE_INSERT, params)
-            added = max(result.rowcount or 0, 0)
-            rollup.add_newest(conn, self.dialect, added)
-            return added
+            return sqlite_writer.insert_usage(conn.connection.dbapi_connection, params)
 
     def add_spans(self, rows: list[dict[str, Any]]) -> int:
         return self._insert_ignore(models.Span.__table__, rows, ["trace_id", "span_id"])  # type: ignore[attr-defined]

@@ -48,11 +48,16 @@ def _sum_sql(dialect: str, where: str) -> str:
     )
 
 
+def add_newest_sql(dialect: str, inserted: int) -> str:
+    """SQL adding the `inserted` rows just written in this SQLite transaction: the highest ids,
+    as a table without AUTOINCREMENT numbers new rows max(id)+1 and this transaction is the
+    only writer."""
+    return _sum_sql(dialect, f"id > (SELECT max(id) FROM usage) - {int(inserted)}")
+
+
 def add_newest(conn: Connection, dialect: str, inserted: int) -> None:
-    """Add the `inserted` rows just written in this SQLite transaction: the highest ids, as a
-    table without AUTOINCREMENT numbers new rows max(id)+1 and this transaction is the only writer."""
     if inserted > 0:
-        conn.exec_driver_sql(_sum_sql(dialect, f"id > (SELECT max(id) FROM usage) - {int(inserted)}"))
+        conn.exec_driver_sql(add_newest_sql(dialect, inserted))
 
 
 def add_ids(conn: Connection, dialect: str, ids: list[int]) -> None:

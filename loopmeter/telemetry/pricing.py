@@ -37,6 +37,8 @@ class PriceTable:
     overrides: str | None = None
     _lower: dict[str, str] = field(default_factory=dict, repr=False)
     _memo: dict[tuple[str, str | None], dict[str, Any] | None] = field(default_factory=dict, repr=False)
+    # (model, provider) -> per-token rates below and above the 200k tier, or None if unpriced
+    _rates: dict[tuple[str | None, str | None], Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._lower = {k.lower(): k for k in self.entries}
@@ -88,32 +90,41 @@ class PriceTable:
         `_above_1hr` rate where the table has one). Output includes reasoning.
         Above 200k prompt tokens, the `_above_200k_tokens` rates apply to the whole call.
         """
-        entry = self.lookup(model, provider)
-        if entry is None:
-            return None
+        key = (model, provider)
+        rates = self._rates.get(key)
+        if rates is None:
+            if key in self._rates:
+                return None
+            entry = self.lookup(model, provider)
+            self._rates[key] = rates = None if entry is None else (_tier_rates(entry, ""),
+                                                                   _tier_rates(entry, "_above_200k_tokens"))
+            if rates is None:
+                return None
         inp = input_tokens or 0
         out = output_tokens or 0
         cr = cache_read_tokens or 0
         cw = cache_write_tokens or 0
         cw1h = min(cache_write_1h_tokens or 0, cw)
-        cw5m = cw - cw1h
-        prompt = inp + cr + cw
-        tier = "_above_200k_tokens" if prompt > TIER_THRESHOLD else ""
+        in_rate, out_rate, read_rate, write_rate, write_1h_rate = rates[inp + cr + cw > TIER_THRESHOLD]
+        return inp * in_rate + out * out_rate + cr * read_rate + (cw - cw1h) * write_rate + cw1h * write_1h_rate
 
-        def rate(name: str, fallback: float | None = None) -> float:
-            if tier and entry.get(name + tier) is not None:
-                return float(entry[name + tier])
-            value = entry.get(name)
-            if value is None:
-                return float(fallback or 0.0)
-            return float(value)
 
-        in_rate = rate("input_cost_per_token")
-        out_rate = rate("output_cost_per_token")
-        read_rate = rate("cache_read_input_token_cost", in_rate)
-        write_rate = rate("cache_creation_input_token_cost", in_rate)
-        write_1h_rate = float(entry.get("cache_creation_input_token_cost_above_1hr") or write_rate)
-        return inp * in_rate + out * out_rate + cr * read_rate + cw5m * write_rate + cw1h * write_1h_rate
+def _tier_rates(entry: dict[str, Any], tier: str) -> tuple[float, float, float, float, float]:
+    """(input, output, cache read, cache write, 1-hour cache write) per token for one tier: a
+    tier's own rate where the table has one, else the base rate; cache rates fall back to input."""
+
+    def rate(name: str, fallback: float | None = None) -> float:
+        if tier and entry.get(name + tier) is not None:
+            return float(entry[name + tier])
+        value = entry.get(name)
+        if value is None:
+            return float(fallback or 0.0)
+        return float(value)
+
+    in_rate = rate("input_cost_per_token")
+    write_rate = rate("cache_creation_input_token_cost", in_rate)
+    return (in_rate, rate("output_cost_per_token"), rate("cache_read_input_token_cost", in_rate), write_rate,
+            float(entry.get("cache_creation_input_token_cost_above_1hr") or write_rate))
 
 
 def _hash(data: bytes) -> str:

@@ -250,17 +250,16 @@ def plan(files: list[tuple[Source, Path]], cursors: dict[str, Cursor] | None) ->
 
 # -- reading (in worker processes or inline) -----------------------------------
 
-_worker_store: Store | None = None
-_worker_url: str | None = None
 # Held around each batch write: SQLite has one writer at a time, and its busy handler
 # sleeps up to 100 ms between retries, while a waiter on this lock wakes at once.
 _write_lock: Any = None
+_sinks: dict[str, Any] = {}  # this process's writer per database URL
 
 
 def _init_worker(lock: Any) -> None:
-    global _write_lock, _worker_store
+    global _write_lock
     _write_lock = lock
-    _worker_store = None  # a forked copy of the parent's engine must not be used
+    _sinks.clear()  # a forked copy of the parent's connections must not be used
 
 
 class _NoLock:
@@ -271,44 +270,50 @@ class _NoLock:
         return None
 
 
-def _big_page_cache(dbapi_conn: Any, _record: Any) -> None:
-    # A batch touches most leaf pages of the usage table's random-key indexes; with
-    # SQLite's default 2 MB page cache they spill to the WAL again and again (measured:
-    # 136k rows took 9 s of CPU instead of 1.7 s).
-    cur = dbapi_conn.cursor()
-    cur.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
-    cur.close()
+class _StoreSink:
+    """Writes through the Store (PostgreSQL, or a store handed in by the caller)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def write(self, rows: list[Any], cursors: list[dict[str, Any]]) -> int:
+        from loopmeter.store import IngestCursor
+
+        added = self.store.add_usage(rows)
+        if cursors:
+            self.store.save(*(IngestCursor(**{**c, "state": json.dumps(c["state"])}) for c in cursors))
+        return added
 
 
-def _store_for(db_url: str) -> Store:
-    """This process's store for ingest writes: its own engine, with a bigger page cache on SQLite."""
-    global _worker_store, _worker_url
-    if _worker_store is None or _worker_url != db_url:
+def _sink_for(db_url: str, store: Store | None) -> Any:
+    """SQLite files get a stdlib connection of their own (rows, rollup and cursors in one
+    transaction, no SQLAlchemy per row); anything else goes through the Store."""
+    if db_url.startswith("sqlite:///") and ":memory:" not in db_url:
+        sink = _sinks.get(db_url)
+        if sink is None:
+            from loopmeter.store.engine import BUSY_TIMEOUT_MS
+            from loopmeter.store.sqlite_writer import SqliteUsageWriter
+
+            sink = _sinks[db_url] = SqliteUsageWriter(db_url.removeprefix("sqlite:///"),
+                                                      busy_timeout_ms=BUSY_TIMEOUT_MS, cache_kib=PAGE_CACHE_KIB)
+        return sink
+    if store is None:
         from loopmeter.store import open_store
 
-        if _worker_store is not None:
-            _worker_store.dispose()
         store = open_store(db_url, migrate=False)
-        if store.dialect == "sqlite":
-            from sqlalchemy import event
-
-            event.listen(store.engine, "connect", _big_page_cache)
-        _worker_store, _worker_url = store, db_url
-    return _worker_store
+    return _StoreSink(store)
 
 
-def _cursor(w: FileWork, offset: int, malformed: int, state: dict[str, Any], *, mid: bool = False) -> Any:
-    from loopmeter.store import IngestCursor
-
+def _cursor(w: FileWork, offset: int, malformed: int, state: dict[str, Any], *, mid: bool = False) -> dict[str, Any]:
     if offset > 0:
         state = {**state, "head": _head(w.path, min(offset, HEAD_BYTES))}
-    return IngestCursor(
-        path=str(w.path), source=SOURCES[w.source].tag, inode=w.inode,
+    return {
+        "path": str(w.path), "source": SOURCES[w.source].tag, "inode": w.inode,
         # a checkpoint inside a file records the size read so far, so that `plan` after a
         # crash sees the file as grown and reads on from `offset` instead of skipping it
-        size=offset if mid else w.size, offset=offset, mtime=w.mtime, malformed_lines=malformed,
-        state=json.dumps(state), updated_at=datetime.now(UTC),
-    )
+        "size": offset if mid else w.size, "offset": offset, "mtime": w.mtime, "malformed_lines": malformed,
+        "state": state, "updated_at": datetime.now(UTC),
+    }
 
 
 def _lines(part: Part, src: Source, fh: Any, stats: ReadStats) -> Iterator[bytes]:
@@ -322,19 +327,18 @@ def _lines(part: Part, src: Source, fh: Any, stats: ReadStats) -> Iterator[bytes
 class _Writer:
     """Rows and cursors of a task, written together in batches under the write lock."""
 
-    def __init__(self, store: Store):
-        self.store = store
+    def __init__(self, sink: Any):
+        self.sink = sink
         self.rows: list[Any] = []
-        self.cursors: list[Any] = []  # cursors of parts whose rows are all in self.rows or stored
+        self.cursors: list[dict[str, Any]] = []  # cursors of parts whose rows are all in self.rows or stored
         self.added = 0
         self.lock = _write_lock or _NoLock()
 
-    def flush(self, *extra_cursors: Any) -> None:
-        with self.lock:
-            self.added += self.store.add_usage(self.rows)
-            cursors = [*self.cursors, *extra_cursors]
-            if cursors:
-                self.store.save(*cursors)
+    def flush(self, *extra_cursors: dict[str, Any]) -> None:
+        cursors = [*self.cursors, *extra_cursors]
+        if self.rows or cursors:
+            with self.lock:
+                self.added += self.sink.write(self.rows, cursors)
         self.rows, self.cursors = [], []
 
 
@@ -382,7 +386,7 @@ def run_task(t: Task, store: Store | None = None) -> TaskResult:
     """Read a task's parts; write their rows, and the cursors of the whole files among them."""
     from loopmeter.telemetry.pricing import default_price_table
 
-    writer = _Writer(store or _store_for(t.db_url))
+    writer = _Writer(_sink_for(t.db_url, store))
     table = default_price_table()
     results = [_read_part(part, writer, table) for part in t.parts]
     writer.flush()
@@ -470,14 +474,17 @@ def run(
                 if progress:
                     progress(done, total)
     else:
-        own_engine = db_url.startswith("sqlite:///") and ":memory:" not in db_url
         for t in tasks:
-            results.append(run_task(t, None if own_engine else store))
+            results.append(run_task(t, store))
             done += t.size
             if progress:
                 progress(done, total)
     parts = [p for r in results for p in r.parts]
-    _finish_split_files(store, work, tasks, parts)
+    try:
+        _finish_split_files(store, db_url, work, tasks, parts)
+    finally:
+        while _sinks:  # this process's connections: the caller's store is the one to keep
+            _sinks.popitem()[1].close()
     for r in results:
         report.rows_added += r.rows_added
     for p in parts:
@@ -490,7 +497,8 @@ def run(
     return report
 
 
-def _finish_split_files(store: Store, work: list[FileWork], tasks: list[Task], results: list[PartResult]) -> None:
+def _finish_split_files(store: Store, db_url: str, work: list[FileWork], tasks: list[Task],
+                        results: list[PartResult]) -> None:
     """Save the cursor of a file read in ranges once every range is stored."""
     by_path: dict[str, list[PartResult]] = {}
     for r in results:
@@ -507,7 +515,7 @@ def _finish_split_files(store: Store, work: list[FileWork], tasks: list[Task], r
         end = pieces[-1].end if pieces else w.start
         cursors.append(_cursor(w, end, w.malformed_before + sum(r.malformed for r in pieces), {}))
     if cursors:
-        store.save(*cursors)
+        _sink_for(db_url, store).write([], cursors)
 
 
 def ingest(
