@@ -237,3 +237,14 @@ async def test_hidden_tabs_are_prefetched_after_the_first_screen(seeded, loopmet
                 break
         assert all(t.ready for t in tabs)
         assert str(app.query_one("#chain-status").render()) == "chain: verifying…"  # only when on screen
+
+
+@pytest.mark.anyio
+async def test_start_up_heap_is_frozen_while_the_dashboard_runs_and_thawed_after(seeded, loopmeter_home):
+    import gc
+
+    app = make_app(seeded, loopmeter_home)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        assert gc.get_freeze_count() > 0  # full collections no longer walk the start-up objects
+    assert gc.get_freeze_count() == 0  # the process can collect the app once it has exited
