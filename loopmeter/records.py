@@ -15,7 +15,7 @@ COST_CALCULATED = "calculated"
 COST_UNPRICED = "unpriced"
 
 
-@dataclass
+@dataclass(slots=True)  # slots: ~150k of these per GB of logs, built and read field by field
 class UsageRow:
     """One model call. Token fields are None when the source did not report them."""
 

@@ -11,7 +11,7 @@ from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Select, Static
 from textual.worker import get_current_worker
 
-from loopmeter.tui.base import DataTab
+from loopmeter.tui.base import DataTab, PagedTable
 
 ROW_LIMIT = 200  # newest first; the decision, layer and run filters narrow it
 DECISIONS = ["allow", "deny", "ask"]
@@ -33,7 +33,7 @@ class PolicyTab(DataTab):
             yield Select([(x, x) for x in LAYERS], prompt="any layer", id="policy-layer")
             yield Input(placeholder="run id", id="policy-run")
         yield Static("", id="policy-counts")
-        yield DataTable(id="audit-table", cursor_type="row", zebra_stripes=True)
+        yield PagedTable(id="audit-table", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         self.query_one("#audit-table", DataTable).add_columns(
@@ -84,9 +84,7 @@ class PolicyTab(DataTab):
         counts = result["counts"]
         self.query_one("#policy-counts", Static).update("  ".join(
             f"{d}: [b]{counts.get(d, 0):,}[/]" for d in DECISIONS) + f"  (newest {ROW_LIMIT} shown)")
-        table = self.query_one("#audit-table", DataTable)
-        table.clear()
-        table.add_rows(result["cells"])
+        self.query_one("#audit-table", PagedTable).set_rows(result["cells"])
 
     def on_select_changed(self, event: Select.Changed) -> None:
         value = None if event.value is Select.NULL else str(event.value)

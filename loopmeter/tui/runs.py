@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from loopmeter.reports import fmt
-from loopmeter.tui.base import DataTab
+from loopmeter.tui.base import DataTab, PagedTable
 
 ROW_LIMIT = 200  # newest first; filters narrow it further
 COLUMNS = ["run", "status", "task", "user", "att", "ok", "cost", "started"]
@@ -18,7 +18,7 @@ COLUMNS = ["run", "status", "task", "user", "att", "ok", "cost", "started"]
 class RunsTab(DataTab):
     def compose(self) -> ComposeResult:
         yield Static("", id="runs-summary")
-        yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield PagedTable(id="runs-table", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         self.query_one("#runs-table", DataTable).add_columns(*COLUMNS)
@@ -40,9 +40,7 @@ class RunsTab(DataTab):
 
     def show(self, result: Any) -> None:
         self.run_ids, cells = result
-        table = self.query_one("#runs-table", DataTable)
-        table.clear()
-        table.add_rows(cells)
+        self.query_one("#runs-table", PagedTable).set_rows(cells)
         more = f" (newest {ROW_LIMIT})" if len(cells) >= ROW_LIMIT else ""
         self.query_one("#runs-summary", Static).update(f"{len(cells):,} runs{more}  ·  Enter: open a run")
 

@@ -38,10 +38,13 @@ def files(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def _counts(usage: Any) -> dict[str, int] | None:
+def _counts(usage: Any) -> tuple[int, int, int, int] | None:
+    """(input, cached input, output, reasoning) tokens of a usage object."""
     if not isinstance(usage, dict):
         return None
-    return {f: as_int(usage.get(f)) for f in _FIELDS}
+    get = usage.get
+    return (as_int(get("input_tokens")), as_int(get("cached_input_tokens")), as_int(get("output_tokens")),
+            as_int(get("reasoning_output_tokens")))
 
 
 def _session_id(ctx: FileContext) -> str:
@@ -92,24 +95,28 @@ def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[UsageRow]:
         except ValueError:
             ctx.bad_line()
             continue
-        prev = st.get("total")
+        prev = st.get("total")  # saved in the cursor as {field: tokens}
+        delta: tuple[int, ...]
         if total is not None:
-            st["total"] = total
+            st["total"] = dict(zip(_FIELDS, total, strict=True))
             if prev is None:
                 delta = total
-            elif all(total[f] >= prev.get(f, 0) for f in _FIELDS):
-                delta = {f: total[f] - prev.get(f, 0) for f in _FIELDS}
-            else:  # totals went backwards (a new context): trust this call's own figures
-                delta = last or total
+            else:
+                before = tuple(prev.get(f, 0) for f in _FIELDS)
+                if all(t >= b for t, b in zip(total, before, strict=True)):
+                    delta = tuple(t - b for t, b in zip(total, before, strict=True))
+                else:  # totals went backwards (a new context): trust this call's own figures
+                    delta = last or total
         elif last is not None:
             delta = last
         else:
             continue
         n = st.get("n", 0) + 1
         st["n"] = n
-        if not any(delta.values()):
+        if not any(delta):
             continue  # the same totals repeated
-        cached = min(delta["cached_input_tokens"], delta["input_tokens"])
+        d_input, d_cached, d_output, d_reasoning = delta
+        cached = min(d_cached, d_input)
         session = st.get("session") or _session_id(ctx)
         model = st.get("model")
         row = UsageRow(
@@ -121,11 +128,11 @@ def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[UsageRow]:
             provider="openai",
             session_id=session,
             project=st.get("cwd"),
-            input_tokens=delta["input_tokens"] - cached,
+            input_tokens=d_input - cached,
             cache_read_tokens=cached,
             cache_write_tokens=0,
-            output_tokens=delta["output_tokens"],
-            reasoning_tokens=delta["reasoning_output_tokens"],
+            output_tokens=d_output,
+            reasoning_tokens=d_reasoning,
         )
         yield price(row, ctx.price_table)
 
