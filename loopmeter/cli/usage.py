@@ -108,11 +108,19 @@ def _ingest(db_url: str, sources: list[str], paths: list[Path] | None) -> tuple[
         return IngestReport(files_seen=len(files)), None
     from loopmeter.store import open_store
 
-    store = open_store(db_url)
+    opened: list[Any] = []
+
+    def open_it() -> Any:  # called by `run` once its worker processes are reading
+        if not opened:
+            opened.append(open_store(db_url))
+        return opened[0]
+
+    target: Any = open_it
     if not db_url.startswith("sqlite:///"):
-        work = plan(files, load_cursors(db_url, store))
+        target = open_it()
+        work = plan(files, load_cursors(db_url, target))
     if not sys.stderr.isatty():
-        return run(store, db_url, work, files_seen=len(files)), store
+        return run(target, db_url, work, files_seen=len(files)), open_it()
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -123,7 +131,7 @@ def _ingest(db_url: str, sources: list[str], paths: list[Path] | None) -> tuple[
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        return run(store, db_url, work, files_seen=len(files), progress=progress), store
+        return run(target, db_url, work, files_seen=len(files), progress=progress), open_it()
 
 
 # -- the table -------------------------------------------------------------------

@@ -8,9 +8,10 @@ rollup's `sum(calls)`: readers check that and rebuild (`rebuild`) when they diff
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, text
+if TYPE_CHECKING:  # SQLAlchemy is imported by the functions that take a Connection
+    from sqlalchemy import Connection
 
 KEYS = ("hour", "agent", "model", "provider", "source", "project", "user", "cost_source")
 MEASURES = ("calls", "unpriced", "cost", "input", "cache_read", "cache_write", "output", "reasoning")
@@ -63,27 +64,29 @@ def add_newest(conn: Connection, dialect: str, inserted: int) -> None:
 def add_ids(conn: Connection, dialect: str, ids: list[int]) -> None:
     """Add the rows with these ids (PostgreSQL: the ids an INSERT ... RETURNING gave back)."""
     if ids:
+        from sqlalchemy import text
+
         conn.execute(text(_sum_sql(dialect, "id = ANY(:ids)")), {"ids": ids})
 
 
 def rebuild(conn: Connection, dialect: str) -> None:
     """Recompute the whole rollup from the usage rows."""
-    conn.execute(text("DELETE FROM usage_hour"))
+    conn.exec_driver_sql("DELETE FROM usage_hour")
     conn.exec_driver_sql(_sum_sql(dialect, "true"))
 
 
 def state(conn: Connection) -> tuple[int, int, int, float]:
     """(usage rows, their max id, calls in the rollup, cost in the rollup), read in one statement
     so both sides come from the same snapshot."""
-    row = conn.execute(text(
+    row = conn.exec_driver_sql(
         "SELECT (SELECT count(*) FROM usage), (SELECT coalesce(max(id), 0) FROM usage), "
         "(SELECT coalesce(sum(calls), 0) FROM usage_hour), (SELECT coalesce(sum(cost), 0) FROM usage_hour)"
-    )).one()
+    ).one()
     return int(row[0]), int(row[1]), int(row[2]), float(row[3])
 
 
 def usage_cost(conn: Connection) -> float:
-    return float(conn.execute(text("SELECT coalesce(sum(cost_usd), 0) FROM usage")).scalar_one())
+    return float(conn.exec_driver_sql("SELECT coalesce(sum(cost_usd), 0) FROM usage").scalar_one())
 
 
 def fetch(conn: Connection) -> list[Any]:

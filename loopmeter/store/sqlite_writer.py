@@ -85,7 +85,10 @@ class SqliteUsageWriter:
         self.conn.execute("PRAGMA wal_autocheckpoint=16384")
 
     def write(self, rows: list[UsageRow], cursors: list[dict[str, Any]]) -> int:
-        params = usage_params(rows)
+        return self.write_params(usage_params(rows), cursors)
+
+    def write_params(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]]) -> int:
+        """Rows already turned into parameters (`usage_params`) and file cursors, in one transaction."""
         for attempt in range(50):
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
