@@ -17,10 +17,10 @@ class Usage(SQLModel, table=True):
 
     __tablename__ = "usage"
     __table_args__ = (
-        # every index costs each of the ~150k rows a GB of logs brings; model, session and
-        # request id had one until schema 3, but no query looked a row up by them
+        # every index costs each of the ~150k rows a GB of logs brings; (source, ts), model,
+        # session and request id had one until schema 3: queries by source also bound ts,
+        # and none looked a row up by the others
         Index("ix_usage_ts", "ts"),
-        Index("ix_usage_source_ts", "source", "ts"),
         Index("ix_usage_run", "run_id", "attempt_id"),
     )
 

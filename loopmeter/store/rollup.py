@@ -49,6 +49,14 @@ def _sum_sql(dialect: str, where: str) -> str:
     )
 
 
+def upsert_sql() -> str:
+    """Add precomputed sums (KEYS then MEASURES, per row) to usage_hour."""
+    updates = ", ".join(f"{m} = usage_hour.{m} + excluded.{m}" for m in MEASURES)
+    return (f"INSERT INTO usage_hour ({', '.join(_q(k) for k in KEYS)}, {', '.join(MEASURES)}) "
+            f"VALUES ({', '.join('?' * (len(KEYS) + len(MEASURES)))}) "
+            f"ON CONFLICT ({', '.join(_q(k) for k in KEYS)}) DO UPDATE SET {updates}")
+
+
 def add_newest_sql(dialect: str, inserted: int) -> str:
     """SQL adding the `inserted` rows just written in this SQLite transaction: the highest ids,
     as a table without AUTOINCREMENT numbers new rows max(id)+1 and this transaction is the

@@ -48,14 +48,50 @@ def usage_params(rows: Iterable[UsageRow]) -> list[tuple[Any, ...]]:
     return params
 
 
-def insert_usage(conn: Any, params: list[tuple[Any, ...]]) -> int:
+_DIM_INDEX = [USAGE_FIELDS.index(d) for d in rollup.KEYS[1:]]
+_TOKEN_INDEX = [USAGE_FIELDS.index(f) for f in ("input_tokens", "cache_read_tokens", "cache_write_tokens",
+                                                 "output_tokens", "reasoning_tokens")]
+_COST_INDEX = USAGE_FIELDS.index("cost_usd")
+_UPSERT_HOURS = rollup.upsert_sql()
+
+
+def hour_sums(params: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The rollup rows of a batch (as rollup.add_newest would sum them in SQL), computed where
+    the batch is made: an ingest worker, not the one writer."""
+    acc: dict[tuple[Any, ...], list[Any]] = {}
+    a, m, pv, src, prj, usr, cs = _DIM_INDEX
+    i_in, i_cr, i_cw, i_out, i_rs = _TOKEN_INDEX
+    for p in params:
+        key = (p[TS_INDEX][:13], p[a] or "", p[m] or "", p[pv] or "", p[src] or "", p[prj] or "", p[usr] or "",
+               p[cs] or "")
+        s = acc.get(key)
+        if s is None:
+            s = acc[key] = [0, 0, 0.0, 0, 0, 0, 0, 0]
+        s[0] += 1
+        cost = p[_COST_INDEX]
+        if cost is None:
+            s[1] += 1
+        else:
+            s[2] += cost
+        s[3] += p[i_in] or 0
+        s[4] += p[i_cr] or 0
+        s[5] += p[i_cw] or 0
+        s[6] += p[i_out] or 0
+        s[7] += p[i_rs] or 0
+    return [(*k, *v) for k, v in acc.items()]
+
+
+def insert_usage(conn: Any, params: list[tuple[Any, ...]], hours: list[tuple[Any, ...]] | None = None) -> int:
     """Insert (ignoring stored keys) and add the new rows to the rollup; `conn` is a DB-API
-    connection inside a write transaction. Returns how many rows were new."""
+    connection inside a write transaction. `hours` are the batch's `hour_sums`, used when every
+    row was new (else SQL sums the rows that were). Returns how many rows were new."""
     if not params:
         return 0
     cur = conn.executemany(USAGE_INSERT, params)
     added = max(cur.rowcount or 0, 0)
-    if added:
+    if hours is not None and added == len(params):
+        conn.executemany(_UPSERT_HOURS, hours)
+    elif added:
         conn.execute(rollup.add_newest_sql("sqlite", added))
     return added
 
@@ -85,10 +121,13 @@ class SqliteUsageWriter:
         self.conn.execute("PRAGMA wal_autocheckpoint=16384")
 
     def write(self, rows: list[UsageRow], cursors: list[dict[str, Any]]) -> int:
-        return self.write_params(usage_params(rows), cursors)
+        params = usage_params(rows)
+        return self.write_params(params, cursors, hour_sums(params))
 
-    def write_params(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]]) -> int:
-        """Rows already turned into parameters (`usage_params`) and file cursors, in one transaction."""
+    def write_params(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]],
+                     hours: list[tuple[Any, ...]] | None = None) -> int:
+        """Rows already turned into parameters (`usage_params`), their `hour_sums` and file
+        cursors, in one transaction."""
         for attempt in range(50):
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
@@ -98,7 +137,7 @@ class SqliteUsageWriter:
                     raise
                 time.sleep(0.05)
         try:
-            added = insert_usage(self.conn, params)
+            added = insert_usage(self.conn, params, hours)
             if cursors:
                 self.conn.executemany(CURSOR_UPSERT, [cursor_params(c) for c in cursors])
             self.conn.execute("COMMIT")

@@ -278,9 +278,10 @@ class _QueueSink:
         self.queue, self.task = out_queue, task
 
     def write(self, rows: list[Any], cursors: list[dict[str, Any]]) -> int:
-        from loopmeter.store.sqlite_writer import usage_params
+        from loopmeter.store.sqlite_writer import hour_sums, usage_params
 
-        self.queue.put(("batch", self.task, usage_params(rows), cursors))
+        params = usage_params(rows)
+        self.queue.put(("batch", self.task, params, cursors, hour_sums(params)))
         return 0  # the parent counts what is new
 
 
@@ -439,7 +440,7 @@ def _write_from_queue(out_queue: Any, sink: Any, tasks: list[Task], futures: dic
                     fut.result()  # raises the worker's error
             continue
         if item[0] == "batch":
-            added += sink.write_params(item[2], item[3])
+            added += sink.write_params(item[2], item[3], item[4])
         else:
             open_tasks.discard(item[1])
             done += by_index[item[1]].size

@@ -141,6 +141,27 @@ def test_default_places_and_environment_variables(tmp_path, agent_env):
     assert sorted(p.name for _, p in files) == ["11111111-aaaa-bbbb-cccc-000000000001.jsonl", "s.jsonl"]
 
 
+def rollup_and_rows(db_path) -> tuple[list, list]:
+    """usage_hour as stored, and the same sums grouped afresh from the usage rows."""
+    conn = sqlite3.connect(db_path)
+    try:
+        kept = conn.execute(
+            'SELECT hour, agent, model, provider, source, project, "user", cost_source, calls, unpriced, '
+            "round(cost, 9), input, cache_read, cache_write, output, reasoning FROM usage_hour ORDER BY 1, 2, 3, 4, 5, 6, 7, 8"
+        ).fetchall()
+        fresh = conn.execute(
+            "SELECT substr(ts, 1, 13), coalesce(agent, ''), coalesce(model, ''), coalesce(provider, ''), "
+            "coalesce(source, ''), coalesce(project, ''), coalesce(\"user\", ''), coalesce(cost_source, ''), count(*), "
+            "sum(cost_usd IS NULL), round(coalesce(sum(cost_usd), 0), 9), coalesce(sum(input_tokens), 0), "
+            "coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_write_tokens), 0), "
+            "coalesce(sum(output_tokens), 0), coalesce(sum(reasoning_tokens), 0) FROM usage "
+            "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8"
+        ).fetchall()
+    finally:
+        conn.close()
+    return kept, fresh
+
+
 def test_a_big_transcript_read_in_byte_ranges_gives_the_generated_totals(tmp_path, store, sqlite_url):
     # One Claude Code file read as several ranges on two processes adds up exactly.
     expected = generate(tmp_path / "corpus", mb=6, claude_share=1.0, file_mb=6)
@@ -157,6 +178,17 @@ def test_a_big_transcript_read_in_byte_ranges_gives_the_generated_totals(tmp_pat
     assert got == {k: (t.input, t.output, t.cache_write, t.cache_read) for k, t in expected.claude.items()}
     # and the cursor ends at the end of the file: nothing left to read
     assert plan(files, load_cursors(sqlite_url, store)) == []
+    # the hourly rollup the workers summed equals the rows' own sums
+    kept, fresh = rollup_and_rows(sqlite_url.removeprefix("sqlite:///"))
+    assert kept == fresh and sum(r[8] for r in kept) == report.rows_added
+    # the same transcript under another name: every key is stored already, nothing is added twice
+    copy = tmp_path / "copy" / "projects" / "p" / "again.jsonl"
+    copy.parent.mkdir(parents=True)
+    copy.write_bytes(files[0][1].read_bytes())
+    again = run(store, sqlite_url, plan(discover(paths=[copy]), load_cursors(sqlite_url, store)), workers=2,
+                split_bytes=1 << 20, pool_min_bytes=0)
+    assert again.rows_added == 0
+    assert rollup_and_rows(sqlite_url.removeprefix("sqlite:///")) == (kept, fresh)
 
 
 @pytest.mark.parametrize("layout", ["many files", "one big codex file"])
@@ -195,6 +227,8 @@ def test_kill_during_ingest_then_rerun_gives_the_same_totals(tmp_path, agent_env
     rows = by_model(report)
     for (day, model), t in {**expected.claude, **expected.codex}.items():
         assert tokens(rows[(day, model)])[:4] == (t.input, t.output, t.cache_write, t.cache_read)
+    kept, fresh = rollup_and_rows(db)
+    assert kept == fresh
 
 
 def test_ingest_api_reports_files_and_rows(logs, store):
