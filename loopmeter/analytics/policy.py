@@ -60,13 +60,16 @@ def decision_counts(store: Store, filters: Filters, *, layer: str | None = None,
         return {d: int(n) for d, n in conn.execute(stmt)}
 
 
-def start_chain_check(store: Store) -> Any:
-    """Begin chain_status in a child process (hashing a long chain would hold this process's GIL)."""
+def start_chain_check(store: Store, *, nice: int = 0) -> Any:
+    """Begin chain_status in a child process (hashing a long chain would hold this process's GIL).
+
+    `nice` > 0 lowers the child's CPU priority, for a check that must not slow a screen being drawn.
+    """
     import subprocess
     import sys
 
     url = store.engine.url.render_as_string(hide_password=False)
-    return subprocess.Popen([sys.executable, "-m", "loopmeter.analytics.policy", url],
+    return subprocess.Popen([sys.executable, "-m", "loopmeter.analytics.policy", url, *(["--nice", str(nice)] if nice else [])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -84,8 +87,8 @@ def finish_chain_check(proc: Any, timeout_s: float = 600) -> dict[str, Any]:
         return {"status": "unavailable", "detail": f"verify failed: {exc}", "records": None, "seconds": None}
 
 
-def chain_status_isolated(store: Store, timeout_s: float = 600) -> dict[str, Any]:
-    return finish_chain_check(start_chain_check(store), timeout_s)
+def chain_status_isolated(store: Store, timeout_s: float = 600, *, nice: int = 0) -> dict[str, Any]:
+    return finish_chain_check(start_chain_check(store, nice=nice), timeout_s)
 
 
 def chain_status(store: Store) -> dict[str, Any]:
@@ -119,12 +122,15 @@ def _normalise(result: Any) -> dict[str, Any]:
     return {"status": status, "detail": detail, "records": records}
 
 
-if __name__ == "__main__":  # used by chain_status_isolated
+if __name__ == "__main__":  # used by chain_status_isolated: URL [--nice N]
     import json
+    import os
     import sys
 
     from loopmeter.store import open_store
 
+    if len(sys.argv) > 3 and sys.argv[2] == "--nice" and hasattr(os, "nice"):
+        os.nice(int(sys.argv[3]))
     _store = open_store(sys.argv[1], migrate=False)
     print(json.dumps(chain_status(_store), default=str))
     _store.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.text import Text
@@ -14,6 +15,7 @@ from textual.worker import get_current_worker
 from loopmeter.tui.base import DataTab, PagedTable
 
 ROW_LIMIT = 200  # newest first; the decision, layer and run filters narrow it
+VERIFY_AFTER_S = 0.25  # the records paint first; the check is a second Python process hashing the chain
 DECISIONS = ["allow", "deny", "ask"]
 LAYERS = ["policy", "proxy", "kernel", "limit"]
 
@@ -57,7 +59,10 @@ class PolicyTab(DataTab):
     def _verify(self) -> None:
         from loopmeter.analytics.policy import chain_status_isolated
 
-        status = chain_status_isolated(self.lm.store)
+        time.sleep(VERIFY_AFTER_S)
+        if get_current_worker().is_cancelled:
+            return
+        status = chain_status_isolated(self.lm.store, nice=10)
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self._show_chain, status)
 

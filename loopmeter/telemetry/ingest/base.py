@@ -98,14 +98,15 @@ def _marker_pattern(markers: tuple[bytes, ...]) -> re.Pattern[bytes]:
     return re.compile(re.escape(prefix) + b"(?:" + rest + b")")
 
 
-def _scan(data: bytes, limit: int, markers: tuple[bytes, ...], base: int, stats: ReadStats) -> Iterator[bytes]:
-    """Lines of data[:limit] (complete lines) holding a marker."""
+def _scan(data: bytes, start: int, limit: int, markers: tuple[bytes, ...], base: int,
+          stats: ReadStats) -> Iterator[bytes]:
+    """Lines of data[start:limit] (complete lines) holding a marker; `base` is data[0]'s file offset."""
     search = _marker_pattern(markers).search
     rfind, find = data.rfind, data.find
-    hit = search(data, 0, limit)
+    hit = search(data, start, limit)
     while hit is not None:
         p = hit.start()
-        s = rfind(b"\n", 0, p) + 1
+        s = max(rfind(b"\n", start, p) + 1, start)
         e = find(b"\n", p, limit)
         stats.end = base + e + 1  # a consumer checkpointing after this line resumes just past it
         yield data[s:e]
@@ -113,7 +114,8 @@ def _scan(data: bytes, limit: int, markers: tuple[bytes, ...], base: int, stats:
 
 
 def read_candidates(
-    fh: BinaryIO, start: int, end: int, markers: tuple[bytes, ...], stats: ReadStats, *, final: bool
+    fh: BinaryIO, start: int, end: int, markers: tuple[bytes, ...], stats: ReadStats, *, final: bool,
+    chunk_bytes: int = CHUNK_BYTES, max_line_bytes: int = MAX_LINE_BYTES,
 ) -> Iterator[bytes]:
     """Yield the complete lines in [start, end) that contain one of `markers`, in order.
 
@@ -124,17 +126,20 @@ def read_candidates(
     streamed past, and counted as malformed if it held a marker.
     """
     fh.seek(start)
-    pos = start  # file offset of data[0]; everything before it is consumed
+    search = _marker_pattern(markers).search
+    pos = start  # file offset of the first byte not consumed yet (where `carry` starts)
     carry = b""  # the partial line at the end of the previous chunk
     skipping = False  # inside an oversized line
     skipped_hit = False
     tail = b""  # last bytes of the skipped line, so a marker across chunks is seen
     read_to = start
     while read_to < end:
-        chunk = fh.read(min(CHUNK_BYTES, end - read_to))
+        chunk = fh.read(min(chunk_bytes, end - read_to))
         if not chunk:
             break
+        chunk_off = read_to
         read_to += len(chunk)
+        i = 0  # chunk[i:] starts at a line start
         if skipping:
             nl = chunk.find(b"\n")
             if nl < 0:
@@ -144,15 +149,30 @@ def read_candidates(
             skipped_hit = skipped_hit or _has_marker(tail + chunk[:nl], markers)
             stats.oversized_candidates += int(skipped_hit)
             skipping, skipped_hit, tail = False, False, b""
-            pos = read_to - len(chunk) + nl + 1
-            chunk = chunk[nl + 1 :]
-        data = carry + chunk if carry else chunk
-        limit = data.rfind(b"\n") + 1  # data[:limit] is complete lines
-        if limit:
-            yield from _scan(data, limit, markers, pos, stats)
-            pos += limit
-        carry = data[limit:]
-        if len(carry) > MAX_LINE_BYTES:
+            i = nl + 1
+            pos = chunk_off + i
+        elif carry:
+            # finish the line begun in the previous chunk on its own: joining whole chunks
+            # copied every byte once more
+            nl = chunk.find(b"\n")
+            if nl < 0:
+                carry += chunk
+                if len(carry) > max_line_bytes:
+                    skipping, skipped_hit, tail, carry = True, _has_marker(carry, markers), carry[-64:], b""
+                continue
+            line = carry + chunk[:nl]
+            carry = b""
+            i = nl + 1
+            pos = chunk_off + i
+            if search(line) is not None:
+                stats.end = pos
+                yield line
+        limit = chunk.rfind(b"\n") + 1  # chunk[:limit] ends with a complete line
+        if limit > i:
+            yield from _scan(chunk, i, limit, markers, chunk_off, stats)
+            pos = chunk_off + limit
+        carry = chunk[max(limit, i):]
+        if len(carry) > max_line_bytes:
             skipping, skipped_hit, tail, carry = True, _has_marker(carry, markers), carry[-64:], b""
     stats.end = pos
     if final and carry and not skipping:

@@ -525,7 +525,7 @@ def run(
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         ctx = multiprocessing.get_context("fork")
-        out_queue = ctx.Queue(maxsize=16) if _is_sqlite_file(db_url) else None  # bounded: memory stays flat
+        out_queue = ctx.Queue(maxsize=4) if _is_sqlite_file(db_url) else None  # bounded: memory stays flat
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(ctx.Lock(), out_queue)) as pool:
             futures = {pool.submit(run_task, t): t for t in tasks}
