@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from textual import work
 from textual.containers import Container
 from textual.coordinate import Coordinate
+from textual.timer import Timer
 from textual.widgets import DataTable
 from textual.worker import get_current_worker
 
@@ -17,6 +18,9 @@ if TYPE_CHECKING:
     from loopmeter.tui.app import LoopmeterApp
 
 _frozen_for: weakref.WeakSet[Any] = weakref.WeakSet()  # apps whose start-up heap is frozen (normally one)
+_prefetch_timers: weakref.WeakKeyDictionary[Any, Timer] = weakref.WeakKeyDictionary()
+READ_PAUSE_S = 0.5  # prefetch once the screen has been drawn and read this long without a switch
+NEXT_PREFETCH_S = 0.02  # then one hidden tab after another, so a switch meets at most one load
 
 
 def freeze_startup_heap(app: Any) -> bool:
@@ -104,8 +108,12 @@ class DataTab(Container):
     def ensure_loaded(self) -> None:
         if self.loaded_key != self.lm.load_key:
             self.reload()
+        elif self._on_screen():  # a switch to a loaded tab: the person reads again before more loading
+            self._prefetch_later(READ_PAUSE_S, only_if_pending=True)
 
     def reload(self) -> None:
+        if self._on_screen():  # someone waits for this tab: hold prefetching until it has shown
+            self._cancel_prefetch()
         self.generation += 1
         self.loaded_key = self.lm.load_key
         if self.shown_generation >= 0:  # dim what is shown until its update arrives (restyles the whole tab)
@@ -128,14 +136,40 @@ class DataTab(Container):
         self.remove_class("-loading")
         if isinstance(result, Exception):
             self.app.notify(f"{type(self).__name__}: {result}", severity="error", timeout=8)
-            self.shown_generation = generation
-            return
-        self.show(result)
+        else:
+            self.show(result)
+            if not self.froze_heap:  # the first screen is up: what exists now lives as long as the app
+                self.froze_heap = freeze_startup_heap(self.app)
         self.shown_generation = generation
-        if not self.froze_heap:  # the first screen is up: what exists now lives as long as the app
-            self.froze_heap = freeze_startup_heap(self.app)
-        if self.lm.prefetch_tabs:  # once the screen has been drawn and read for a moment
-            self.lm.set_timer(0.5, self.lm.prefetch)
+        if self.lm.prefetch_tabs:
+            self._prefetch_later(READ_PAUSE_S if self._on_screen() else NEXT_PREFETCH_S)
+
+    # -- prefetching hidden tabs, one at a time, while nobody is switching ------------
+    def _on_screen(self) -> bool:
+        try:
+            return self.lm.current_tab() is self
+        except Exception:  # noqa: BLE001 - during mount or shutdown there is no current tab
+            return False
+
+    def _cancel_prefetch(self) -> None:
+        timer = _prefetch_timers.pop(self.app, None)
+        if timer is not None:
+            timer.stop()
+
+    def _prefetch_later(self, delay: float, *, only_if_pending: bool = False) -> None:
+        if only_if_pending and self.app not in _prefetch_timers:
+            return
+        self._cancel_prefetch()
+        if self.lm.prefetch_tabs:
+            _prefetch_timers[self.app] = self.app.set_timer(delay, self._prefetch_next)
+
+    def _prefetch_next(self) -> None:
+        """Load the first hidden tab that is out of date; its delivery schedules the next."""
+        _prefetch_timers.pop(self.app, None)
+        for tab in self.lm.main_screen.query(DataTab):
+            if tab.loaded_key != self.lm.load_key:
+                tab.reload()
+                return
 
     def on_unmount(self) -> None:
         if self.froze_heap:
