@@ -47,8 +47,9 @@ def m0003_usage_hour(conn: Connection) -> None:
     from loopmeter.store import rollup
 
     models.UsageHour.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
-    for name in ("ix_usage_source_ts", "ix_usage_model", "ix_usage_session", "ix_usage_request"):
+    for name in ("ix_usage_source_ts", "ix_usage_model", "ix_usage_session", "ix_usage_request", "ix_usage_run"):
         conn.execute(text(f"DROP INDEX IF EXISTS {name}"))
+    _create_missing_indexes(conn)  # ix_usage_run again, now partial: only rows with a run id
     rollup.rebuild(conn, conn.dialect.name)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -21,7 +21,9 @@ class Usage(SQLModel, table=True):
         # session and request id had one until schema 3: queries by source also bound ts,
         # and none looked a row up by the others
         Index("ix_usage_ts", "ts"),
-        Index("ix_usage_run", "run_id", "attempt_id"),
+        # partial: only loop calls carry a run id, so log rows cost this index nothing
+        Index("ix_usage_run", "run_id", "attempt_id", sqlite_where=text("run_id IS NOT NULL"),
+              postgresql_where=text("run_id IS NOT NULL")),
     )
 
     id: int | None = Field(default=None, primary_key=True)
