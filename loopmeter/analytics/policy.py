@@ -54,10 +54,26 @@ def audit_records(store: Store, filters: Filters, *, decision: str | None = None
 
 def decision_counts(store: Store, filters: Filters, *, layer: str | None = None,
                     run_id: str | None = None) -> dict[str, int]:
-    where = _conditions(filters, None, layer, run_id)
-    stmt = select(_AU.decision, func.count()).where(*where).group_by(_AU.decision)
     with store.engine.connect() as conn:
+        if _covers_every_record(conn, filters):  # then the decision index alone answers
+            filters = filters.replace(since=None, until=None)
+        where = _conditions(filters, None, layer, run_id)
+        stmt = select(_AU.decision, func.count()).where(*where).group_by(_AU.decision)
         return {d: int(n) for d, n in conn.execute(stmt)}
+
+
+def _covers_every_record(conn: Any, filters: Filters) -> bool:
+    """Whether [since, until) holds the oldest and newest record (two index lookups): a time check
+    per row then changes nothing, and counting 100k records by ts index lookups took ~27 ms."""
+    since, until = to_utc(filters.since), to_utc(filters.until)
+    if since is None and until is None:
+        return False
+    oldest, newest = conn.execute(select(select(func.min(_AU.ts)).scalar_subquery(),
+                                         select(func.max(_AU.ts)).scalar_subquery())).one()
+    first, last = to_utc(oldest), to_utc(newest)
+    if first is None or last is None:
+        return False
+    return (since is None or since <= first) and (until is None or last < until)
 
 
 def start_chain_check(store: Store, *, nice: int = 0) -> Any:

@@ -342,7 +342,7 @@ def usage_report(target: Store | str | Path, q: Query) -> UsageReport:
         elif q.period == "blocks":
             rows = _blocks(db, where, params, q.now or datetime.now(UTC))
         else:
-            rows = _by_day(db, q.period, tz, tz_name, where, params)
+            rows = _by_day(db, q.period, tz, tz_name, where, params, q)
     finally:
         db.close()
     totals = Totals()
@@ -351,9 +351,14 @@ def usage_report(target: Store | str | Path, q: Query) -> UsageReport:
     return UsageReport(q.period, tz_name, rows, totals)
 
 
-def _by_day(db: _Db, period: str, tz: tzinfo, tz_name: str, where: str, params: dict[str, Any]) -> list[PeriodRow]:
+def _by_day(db: _Db, period: str, tz: tzinfo, tz_name: str, where: str, params: dict[str, Any],
+            q: Query | None = None) -> list[PeriodRow]:
+    if q is not None and db.dialect == "sqlite":
+        fast = _by_day_from_rollup(db, period, tz, q)
+        if fast is not None:
+            return fast
     day = _local_date_sql(db, tz, tz_name, where, params)
-    sql = (f"SELECT {day} AS d, COALESCE(model, 'unknown'), source, {_SUMS} FROM usage WHERE {where} "
+    sql = (f"SELECT {day} AS d, COALESCE(NULLIF(model, ''), 'unknown'), source, {_SUMS} FROM usage WHERE {where} "
            f"GROUP BY 1, 2, 3 ORDER BY 1")
     out: dict[str, PeriodRow] = {}
     for d, model, source, *sums in db.rows(sql, params):
@@ -362,8 +367,63 @@ def _by_day(db: _Db, period: str, tz: tzinfo, tz_name: str, where: str, params: 
     return [out[k] for k in sorted(out)]
 
 
+def _hour_key(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H")
+
+
+def _by_day_from_rollup(db: _Db, period: str, tz: tzinfo, q: Query) -> list[PeriodRow] | None:
+    """Days, weeks or months summed from the store's hourly rollup (usage_hour) instead of every
+    row: exact whenever the zone's offsets are whole hours, so each UTC hour falls in one local
+    day. None when that does not hold, or the rollup is missing or behind (then rows are read)."""
+    try:
+        n, calls, lo, hi = db.rows(
+            "SELECT (SELECT count(*) FROM usage), (SELECT coalesce(sum(calls), 0) FROM usage_hour), "
+            "(SELECT min(hour) FROM usage_hour), (SELECT max(hour) FROM usage_hour)", {})[0]
+    except sqlite3.Error:
+        return None  # a store from before schema 3, opened read-only
+    if n != calls:
+        return None
+    if lo is None:
+        return []
+    first = datetime.strptime(lo, "%Y-%m-%d %H").replace(tzinfo=UTC)
+    last = datetime.strptime(hi, "%Y-%m-%d %H").replace(tzinfo=UTC) + timedelta(hours=1)
+    segments = offset_segments(tz, first, last)
+    if any(off % 3600 for _, off in segments) or any(end is not None and end.minute + end.second for end, _ in segments):
+        return None
+    clauses, params = ["1=1"], {}
+    if q.since:
+        params["lo"] = _hour_key(datetime.combine(q.since, datetime.min.time(), tz))
+        clauses.append("hour >= :lo")
+    if q.until:
+        params["hi"] = _hour_key(datetime.combine(q.until + timedelta(days=1), datetime.min.time(), tz))
+        clauses.append("hour < :hi")
+    if q.sources:
+        tags = [tag for name in q.sources for tag in SOURCE_GROUPS[name]]
+        params.update({f"s{i}": tag for i, tag in enumerate(tags)})
+        clauses.append(f"source IN ({', '.join(f':s{i}' for i in range(len(tags)))})")
+    if q.project:
+        params["project"] = f"%{q.project}%"
+        clauses.append("project LIKE :project")
+    whens = []
+    for i, (end, off) in enumerate(segments[:-1]):
+        assert end is not None
+        params[f"seg{i}"] = _hour_key(end)
+        whens.append(f"WHEN hour < :seg{i} THEN date(hour || ':00:00', '{off:+d} seconds')")
+    final = f"date(hour || ':00:00', '{segments[-1][1]:+d} seconds')"
+    day = f"CASE {' '.join(whens)} ELSE {final} END" if whens else final
+    sql = (f"SELECT {day} AS d, CASE WHEN model = '' THEN 'unknown' ELSE model END, source, sum(calls), "
+           "sum(input), sum(output), sum(cache_write), sum(cache_read), sum(reasoning), "
+           "CASE WHEN sum(calls) > sum(unpriced) THEN sum(cost) END, sum(unpriced) "
+           f"FROM usage_hour WHERE {' AND '.join(clauses)} GROUP BY 1, 2, 3 ORDER BY 1")
+    out: dict[str, PeriodRow] = {}
+    for d, model, source, *sums in db.rows(sql, params):
+        label = _period_label(str(d), period)
+        out.setdefault(label, PeriodRow(label)).add(model, source, _totals(sums))
+    return [out[k] for k in sorted(out)]
+
+
 def _sessions(db: _Db, where: str, params: dict[str, Any]) -> list[PeriodRow]:
-    sql = (f"SELECT COALESCE(session_id, ''), COALESCE(model, 'unknown'), source, MAX(project), MIN(ts), MAX(ts), "
+    sql = (f"SELECT COALESCE(session_id, ''), COALESCE(NULLIF(model, ''), 'unknown'), source, MAX(project), MIN(ts), MAX(ts), "
            f"{_SUMS} FROM usage WHERE {where} GROUP BY 1, 2, 3")
     out: dict[str, PeriodRow] = {}
     for sid, model, source, project, first, last, *sums in db.rows(sql, params):
@@ -378,7 +438,7 @@ def _sessions(db: _Db, where: str, params: dict[str, Any]) -> list[PeriodRow]:
 
 def _blocks(db: _Db, where: str, params: dict[str, Any], now: datetime) -> list[PeriodRow]:
     hour = "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')" if db.dialect == "postgresql" else "substr(ts, 1, 13)"
-    sql = (f"SELECT {hour} AS h, COALESCE(model, 'unknown'), source, MIN(ts), MAX(ts), {_SUMS} "
+    sql = (f"SELECT {hour} AS h, COALESCE(NULLIF(model, ''), 'unknown'), source, MIN(ts), MAX(ts), {_SUMS} "
            f"FROM usage WHERE {where} GROUP BY 1, 2, 3 ORDER BY 1")
     blocks: list[PeriodRow] = []
     for _h, model, source, first, last, *sums in db.rows(sql, params):

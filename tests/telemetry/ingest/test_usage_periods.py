@@ -157,3 +157,34 @@ def test_postgres_gives_the_same_days(pg_store):
     assert _days(usage_report(pg_store, Query(period="daily", tz="Europe/Paris"))) == {"2026-10-25": 3, "2026-10-26": 4}
     blocks = usage_report(pg_store, Query(period="blocks", tz="UTC", now=datetime(2026, 10, 26, tzinfo=UTC)))
     assert [r.totals.input_tokens for r in blocks.rows] == [1, 6]
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Adelaide"])
+@pytest.mark.parametrize("period", ["daily", "weekly", "monthly"])
+def test_days_from_the_hourly_rollup_equal_days_from_the_rows(store, sqlite_url, tz, period):
+    # Calls every 37 minutes for three weeks across Paris' and New York's summer-time ends;
+    # Kolkata (+5:30) and Adelaide (+10:30) have offsets an hour cannot carry: rows are read.
+    rows = []
+    for i in range(900):
+        ts = datetime(2026, 10, 15, tzinfo=UTC) + i * (datetime(2026, 1, 1, 0, 37) - datetime(2026, 1, 1))
+        rows.append(_row(f"r{i}", ts.isoformat(), model=("m1", "m2", "")[i % 3],
+                         source=("claude-code-log", "codex-log")[i % 2], inp=i, out=i % 7, cr=i % 11, rs=i % 5,
+                         cost=None if i % 4 == 0 else 0.01 * i, project=("/a", "/b/api")[i % 2]))
+    store.add_usage(rows)
+    queries = [Query(period=period, tz=tz),
+               Query(period=period, tz=tz, since=date(2026, 10, 20), until=date(2026, 10, 30)),
+               Query(period=period, tz=tz, sources=["codex"], project="api")]
+    from_rollup = [usage_report(sqlite_url, q).as_json() for q in queries]
+    with store.engine.begin() as conn:  # a rollup that no longer matches the rows is not used
+        conn.exec_driver_sql("DELETE FROM usage_hour WHERE rowid IN (SELECT rowid FROM usage_hour LIMIT 1)")
+    from_rows = [usage_report(sqlite_url, q).as_json() for q in queries]
+    assert from_rollup == from_rows
+    assert from_rows[0]["totals"]["calls"] == 900 and from_rows[1]["totals"]["calls"] < 900
+
+
+def test_whole_hour_zones_read_the_rollup_and_others_read_the_rows(dst_store, sqlite_url):
+    with dst_store.engine.begin() as conn:  # same call count, different tokens: tells which was read
+        conn.exec_driver_sql("UPDATE usage_hour SET input = input + 1000")
+    assert usage_report(sqlite_url, Query(period="daily", tz="Europe/Paris")).totals.input_tokens == 3007
+    assert usage_report(sqlite_url, Query(period="daily", tz="Asia/Kolkata")).totals.input_tokens == 7
+    assert usage_report(sqlite_url, Query(period="session", tz="UTC")).totals.input_tokens == 7
