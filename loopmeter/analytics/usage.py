@@ -276,14 +276,20 @@ def _totals(values: Sequence[Any]) -> Totals:
                   float(cost) if cost is not None else None, int(calls or 0), int(unpriced or 0))
 
 
-def _where(db: _Db, q: Query, tz: tzinfo) -> tuple[str, dict[str, Any]]:
+def _hour_key(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H")
+
+
+def _where(db: _Db, q: Query, tz: tzinfo, *, hourly: bool = False) -> tuple[str, dict[str, Any]]:
+    """SQL conditions for the query on usage rows, or with `hourly` on the usage_hour rollup."""
     clauses, params = ["1=1"], {}
+    col, bound = ("hour", _hour_key) if hourly else ("ts", db.ts_param)
     if q.since:
-        params["lo"] = db.ts_param(datetime.combine(q.since, datetime.min.time(), tz))
-        clauses.append("ts >= :lo")
+        params["lo"] = bound(datetime.combine(q.since, datetime.min.time(), tz))
+        clauses.append(f"{col} >= :lo")
     if q.until:
-        params["hi"] = db.ts_param(datetime.combine(q.until + timedelta(days=1), datetime.min.time(), tz))
-        clauses.append("ts < :hi")
+        params["hi"] = bound(datetime.combine(q.until + timedelta(days=1), datetime.min.time(), tz))
+        clauses.append(f"{col} < :hi")
     if q.sources:
         tags: list[str] = []
         for name in q.sources:
@@ -360,15 +366,16 @@ def _by_day(db: _Db, period: str, tz: tzinfo, tz_name: str, where: str, params: 
     day = _local_date_sql(db, tz, tz_name, where, params)
     sql = (f"SELECT {day} AS d, COALESCE(NULLIF(model, ''), 'unknown'), source, {_SUMS} FROM usage WHERE {where} "
            f"GROUP BY 1, 2, 3 ORDER BY 1")
+    return _day_rows(db.rows(sql, params), period)
+
+
+def _day_rows(rows: list[tuple[Any, ...]], period: str) -> list[PeriodRow]:
+    """(local day, model, source, *sums) rows merged into days, weeks or months."""
     out: dict[str, PeriodRow] = {}
-    for d, model, source, *sums in db.rows(sql, params):
+    for d, model, source, *sums in rows:
         label = _period_label(str(d), period)
         out.setdefault(label, PeriodRow(label)).add(model, source, _totals(sums))
     return [out[k] for k in sorted(out)]
-
-
-def _hour_key(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H")
 
 
 def _by_day_from_rollup(db: _Db, period: str, tz: tzinfo, q: Query) -> list[PeriodRow] | None:
@@ -390,20 +397,7 @@ def _by_day_from_rollup(db: _Db, period: str, tz: tzinfo, q: Query) -> list[Peri
     segments = offset_segments(tz, first, last)
     if any(off % 3600 for _, off in segments) or any(end is not None and end.minute + end.second for end, _ in segments):
         return None
-    clauses, params = ["1=1"], {}
-    if q.since:
-        params["lo"] = _hour_key(datetime.combine(q.since, datetime.min.time(), tz))
-        clauses.append("hour >= :lo")
-    if q.until:
-        params["hi"] = _hour_key(datetime.combine(q.until + timedelta(days=1), datetime.min.time(), tz))
-        clauses.append("hour < :hi")
-    if q.sources:
-        tags = [tag for name in q.sources for tag in SOURCE_GROUPS[name]]
-        params.update({f"s{i}": tag for i, tag in enumerate(tags)})
-        clauses.append(f"source IN ({', '.join(f':s{i}' for i in range(len(tags)))})")
-    if q.project:
-        params["project"] = f"%{q.project}%"
-        clauses.append("project LIKE :project")
+    where, params = _where(db, q, tz, hourly=True)
     whens = []
     for i, (end, off) in enumerate(segments[:-1]):
         assert end is not None
@@ -414,12 +408,8 @@ def _by_day_from_rollup(db: _Db, period: str, tz: tzinfo, q: Query) -> list[Peri
     sql = (f"SELECT {day} AS d, CASE WHEN model = '' THEN 'unknown' ELSE model END, source, sum(calls), "
            "sum(input), sum(output), sum(cache_write), sum(cache_read), sum(reasoning), "
            "CASE WHEN sum(calls) > sum(unpriced) THEN sum(cost) END, sum(unpriced) "
-           f"FROM usage_hour WHERE {' AND '.join(clauses)} GROUP BY 1, 2, 3 ORDER BY 1")
-    out: dict[str, PeriodRow] = {}
-    for d, model, source, *sums in db.rows(sql, params):
-        label = _period_label(str(d), period)
-        out.setdefault(label, PeriodRow(label)).add(model, source, _totals(sums))
-    return [out[k] for k in sorted(out)]
+           f"FROM usage_hour WHERE {where} GROUP BY 1, 2, 3 ORDER BY 1")
+    return _day_rows(db.rows(sql, params), period)
 
 
 def _sessions(db: _Db, where: str, params: dict[str, Any]) -> list[PeriodRow]:
