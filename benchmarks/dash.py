@@ -32,7 +32,7 @@ from loopmeter.config import ValueModel  # noqa: E402
 from loopmeter.store import open_store  # noqa: E402
 from tests.analytics.seed import BENCH, FIXED_NOW, seed  # noqa: E402
 
-ANIMATIONS_OFF = False
+ANIMATIONS_ON = False
 
 
 async def _wait(pilot, tab) -> None:
@@ -46,8 +46,8 @@ async def measure_app(store, home: Path, read_pause: float = 0.0) -> dict[str, f
     t0 = time.perf_counter()
     app = LoopmeterApp(store, home=home, value=ValueModel(value_per_merged_outcome=40.0), now=FIXED_NOW,
                        live_every=0)
-    if ANIMATIONS_OFF:  # the tab underline's slide keeps the screen busy ~0.3 s after the content is there
-        app.animation_level = "none"
+    if ANIMATIONS_ON:  # the tab underline's slide keeps the screen busy ~0.3 s after the content is there
+        app.animation_level = "full"
     out: dict[str, float] = {}
     async with app.run_test(size=(120, 40)) as pilot:
         await _wait(pilot, app.query_one("#overview-tab"))
@@ -80,11 +80,12 @@ def main() -> None:
     ap.add_argument("--db", default=str(Path(tempfile.gettempdir()) / "loopmeter-bench.db"))
     ap.add_argument("--reseed", action="store_true")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--no-animations", action="store_true",
-                    help="turn Textual animations off (the tab underline slide), as TEXTUAL_ANIMATIONS=none does")
+    ap.add_argument("--animations", action="store_true",
+                    help="measure with Textual animations on (the tab underline slide), as TEXTUAL_ANIMATIONS=full does;"
+                         " the dashboard turns them off unless TEXTUAL_ANIMATIONS is set")
     args = ap.parse_args()
-    global ANIMATIONS_OFF
-    ANIMATIONS_OFF = args.no_animations
+    global ANIMATIONS_ON
+    ANIMATIONS_ON = args.animations
     db = Path(args.db)
     url = f"sqlite:///{db}"
     if args.reseed or not db.exists():

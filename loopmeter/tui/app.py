@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -54,6 +55,11 @@ class LoopmeterApp(App[None]):
                  filters: Filters | None = None, live_every: float = 5.0, prefetch_tabs: bool = True):
         super().__init__()
         from loopmeter.records import utcnow
+
+        if "TEXTUAL_ANIMATIONS" not in os.environ:
+            # A dashboard switches tabs all day: the tab underline's 0.3 s slide kept the
+            # screen busy well after the data was there. TEXTUAL_ANIMATIONS=full brings it back.
+            self.animation_level = "none"
 
         self.store = store
         self.home = home
@@ -117,11 +123,6 @@ class LoopmeterApp(App[None]):
         extra = f"  {others[1]}" if len(others) > 1 else ""
         self.main_screen.query_one("#topbar", Static).update(
             f"[b]loopmeter[/]  {RANGE_LABELS.get(self.range_name, 'custom range')}{extra}{live}")
-
-    def prefetch(self) -> None:
-        """Load the tabs not on screen while the person reads this one, so switching shows data at once."""
-        for tab_id, _title, _cls in TABS:
-            self.main_screen.query_one(f"#{tab_id}-tab", DataTab).ensure_loaded()
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         tab = self.current_tab()
