@@ -37,7 +37,13 @@ class Data:
 
 
 def load(store: Store, filters: Filters, home: Path) -> Data:
-    return Data(filters, cube_mod.load_cube(store, filters, home), attempts_mod.load_attempts(store, filters))
+    """Both frames, the attempts read on a second thread meanwhile (SQLite works without the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopmeter-attempts") as pool:
+        attempts = pool.submit(attempts_mod.load_attempts, store, filters)
+        cube = cube_mod.load_cube(store, filters, home)
+        return Data(filters, cube, attempts.result())
 
 
 def headline(data: Data, value: ValueModel) -> dict[str, Any]:
