@@ -66,10 +66,12 @@ def agent_table(data: Data) -> pd.DataFrame:
 
 def compute(store: Store, filters: Filters, *, value: ValueModel, home: Path, now: datetime,
             data: Data | None = None, include_evals: bool = True, include_audit: bool = True,
-            verify_chain: bool = True) -> dict[str, Any]:
+            verify_chain: bool = True, chain_check: Any = None) -> dict[str, Any]:
     """The whole report as plain JSON-ready data. The audit chain is verified in a child process
     while the rest is computed."""
-    chain_proc = policy_mod.start_chain_check(store) if include_audit and verify_chain else None
+    chain_proc = chain_check  # started by the caller (chain_check.start), or here
+    if chain_proc is None and include_audit and verify_chain:
+        chain_proc = policy_mod.start_chain_check(store)
     data = data or load(store, filters, home)
     tz = filters.tz
     report: dict[str, Any] = {

@@ -76,31 +76,18 @@ def _covers_every_record(conn: Any, filters: Filters) -> bool:
     return (since is None or since <= first) and (until is None or last < until)
 
 
-def start_chain_check(store: Store, *, nice: int = 0) -> Any:
-    """Begin chain_status in a child process (hashing a long chain would hold this process's GIL).
+def start_chain_check(store: Store | str, *, nice: int = 0) -> Any:
+    """Begin chain_status in a child process (see loopmeter.analytics.chain_check)."""
+    from loopmeter.analytics import chain_check
 
-    `nice` > 0 lowers the child's CPU priority, for a check that must not slow a screen being drawn.
-    """
-    import subprocess
-    import sys
-
-    url = store.engine.url.render_as_string(hide_password=False)
-    return subprocess.Popen([sys.executable, "-m", "loopmeter.analytics.policy", url, *(["--nice", str(nice)] if nice else [])],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    url = store if isinstance(store, str) else store.engine.url.render_as_string(hide_password=False)
+    return chain_check.start(url, nice=nice)
 
 
 def finish_chain_check(proc: Any, timeout_s: float = 600) -> dict[str, Any]:
-    import json
-    import subprocess
+    from loopmeter.analytics import chain_check
 
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-        if proc.returncode != 0:
-            raise ValueError((err or "").strip().splitlines()[-1:] or f"exit {proc.returncode}")
-        return json.loads(out)
-    except (subprocess.SubprocessError, ValueError) as exc:
-        proc.kill()
-        return {"status": "unavailable", "detail": f"verify failed: {exc}", "records": None, "seconds": None}
+    return chain_check.finish(proc, timeout_s)
 
 
 def chain_status_isolated(store: Store, timeout_s: float = 600, *, nice: int = 0) -> dict[str, Any]:
@@ -136,17 +123,3 @@ def _normalise(result: Any) -> dict[str, Any]:
         detail = f"first bad record: seq {first_bad}" + (f" ({detail})" if detail else "")
     records = data.get("records", data.get("checked", data.get("count")))
     return {"status": status, "detail": detail, "records": records}
-
-
-if __name__ == "__main__":  # used by chain_status_isolated: URL [--nice N]
-    import json
-    import os
-    import sys
-
-    from loopmeter.store import open_store
-
-    if len(sys.argv) > 3 and sys.argv[2] == "--nice" and hasattr(os, "nice"):
-        os.nice(int(sys.argv[3]))
-    _store = open_store(sys.argv[1], migrate=False)
-    print(json.dumps(chain_status(_store), default=str))
-    _store.dispose()
