@@ -142,7 +142,6 @@ class DataTab(Container):
             if not self.lm.first_screen_frozen:  # the first screen is up: what exists now lives as long as the app
                 self.lm.first_screen_frozen = True
                 freeze_heap(self.app)
-                self.app.call_after_refresh(self.lm.mount_hidden_tabs)
         self.shown_generation = generation
         if self.lm.prefetch_tabs:
             self._prefetch_later(READ_PAUSE_S if self._on_screen() else NEXT_PREFETCH_S)
@@ -167,9 +166,10 @@ class DataTab(Container):
             _prefetch_timers[self.app] = self.app.set_timer(delay, self._prefetch_next)
 
     def _prefetch_next(self) -> None:
-        """Load the first hidden tab that is out of date; its delivery schedules the next."""
+        """Load the first hidden tab that is out of date (mounting it if it never showed); its
+        delivery schedules the next."""
         _prefetch_timers.pop(self.app, None)
-        for tab in self.lm.main_screen.query(DataTab):
+        for tab in self.lm.all_tabs():
             if tab.loaded_key != self.lm.load_key:
                 tab.reload()
                 return

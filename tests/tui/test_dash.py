@@ -229,13 +229,18 @@ async def test_hidden_tabs_are_prefetched_after_the_first_screen(seeded, loopmet
     app = LoopmeterApp(seeded, home=loopmeter_home, now=FIXED_NOW, live_every=0)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        tabs = [app.query_one(f"#{t}-tab") for t in ("usage", "runs", "evals", "policy")]
-        for _ in range(40):
+        hidden = ("usage", "runs", "evals", "policy")
+
+        def ready() -> bool:  # each hidden tab is mounted by the prefetch that loads it
+            found = [app.query(f"#{t}-tab") for t in hidden]
+            return all(q and q.first().ready for q in found)
+
+        for _ in range(60):
             await asyncio.sleep(0.1)
             await pilot.pause()
-            if all(t.ready for t in tabs):
+            if ready():
                 break
-        assert all(t.ready for t in tabs)
+        assert ready()
         assert str(app.query_one("#chain-status").render()) == "chain: verifying…"  # only when on screen
 
 
