@@ -106,12 +106,12 @@ def _ingest(db_url: str, sources: list[str], paths: list[Path] | None) -> tuple[
     work = plan(files, load_cursors(db_url))
     if not work:
         return IngestReport(files_seen=len(files)), None
-    from loopmeter.store import open_store
-
     opened: list[Any] = []
 
     def open_it() -> Any:  # called by `run` once its worker processes are reading
         if not opened:
+            from loopmeter.store import open_store  # SQLAlchemy: imported while the workers read
+
             opened.append(open_store(db_url))
         return opened[0]
 
