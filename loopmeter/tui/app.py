@@ -93,6 +93,16 @@ class LoopmeterApp(App[None]):
             self._data = (key, data)
             return data
 
+    def after_first_screen(self) -> None:
+        """Work for the next screens that needs no widgets: the Usage tab's default grouping."""
+        filters = self.filters
+
+        def warm() -> None:
+            UsageTab.computed(self.data(filters), filters)
+
+        if self.prefetch_tabs:
+            self.run_worker(warm, thread=True, group="warm", exit_on_error=False)
+
     def compose(self) -> ComposeResult:
         yield Static(id="topbar")
         with TabbedContent(id="tabs", initial="overview"):

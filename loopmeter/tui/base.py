@@ -142,6 +142,7 @@ class DataTab(Container):
             if not self.lm.first_screen_frozen:  # the first screen is up: what exists now lives as long as the app
                 self.lm.first_screen_frozen = True
                 freeze_heap(self.app)
+                self.lm.after_first_screen()
         self.shown_generation = generation
         if self.lm.prefetch_tabs:
             self._prefetch_later(READ_PAUSE_S if self._on_screen() else NEXT_PREFETCH_S)

@@ -44,17 +44,33 @@ class UsageTab(DataTab):
 
     def fetch(self, filters: Any) -> Any:
         data = self.lm.data(filters)
-        from loopmeter.analytics import spend
-
-        result = {"cube": data.cube, "summary": spend.summary(data.cube), "tz": filters.tz}
         if self.dimension in PERIODS:
             from loopmeter.analytics.periods import usage_periods
 
+            result = self.base_result(data, filters)
             result["periods"] = (self.dimension, usage_periods(self.lm.store, filters, PERIODS[self.dimension],
                                                                now=self.lm._clock()))
-        else:
-            result["view"] = self._view(result, self.dimension, self.sort_key, self.search)
-        return result
+            return result
+        return self.computed(data, filters, self.dimension, self.sort_key, self.search)
+
+    @staticmethod
+    def base_result(data: Any, filters: Any) -> dict[str, Any]:
+        from loopmeter.analytics import spend
+
+        return {"cube": data.cube, "summary": spend.summary(data.cube), "tz": filters.tz}
+
+    @staticmethod
+    def computed(data: Any, filters: Any, dim: str = "source", sort_key: str = "cost",
+                 search: str = "") -> dict[str, Any]:
+        """The tab's result for one grouping, kept with the loaded data: the app computes the default
+        one right after the first screen, so a first visit finds it ready (worker threads only)."""
+        key = ("usage-tab", dim, sort_key, search)
+        found = data.extra.get(key)
+        if found is None:
+            found = UsageTab.base_result(data, filters)
+            found["view"] = UsageTab._view(found, dim, sort_key, search)
+            data.extra[key] = found
+        return dict(found)
 
     def show(self, result: dict[str, Any]) -> None:
         self._result = result
