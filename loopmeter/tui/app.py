@@ -102,6 +102,16 @@ class LoopmeterApp(App[None]):
 
         if self.prefetch_tabs:
             self.run_worker(warm, thread=True, group="warm", exit_on_error=False)
+            self.set_timer(0.05, self._mount_next_hidden)
+
+    def _mount_next_hidden(self) -> None:
+        """Mount the hidden tabs one per short pause, so a switch meets at most one mount under way."""
+        main = self.main_screen
+        for tab_id, _title, _cls in TABS:
+            if not main.query(f"#{tab_id}-tab"):
+                self.tab_widget(tab_id)
+                self.set_timer(0.05, self._mount_next_hidden)
+                return
 
     def compose(self) -> ComposeResult:
         yield Static(id="topbar")
