@@ -110,6 +110,12 @@ def _ingest(db_url: str, sources: list[str], paths: list[Path] | None) -> tuple[
 
     def open_it() -> Any:  # called by `run` once its worker processes are reading
         if not opened:
+            if db_url.startswith("sqlite:///") and ":memory:" not in db_url:
+                from loopmeter.store import sqlite_schema
+
+                if sqlite_schema.ready(Path(db_url.removeprefix("sqlite:///"))):
+                    opened.append(None)  # current (or just created): ingest and report need no Store
+                    return None
             from loopmeter.store import open_store  # SQLAlchemy: imported while the workers read
 
             opened.append(open_store(db_url))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -17,9 +16,8 @@ from sqlmodel import Session
 from loopmeter.errors import StoreError
 from loopmeter.records import USAGE_FIELDS, UsageRow
 from loopmeter.store import migrations, models, rollup, sqlite_writer
+from loopmeter.store.sqlite_writer import BUSY_TIMEOUT_MS  # noqa: F401 - re-exported
 
-# how long a SQLite writer waits for another process's lock before "database is locked"
-BUSY_TIMEOUT_MS = int(os.environ.get("LOOPMETER_BUSY_TIMEOUT_MS", "10000"))
 _USAGE_COLUMNS = [c.name for c in models.Usage.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
 assert set(_USAGE_COLUMNS) == set(USAGE_FIELDS), "UsageRow and the usage table must have the same fields"
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, inspect, text
 from sqlmodel import SQLModel
 
-from loopmeter.store import models
+from loopmeter.store import models, sqlite_schema
 
 
 def _add_column(conn: Connection, table: str, column: str, ddl_type: str) -> None:
@@ -59,6 +59,9 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0003_usage_hour", m0003_usage_hour),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+# a current SQLite store is recognised, and a new one created, without this module
+assert tuple(name for name, _ in MIGRATIONS) == sqlite_schema.MIGRATION_NAMES, \
+    "append the new migration's name to sqlite_schema.MIGRATION_NAMES, then run python -m loopmeter.store.sqlite_schema"
 
 
 def applied(conn: Connection) -> list[str]:

@@ -8,6 +8,7 @@ cursors of the files they complete are written in one transaction.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -18,6 +19,8 @@ from typing import Any
 from loopmeter.records import USAGE_FIELDS, UsageRow
 from loopmeter.store import rollup
 
+# how long a SQLite writer waits for another process's lock before "database is locked"
+BUSY_TIMEOUT_MS = int(os.environ.get("LOOPMETER_BUSY_TIMEOUT_MS", "10000"))
 TS_INDEX = USAGE_FIELDS.index("ts")
 _values = attrgetter(*USAGE_FIELDS)
 USAGE_INSERT = (

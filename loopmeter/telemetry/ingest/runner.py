@@ -314,8 +314,7 @@ def _sink_for(db_url: str, store: Store | None) -> Any:
     if _is_sqlite_file(db_url):
         sink = _sinks.get(db_url)
         if sink is None:
-            from loopmeter.store.engine import BUSY_TIMEOUT_MS
-            from loopmeter.store.sqlite_writer import SqliteUsageWriter
+            from loopmeter.store.sqlite_writer import BUSY_TIMEOUT_MS, SqliteUsageWriter
 
             sink = _sinks[db_url] = SqliteUsageWriter(db_url.removeprefix("sqlite:///"),
                                                       busy_timeout_ms=BUSY_TIMEOUT_MS, cache_kib=PAGE_CACHE_KIB)
@@ -499,14 +498,16 @@ def tasks_for(db_url: str, work: list[FileWork], split_bytes: int = SPLIT_BYTES)
 
 
 def run(
-    store: Store | Callable[[], Store], db_url: str, work: list[FileWork], *, workers: int | None = None,
+    store: Store | Callable[[], Store | None] | None, db_url: str, work: list[FileWork], *,
+    workers: int | None = None,
     progress: Progress | None = None, files_seen: int = 0,
     split_bytes: int = SPLIT_BYTES, pool_min_bytes: int = POOL_MIN_BYTES,
 ) -> IngestReport:
     """Read the planned work and store its rows; returns what was read and skipped.
 
     `store` may be a function opening it: worker processes then start reading while this
-    process opens (and, for a new store, creates) the database.
+    process opens (and, for a new store, creates) the database. A SQLite file needs no Store
+    (None): rows go through the stdlib writer.
     """
     from loopmeter.telemetry.pricing import default_price_table
 
@@ -566,7 +567,7 @@ def run(
     return report
 
 
-def _finish_split_files(store: Store, db_url: str, work: list[FileWork], tasks: list[Task],
+def _finish_split_files(store: Store | None, db_url: str, work: list[FileWork], tasks: list[Task],
                         results: list[PartResult]) -> None:
     """Save the cursor of a file read in ranges once every range is stored."""
     by_path: dict[str, list[PartResult]] = {}

@@ -99,3 +99,22 @@ def test_postgres_store_ingests_once_and_reports(env_with_logs, pg_store):
     assert first["totals"]["calls"] == again["totals"]["calls"] == 11
     assert again["ingest"]["files_read"] == 0
     assert [r["date"] for r in again["daily"]] == ["2026-11-09", "2026-11-10"]
+
+
+def test_first_call_on_a_new_store_creates_it_without_sqlalchemy(env_with_logs, loopmeter_home):
+    code = ("import sys\n"
+            "from loopmeter.cli import app\n"
+            "from loopmeter.cli._errors import run_app\n"
+            "sys.argv = ['loopmeter', 'usage', 'daily', '--json']\n"
+            "rc = run_app(app)\n"
+            "print('loaded' if 'sqlalchemy' in sys.modules else 'not loaded', rc, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=env_with_logs, capture_output=True, text=True, timeout=120)
+    assert proc.stderr.strip().endswith("not loaded 0"), proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["ingest"]["rows_added"] == 11 and out["totals"]["calls"] == 11
+    # the store it made is the one open_store makes, and open_store finds nothing to migrate
+    from loopmeter.store import SCHEMA_VERSION, Usage, open_store
+
+    store = open_store(f"sqlite:///{loopmeter_home / 'loopmeter.db'}")
+    assert store.schema_version() == SCHEMA_VERSION and store.count(Usage) == 11
+    store.dispose()
