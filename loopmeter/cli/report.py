@@ -75,31 +75,9 @@ def report(
         raise LoopmeterError(f"unknown format {format_!r}", hint="one of " + ", ".join(FORMATS))
     from loopmeter.analytics import chain_check
     from loopmeter.config import load_settings
+    from loopmeter.records import utcnow
 
     settings = load_settings()
-    # the audit chain is verified in a child process that starts before this one loads pandas
-    # (on an existing store: a new one is created below, and compute starts the check then)
-    exists = settings.db_path is None or settings.db_path.is_file()
-    checking = chain_check.start(settings.db_url) if verify and exists else None
-    try:
-        _report(settings, since, until, range_, format_, output, agent, model, project, user, source, repo,
-                timezone, scan, verify, checking)
-    finally:
-        if checking is not None and checking.poll() is None:
-            checking.kill()
-            checking.wait()
-
-
-def _report(settings: Any, since: str | None, until: str | None, range_: str | None, format_: str,
-            output: Path | None, agent: str | None, model: str | None, project: str | None, user: str | None,
-            source: str | None, repo: str | None, timezone: str | None, scan: bool, verify: bool,
-            checking: Any) -> None:
-    from loopmeter.analytics.kpis import compute
-    from loopmeter.analytics.outcomes import refresh_outcomes
-    from loopmeter.records import utcnow
-    from loopmeter.reports import render
-    from loopmeter.store import open_store
-
     tz = timezone or settings.timezone or "UTC"
     try:
         from zoneinfo import ZoneInfo
@@ -111,14 +89,29 @@ def _report(settings: Any, since: str | None, until: str | None, range_: str | N
     now = utcnow()
     filters = build_filters(since, until, range_, tz, now, agent=agent, model=model, project=project, user=user,
                             source=source, repo=repo)
-    store = open_store(settings.db_url)
+    # the audit chain is verified in a child process that starts before this one loads pandas
+    # (on an existing store: a new one is created below, and compute starts the check then)
+    exists = settings.db_path is None or settings.db_path.is_file()
+    checking = chain_check.start(settings.db_url) if verify and exists else None
     try:
-        if scan:
-            refresh_outcomes(store)
-        data = compute(store, filters, value=settings.value, home=settings.home, now=now, verify_chain=verify,
-                       chain_check=checking)
+        from loopmeter.analytics.kpis import compute
+        from loopmeter.analytics.outcomes import refresh_outcomes
+        from loopmeter.store import open_store
+
+        store = open_store(settings.db_url)
+        try:
+            if scan:
+                refresh_outcomes(store)
+            data = compute(store, filters, value=settings.value, home=settings.home, now=now,
+                           verify_chain=verify, chain_check=checking)
+        finally:
+            store.dispose()
     finally:
-        store.dispose()
+        if checking is not None and checking.poll() is None:  # left running by an error
+            checking.kill()
+            checking.wait()
+    from loopmeter.reports import render
+
     text = render(data, format_)
     if output is None:
         typer.echo(text, nl=not text.endswith("\n"))

@@ -64,11 +64,6 @@ def add_newest_sql(dialect: str, inserted: int) -> str:
     return _sum_sql(dialect, f"id > (SELECT max(id) FROM usage) - {int(inserted)}")
 
 
-def add_newest(conn: Connection, dialect: str, inserted: int) -> None:
-    if inserted > 0:
-        conn.exec_driver_sql(add_newest_sql(dialect, inserted))
-
-
 def add_ids(conn: Connection, dialect: str, ids: list[int]) -> None:
     """Add the rows with these ids (PostgreSQL: the ids an INSERT ... RETURNING gave back)."""
     if ids:

@@ -59,7 +59,7 @@ _UPSERT_HOURS = rollup.upsert_sql()
 
 
 def hour_sums(params: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The rollup rows of a batch (as rollup.add_newest would sum them in SQL), computed where
+    """The rollup rows of a batch (as rollup.add_newest_sql sums them in SQL), computed where
     the batch is made: an ingest worker, not the one writer."""
     acc: dict[tuple[Any, ...], list[Any]] = {}
     a, m, pv, src, prj, usr, cs = _DIM_INDEX

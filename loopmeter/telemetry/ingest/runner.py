@@ -530,9 +530,9 @@ def run(
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(ctx.Lock(), out_queue)) as pool:
             futures = {pool.submit(run_task, t): t for t in tasks}
-            store = store() if callable(store) else store
+            opened = store() if callable(store) else store  # while the workers read
             if out_queue is not None:
-                written = _write_from_queue(out_queue, _sink_for(db_url, store), tasks, futures, progress, total)
+                written = _write_from_queue(out_queue, _sink_for(db_url, opened), tasks, futures, progress, total)
                 report.rows_added += written
                 results = [f.result() for f in futures]
             else:
@@ -542,16 +542,15 @@ def run(
                     if progress:
                         progress(done, total)
     else:
-        store = store() if callable(store) else store
+        opened = store() if callable(store) else store
         for t in tasks:
-            results.append(run_task(t, store))
+            results.append(run_task(t, opened))
             done += t.size
             if progress:
                 progress(done, total)
     parts = [p for r in results for p in r.parts]
-    store = store() if callable(store) else store  # opened already, unless the pool took the futures path
     try:
-        _finish_split_files(store, db_url, work, tasks, parts)
+        _finish_split_files(opened, db_url, work, tasks, parts)
     finally:
         while _sinks:  # this process's connections: the caller's store is the one to keep
             _sinks.popitem()[1].close()

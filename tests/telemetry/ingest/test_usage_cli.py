@@ -76,17 +76,22 @@ def test_bad_input_is_one_line_and_exit_2(agent_env, args, message):
     assert "Traceback" not in proc.stderr
 
 
-def test_warm_call_only_stats_files_and_never_loads_sqlalchemy(env_with_logs):
-    usage_json(env_with_logs)  # the cold call stores everything
+def _usage_telling_if_sqlalchemy_loaded(env) -> tuple[str, dict]:
+    """`loopmeter usage daily --json` in a fresh process: (last stderr line, the JSON)."""
     code = ("import sys\n"
             "from loopmeter.cli import app\n"
             "from loopmeter.cli._errors import run_app\n"
             "sys.argv = ['loopmeter', 'usage', 'daily', '--json']\n"
             "rc = run_app(app)\n"
             "print('loaded' if 'sqlalchemy' in sys.modules else 'not loaded', rc, file=sys.stderr)\n")
-    proc = subprocess.run([sys.executable, "-c", code], env=env_with_logs, capture_output=True, text=True, timeout=120)
-    assert proc.stderr.strip().endswith("not loaded 0"), proc.stderr
-    out = json.loads(proc.stdout)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    return proc.stderr.strip().splitlines()[-1], json.loads(proc.stdout)
+
+
+def test_warm_call_only_stats_files_and_never_loads_sqlalchemy(env_with_logs):
+    usage_json(env_with_logs)  # the cold call stores everything
+    loaded, out = _usage_telling_if_sqlalchemy_loaded(env_with_logs)
+    assert loaded == "not loaded 0"
     assert out["ingest"]["files_read"] == 0
     assert out["totals"]["calls"] == 11
 
@@ -102,15 +107,8 @@ def test_postgres_store_ingests_once_and_reports(env_with_logs, pg_store):
 
 
 def test_first_call_on_a_new_store_creates_it_without_sqlalchemy(env_with_logs, loopmeter_home):
-    code = ("import sys\n"
-            "from loopmeter.cli import app\n"
-            "from loopmeter.cli._errors import run_app\n"
-            "sys.argv = ['loopmeter', 'usage', 'daily', '--json']\n"
-            "rc = run_app(app)\n"
-            "print('loaded' if 'sqlalchemy' in sys.modules else 'not loaded', rc, file=sys.stderr)\n")
-    proc = subprocess.run([sys.executable, "-c", code], env=env_with_logs, capture_output=True, text=True, timeout=120)
-    assert proc.stderr.strip().endswith("not loaded 0"), proc.stderr
-    out = json.loads(proc.stdout)
+    loaded, out = _usage_telling_if_sqlalchemy_loaded(env_with_logs)
+    assert loaded == "not loaded 0"
     assert out["ingest"]["rows_added"] == 11 and out["totals"]["calls"] == 11
     # the store it made is the one open_store makes, and open_store finds nothing to migrate
     from loopmeter.store import SCHEMA_VERSION, Usage, open_store
