@@ -115,7 +115,7 @@ class Store:
         return len(ids)
 
     def _add_usage_sqlite(self, rows: Iterable[UsageRow]) -> int:
-        params = sqlite_writer.usage_params(rows)
+        params = sqlite_writer.params_of(rows)
         if not params:
             return 0
         with self.engine.begin() as conn:

@@ -42,7 +42,9 @@ def sqlite_time(ts: datetime) -> str:
     return ts.isoformat(sep=" ", timespec="microseconds")
 
 
-def usage_params(rows: Iterable[UsageRow]) -> list[tuple[Any, ...]]:
+def params_of(rows: Iterable[UsageRow]) -> list[tuple[Any, ...]]:
+    """Rows as store parameters: USAGE_FIELDS order, the time as `sqlite_time` text (what the
+    log parsers yield directly, see telemetry/ingest/base.py)."""
     params = []
     for row in rows:
         values = list(_values(row))
@@ -56,6 +58,13 @@ _TOKEN_INDEX = [USAGE_FIELDS.index(f) for f in ("input_tokens", "cache_read_toke
                                                  "output_tokens", "reasoning_tokens")]
 _COST_INDEX = USAGE_FIELDS.index("cost_usd")
 _UPSERT_HOURS = rollup.upsert_sql()
+
+
+def row_of(params: tuple[Any, ...]) -> UsageRow:
+    """The UsageRow of store parameters (for a store other than a SQLite file)."""
+    row = UsageRow(*params)
+    row.ts = datetime.fromisoformat(params[TS_INDEX]).replace(tzinfo=UTC)
+    return row
 
 
 def hour_sums(params: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -123,14 +132,12 @@ class SqliteUsageWriter:
         # rewritten by several batches is copied once (about 0.2 s less per GB of logs).
         self.conn.execute("PRAGMA wal_autocheckpoint=16384")
 
-    def write(self, rows: list[UsageRow], cursors: list[dict[str, Any]]) -> int:
-        params = usage_params(rows)
-        return self.write_params(params, cursors, hour_sums(params))
-
-    def write_params(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]],
-                     hours: list[tuple[Any, ...]] | None = None) -> int:
-        """Rows already turned into parameters (`usage_params`), their `hour_sums` and file
-        cursors, in one transaction."""
+    def write(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]],
+              hours: list[tuple[Any, ...]] | None = None) -> int:
+        """Rows as store parameters (`params_of`), their `hour_sums` (computed here when not
+        given) and file cursors, in one transaction."""
+        if hours is None:
+            hours = hour_sums(params)
         for attempt in range(50):
             try:
                 self.conn.execute("BEGIN IMMEDIATE")

@@ -10,9 +10,20 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
-from loopmeter.records import UsageRow
-from loopmeter.telemetry.ingest.base import JSON_ERRORS, FileContext, Source, as_int, loads, parse_ts, price
+import msgspec
+
+from loopmeter.telemetry.ingest.base import (
+    JSON_ERRORS,
+    STRUCT_ERRORS,
+    FileContext,
+    Source,
+    as_int,
+    loads,
+    ts_text,
+    usage_params,
+)
 
 SOURCE_TAG = "claude-code-log"
 MARKERS = (b'"usage"',)
@@ -38,10 +49,94 @@ def files(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def _project(ctx: FileContext, cwd: object) -> str | None:
-    if isinstance(cwd, str) and cwd:
-        return cwd
-    return ctx.path.parent.name or None
+# The fields a line's usage is made of, decoded without building the rest of the line
+# (message content, tool results). A line that does not fit these types goes through
+# the generic decoder and the checks of `_generic`, which decide what it is worth.
+class _CacheCreation(msgspec.Struct):
+    ephemeral_1h_input_tokens: int | None = None
+
+
+class _Usage(msgspec.Struct):
+    input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_creation: _CacheCreation | None = None
+
+
+class _Message(msgspec.Struct):
+    id: str | None = None
+    model: str | None = None
+    usage: _Usage | None = None
+
+
+class _Line(msgspec.Struct):
+    timestamp: str | None = None
+    sessionId: str | None = None  # noqa: N815 - the log's own name
+    cwd: str | None = None
+    requestId: str | None = None  # noqa: N815
+    costUSD: float | None = None  # noqa: N815
+    message: _Message | None = None
+
+
+_decode_line = msgspec.json.Decoder(_Line).decode
+
+# What a usage line holds: (timestamp, sessionId, cwd, requestId, costUSD, message id, model,
+# input, cache write, cache read, output, 1-hour cache write); tokens already checked.
+_Fields = tuple[Any, Any, Any, Any, Any, Any, Any, int, int, int, int, "int | None"]
+
+
+def _typed(line: bytes) -> _Fields | None:
+    """The usage fields of a line that fits the expected types (None: not a usage line);
+    raises a msgspec error when it does not fit."""
+    obj = _decode_line(line)
+    message = obj.message
+    if message is None:
+        return None
+    usage = message.usage
+    if usage is None:
+        return None
+    cache = usage.cache_creation
+    return (obj.timestamp, obj.sessionId, obj.cwd, obj.requestId, obj.costUSD, message.id, message.model,
+            usage.input_tokens or 0, usage.cache_creation_input_tokens or 0, usage.cache_read_input_tokens or 0,
+            usage.output_tokens or 0, None if cache is None else cache.ephemeral_1h_input_tokens or 0)
+
+
+def _generic(line: bytes, ctx: FileContext) -> _Fields | None:
+    """The same from any JSON line: unexpected types make it malformed (counted) or not a
+    usage line, as they would in the agent's own reading."""
+    try:
+        obj = loads(line)
+    except JSON_ERRORS:
+        ctx.bad_line()
+        return None
+    if not isinstance(obj, dict):
+        ctx.bad_line()
+        return None
+    message = obj.get("message")
+    if not isinstance(message, dict):
+        return None
+    usage = message.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    try:
+        cache = usage.get("cache_creation")
+        reported = obj.get("costUSD")
+        if reported is not None and (isinstance(reported, bool) or not isinstance(reported, int | float)):
+            raise ValueError("bad costUSD")
+        model = message.get("model")
+        return (obj.get("timestamp"), _str(obj.get("sessionId")), _str(obj.get("cwd")), _str(obj.get("requestId")),
+                reported, _str(message.get("id")), _str(model) if model != "<synthetic>" else model,
+                as_int(usage.get("input_tokens")), as_int(usage.get("cache_creation_input_tokens")),
+                as_int(usage.get("cache_read_input_tokens")), as_int(usage.get("output_tokens")),
+                as_int(cache.get("ephemeral_1h_input_tokens")) if isinstance(cache, dict) else None)
+    except ValueError:
+        ctx.bad_line()
+        return None
+
+
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 _REQ = b'"requestId":"'
@@ -56,74 +151,45 @@ def _quick_request_id(line: bytes) -> bytes | None:
     return line[i + len(_REQ) : j] if j > 0 else None
 
 
-def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[UsageRow]:
+def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[tuple[Any, ...]]:
     # Request ids already counted, as raw bytes: a repeated line (one per content block)
     # is skipped before JSON parsing. Only ids confirmed by a full parse are added.
     parsed_ids: set[bytes] = set()
+    seen = ctx.seen
+    table, user = ctx.price_table, ctx.user
+    default_session, default_project = ctx.path.stem, ctx.path.parent.name or None
     for line in lines:
         quick = _quick_request_id(line)
         if quick is not None and quick in parsed_ids:
             continue
         try:
-            obj = loads(line)
-        except JSON_ERRORS:
-            ctx.bad_line()
+            fields = _typed(line)
+        except STRUCT_ERRORS:
+            fields = _generic(line, ctx)
+        if fields is None:
             continue
-        if not isinstance(obj, dict):
-            ctx.bad_line()
-            continue
-        message = obj.get("message")
-        if not isinstance(message, dict):
-            continue
-        usage = message.get("usage")
-        if not isinstance(usage, dict):
-            continue
-        model = message.get("model")
+        ts, session, cwd, request_id, reported, message_id, model, inp, cw, cr, out, cw1h = fields
         if model == "<synthetic>":
             continue
-        request_id = obj.get("requestId")
-        message_id = message.get("id")
-        if isinstance(request_id, str) and request_id:
+        if request_id:
             key = f"anthropic-req:{request_id}"
-        elif isinstance(message_id, str) and message_id:
+        elif message_id:
             key = f"claude-msg:{message_id}"
         else:
             ctx.bad_line()  # usage that cannot be deduplicated would be counted once per line
             continue
-        if quick is not None and isinstance(request_id, str) and quick == request_id.encode():
+        if quick is not None and request_id is not None and quick == request_id.encode():
             parsed_ids.add(quick)
-        if key in ctx.seen:
+        if key in seen:
             continue  # another content block of a response already counted
-        ctx.seen.add(key)
-        ts = parse_ts(obj.get("timestamp"))
-        try:
-            if ts is None:
-                raise ValueError("no timestamp")
-            cache = usage.get("cache_creation")
-            write_1h = as_int(cache.get("ephemeral_1h_input_tokens")) if isinstance(cache, dict) else None
-            row = UsageRow(
-                key=key,
-                source=SOURCE_TAG,
-                ts=ts,
-                model=model if isinstance(model, str) else None,
-                agent="claude-code",
-                provider="anthropic",
-                session_id=obj.get("sessionId") if isinstance(obj.get("sessionId"), str) else ctx.path.stem,
-                project=_project(ctx, obj.get("cwd")),
-                input_tokens=as_int(usage.get("input_tokens")),
-                cache_read_tokens=as_int(usage.get("cache_read_input_tokens")),
-                cache_write_tokens=as_int(usage.get("cache_creation_input_tokens")),
-                cache_write_1h_tokens=write_1h,
-                output_tokens=as_int(usage.get("output_tokens")),
-                request_id=request_id if isinstance(request_id, str) else None,
-            )
-            reported = obj.get("costUSD")
-            if reported is not None and not isinstance(reported, int | float):
-                raise ValueError("bad costUSD")
-        except ValueError:
+        seen.add(key)
+        when = ts_text(ts)
+        if when is None:
             ctx.bad_line()
             continue
-        yield price(row, ctx.price_table, reported)
+        yield usage_params(table, key, SOURCE_TAG, when, model, "claude-code", "anthropic",
+                           session or default_session, cwd or default_project, user, inp, cr, cw, cw1h, out,
+                           None, request_id, reported)
 
 
 SOURCE = Source(

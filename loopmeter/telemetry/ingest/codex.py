@@ -16,8 +16,18 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from loopmeter.records import UsageRow
-from loopmeter.telemetry.ingest.base import JSON_ERRORS, FileContext, Source, as_int, loads, parse_ts, price
+import msgspec
+
+from loopmeter.telemetry.ingest.base import (
+    JSON_ERRORS,
+    STRUCT_ERRORS,
+    FileContext,
+    Source,
+    as_int,
+    loads,
+    ts_text,
+    usage_params,
+)
 
 SOURCE_TAG = "codex-log"
 MARKERS = (b'"token_count"', b'"turn_context"', b'"session_meta"')
@@ -38,7 +48,60 @@ def files(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def _counts(usage: Any) -> tuple[int, int, int, int] | None:
+# The fields the parser reads, decoded without building the rest of the line. A line
+# that does not fit these types goes through the generic decoder and `_generic`.
+class _Counts(msgspec.Struct):
+    input_tokens: int | None = None
+    cached_input_tokens: int | None = None
+    output_tokens: int | None = None
+    reasoning_output_tokens: int | None = None
+
+
+class _Info(msgspec.Struct):
+    total_token_usage: _Counts | None = None
+    last_token_usage: _Counts | None = None
+
+
+class _Payload(msgspec.Struct):
+    type: str | None = None
+    id: str | None = None
+    cwd: str | None = None
+    model: str | None = None
+    info: _Info | None = None
+
+
+class _Line(msgspec.Struct):
+    timestamp: str | None = None
+    type: str | None = None
+    payload: _Payload | None = None
+
+
+_decode_line = msgspec.json.Decoder(_Line).decode
+Counts = tuple[int, int, int, int]
+# (line type, payload type, payload id, payload cwd, payload model, has info, total counts,
+# last counts, timestamp); strings already checked, None where absent or of another type
+_Fields = tuple[Any, Any, Any, Any, Any, bool, "Counts | None", "Counts | None", Any]
+
+
+def _struct_counts(c: _Counts | None) -> Counts | None:
+    if c is None:
+        return None
+    return (c.input_tokens or 0, c.cached_input_tokens or 0, c.output_tokens or 0, c.reasoning_output_tokens or 0)
+
+
+def _typed(line: bytes) -> _Fields | None:
+    obj = _decode_line(line)
+    p = obj.payload
+    if p is None:
+        return None
+    info = p.info
+    if info is None:
+        return obj.type, p.type, p.id, p.cwd, p.model, False, None, None, obj.timestamp
+    return (obj.type, p.type, p.id, p.cwd, p.model, True, _struct_counts(info.total_token_usage),
+            _struct_counts(info.last_token_usage), obj.timestamp)
+
+
+def _counts(usage: Any) -> Counts | None:
     """(input, cached input, output, reasoning) tokens of a usage object."""
     if not isinstance(usage, dict):
         return None
@@ -47,52 +110,69 @@ def _counts(usage: Any) -> tuple[int, int, int, int] | None:
             as_int(get("reasoning_output_tokens")))
 
 
+def _str(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _generic(line: bytes, ctx: FileContext) -> _Fields | None:
+    try:
+        obj = loads(line)
+    except JSON_ERRORS:
+        ctx.bad_line()
+        return None
+    if not isinstance(obj, dict):
+        ctx.bad_line()
+        return None
+    payload = obj.get("payload")
+    if not isinstance(payload, dict):
+        return None
+    kind, ptype = obj.get("type"), payload.get("type")
+    info = payload.get("info")
+    fields = (kind, ptype, _str(payload.get("id")), _str(payload.get("cwd")), _str(payload.get("model")))
+    if info is None or kind != "event_msg" or ptype != "token_count":
+        return (*fields, False, None, None, obj.get("timestamp"))
+    try:
+        if not isinstance(info, dict):
+            raise ValueError("info is not an object")
+        return (*fields, True, _counts(info.get("total_token_usage")), _counts(info.get("last_token_usage")),
+                obj.get("timestamp"))
+    except ValueError:
+        ctx.bad_line()
+        return None
+
+
 def _session_id(ctx: FileContext) -> str:
     found = _UUID.findall(ctx.path.name)
     return found[-1] if found else ctx.path.stem
 
 
-def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[UsageRow]:
+def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[tuple[Any, ...]]:
     st = ctx.state
+    table, user = ctx.price_table, ctx.user
     for line in lines:
         try:
-            obj = loads(line)
-        except JSON_ERRORS:
-            ctx.bad_line()
+            fields = _typed(line)
+        except STRUCT_ERRORS:
+            fields = _generic(line, ctx)
+        if fields is None:
             continue
-        if not isinstance(obj, dict):
-            ctx.bad_line()
-            continue
-        kind = obj.get("type")
-        payload = obj.get("payload")
-        if not isinstance(payload, dict):
-            continue
+        kind, ptype, pid, cwd, model, has_info, total, last, ts = fields
         if kind == "session_meta":
-            if isinstance(payload.get("id"), str):
-                st["session"] = payload["id"]
-            if isinstance(payload.get("cwd"), str):
-                st["cwd"] = payload["cwd"]
+            if pid is not None:
+                st["session"] = pid
+            if cwd is not None:
+                st["cwd"] = cwd
             continue
         if kind == "turn_context":
-            if isinstance(payload.get("model"), str):
-                st["model"] = payload["model"]
-            if isinstance(payload.get("cwd"), str):
-                st["cwd"] = payload["cwd"]
+            if model is not None:
+                st["model"] = model
+            if cwd is not None:
+                st["cwd"] = cwd
             continue
-        if kind != "event_msg" or payload.get("type") != "token_count":
-            continue
-        info = payload.get("info")
-        if info is None:
-            continue  # a rate-limit ping
-        try:
-            if not isinstance(info, dict):
-                raise ValueError("info is not an object")
-            total = _counts(info.get("total_token_usage"))
-            last = _counts(info.get("last_token_usage"))
-            ts = parse_ts(obj.get("timestamp"))
-            if ts is None:
-                raise ValueError("no timestamp")
-        except ValueError:
+        if kind != "event_msg" or ptype != "token_count" or not has_info:
+            continue  # not a usage event, or a rate-limit ping (info null)
+        when = ts_text(ts)
+        if when is None:
             ctx.bad_line()
             continue
         prev = st.get("total")  # saved in the cursor as {field: tokens}
@@ -118,23 +198,8 @@ def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[UsageRow]:
         d_input, d_cached, d_output, d_reasoning = delta
         cached = min(d_cached, d_input)
         session = st.get("session") or _session_id(ctx)
-        model = st.get("model")
-        row = UsageRow(
-            key=f"codex:{session}:{n}",
-            source=SOURCE_TAG,
-            ts=ts,
-            model=model,
-            agent="codex",
-            provider="openai",
-            session_id=session,
-            project=st.get("cwd"),
-            input_tokens=d_input - cached,
-            cache_read_tokens=cached,
-            cache_write_tokens=0,
-            output_tokens=d_output,
-            reasoning_tokens=d_reasoning,
-        )
-        yield price(row, ctx.price_table)
+        yield usage_params(table, f"codex:{session}:{n}", SOURCE_TAG, when, st.get("model"), "codex", "openai",
+                           session, st.get("cwd"), user, d_input - cached, cached, 0, None, d_output, d_reasoning)
 
 
 SOURCE = Source(

@@ -16,8 +16,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from loopmeter.records import UsageRow
-from loopmeter.telemetry.ingest.base import JSON_ERRORS, FileContext, Source, as_int, loads, parse_ts, price
+from loopmeter.telemetry.ingest.base import (
+    JSON_ERRORS,
+    FileContext,
+    Source,
+    as_int,
+    loads,
+    ts_text,
+    usage_params,
+)
 
 SOURCE_TAG = "gemini-log"
 MARKERS = (b'"tokens"', b'"sessionId"')
@@ -39,14 +46,14 @@ def files(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def _message(msg: dict[str, Any], ctx: FileContext) -> UsageRow | None:
+def _message(msg: dict[str, Any], ctx: FileContext) -> tuple[Any, ...] | None:
     if msg.get("type") != "gemini":
         return None
     tokens = msg.get("tokens")
     if not isinstance(tokens, dict):
         return None
     msg_id = msg.get("id")
-    ts = parse_ts(msg.get("timestamp"))
+    ts = ts_text(msg.get("timestamp"))
     if not isinstance(msg_id, str) or ts is None:
         raise ValueError("message without id or timestamp")
     prompt = as_int(tokens.get("input"))
@@ -54,22 +61,12 @@ def _message(msg: dict[str, Any], ctx: FileContext) -> UsageRow | None:
     thoughts = as_int(tokens.get("thoughts"))
     session = ctx.state.get("session") or ctx.path.stem
     model = msg.get("model")
-    row = UsageRow(
-        key=f"gemini:{session}:{msg_id}",
-        source=SOURCE_TAG,
-        ts=ts,
-        model=model if isinstance(model, str) else None,
-        agent="gemini",
-        provider="gemini",
-        session_id=session,
-        project=ctx.state.get("project"),
-        input_tokens=prompt - cached + as_int(tokens.get("tool")),
-        cache_read_tokens=cached,
-        cache_write_tokens=0,
-        output_tokens=as_int(tokens.get("output")) + thoughts,
-        reasoning_tokens=thoughts,
+    return usage_params(
+        ctx.price_table, f"gemini:{session}:{msg_id}", SOURCE_TAG, ts, model if isinstance(model, str) else None,
+        "gemini", "gemini", session, ctx.state.get("project"), ctx.user,
+        prompt - cached + as_int(tokens.get("tool")), cached, 0, None,
+        as_int(tokens.get("output")) + thoughts, thoughts,
     )
-    return price(row, ctx.price_table)
 
 
 def _header(obj: dict[str, Any], ctx: FileContext) -> None:
@@ -79,7 +76,7 @@ def _header(obj: dict[str, Any], ctx: FileContext) -> None:
         ctx.state["project"] = obj["projectHash"]
 
 
-def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[UsageRow]:
+def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[tuple[Any, ...]]:
     for line in lines:
         try:
             obj = loads(line)

@@ -277,10 +277,9 @@ class _QueueSink:
     def __init__(self, out_queue: Any, task: int):
         self.queue, self.task = out_queue, task
 
-    def write(self, rows: list[Any], cursors: list[dict[str, Any]]) -> int:
-        from loopmeter.store.sqlite_writer import hour_sums, usage_params
+    def write(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]]) -> int:
+        from loopmeter.store.sqlite_writer import hour_sums
 
-        params = usage_params(rows)
         self.queue.put(("batch", self.task, params, cursors, hour_sums(params)))
         return 0  # the parent counts what is new
 
@@ -299,10 +298,11 @@ class _StoreSink:
     def __init__(self, store: Store):
         self.store = store
 
-    def write(self, rows: list[Any], cursors: list[dict[str, Any]]) -> int:
+    def write(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]]) -> int:
         from loopmeter.store import IngestCursor
+        from loopmeter.store.sqlite_writer import row_of
 
-        added = self.store.add_usage(rows)
+        added = self.store.add_usage([row_of(p) for p in params])
         if cursors:
             self.store.save(*(IngestCursor(**{**c, "state": json.dumps(c["state"])}) for c in cursors))
         return added
@@ -347,7 +347,7 @@ def _lines(part: Part, src: Source, fh: Any, stats: ReadStats) -> Iterator[bytes
 
 
 class _Writer:
-    """Rows and cursors of a task, written together in batches under the write lock."""
+    """Rows (store parameters) and cursors of a task, written together in batches under the write lock."""
 
     def __init__(self, sink: Any):
         self.sink = sink
@@ -379,24 +379,24 @@ def _owner(path: Path) -> str | None:
 def _read_part(part: Part, writer: _Writer, price_table: Any) -> PartResult:
     w = part.work
     src = SOURCES[w.source]
-    ctx = FileContext(path=w.path, source=src.tag, state=dict(w.state), price_table=price_table)
+    # the user usage is attributed to: whose agent logs these are
+    ctx = FileContext(path=w.path, source=src.tag, state=dict(w.state), price_table=price_table, user=_owner(w.path))
     stats = ReadStats(end=part.start)
 
     def bad() -> int:
         return ctx.malformed + stats.oversized_candidates
 
     try:
-        owner = _owner(w.path)  # whose agent logs these are: the user usage is attributed to
+        rows = writer.rows
         with w.path.open("rb") as fh:
             for row in src.parse(_lines(part, src, fh, stats), ctx):
-                if row.user is None:
-                    row.user = owner
-                writer.rows.append(row)
+                rows.append(row)
                 if len(writer.rows) >= BATCH_ROWS:
                     # A checkpoint inside a big file: its cursor moves with the stored rows.
                     mid = ([_cursor(w, stats.end, w.malformed_before + bad(), ctx.state, mid=True)]
                            if part.owns_cursor else [])
                     writer.flush(*mid)
+                    rows = writer.rows
     except OSError as exc:
         return PartResult(str(w.path), part.start, part.start, 0, error=exc.strerror or str(exc))
     if part.owns_cursor:
@@ -439,7 +439,7 @@ def _write_from_queue(out_queue: Any, sink: Any, tasks: list[Task], futures: dic
                     fut.result()  # raises the worker's error
             continue
         if item[0] == "batch":
-            added += sink.write_params(item[2], item[3], item[4])
+            added += sink.write(item[2], item[3], item[4])
         else:
             open_tasks.discard(item[1])
             done += by_index[item[1]].size

@@ -1,0 +1,101 @@
+"""The typed decoders (msgspec.Struct) read what the generic path reads, line for line.
+
+Each source decodes a candidate line with its typed decoder first and falls back to
+generic JSON plus type checks when the line does not fit. Both must agree wherever
+the typed one accepts a line, including on lines whose types are a little off.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from loopmeter.store.sqlite_writer import sqlite_time
+from loopmeter.telemetry.ingest import claude_code, codex
+from loopmeter.telemetry.ingest.base import FileContext, parse_ts, ts_text
+from tests.fixtures.logs.corpus import generate
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "logs"
+
+
+def _variants(line: bytes) -> list[bytes]:
+    """The line itself and copies with one value's type changed."""
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return [line]
+    out = [line]
+
+    def walk(node: object, path: tuple[object, ...]) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, (*path, k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node[:3]):
+                walk(v, (*path, i))
+        if path and len(path) <= 5:
+            for replacement in (None, True, 5.0, "7", [], {}):
+                copy = json.loads(line)
+                target = copy
+                for step in path[:-1]:
+                    target = target[step]
+                target[path[-1]] = replacement
+                out.append(json.dumps(copy).encode())
+
+    walk(obj, ())
+    return out
+
+
+def _lines(root: Path, markers: tuple[bytes, ...]) -> list[bytes]:
+    out = []
+    for path in sorted(root.rglob("*.jsonl")):
+        out.extend(ln for ln in path.read_bytes().splitlines() if any(m in ln for m in markers))
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    generate(root, 2, file_mb=0.25)
+    return root
+
+
+@pytest.mark.parametrize("module", [claude_code, codex], ids=["claude-code", "codex"])
+def test_typed_and_generic_decoding_agree(module, corpus, tmp_path):
+    base = _lines(FIXTURES / ("claude" if module is claude_code else "codex"), module.MARKERS)
+    base += _lines(corpus / ("claude" if module is claude_code else "codex"), module.MARKERS)[:40]
+    assert len(base) > 20
+    typed_ok = fell_back = 0
+    for original in base:
+        for line in _variants(original):
+            ctx = FileContext(path=tmp_path / "x.jsonl", source=module.SOURCE_TAG)
+            generic = module._generic(line, ctx)
+            try:
+                typed = module._typed(line)
+            except msgspec.DecodeError:
+                fell_back += 1
+                continue
+            typed_ok += 1
+            assert ctx.malformed == 0, line  # a line the typed decoder takes is never malformed
+            if module is codex and typed is not None and generic is not None and (
+                    typed[0] != "event_msg" or typed[1] != "token_count"):
+                # counts are only read from token_count events
+                typed, generic = typed[:5], generic[:5]
+            assert typed == generic, line
+    assert typed_ok > 100 and fell_back > 100  # both paths were exercised
+
+
+@pytest.mark.parametrize("value", [
+    "2026-10-07T09:00:21.162Z", "2026-10-07T09:00:21Z", "2026-10-07T09:00:21.162+02:00", "2026-10-07T09:00:21.162",
+    "2026-10-07T23:59:59.999999-05:00", "2026-02-30T09:00:21.162Z", "2026-10-07T09:00:21,162Z", "garbage", "", None, 5,
+])
+def test_timestamps_become_the_stores_text(value):
+    ts = parse_ts(value)
+    expected = None if ts is None else sqlite_time(ts)
+    assert ts_text(value) == expected
+    if expected is not None:
+        assert datetime.fromisoformat(expected).replace(tzinfo=UTC) == ts
