@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Annotated, Any, BinaryIO
 
 import msgspec
 
@@ -97,7 +97,7 @@ def _marker_pattern(markers: tuple[bytes, ...]) -> re.Pattern[bytes]:
     return re.compile(re.escape(prefix) + b"(?:" + rest + b")")
 
 
-def _scan(data: bytes, start: int, limit: int, markers: tuple[bytes, ...], base: int,
+def _scan(data: bytearray, view: memoryview, start: int, limit: int, markers: tuple[bytes, ...], base: int,
           stats: ReadStats) -> Iterator[bytes]:
     """Lines of data[start:limit] (complete lines) holding a marker; `base` is data[0]'s file offset."""
     search = _marker_pattern(markers).search
@@ -108,8 +108,14 @@ def _scan(data: bytes, start: int, limit: int, markers: tuple[bytes, ...], base:
         s = max(rfind(b"\n", start, p) + 1, start)
         e = find(b"\n", p, limit)
         stats.end = base + e + 1  # a consumer checkpointing after this line resumes just past it
-        yield data[s:e]
+        yield bytes(view[s:e])
         hit = search(data, e + 1, limit)
+
+
+# Read buffers, reused: a fresh 4 MB bytes object per read was mapped and faulted in page
+# by page each time (measured on 1 GB: 184k page faults, 0.3 s of system time; with one
+# reused buffer, 1k and 0.09 s).
+_free_buffers: list[bytearray] = []
 
 
 def read_candidates(
@@ -124,8 +130,21 @@ def read_candidates(
     about CHUNK_BYTES + MAX_LINE_BYTES whatever the line lengths: a longer line is
     streamed past, and counted as malformed if it held a marker.
     """
+    buf = _free_buffers.pop() if _free_buffers else bytearray(chunk_bytes)
+    try:
+        if len(buf) != chunk_bytes:
+            buf = bytearray(chunk_bytes)
+        yield from _read(fh, start, end, markers, stats, final, buf, max_line_bytes)
+    finally:
+        _free_buffers.append(buf)
+
+
+def _read(fh: BinaryIO, start: int, end: int, markers: tuple[bytes, ...], stats: ReadStats, final: bool,
+          buf: bytearray, max_line_bytes: int) -> Iterator[bytes]:
     fh.seek(start)
     search = _marker_pattern(markers).search
+    view = memoryview(buf)
+    find, rfind = buf.find, buf.rfind
     pos = start  # file offset of the first byte not consumed yet (where `carry` starts)
     carry = b""  # the partial line at the end of the previous chunk
     skipping = False  # inside an oversized line
@@ -133,19 +152,19 @@ def read_candidates(
     tail = b""  # last bytes of the skipped line, so a marker across chunks is seen
     read_to = start
     while read_to < end:
-        chunk = fh.read(min(chunk_bytes, end - read_to))
-        if not chunk:
+        n = fh.readinto(view[: min(len(buf), end - read_to)])  # type: ignore[attr-defined]
+        if not n:
             break
         chunk_off = read_to
-        read_to += len(chunk)
-        i = 0  # chunk[i:] starts at a line start
+        read_to += n
+        i = 0  # buf[i:n] starts at a line start
         if skipping:
-            nl = chunk.find(b"\n")
+            nl = find(b"\n", 0, n)
             if nl < 0:
-                skipped_hit = skipped_hit or _has_marker(tail + chunk, markers)
-                tail = chunk[-64:]
+                skipped_hit = skipped_hit or _has_marker(tail + view[:n], markers)
+                tail = bytes(view[max(n - 64, 0):n])
                 continue
-            skipped_hit = skipped_hit or _has_marker(tail + chunk[:nl], markers)
+            skipped_hit = skipped_hit or _has_marker(tail + view[:nl], markers)
             stats.oversized_candidates += int(skipped_hit)
             skipping, skipped_hit, tail = False, False, b""
             i = nl + 1
@@ -153,24 +172,24 @@ def read_candidates(
         elif carry:
             # finish the line begun in the previous chunk on its own: joining whole chunks
             # copied every byte once more
-            nl = chunk.find(b"\n")
+            nl = find(b"\n", 0, n)
             if nl < 0:
-                carry += chunk
+                carry += view[:n]
                 if len(carry) > max_line_bytes:
                     skipping, skipped_hit, tail, carry = True, _has_marker(carry, markers), carry[-64:], b""
                 continue
-            line = carry + chunk[:nl]
+            line = carry + view[:nl]
             carry = b""
             i = nl + 1
             pos = chunk_off + i
             if search(line) is not None:
                 stats.end = pos
                 yield line
-        limit = chunk.rfind(b"\n") + 1  # chunk[:limit] ends with a complete line
+        limit = rfind(b"\n", 0, n) + 1  # buf[:limit] ends with a complete line
         if limit > i:
-            yield from _scan(chunk, i, limit, markers, chunk_off, stats)
+            yield from _scan(buf, view, i, limit, markers, chunk_off, stats)
             pos = chunk_off + limit
-        carry = chunk[max(limit, i):]
+        carry = bytes(view[max(limit, i):n])
         if len(carry) > max_line_bytes:
             skipping, skipped_hit, tail, carry = True, _has_marker(carry, markers), carry[-64:], b""
     stats.end = pos
@@ -197,17 +216,23 @@ def parse_ts(value: Any) -> datetime | None:
     return ts.astimezone(UTC)
 
 
+# Token counts are never negative and must fit a store column (SQLite INTEGER, PostgreSQL BIGINT).
+INT64_MAX = (1 << 63) - 1
+# A token count as the typed decoders read it; another number makes the line go the generic way.
+Tokens = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+
+
 def as_int(value: Any) -> int:
-    """A token count: ints and integral floats; anything else raises ValueError."""
-    if value.__class__ is int:  # the common case first: this runs for every token field
+    """A token count: non-negative ints and integral floats that fit 64 bits; anything else raises ValueError."""
+    if value.__class__ is int and 0 <= value <= INT64_MAX:  # the common case first
         return value  # type: ignore[no-any-return]
     if value is None:
         return 0
     if isinstance(value, bool):
         raise ValueError("boolean token count")
-    if isinstance(value, int):
+    if isinstance(value, int) and 0 <= value <= INT64_MAX:
         return value
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and 0 <= value <= INT64_MAX:
         return int(value)
     raise ValueError(f"bad token count {value!r}")
 

@@ -19,6 +19,7 @@ from loopmeter.telemetry.ingest.base import (
     STRUCT_ERRORS,
     FileContext,
     Source,
+    Tokens,
     as_int,
     loads,
     ts_text,
@@ -53,14 +54,14 @@ def files(root: Path) -> Iterator[Path]:
 # (message content, tool results). A line that does not fit these types goes through
 # the generic decoder and the checks of `_generic`, which decide what it is worth.
 class _CacheCreation(msgspec.Struct):
-    ephemeral_1h_input_tokens: int | None = None
+    ephemeral_1h_input_tokens: Tokens | None = None
 
 
 class _Usage(msgspec.Struct):
-    input_tokens: int | None = None
-    cache_creation_input_tokens: int | None = None
-    cache_read_input_tokens: int | None = None
-    output_tokens: int | None = None
+    input_tokens: Tokens | None = None
+    cache_creation_input_tokens: Tokens | None = None
+    cache_read_input_tokens: Tokens | None = None
+    output_tokens: Tokens | None = None
     cache_creation: _CacheCreation | None = None
 
 
@@ -124,6 +125,7 @@ def _generic(line: bytes, ctx: FileContext) -> _Fields | None:
         reported = obj.get("costUSD")
         if reported is not None and (isinstance(reported, bool) or not isinstance(reported, int | float)):
             raise ValueError("bad costUSD")
+        reported = None if reported is None else float(reported)
         model = message.get("model")
         return (obj.get("timestamp"), _str(obj.get("sessionId")), _str(obj.get("cwd")), _str(obj.get("requestId")),
                 reported, _str(message.get("id")), _str(model) if model != "<synthetic>" else model,

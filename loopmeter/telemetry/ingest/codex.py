@@ -23,6 +23,7 @@ from loopmeter.telemetry.ingest.base import (
     STRUCT_ERRORS,
     FileContext,
     Source,
+    Tokens,
     as_int,
     loads,
     ts_text,
@@ -51,10 +52,10 @@ def files(root: Path) -> Iterator[Path]:
 # The fields the parser reads, decoded without building the rest of the line. A line
 # that does not fit these types goes through the generic decoder and `_generic`.
 class _Counts(msgspec.Struct):
-    input_tokens: int | None = None
-    cached_input_tokens: int | None = None
-    output_tokens: int | None = None
-    reasoning_output_tokens: int | None = None
+    input_tokens: Tokens | None = None
+    cached_input_tokens: Tokens | None = None
+    output_tokens: Tokens | None = None
+    reasoning_output_tokens: Tokens | None = None
 
 
 class _Info(msgspec.Struct):
@@ -146,9 +147,24 @@ def _session_id(ctx: FileContext) -> str:
     return found[-1] if found else ctx.path.stem
 
 
+def _saved_total(value: Any) -> Counts | None:
+    """The previous cumulative totals from the cursor state: a list (or, as older
+    versions saved it, a {field: tokens} object)."""
+    try:
+        if isinstance(value, dict):
+            return tuple(as_int(value.get(f, 0)) for f in _FIELDS)  # type: ignore[return-value]
+        if isinstance(value, list | tuple) and len(value) == 4:
+            return tuple(as_int(v) for v in value)  # type: ignore[return-value]
+    except ValueError:
+        pass
+    return None  # none saved (or unreadable): the next event's totals count whole
+
+
 def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[tuple[Any, ...]]:
-    st = ctx.state
+    st = ctx.state  # saved in the cursor with every checkpoint: kept current before each yield
     table, user = ctx.price_table, ctx.user
+    before = _saved_total(st.get("total"))
+    n = st.get("n", 0)
     for line in lines:
         try:
             fields = _typed(line)
@@ -175,27 +191,27 @@ def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[tuple[Any, ...]]
         if when is None:
             ctx.bad_line()
             continue
-        prev = st.get("total")  # saved in the cursor as {field: tokens}
-        delta: tuple[int, ...]
+        delta: Counts
         if total is not None:
-            st["total"] = dict(zip(_FIELDS, total, strict=True))
-            if prev is None:
+            if before is None:
                 delta = total
             else:
-                before = tuple(prev.get(f, 0) for f in _FIELDS)
-                if all(t >= b for t, b in zip(total, before, strict=True)):
-                    delta = tuple(t - b for t, b in zip(total, before, strict=True))
+                t0, t1, t2, t3 = total
+                b0, b1, b2, b3 = before
+                if t0 >= b0 and t1 >= b1 and t2 >= b2 and t3 >= b3:
+                    delta = (t0 - b0, t1 - b1, t2 - b2, t3 - b3)
                 else:  # totals went backwards (a new context): trust this call's own figures
                     delta = last or total
+            st["total"] = before = total
         elif last is not None:
             delta = last
         else:
             continue
-        n = st.get("n", 0) + 1
+        n += 1
         st["n"] = n
-        if not any(delta):
-            continue  # the same totals repeated
         d_input, d_cached, d_output, d_reasoning = delta
+        if not (d_input or d_cached or d_output or d_reasoning):
+            continue  # the same totals repeated
         cached = min(d_cached, d_input)
         session = st.get("session") or _session_id(ctx)
         yield usage_params(table, f"codex:{session}:{n}", SOURCE_TAG, when, st.get("model"), "codex", "openai",

@@ -12,6 +12,7 @@ written again after a kill adds nothing.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from loopmeter.errors import LoopmeterError
 from loopmeter.telemetry.ingest import claude_code, codex, gemini
@@ -271,6 +274,10 @@ def _is_sqlite_file(db_url: str) -> bool:
     return db_url.startswith("sqlite:///") and ":memory:" not in db_url
 
 
+_PACK = msgspec.msgpack.Encoder().encode
+_UNPACK = msgspec.msgpack.Decoder(list[tuple]).decode  # type: ignore[type-arg]
+
+
 class _QueueSink:
     """In a worker: hands each batch, already as SQLite parameters, to the parent."""
 
@@ -280,7 +287,8 @@ class _QueueSink:
     def write(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]]) -> int:
         from loopmeter.store.sqlite_writer import hour_sums
 
-        self.queue.put(("batch", self.task, params, cursors, hour_sums(params)))
+        # as MessagePack: 6x cheaper to make than the queue's pickle, as cheap to read
+        self.queue.put(("batch", self.task, _PACK(params), cursors, hour_sums(params)))
         return 0  # the parent counts what is new
 
 
@@ -439,7 +447,7 @@ def _write_from_queue(out_queue: Any, sink: Any, tasks: list[Task], futures: dic
                     fut.result()  # raises the worker's error
             continue
         if item[0] == "batch":
-            added += sink.write(item[2], item[3], item[4])
+            added += sink.write(_UNPACK(item[2]), item[3], item[4])
         else:
             open_tasks.discard(item[1])
             done += by_index[item[1]].size
@@ -497,23 +505,14 @@ def tasks_for(db_url: str, work: list[FileWork], split_bytes: int = SPLIT_BYTES)
     return tasks
 
 
-def run(
-    store: Store | Callable[[], Store | None] | None, db_url: str, work: list[FileWork], *,
-    workers: int | None = None,
-    progress: Progress | None = None, files_seen: int = 0,
-    split_bytes: int = SPLIT_BYTES, pool_min_bytes: int = POOL_MIN_BYTES,
-) -> IngestReport:
-    """Read the planned work and store its rows; returns what was read and skipped.
-
-    `store` may be a function opening it: worker processes then start reading while this
-    process opens (and, for a new store, creates) the database. A SQLite file needs no Store
-    (None): rows go through the stdlib writer.
-    """
+def _run_tasks(
+    store: Store | Callable[[], Store | None] | None, db_url: str, tasks: list[Task], workers: int | None,
+    progress: Progress | None, pool_min_bytes: int, report: IngestReport,
+) -> tuple[list[TaskResult], Store | None]:
+    """Run the tasks on a pool of forked workers (or here, when small); returns their results
+    and the store opened meanwhile."""
     from loopmeter.telemetry.pricing import default_price_table
 
-    t0 = time.perf_counter()
-    report = IngestReport(files_seen=files_seen, files_read=len(work))
-    tasks = tasks_for(db_url, work, split_bytes)
     total = sum(t.size for t in tasks)
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     default_price_table()  # loaded once here, inherited by forked workers
@@ -548,6 +547,33 @@ def run(
             done += t.size
             if progress:
                 progress(done, total)
+    return results, opened
+
+
+def run(
+    store: Store | Callable[[], Store | None] | None, db_url: str, work: list[FileWork], *,
+    workers: int | None = None,
+    progress: Progress | None = None, files_seen: int = 0,
+    split_bytes: int = SPLIT_BYTES, pool_min_bytes: int = POOL_MIN_BYTES,
+) -> IngestReport:
+    """Read the planned work and store its rows; returns what was read and skipped.
+
+    `store` may be a function opening it: worker processes then start reading while this
+    process opens (and, for a new store, creates) the database. A SQLite file needs no Store
+    (None): rows go through the stdlib writer.
+    """
+    t0 = time.perf_counter()
+    report = IngestReport(files_seen=files_seen, files_read=len(work))
+    tasks = tasks_for(db_url, work, split_bytes)
+    # No cycles are made while reading: the cyclic GC only walked the ~150k new tuples per GB
+    # again and again (5% of all CPU). Forked workers inherit it switched off.
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        results, opened = _run_tasks(store, db_url, tasks, workers, progress, pool_min_bytes, report)
+    finally:
+        if gc_was_on:
+            gc.enable()
     parts = [p for r in results for p in r.parts]
     try:
         _finish_split_files(opened, db_url, work, tasks, parts)

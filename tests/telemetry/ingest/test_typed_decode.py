@@ -38,7 +38,7 @@ def _variants(line: bytes) -> list[bytes]:
             for i, v in enumerate(node[:3]):
                 walk(v, (*path, i))
         if path and len(path) <= 5:
-            for replacement in (None, True, 5.0, "7", [], {}):
+            for replacement in (None, True, 5.0, "7", [], {}, -3, 10**30):
                 copy = json.loads(line)
                 target = copy
                 for step in path[:-1]:
@@ -99,3 +99,13 @@ def test_timestamps_become_the_stores_text(value):
     assert ts_text(value) == expected
     if expected is not None:
         assert datetime.fromisoformat(expected).replace(tzinfo=UTC) == ts
+
+
+def test_codex_reads_the_previous_totals_in_either_saved_form():
+    # cursors written before this version saved {field: tokens}; now a list
+    fields = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_output_tokens")
+    assert codex._saved_total(dict(zip(fields, (10, 4, 3, 1), strict=True))) == (10, 4, 3, 1)
+    assert codex._saved_total({"input_tokens": 10}) == (10, 0, 0, 0)
+    assert codex._saved_total([10, 4, 3, 1]) == (10, 4, 3, 1)
+    assert codex._saved_total(None) is None
+    assert codex._saved_total(["x", 1, 2, 3]) is None
