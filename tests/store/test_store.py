@@ -103,3 +103,25 @@ def test_a_store_from_a_newer_loopmeter_is_refused(sqlite_url):
         conn.exec_driver_sql("INSERT INTO loopmeter_migrations VALUES ('9999_future', '2030-01-01 00:00:00')")
     with pytest.raises(StoreError, match="newer loopmeter"):
         open_store(sqlite_url)
+
+
+def test_rows_round_trip_whatever_their_shared_values_hold(store):
+    # Rows are inserted in groups whose shared values (source, user, price table...) are
+    # written into the statement: quotes, SQL-looking text, a NUL and a float must all come
+    # back exactly as given, and a repeated key must still be ignored.
+    ts = datetime(2026, 11, 9, 10, 0, 1, tzinfo=UTC)
+    odd = ["o'brien", "x'); DROP TABLE usage; --", "nul\x00inside", "ünï ☃", "", None]
+    rows = []
+    for i, user in enumerate(odd):
+        rows.append(UsageRow(key=f"k{i}", source="claude-code-log", ts=ts, user=user, agent=user, input_tokens=i,
+                             latency_ms=12.5 if i % 2 else None, run_id=user, cost_source="unpriced"))
+    rows.append(UsageRow(key="k0", source="claude-code-log", ts=ts, user="someone else", input_tokens=99))
+    assert store.add_usage(rows) == len(odd)
+    conn = sqlite3.connect(store.engine.url.database)
+    try:
+        got = conn.execute("SELECT key, user, agent, input_tokens, latency_ms, run_id FROM usage ORDER BY key").fetchall()
+        hours = conn.execute("SELECT sum(calls), sum(input) FROM usage_hour").fetchone()
+    finally:
+        conn.close()
+    assert got == [(f"k{i}", u, u, i, 12.5 if i % 2 else None, u) for i, u in enumerate(odd)]
+    assert hours == (len(odd), sum(range(len(odd))))

@@ -275,7 +275,7 @@ def _is_sqlite_file(db_url: str) -> bool:
 
 
 _PACK = msgspec.msgpack.Encoder().encode
-_UNPACK = msgspec.msgpack.Decoder(list[tuple]).decode  # type: ignore[type-arg]
+_UNPACK = msgspec.msgpack.Decoder(list[tuple[tuple, list[tuple]]]).decode  # type: ignore[type-arg]
 
 
 class _QueueSink:
@@ -285,10 +285,10 @@ class _QueueSink:
         self.queue, self.task = out_queue, task
 
     def write(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]]) -> int:
-        from loopmeter.store.sqlite_writer import hour_sums
+        from loopmeter.store.sqlite_writer import group_params, hour_sums
 
         # as MessagePack: 6x cheaper to make than the queue's pickle, as cheap to read
-        self.queue.put(("batch", self.task, _PACK(params), cursors, hour_sums(params)))
+        self.queue.put(("batch", self.task, _PACK(group_params(params)), cursors, hour_sums(params)))
         return 0  # the parent counts what is new
 
 
@@ -447,7 +447,7 @@ def _write_from_queue(out_queue: Any, sink: Any, tasks: list[Task], futures: dic
                     fut.result()  # raises the worker's error
             continue
         if item[0] == "batch":
-            added += sink.write(_UNPACK(item[2]), item[3], item[4])
+            added += sink.write_groups(_UNPACK(item[2]), item[3], item[4])
         else:
             open_tasks.discard(item[1])
             done += by_index[item[1]].size
