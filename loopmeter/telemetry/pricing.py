@@ -139,7 +139,9 @@ def load_price_table(base: Path | None = None, user_file: Path | None = None) ->
     source = "none"
     if base is not None and base.is_file():
         raw = base.read_bytes()
-        entries = json.loads(raw)
+        import msgspec  # twice as fast as json on LiteLLM's 3 MB table: every first `usage` waits on it
+
+        entries = msgspec.json.decode(raw)
         digest.update(raw)
         source = str(base)
     overrides = None
