@@ -90,6 +90,12 @@ class PriceTable:
         `_above_1hr` rate where the table has one). Output includes reasoning.
         Above 200k prompt tokens, the `_above_200k_tokens` rates apply to the whole call.
         """
+        return self.cost_of(model, provider, input_tokens or 0, output_tokens or 0, cache_read_tokens or 0,
+                            cache_write_tokens or 0, cache_write_1h_tokens or 0)
+
+    def cost_of(self, model: str | None, provider: str | None, inp: int, out: int, cr: int, cw: int,
+                cw1h: int) -> float | None:
+        """`cost` with positional token counts (none may be None): log ingest calls it ~150k times per GB."""
         key = (model, provider)
         rates = self._rates.get(key)
         if rates is None:
@@ -100,11 +106,7 @@ class PriceTable:
                                                                    _tier_rates(entry, "_above_200k_tokens"))
             if rates is None:
                 return None
-        inp = input_tokens or 0
-        out = output_tokens or 0
-        cr = cache_read_tokens or 0
-        cw = cache_write_tokens or 0
-        cw1h = min(cache_write_1h_tokens or 0, cw)
+        cw1h = min(cw1h, cw)
         in_rate, out_rate, read_rate, write_rate, write_1h_rate = rates[inp + cr + cw > TIER_THRESHOLD]
         return inp * in_rate + out * out_rate + cr * read_rate + (cw - cw1h) * write_rate + cw1h * write_1h_rate
 

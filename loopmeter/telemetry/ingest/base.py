@@ -274,9 +274,9 @@ def usage_params(
         cost: float | None = float(reported)
         cost_source = COST_REPORTED
     else:
-        cost = None if table is None else table.cost(
-            model, input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cache_read_tokens,
-            cache_write_tokens=cache_write_tokens, cache_write_1h_tokens=cache_write_1h_tokens, provider=provider)
+        cost = None if table is None else table.cost_of(
+            model, provider, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+            cache_write_1h_tokens or 0)
         if cost is None:
             cost_source = COST_UNPRICED
         else:
