@@ -16,6 +16,7 @@ from sqlmodel import Session
 from loopmeter.errors import StoreError
 from loopmeter.records import USAGE_FIELDS, UsageRow
 from loopmeter.store import migrations, models, rollup, sqlite_writer
+from loopmeter.store.sqlite_schema import PAGE_SIZE
 from loopmeter.store.sqlite_writer import BUSY_TIMEOUT_MS  # noqa: F401 - re-exported
 
 _USAGE_COLUMNS = [c.name for c in models.Usage.__table__.columns if c.name != "id"]  # type: ignore[attr-defined]
@@ -51,6 +52,7 @@ def ensure_wal(dbapi_conn: Any, tries: int = 100) -> None:
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new file only, as sqlite_schema makes it
     ensure_wal(cur)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")

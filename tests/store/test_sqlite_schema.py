@@ -26,6 +26,10 @@ def test_the_schema_file_makes_what_the_migrations_make(tmp_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     store.dispose()
     assert sqlite_schema.ready(fast)  # current: nothing to do
+    for db in (fast, slow):  # both ways make the same page size; an older store keeps its own
+        conn = sqlite3.connect(db)
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == sqlite_schema.PAGE_SIZE
+        conn.close()
 
 
 def test_an_older_store_is_left_to_the_migrations(tmp_path):
@@ -36,6 +40,9 @@ def test_an_older_store_is_left_to_the_migrations(tmp_path):
     assert not sqlite_schema.ready(old)
     open_store(f"sqlite:///{old}").dispose()
     assert sqlite_schema.ready(old)
+    conn = sqlite3.connect(old)
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096  # as it was made
+    conn.close()
 
 
 def test_threads_creating_the_same_new_store_make_it_once(tmp_path):
