@@ -8,8 +8,11 @@ Code transcript of that size), then prints for loopmeter:
   warm = the same command again (only stats files and runs the SQL aggregate),
 with wall time and peak RSS (the largest single process, from wait4, and the whole
 process tree summed, sampled from /proc every 10 ms), and the same for
-`ccusage daily --json --offline` when it runs here (it re-reads every log each time).
-It also checks that both report identical tokens per day and model for each agent.
+`ccusage daily --json --offline` when it runs here (it re-reads every log each time,
+so each of its runs is a cold one). Cold runs (each on a new empty store) and ccusage
+runs alternate, --runs of each, so that both see the same machine; medians are
+compared, with the range. It also checks that both report identical tokens per day
+and model for each agent.
 Targets on 2 cores for 1 GB: cold no slower than ccusage, warm <= 1 s, RSS <= 300 MB.
 """
 
@@ -82,6 +85,17 @@ def measure(argv: list[str], env: dict[str, str]) -> dict[str, float | str]:
             "stdout": out_file.read().decode()}
 
 
+def _median(runs: list[dict[str, float | str]]) -> dict[str, float | str]:
+    """The run with the median wall time."""
+    mid = statistics.median(float(r["wall_s"]) for r in runs)
+    return min(runs, key=lambda r: abs(float(r["wall_s"]) - mid))
+
+
+def _spread(runs: list[dict[str, float | str]]) -> str:
+    walls = [float(r["wall_s"]) for r in runs]
+    return f"   [{min(walls):.2f}-{max(walls):.2f} s]"
+
+
 def loopmeter_argv() -> list[str]:
     return [sys.executable, "-m", "loopmeter", "usage", "daily", "--json", "--timezone", "UTC"]
 
@@ -96,7 +110,7 @@ def main() -> None:
     ap.add_argument("--mb", type=float, default=1024, help="corpus size in MB (default 1024)")
     ap.add_argument("--layout", choices=["many", "single"], default="many",
                     help="many session files (Claude Code + Codex), or one Claude Code transcript")
-    ap.add_argument("--runs", type=int, default=3, help="warm runs (median reported)")
+    ap.add_argument("--runs", type=int, default=5, help="cold, warm and ccusage runs each (medians reported)")
     ap.add_argument("--keep", type=Path, help="generate into this folder and keep it")
     args = ap.parse_args()
 
@@ -117,30 +131,33 @@ def main() -> None:
         env.update(HOME=str(home), LOOPMETER_HOME=str(lm_home), CLAUDE_CONFIG_DIR=str(root / "corpus" / "claude"),
                    CODEX_HOME=str(root / "corpus" / "codex"), LITELLM_LOCAL_MODEL_COST_MAP="True")
 
-        print("loopmeter usage daily --json")
-        cold = measure(loopmeter_argv(), env)
-        print(line("cold (ingest+report)", cold))
+        path, why = ccusage_status()
+        cc_argv = [path, "daily", "--json", "--offline", "--timezone", "UTC"] if path else None
+        colds: list[dict[str, float | str]] = []
+        cc_runs: list[dict[str, float | str]] = []
+        for _ in range(args.runs):  # alternate: machine noise hits both alike
+            shutil.rmtree(lm_home, ignore_errors=True)
+            colds.append(measure(loopmeter_argv(), env))
+            if cc_argv:
+                cc_runs.append(measure(cc_argv, env))
         warm_runs = [measure(loopmeter_argv(), env) for _ in range(args.runs)]
-        warm = min(warm_runs, key=lambda m: abs(float(m["wall_s"]) - statistics.median(
-            float(r["wall_s"]) for r in warm_runs)))
-        print(line(f"warm (median of {args.runs})", warm))
+        cold, warm = _median(colds), _median(warm_runs)
+        print("loopmeter usage daily --json")
+        print(line(f"cold (median of {len(colds)})", cold) + _spread(colds))
+        print(line(f"warm (median of {len(warm_runs)})", warm) + _spread(warm_runs))
         ours = json.loads(str(cold["stdout"]))
         ingest = ours.get("ingest", {})
         print(f"  ingest: {ingest.get('rows_added')} calls from {ingest.get('files_read')} files "
               f"in {ingest.get('seconds')} s; totals {ours['totals']['calls']} calls")
 
-        path, why = ccusage_status()
-        if path is None:
+        if path is None or cc_argv is None:
             print(f"ccusage: skipped ({why})")
             return
         print(f"ccusage {why} daily --json --offline")
-        cc_argv = [path, "daily", "--json", "--offline", "--timezone", "UTC"]
-        cc_cold = measure(cc_argv, env)
-        print(line("first run", cc_cold))
-        cc_runs = [measure(cc_argv, env) for _ in range(args.runs)]
-        cc_warm = min(cc_runs, key=lambda m: abs(float(m["wall_s"]) - statistics.median(
-            float(r["wall_s"]) for r in cc_runs)))
-        print(line(f"again (median of {args.runs})", cc_warm))
+        cc_first, cc_med = cc_runs[0], _median(cc_runs)
+        print(line("first run", cc_first))
+        print(line(f"all runs (median of {len(cc_runs)})", cc_med) + _spread(cc_runs))
+        cc_cold = cc_med
 
         print("same tokens per day and model (input, output, cache write, cache read):")
         for kind, source in (("claude", "claude-code-log"), ("codex", "codex-log")):
@@ -156,9 +173,9 @@ def main() -> None:
                 for k in sorted(set(mine) | set(theirs)):
                     if mine.get(k) != theirs.get(k):
                         print(f"    {k}: loopmeter {mine.get(k)} ccusage {theirs.get(k)}")
-        speedup = float(cc_cold["wall_s"]) / float(cold["wall_s"])
-        print(f"cold loopmeter vs ccusage: {speedup:.2f}x; warm loopmeter vs ccusage: "
-              f"{float(cc_warm['wall_s']) / float(warm['wall_s']):.1f}x")
+        print(f"loopmeter cold vs ccusage (medians): {float(cc_cold['wall_s']) / float(cold['wall_s']):.2f}x "
+              f"(above 1: loopmeter faster); loopmeter warm vs ccusage: "
+              f"{float(cc_cold['wall_s']) / float(warm['wall_s']):.1f}x")
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
