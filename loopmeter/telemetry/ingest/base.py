@@ -61,7 +61,8 @@ class Source:
     tag: str  # usage row source, e.g. claude-code-log
     roots: Callable[[dict[str, str]], list[Path]]
     files: Callable[[Path], Iterator[Path]]
-    parse: Callable[[Iterable[bytes], FileContext], Iterator[tuple[Any, ...]]]  # usage_params tuples
+    # usage_params tuples from candidate lines (bytes or memoryview, each valid until the next)
+    parse: Callable[[Iterable[bytes | memoryview], FileContext], Iterator[tuple[Any, ...]]]
     markers: tuple[bytes, ...]  # a line that can matter contains one of these
     splittable: bool = False  # lines are independent: a big file may be read in byte ranges
     whole_file_suffix: str | None = None  # such files are one JSON document, re-read whole when changed
@@ -98,8 +99,9 @@ def _marker_pattern(markers: tuple[bytes, ...]) -> re.Pattern[bytes]:
 
 
 def _scan(data: bytearray, view: memoryview, start: int, limit: int, markers: tuple[bytes, ...], base: int,
-          stats: ReadStats) -> Iterator[bytes]:
-    """Lines of data[start:limit] (complete lines) holding a marker; `base` is data[0]'s file offset."""
+          stats: ReadStats) -> Iterator[memoryview]:
+    """Lines of data[start:limit] (complete lines) holding a marker, as views into `data`;
+    `base` is data[0]'s file offset."""
     search = _marker_pattern(markers).search
     rfind, find = data.rfind, data.find
     hit = search(data, start, limit)
@@ -108,7 +110,7 @@ def _scan(data: bytearray, view: memoryview, start: int, limit: int, markers: tu
         s = max(rfind(b"\n", start, p) + 1, start)
         e = find(b"\n", p, limit)
         stats.end = base + e + 1  # a consumer checkpointing after this line resumes just past it
-        yield bytes(view[s:e])
+        yield view[s:e]
         hit = search(data, e + 1, limit)
 
 
@@ -121,8 +123,12 @@ _free_buffers: list[bytearray] = []
 def read_candidates(
     fh: BinaryIO, start: int, end: int, markers: tuple[bytes, ...], stats: ReadStats, *, final: bool,
     chunk_bytes: int = CHUNK_BYTES, max_line_bytes: int = MAX_LINE_BYTES,
-) -> Iterator[bytes]:
+) -> Iterator[bytes | memoryview]:
     """Yield the complete lines in [start, end) that contain one of `markers`, in order.
+
+    A line is bytes or a memoryview into the read buffer, valid until the next line is
+    asked for (copying every candidate line cost more than decoding some of them); a
+    consumer that keeps one copies it with bytes().
 
     `stats.end` ends up just past the last complete line. When `final` is set, a last
     line without a newline is taken only if it parses as JSON (a writer may be midway
@@ -140,7 +146,7 @@ def read_candidates(
 
 
 def _read(fh: BinaryIO, start: int, end: int, markers: tuple[bytes, ...], stats: ReadStats, final: bool,
-          buf: bytearray, max_line_bytes: int) -> Iterator[bytes]:
+          buf: bytearray, max_line_bytes: int) -> Iterator[bytes | memoryview]:
     fh.seek(start)
     search = _marker_pattern(markers).search
     view = memoryview(buf)

@@ -8,6 +8,7 @@ Sub-agent lines (`isSidechain`) are real calls with their own ids and are counte
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ _decode_line = msgspec.json.Decoder(_Line).decode
 _Fields = tuple[Any, Any, Any, Any, Any, Any, Any, int, int, int, int, "int | None"]
 
 
-def _typed(line: bytes) -> _Fields | None:
+def _typed(line: bytes | memoryview) -> _Fields | None:
     """The usage fields of a line that fits the expected types (None: not a usage line);
     raises a msgspec error when it does not fit."""
     obj = _decode_line(line)
@@ -103,7 +104,7 @@ def _typed(line: bytes) -> _Fields | None:
             usage.output_tokens or 0, None if cache is None else cache.ephemeral_1h_input_tokens or 0)
 
 
-def _generic(line: bytes, ctx: FileContext) -> _Fields | None:
+def _generic(line: bytes | memoryview, ctx: FileContext) -> _Fields | None:
     """The same from any JSON line: unexpected types make it malformed (counted) or not a
     usage line, as they would in the agent's own reading."""
     try:
@@ -141,19 +142,16 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-_REQ = b'"requestId":"'
+_REQ = re.compile(rb'"requestId":"([^"]*)"')
 
 
-def _quick_request_id(line: bytes) -> bytes | None:
+def _quick_request_id(line: bytes | memoryview) -> bytes | None:
     """The first `"requestId":"..."` in the raw line, found without parsing it."""
-    i = line.find(_REQ)
-    if i < 0:
-        return None
-    j = line.find(b'"', i + len(_REQ))
-    return line[i + len(_REQ) : j] if j > 0 else None
+    m = _REQ.search(line)
+    return None if m is None else m.group(1)
 
 
-def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[tuple[Any, ...]]:
+def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[tuple[Any, ...]]:
     # Request ids already counted, as raw bytes: a repeated line (one per content block)
     # is skipped before JSON parsing. Only ids confirmed by a full parse are added.
     parsed_ids: set[bytes] = set()

@@ -90,7 +90,7 @@ def _struct_counts(c: _Counts | None) -> Counts | None:
     return (c.input_tokens or 0, c.cached_input_tokens or 0, c.output_tokens or 0, c.reasoning_output_tokens or 0)
 
 
-def _typed(line: bytes) -> _Fields | None:
+def _typed(line: bytes | memoryview) -> _Fields | None:
     obj = _decode_line(line)
     p = obj.payload
     if p is None:
@@ -115,7 +115,7 @@ def _str(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _generic(line: bytes, ctx: FileContext) -> _Fields | None:
+def _generic(line: bytes | memoryview, ctx: FileContext) -> _Fields | None:
     try:
         obj = loads(line)
     except JSON_ERRORS:
@@ -160,7 +160,7 @@ def _saved_total(value: Any) -> Counts | None:
     return None  # none saved (or unreadable): the next event's totals count whole
 
 
-def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[tuple[Any, ...]]:
+def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[tuple[Any, ...]]:
     st = ctx.state  # saved in the cursor with every checkpoint: kept current before each yield
     table, user = ctx.price_table, ctx.user
     before = _saved_total(st.get("total"))

@@ -76,7 +76,7 @@ def _header(obj: dict[str, Any], ctx: FileContext) -> None:
         ctx.state["project"] = obj["projectHash"]
 
 
-def parse(lines: Iterable[bytes], ctx: FileContext) -> Iterator[tuple[Any, ...]]:
+def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[tuple[Any, ...]]:
     for line in lines:
         try:
             obj = loads(line)

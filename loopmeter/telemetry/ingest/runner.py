@@ -346,7 +346,7 @@ def _cursor(w: FileWork, offset: int, malformed: int, state: dict[str, Any], *, 
     }
 
 
-def _lines(part: Part, src: Source, fh: Any, stats: ReadStats) -> Iterator[bytes]:
+def _lines(part: Part, src: Source, fh: Any, stats: ReadStats) -> Iterator[bytes | memoryview]:
     if src.is_whole_file(part.work.path):
         data = fh.read(part.end)
         stats.end = len(data)

@@ -31,7 +31,8 @@ def test_every_chunk_size_finds_exactly_the_marked_lines(chunk):
     lines = _lines(rng)
     data = b"\n".join(lines) + b"\n"
     stats = ReadStats(end=0)
-    got = list(read_candidates(io.BytesIO(data), 0, len(data), MARKERS, stats, final=True, chunk_bytes=chunk))
+    got = [bytes(line) for line in read_candidates(io.BytesIO(data), 0, len(data), MARKERS, stats, final=True,
+                                                   chunk_bytes=chunk)]
     assert got == [ln for ln in lines if any(m in ln for m in MARKERS)]
     assert stats.end == len(data)
 
@@ -43,7 +44,8 @@ def test_a_range_from_the_middle_and_an_unfinished_last_line():
     tail = b'{"n":9999,"type":"token_count"'  # a writer is midway through this line
     blob = data + tail
     stats = ReadStats(end=start)
-    got = list(read_candidates(io.BytesIO(blob), start, len(blob), MARKERS, stats, final=True, chunk_bytes=97))
+    got = [bytes(line) for line in read_candidates(io.BytesIO(blob), start, len(blob), MARKERS, stats, final=True,
+                                                   chunk_bytes=97)]
     assert got == [ln for ln in lines[50:] if any(m in ln for m in MARKERS)]
     assert stats.end == len(data), "the unfinished line is left to be read again once complete"
 
@@ -54,7 +56,7 @@ def test_lines_over_the_limit_are_skipped_and_counted_when_they_held_a_marker():
     short = b'{"type":"turn_context"}'
     data = b"\n".join([short, long_marked, short, long_plain, short]) + b"\n"
     stats = ReadStats(end=0)
-    got = list(read_candidates(io.BytesIO(data), 0, len(data), MARKERS, stats, final=True, chunk_bytes=256,
-                               max_line_bytes=1024))
+    got = [bytes(line) for line in read_candidates(io.BytesIO(data), 0, len(data), MARKERS, stats, final=True,
+                                                   chunk_bytes=256, max_line_bytes=1024)]
     assert got == [short, short, short]
     assert stats.oversized_candidates == 1 and stats.end == len(data)
