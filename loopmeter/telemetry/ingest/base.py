@@ -209,6 +209,23 @@ def _read(fh: BinaryIO, start: int, end: int, markers: tuple[bytes, ...], stats:
             yield carry
 
 
+def json_object(line: bytes | memoryview, ctx: FileContext) -> dict[str, Any] | None:
+    """A line decoded as a JSON object; anything else is counted as malformed (None)."""
+    try:
+        obj = loads(line)
+    except JSON_ERRORS:
+        ctx.bad_line()
+        return None
+    if not isinstance(obj, dict):
+        ctx.bad_line()
+        return None
+    return obj
+
+
+def str_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def parse_ts(value: Any) -> datetime | None:
     """An ISO-8601 timestamp (with Z or an offset) as aware UTC, or None."""
     if not isinstance(value, str) or not value:

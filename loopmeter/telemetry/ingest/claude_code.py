@@ -16,13 +16,13 @@ from typing import Any
 import msgspec
 
 from loopmeter.telemetry.ingest.base import (
-    JSON_ERRORS,
     STRUCT_ERRORS,
     FileContext,
     Source,
     Tokens,
     as_int,
-    loads,
+    json_object,
+    str_or_none,
     ts_text,
     usage_params,
 )
@@ -107,13 +107,8 @@ def _typed(line: bytes | memoryview) -> _Fields | None:
 def _generic(line: bytes | memoryview, ctx: FileContext) -> _Fields | None:
     """The same from any JSON line: unexpected types make it malformed (counted) or not a
     usage line, as they would in the agent's own reading."""
-    try:
-        obj = loads(line)
-    except JSON_ERRORS:
-        ctx.bad_line()
-        return None
-    if not isinstance(obj, dict):
-        ctx.bad_line()
+    obj = json_object(line, ctx)
+    if obj is None:
         return None
     message = obj.get("message")
     if not isinstance(message, dict):
@@ -128,18 +123,14 @@ def _generic(line: bytes | memoryview, ctx: FileContext) -> _Fields | None:
             raise ValueError("bad costUSD")
         reported = None if reported is None else float(reported)
         model = message.get("model")
-        return (obj.get("timestamp"), _str(obj.get("sessionId")), _str(obj.get("cwd")), _str(obj.get("requestId")),
-                reported, _str(message.get("id")), _str(model) if model != "<synthetic>" else model,
+        return (obj.get("timestamp"), str_or_none(obj.get("sessionId")), str_or_none(obj.get("cwd")), str_or_none(obj.get("requestId")),
+                reported, str_or_none(message.get("id")), str_or_none(model) if model != "<synthetic>" else model,
                 as_int(usage.get("input_tokens")), as_int(usage.get("cache_creation_input_tokens")),
                 as_int(usage.get("cache_read_input_tokens")), as_int(usage.get("output_tokens")),
                 as_int(cache.get("ephemeral_1h_input_tokens")) if isinstance(cache, dict) else None)
     except ValueError:
         ctx.bad_line()
         return None
-
-
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 _REQ = re.compile(rb'"requestId":"([^"]*)"')

@@ -19,13 +19,13 @@ from typing import Any
 import msgspec
 
 from loopmeter.telemetry.ingest.base import (
-    JSON_ERRORS,
     STRUCT_ERRORS,
     FileContext,
     Source,
     Tokens,
     as_int,
-    loads,
+    json_object,
+    str_or_none,
     ts_text,
     usage_params,
 )
@@ -111,25 +111,17 @@ def _counts(usage: Any) -> Counts | None:
             as_int(get("reasoning_output_tokens")))
 
 
-def _str(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
 def _generic(line: bytes | memoryview, ctx: FileContext) -> _Fields | None:
-    try:
-        obj = loads(line)
-    except JSON_ERRORS:
-        ctx.bad_line()
-        return None
-    if not isinstance(obj, dict):
-        ctx.bad_line()
+    obj = json_object(line, ctx)
+    if obj is None:
         return None
     payload = obj.get("payload")
     if not isinstance(payload, dict):
         return None
     kind, ptype = obj.get("type"), payload.get("type")
     info = payload.get("info")
-    fields = (kind, ptype, _str(payload.get("id")), _str(payload.get("cwd")), _str(payload.get("model")))
+    fields = (kind, ptype, str_or_none(payload.get("id")), str_or_none(payload.get("cwd")),
+              str_or_none(payload.get("model")))
     if info is None or kind != "event_msg" or ptype != "token_count":
         return (*fields, False, None, None, obj.get("timestamp"))
     try:

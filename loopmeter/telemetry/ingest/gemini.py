@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from loopmeter.telemetry.ingest.base import (
-    JSON_ERRORS,
     FileContext,
     Source,
     as_int,
-    loads,
+    json_object,
     ts_text,
     usage_params,
 )
@@ -78,13 +77,8 @@ def _header(obj: dict[str, Any], ctx: FileContext) -> None:
 
 def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[tuple[Any, ...]]:
     for line in lines:
-        try:
-            obj = loads(line)
-        except JSON_ERRORS:
-            ctx.bad_line()
-            continue
-        if not isinstance(obj, dict):
-            ctx.bad_line()
+        obj = json_object(line, ctx)
+        if obj is None:
             continue
         if "type" not in obj:
             _header(obj, ctx)
