@@ -161,12 +161,21 @@ class LoopmeterApp(App[None]):
         """The tabs' screen, also while a run view or dialog is on top of it."""
         return self.screen_stack[0]
 
+    def _topbar(self) -> Static | None:
+        """The top bar; None once the app is closing and its widgets are gone."""
+        if not self.screen_stack:
+            return None
+        found = self.main_screen.query("#topbar")
+        return found.first(Static) if found else None
+
     def _update_topbar(self) -> None:
+        bar = self._topbar()
+        if bar is None:
+            return
         live = f"  [b $success]● live: {self.active_runs} active[/]" if self.active_runs else ""
         others = self.filters.describe().split("  ", 1)
         extra = f"  {others[1]}" if len(others) > 1 else ""
-        self.main_screen.query_one("#topbar", Static).update(
-            f"[b]loopmeter[/]  {RANGE_LABELS.get(self.range_name, 'custom range')}{extra}{live}")
+        bar.update(f"[b]loopmeter[/]  {RANGE_LABELS.get(self.range_name, 'custom range')}{extra}{live}")
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         tab = self.current_tab()
@@ -243,6 +252,8 @@ class LoopmeterApp(App[None]):
         self.call_from_thread(self._live_result, n)
 
     def _live_result(self, n: int) -> None:
+        if self._topbar() is None:
+            return  # the check finished while the app was closing: nothing left to update
         was = self.active_runs
         self.active_runs = n
         self._update_topbar()

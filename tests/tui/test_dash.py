@@ -223,6 +223,21 @@ async def test_live_refresh_keeps_working_under_the_run_view(seeded, loopmeter_h
 
 
 @pytest.mark.anyio
+async def test_a_live_check_that_ends_while_the_app_closes_is_dropped(seeded, loopmeter_home):
+    # The live check runs on a thread; its answer can arrive after the app has begun
+    # tearing its widgets down (seen once in CI as NoMatches('#topbar') at exit).
+    app = LoopmeterApp(seeded, home=loopmeter_home, now=FIXED_NOW, live_every=0, prefetch_tabs=False)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await app.main_screen.query_one("#topbar").remove()
+        refreshes, active = app.refresh_count, app.active_runs
+        app._live_result(active + 5)  # as the thread's call_from_thread would deliver it
+        await pilot.pause()
+        assert app.active_runs == active and app.refresh_count == refreshes
+    app._live_result(3)  # and after the app has closed
+
+
+@pytest.mark.anyio
 async def test_hidden_tabs_are_prefetched_after_the_first_screen(seeded, loopmeter_home):
     import asyncio
 
