@@ -106,8 +106,22 @@ _var_of = itemgetter(*_VAR_INDEX)
 Group = tuple[tuple[Any, ...], list[tuple[Any, ...]]]  # (CONST_FIELDS values, rows of the other columns)
 
 
+def first_of_each_key(params: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The rows whose key has not come earlier in the batch: what inserting them one by one
+    would keep. Grouped inserts do not keep the batch's order, so repeats go first."""
+    seen: set[Any] = set()
+    out = []
+    for p in params:
+        key = p[0]
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out if len(out) < len(params) else params
+
+
 def group_params(params: Iterable[tuple[Any, ...]]) -> list[Group]:
-    """Rows split by their CONST_FIELDS values, in order within each group."""
+    """Rows split by their CONST_FIELDS values, in order within each group. Keys must be
+    unique within `params` (see first_of_each_key)."""
     groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
     for p in params:
         const = _const_of(p)
@@ -163,7 +177,8 @@ def insert_usage(conn: Any, params: list[tuple[Any, ...]], hours: list[tuple[Any
     """Insert (ignoring stored keys) and add the new rows to the rollup; `conn` is a DB-API
     connection inside a write transaction. `hours` are the batch's `hour_sums`, used when every
     row was new (else SQL sums the rows that were). Returns how many rows were new."""
-    return insert_groups(conn, group_params(params), hours)
+    unique = first_of_each_key(params)
+    return insert_groups(conn, group_params(unique), hours if unique is params else None)
 
 
 def insert_groups(conn: Any, groups: list[Group], hours: list[tuple[Any, ...]] | None = None) -> int:
@@ -213,6 +228,7 @@ class SqliteUsageWriter:
 
     def write(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]]) -> int:
         """Rows as store parameters (`params_of`) and file cursors, in one transaction."""
+        params = first_of_each_key(params)
         return self.write_groups(group_params(params), cursors, hour_sums(params))
 
     def write_groups(self, groups: list[Group], cursors: list[dict[str, Any]],

@@ -125,3 +125,20 @@ def test_rows_round_trip_whatever_their_shared_values_hold(store):
         conn.close()
     assert got == [(f"k{i}", u, u, i, 12.5 if i % 2 else None, u) for i, u in enumerate(odd)]
     assert hours == (len(odd), sum(range(len(odd))))
+
+
+def test_a_key_repeated_in_one_batch_keeps_its_first_row(store):
+    # rows are inserted in groups of shared values; the first row of a key still wins, as
+    # inserting them one by one would have it, and the rollup counts only what was kept
+    ts = datetime(2026, 11, 9, 10, 0, 1, tzinfo=UTC)
+    rows = [UsageRow(key="j", source="otlp", ts=ts, user="a", input_tokens=1),
+            UsageRow(key="k", source="otlp", ts=ts, user="b", input_tokens=100),
+            UsageRow(key="k", source="otlp", ts=ts, user="a", input_tokens=5)]
+    assert store.add_usage(rows) == 2
+    conn = sqlite3.connect(store.engine.url.database)
+    try:
+        got = conn.execute("SELECT key, user, input_tokens FROM usage ORDER BY key").fetchall()
+        hours = conn.execute("SELECT sum(calls), sum(input) FROM usage_hour").fetchone()
+    finally:
+        conn.close()
+    assert got == [("j", "a", 1), ("k", "b", 100)] and hours == (2, 101)

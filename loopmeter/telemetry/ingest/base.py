@@ -239,23 +239,25 @@ def parse_ts(value: Any) -> datetime | None:
     return ts.astimezone(UTC)
 
 
-# Token counts are never negative and must fit a store column (SQLite INTEGER, PostgreSQL BIGINT).
-INT64_MAX = (1 << 63) - 1
+# Token counts are never negative, and no call reads or writes a trillion tokens: a bigger
+# count is malformed. The bound keeps every sum the store makes (hourly rollup, reports)
+# inside a 64-bit column for millions of such calls.
+MAX_TOKENS = 10**12
 # A token count as the typed decoders read it; another number makes the line go the generic way.
-Tokens = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
 
 
 def as_int(value: Any) -> int:
-    """A token count: non-negative ints and integral floats that fit 64 bits; anything else raises ValueError."""
-    if value.__class__ is int and 0 <= value <= INT64_MAX:  # the common case first
+    """A token count: ints and integral floats from 0 to MAX_TOKENS; anything else raises ValueError."""
+    if value.__class__ is int and 0 <= value <= MAX_TOKENS:  # the common case first
         return value  # type: ignore[no-any-return]
     if value is None:
         return 0
     if isinstance(value, bool):
         raise ValueError("boolean token count")
-    if isinstance(value, int) and 0 <= value <= INT64_MAX:
+    if isinstance(value, int) and 0 <= value <= MAX_TOKENS:
         return value
-    if isinstance(value, float) and value.is_integer() and 0 <= value <= INT64_MAX:
+    if isinstance(value, float) and value.is_integer() and 0 <= value <= MAX_TOKENS:
         return int(value)
     raise ValueError(f"bad token count {value!r}")
 
@@ -265,7 +267,8 @@ def ts_text(value: Any) -> str | None:
 
     The agents write `2026-10-07T09:00:21.162Z`; that form is validated and sliced,
     anything else goes through datetime."""
-    if value.__class__ is str and len(value) == 24 and value[23] == "Z" and value[10] == "T" and value[19] == ".":
+    if (value.__class__ is str and len(value) == 24 and value[23] == "Z" and value[10] == "T"
+            and value[4] == "-" and value[7] == "-" and value[19] == "."):
         try:
             datetime.fromisoformat(value)
         except ValueError:

@@ -285,8 +285,9 @@ class _QueueSink:
         self.queue, self.task = out_queue, task
 
     def write(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]]) -> int:
-        from loopmeter.store.sqlite_writer import group_params, hour_sums
+        from loopmeter.store.sqlite_writer import first_of_each_key, group_params, hour_sums
 
+        params = first_of_each_key(params)
         # as MessagePack: 6x cheaper to make than the queue's pickle, as cheap to read
         self.queue.put(("batch", self.task, _PACK(group_params(params)), cursors, hour_sums(params)))
         return 0  # the parent counts what is new

@@ -92,6 +92,7 @@ def test_typed_and_generic_decoding_agree(module, corpus, tmp_path):
 @pytest.mark.parametrize("value", [
     "2026-10-07T09:00:21.162Z", "2026-10-07T09:00:21Z", "2026-10-07T09:00:21.162+02:00", "2026-10-07T09:00:21.162",
     "2026-10-07T23:59:59.999999-05:00", "2026-02-30T09:00:21.162Z", "2026-10-07T09:00:21,162Z", "garbage", "", None, 5,
+    "2026-W41-3T09:00:21.162Z",  # an ISO week date: same length as the agents' form, a different day
 ])
 def test_timestamps_become_the_stores_text(value):
     ts = parse_ts(value)
@@ -109,3 +110,17 @@ def test_codex_reads_the_previous_totals_in_either_saved_form():
     assert codex._saved_total([10, 4, 3, 1]) == (10, 4, 3, 1)
     assert codex._saved_total(None) is None
     assert codex._saved_total(["x", 1, 2, 3]) is None
+
+
+def test_token_counts_past_a_trillion_make_the_line_malformed(tmp_path):
+    # so that no sum the store makes (the hourly rollup, a report) can leave a 64-bit column
+    from loopmeter.telemetry.ingest.base import MAX_TOKENS, as_int
+
+    assert as_int(MAX_TOKENS) == MAX_TOKENS
+    for bad in (MAX_TOKENS + 1, 2**63 - 1, -1, float(MAX_TOKENS) * 10):
+        with pytest.raises(ValueError):
+            as_int(bad)
+    ctx = FileContext(path=tmp_path / "x.jsonl", source=claude_code.SOURCE_TAG)
+    line = json.dumps({"timestamp": "2026-10-07T09:00:21.162Z", "requestId": "req_1", "message": {
+        "id": "msg_1", "model": "claude-sonnet-4-5", "usage": {"input_tokens": 2**63 - 1, "output_tokens": 1}}})
+    assert list(claude_code.parse([line.encode()], ctx)) == [] and ctx.malformed == 1
