@@ -88,6 +88,7 @@ class Task:
     db_url: str
     parts: list[Part]
     index: int = 0
+    batch_rows: int = BATCH_ROWS  # rows per write (a smaller number in tests)
 
     @property
     def size(self) -> int:
@@ -262,12 +263,21 @@ _sinks: dict[str, Any] = {}  # this process's writer per database URL
 # writer: SQLite has one writer at a time anyway, and each commit by another connection
 # empties a connection's page cache, so two writers took 1.9 s for what one does in 1.1 s.
 _out_queue: Any = None
+_abort: Any = None  # set by the parent when it stops writing (an error, Ctrl-C): workers stop too
 
 
-def _init_worker(lock: Any, out_queue: Any = None) -> None:
-    global _write_lock, _out_queue
-    _write_lock, _out_queue = lock, out_queue
+class _Aborted(Exception):
+    """The parent stopped writing: this task's rows have nowhere to go."""
+
+
+def _init_worker(lock: Any, out_queue: Any = None, abort: Any = None) -> None:
+    global _write_lock, _out_queue, _abort
+    _write_lock, _out_queue, _abort = lock, out_queue, abort
     _sinks.clear()  # a forked copy of the parent's connections must not be used
+    if out_queue is not None:
+        # A worker must be able to exit with batches still unsent when the parent has
+        # stopped reading them; when it has not, every batch is read before the task's end.
+        out_queue.cancel_join_thread()
 
 
 def _is_sqlite_file(db_url: str) -> bool:
@@ -287,6 +297,8 @@ class _QueueSink:
     def write(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]]) -> int:
         from loopmeter.store.sqlite_writer import first_of_each_key, group_params, hour_sums
 
+        if _abort is not None and _abort.is_set():
+            raise _Aborted()
         params = first_of_each_key(params)
         # as MessagePack: 6x cheaper to make than the queue's pickle, as cheap to read
         self.queue.put(("batch", self.task, _PACK(group_params(params)), cursors, hour_sums(params)))
@@ -385,7 +397,7 @@ def _owner(path: Path) -> str | None:
         return None
 
 
-def _read_part(part: Part, writer: _Writer, price_table: Any) -> PartResult:
+def _read_part(part: Part, writer: _Writer, price_table: Any, batch_rows: int = BATCH_ROWS) -> PartResult:
     w = part.work
     src = SOURCES[w.source]
     # the user usage is attributed to: whose agent logs these are
@@ -400,7 +412,7 @@ def _read_part(part: Part, writer: _Writer, price_table: Any) -> PartResult:
         with w.path.open("rb") as fh:
             for row in src.parse(_lines(part, src, fh, stats), ctx):
                 rows.append(row)
-                if len(writer.rows) >= BATCH_ROWS:
+                if len(writer.rows) >= batch_rows:
                     # A checkpoint inside a big file: its cursor moves with the stored rows.
                     mid = ([_cursor(w, stats.end, w.malformed_before + bad(), ctx.state, mid=True)]
                            if part.owns_cursor else [])
@@ -423,7 +435,7 @@ def run_task(t: Task, store: Store | None = None) -> TaskResult:
         writer.lock = _NoLock()
     try:
         table = default_price_table()
-        results = [_read_part(part, writer, table) for part in t.parts]
+        results = [_read_part(part, writer, table, t.batch_rows) for part in t.parts]
         writer.flush()
     finally:
         if queued:
@@ -431,8 +443,23 @@ def run_task(t: Task, store: Store | None = None) -> TaskResult:
     return TaskResult(writer.added, results)
 
 
-def _write_from_queue(out_queue: Any, sink: Any, tasks: list[Task], futures: dict[Any, Task],
-                      progress: Progress | None, total: int) -> int:
+def _stop_workers(out_queue: Any, futures: dict[Any, Task], abort: Any) -> None:
+    """After the parent stopped writing (an error, Ctrl-C): tell the workers to stop and drain
+    the queue until they have, so that none is left blocked on a full queue."""
+    import queue
+
+    abort.set()
+    for fut in futures:
+        fut.cancel()
+    while not all(fut.done() for fut in futures):
+        try:
+            out_queue.get(timeout=0.05)
+        except queue.Empty:
+            pass
+
+
+def _write_batches(out_queue: Any, sink: Any, tasks: list[Task], futures: dict[Any, Task],
+                   progress: Progress | None, total: int) -> int:
     """The parent's side: write the workers' batches as they come until every task has ended."""
     import queue
 
@@ -472,7 +499,8 @@ def _boundary(path: Path, near: int) -> int:
             pos += len(data)
 
 
-def tasks_for(db_url: str, work: list[FileWork], split_bytes: int = SPLIT_BYTES) -> list[Task]:
+def tasks_for(db_url: str, work: list[FileWork], split_bytes: int = SPLIT_BYTES,
+              batch_rows: int = BATCH_ROWS) -> list[Task]:
     """Big Claude Code files become ranges of about split_bytes; small files are packed into
     tasks of about that size, so each process commits a few large batches."""
     parts: list[Part] = []
@@ -499,10 +527,10 @@ def tasks_for(db_url: str, work: list[FileWork], split_bytes: int = SPLIT_BYTES)
         group.append(part)
         group_bytes += part.end - part.start
         if group_bytes >= pack:
-            tasks.append(Task(db_url, group, len(tasks)))
+            tasks.append(Task(db_url, group, len(tasks), batch_rows))
             group, group_bytes = [], 0
     if group:
-        tasks.append(Task(db_url, group, len(tasks)))
+        tasks.append(Task(db_url, group, len(tasks), batch_rows))
     return tasks
 
 
@@ -527,20 +555,26 @@ def _run_tasks(
 
         ctx = multiprocessing.get_context("fork")
         out_queue = ctx.Queue(maxsize=4) if _is_sqlite_file(db_url) else None  # bounded: memory stays flat
+        abort = ctx.Event()
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(ctx.Lock(), out_queue)) as pool:
+                                 initargs=(ctx.Lock(), out_queue, abort)) as pool:
             futures = {pool.submit(run_task, t): t for t in tasks}
-            opened = store() if callable(store) else store  # while the workers read
-            if out_queue is not None:
-                written = _write_from_queue(out_queue, _sink_for(db_url, opened), tasks, futures, progress, total)
-                report.rows_added += written
-                results = [f.result() for f in futures]
-            else:
-                for fut in as_completed(futures):
-                    results.append(fut.result())
-                    done += futures[fut].size
-                    if progress:
-                        progress(done, total)
+            try:
+                opened = store() if callable(store) else store  # while the workers read
+                if out_queue is not None:
+                    report.rows_added += _write_batches(out_queue, _sink_for(db_url, opened), tasks, futures,
+                                                        progress, total)
+                    results = [f.result() for f in futures]
+                else:
+                    for fut in as_completed(futures):
+                        results.append(fut.result())
+                        done += futures[fut].size
+                        if progress:
+                            progress(done, total)
+            except BaseException:
+                if out_queue is not None:
+                    _stop_workers(out_queue, futures, abort)
+                raise
     else:
         opened = store() if callable(store) else store
         for t in tasks:
@@ -555,7 +589,7 @@ def run(
     store: Store | Callable[[], Store | None] | None, db_url: str, work: list[FileWork], *,
     workers: int | None = None,
     progress: Progress | None = None, files_seen: int = 0,
-    split_bytes: int = SPLIT_BYTES, pool_min_bytes: int = POOL_MIN_BYTES,
+    split_bytes: int = SPLIT_BYTES, pool_min_bytes: int = POOL_MIN_BYTES, batch_rows: int = BATCH_ROWS,
 ) -> IngestReport:
     """Read the planned work and store its rows; returns what was read and skipped.
 
@@ -565,20 +599,18 @@ def run(
     """
     t0 = time.perf_counter()
     report = IngestReport(files_seen=files_seen, files_read=len(work))
-    tasks = tasks_for(db_url, work, split_bytes)
+    tasks = tasks_for(db_url, work, split_bytes, batch_rows)
     # No cycles are made while reading: the cyclic GC only walked the ~150k new tuples per GB
     # again and again (5% of all CPU). Forked workers inherit it switched off.
     gc_was_on = gc.isenabled()
     gc.disable()
     try:
         results, opened = _run_tasks(store, db_url, tasks, workers, progress, pool_min_bytes, report)
+        parts = [p for r in results for p in r.parts]
+        _finish_split_files(opened, db_url, work, tasks, parts)
     finally:
         if gc_was_on:
             gc.enable()
-    parts = [p for r in results for p in r.parts]
-    try:
-        _finish_split_files(opened, db_url, work, tasks, parts)
-    finally:
         while _sinks:  # this process's connections: the caller's store is the one to keep
             _sinks.popitem()[1].close()
     for r in results:

@@ -236,3 +236,30 @@ def test_ingest_api_reports_files_and_rows(logs, store):
     assert report.files_seen == 4
     assert report.rows_added == 11
     assert ingest(store, paths=[logs]).rows_added == 0
+
+
+@pytest.mark.timeout(90)
+def test_a_store_that_refuses_the_rows_stops_the_ingest_cleanly(tmp_path, store, sqlite_url):
+    # The parent is the one writer; when its write fails, the workers (blocked on a full
+    # queue of batches) must be stopped, not waited for forever. Nothing is half-stored,
+    # and once the store takes rows again the same ingest loses nothing.
+    expected = generate(tmp_path / "corpus", mb=2, file_mb=0.25)
+    db = sqlite_url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON usage BEGIN SELECT RAISE(ABORT, 'store refuses'); END")
+    conn.commit()
+    conn.close()
+    files = discover(paths=[tmp_path / "corpus"])
+    work = plan(files, load_cursors(sqlite_url, store))
+    with pytest.raises(sqlite3.IntegrityError, match="store refuses"):
+        run(store, sqlite_url, work, workers=2, split_bytes=64 << 10, pool_min_bytes=0, batch_rows=2)
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM usage").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM ingest_cursor").fetchone()[0] == 0
+    conn.execute("DROP TRIGGER refuse")
+    conn.commit()
+    conn.close()
+    report = run(store, sqlite_url, plan(files, load_cursors(sqlite_url, store)), workers=2,
+                 split_bytes=64 << 10, pool_min_bytes=0, batch_rows=2)
+    calls = sum(t.calls for t in expected.claude.values()) + sum(t.calls for t in expected.codex.values())
+    assert report.rows_added == calls
