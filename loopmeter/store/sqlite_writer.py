@@ -23,10 +23,15 @@ from loopmeter.store import rollup
 BUSY_TIMEOUT_MS = int(os.environ.get("LOOPMETER_BUSY_TIMEOUT_MS", "10000"))
 TS_INDEX = USAGE_FIELDS.index("ts")
 _values = attrgetter(*USAGE_FIELDS)
-USAGE_INSERT = (
-    f"INSERT INTO usage ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in USAGE_FIELDS)}) "
-    f"VALUES ({', '.join('?' * len(USAGE_FIELDS))}) ON CONFLICT (key) DO NOTHING"
-)
+
+
+def _usage_insert(values: list[str]) -> str:
+    """INSERT of one usage row (ignoring a stored key), `values` being SQL for each column."""
+    return (f"INSERT INTO usage ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in USAGE_FIELDS)}) "
+            f"VALUES ({', '.join(values)}) ON CONFLICT (key) DO NOTHING")
+
+
+USAGE_INSERT = _usage_insert(["?"] * len(USAGE_FIELDS))
 CURSOR_FIELDS = ("path", "source", "inode", "size", "offset", "mtime", "malformed_lines", "state", "updated_at")
 CURSOR_UPSERT = (
     f"INSERT INTO ingest_cursor ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in CURSOR_FIELDS)}) "
@@ -155,7 +160,7 @@ def _insert_sql(const: tuple[Any, ...]) -> str | None:
         values = ["?"] * len(USAGE_FIELDS)
         for i, lit in zip(_CONST_INDEX, literals, strict=True):
             values[i] = lit  # type: ignore[assignment]
-        sql = USAGE_INSERT.replace(f"VALUES ({', '.join('?' * len(USAGE_FIELDS))})", f"VALUES ({', '.join(values)})")
+        sql = _usage_insert(values)
     if len(_group_sql) < 256:
         _group_sql[const] = sql
     return sql
@@ -173,16 +178,22 @@ def _whole(const: tuple[Any, ...], rows: list[tuple[Any, ...]]) -> list[tuple[An
     return out
 
 
-def insert_usage(conn: Any, params: list[tuple[Any, ...]], hours: list[tuple[Any, ...]] | None = None) -> int:
+def prepare(params: list[tuple[Any, ...]]) -> tuple[list[Group], list[tuple[Any, ...]]]:
+    """A batch ready for `insert_groups`: the first row of each key, grouped, and its
+    `hour_sums` (computed wherever the batch is made: in an ingest worker, not the writer)."""
+    params = first_of_each_key(params)
+    return group_params(params), hour_sums(params)
+
+
+def insert_usage(conn: Any, params: list[tuple[Any, ...]]) -> int:
     """Insert (ignoring stored keys) and add the new rows to the rollup; `conn` is a DB-API
-    connection inside a write transaction. `hours` are the batch's `hour_sums`, used when every
-    row was new (else SQL sums the rows that were). Returns how many rows were new."""
-    unique = first_of_each_key(params)
-    return insert_groups(conn, group_params(unique), hours if unique is params else None)
+    connection inside a write transaction. Returns how many rows were new."""
+    return insert_groups(conn, *prepare(params))
 
 
-def insert_groups(conn: Any, groups: list[Group], hours: list[tuple[Any, ...]] | None = None) -> int:
-    """`insert_usage` for rows already split by `group_params`."""
+def insert_groups(conn: Any, groups: list[Group], hours: list[tuple[Any, ...]]) -> int:
+    """`insert_usage` for a batch from `prepare`. Its hour sums are added to the rollup when
+    every row was new; otherwise SQL sums the rows that were."""
     added = total = 0
     for const, rows in groups:
         if not rows:
@@ -191,7 +202,7 @@ def insert_groups(conn: Any, groups: list[Group], hours: list[tuple[Any, ...]] |
         cur = conn.executemany(USAGE_INSERT, _whole(const, rows)) if sql is None else conn.executemany(sql, rows)
         added += max(cur.rowcount or 0, 0)
         total += len(rows)
-    if hours is not None and added == total:
+    if added == total:
         if hours:
             conn.executemany(_UPSERT_HOURS, hours)
     elif added:
@@ -228,12 +239,11 @@ class SqliteUsageWriter:
 
     def write(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]]) -> int:
         """Rows as store parameters (`params_of`) and file cursors, in one transaction."""
-        params = first_of_each_key(params)
-        return self.write_groups(group_params(params), cursors, hour_sums(params))
+        return self.write_groups(*prepare(params), cursors)
 
-    def write_groups(self, groups: list[Group], cursors: list[dict[str, Any]],
-                     hours: list[tuple[Any, ...]]) -> int:
-        """Rows split by `group_params`, their `hour_sums` and file cursors, in one transaction."""
+    def write_groups(self, groups: list[Group], hours: list[tuple[Any, ...]],
+                     cursors: list[dict[str, Any]]) -> int:
+        """A batch from `prepare` and file cursors, in one transaction."""
         for attempt in range(50):
             try:
                 self.conn.execute("BEGIN IMMEDIATE")

@@ -23,6 +23,7 @@ from typing import Annotated, Any, BinaryIO
 import msgspec
 
 from loopmeter.records import COST_CALCULATED, COST_REPORTED, COST_UNPRICED, USAGE_FIELDS
+from loopmeter.store.sqlite_writer import sqlite_time
 
 # msgspec decodes the candidate lines: generic decoding is as fast as orjson's, and a
 # source's typed decoder (msgspec.Struct) skips the fields it does not name without
@@ -275,9 +276,7 @@ def ts_text(value: Any) -> str | None:
             return None
         return f"{value[:10]} {value[11:23]}000"
     ts = parse_ts(value)
-    if ts is None:
-        return None
-    return ts.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    return None if ts is None else sqlite_time(ts)
 
 
 _EXPECTED_FIELDS = ("key", "source", "ts", "model", "agent", "provider", "session_id", "project", "user",

@@ -295,13 +295,13 @@ class _QueueSink:
         self.queue, self.task = out_queue, task
 
     def write(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]]) -> int:
-        from loopmeter.store.sqlite_writer import first_of_each_key, group_params, hour_sums
+        from loopmeter.store.sqlite_writer import prepare
 
         if _abort is not None and _abort.is_set():
             raise _Aborted()
-        params = first_of_each_key(params)
-        # as MessagePack: 6x cheaper to make than the queue's pickle, as cheap to read
-        self.queue.put(("batch", self.task, _PACK(group_params(params)), cursors, hour_sums(params)))
+        groups, hours = prepare(params)
+        # rows as MessagePack: 6x cheaper to make than the queue's pickle, as cheap to read
+        self.queue.put(("batch", self.task, _PACK(groups), hours, cursors))
         return 0  # the parent counts what is new
 
 
@@ -475,7 +475,7 @@ def _write_batches(out_queue: Any, sink: Any, tasks: list[Task], futures: dict[A
                     fut.result()  # raises the worker's error
             continue
         if item[0] == "batch":
-            added += sink.write_groups(_UNPACK(item[2]), item[3], item[4])
+            added += sink.write_groups(_UNPACK(item[2]), item[3], item[4])  # groups, hours, cursors
         else:
             open_tasks.discard(item[1])
             done += by_index[item[1]].size
