@@ -88,7 +88,9 @@ def _snapshot_path(store: Store, home: Path) -> Path:
 
 
 def _categorical(values: np.ndarray) -> pd.Categorical:
-    codes, uniques = pd.factorize(values)
+    # sorted categories: load_cube finds an hour range by searchsorted on them, and the
+    # rollup's rows come in whatever order their hours were first written
+    codes, uniques = pd.factorize(values, sort=True)
     # '' stands for an unknown dimension in the rollup's key: None (NaN) in the frame
     keep = uniques != ""
     remap = np.full(len(uniques), -1, dtype=np.int64)

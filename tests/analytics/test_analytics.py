@@ -207,3 +207,20 @@ def test_odd_dimension_values_survive_the_rollup_load(store, now, loopmeter_home
     cube = load_cube(store, Filters(), loopmeter_home)
     assert sorted(cube["project"].fillna("(none)")) == sorted(["a\x1fb", "x,y", "(none)", "(none)"])
     assert int(cube["input"].sum()) == 10
+
+
+def test_cube_ranges_hold_when_later_hours_were_written_first(store, loopmeter_home):
+    # Logs are not ingested in time order: the rollup's rows come in the order their hours
+    # were first written, and a range must still select by time, not by that order.
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+    for day in (5, 1, 3):  # three batches, the latest day first
+        store.add_usage([UsageRow(key=f"k{day}-{h}", source="codex-log", ts=base + timedelta(days=day, hours=h),
+                                  agent="codex", model="gpt-5", input_tokens=1, cost_usd=1.0,
+                                  cost_source="calculated") for h in (9, 3)])
+    db = loopmeter_home / "loopmeter.db"
+    for since, until in [(base + timedelta(days=2), base + timedelta(days=4)),
+                         (base + timedelta(days=1, hours=5), base + timedelta(days=5, hours=4)),
+                         (base, base + timedelta(days=2))]:
+        s = spend.summary(load_cube(store, Filters(since=since, until=until), loopmeter_home))
+        n, cost, _ = _raw(db, since, until)
+        assert (s["calls"], round(s["cost_usd"], 6)) == (n, cost) and n > 0
