@@ -58,10 +58,8 @@ def params_of(rows: Iterable[UsageRow]) -> list[tuple[Any, ...]]:
     return params
 
 
-_DIM_INDEX = [USAGE_FIELDS.index(d) for d in rollup.KEYS[1:]]
 _TOKEN_INDEX = [USAGE_FIELDS.index(f) for f in ("input_tokens", "cache_read_tokens", "cache_write_tokens",
                                                  "output_tokens", "reasoning_tokens")]
-_COST_INDEX = USAGE_FIELDS.index("cost_usd")
 _UPSERT_HOURS = rollup.upsert_sql()
 
 
@@ -70,32 +68,6 @@ def row_of(params: tuple[Any, ...]) -> UsageRow:
     row = UsageRow(*params)
     row.ts = datetime.fromisoformat(params[TS_INDEX]).replace(tzinfo=UTC)
     return row
-
-
-def hour_sums(params: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """The rollup rows of a batch (as rollup.add_newest_sql sums them in SQL), computed where
-    the batch is made: an ingest worker, not the one writer."""
-    acc: dict[tuple[Any, ...], list[Any]] = {}
-    a, m, pv, src, prj, usr, cs = _DIM_INDEX
-    i_in, i_cr, i_cw, i_out, i_rs = _TOKEN_INDEX
-    for p in params:
-        key = (p[TS_INDEX][:13], p[a] or "", p[m] or "", p[pv] or "", p[src] or "", p[prj] or "", p[usr] or "",
-               p[cs] or "")
-        s = acc.get(key)
-        if s is None:
-            s = acc[key] = [0, 0, 0.0, 0, 0, 0, 0, 0]
-        s[0] += 1
-        cost = p[_COST_INDEX]
-        if cost is None:
-            s[1] += 1
-        else:
-            s[2] += cost
-        s[3] += p[i_in] or 0
-        s[4] += p[i_cr] or 0
-        s[5] += p[i_cw] or 0
-        s[6] += p[i_out] or 0
-        s[7] += p[i_rs] or 0
-    return [(*k, *v) for k, v in acc.items()]
 
 
 # Columns that hold one value for most of a batch (a file's source, agent, provider and
@@ -178,11 +150,51 @@ def _whole(const: tuple[Any, ...], rows: list[tuple[Any, ...]]) -> list[tuple[An
     return out
 
 
+# Where the rollup's dimensions are: in a group's CONST_FIELDS values, or in its rows.
+_GROUP_DIMS = [_CONST_INDEX.index(USAGE_FIELDS.index(d)) for d in ("agent", "provider", "source", "user",
+                                                                    "cost_source")]
+_VTS, _VMODEL, _VPROJECT, _VCOST = (_VAR_INDEX.index(USAGE_FIELDS.index(f)) for f in ("ts", "model", "project",
+                                                                                      "cost_usd"))
+_VTOKENS = [_VAR_INDEX.index(i) for i in _TOKEN_INDEX]
+assert rollup.KEYS == ("hour", "agent", "model", "provider", "source", "project", "user", "cost_source"), \
+    "hour_sums builds its rows in this order"
+
+
+def hour_sums(groups: list[Group]) -> list[tuple[Any, ...]]:
+    """The rollup rows of grouped rows (as rollup.add_newest_sql sums them in SQL), computed
+    where the batch is made: an ingest worker, not the one writer. A group's constant values
+    hold most of the rollup's dimensions, so each row adds to a key of three."""
+    out: list[tuple[Any, ...]] = []
+    i_in, i_cr, i_cw, i_out, i_rs = _VTOKENS
+    for const, rows in groups:
+        agent, provider, source, user, cost_source = (const[i] or "" for i in _GROUP_DIMS)
+        acc: dict[tuple[Any, ...], list[Any]] = {}
+        for r in rows:
+            key = (r[_VTS][:13], r[_VMODEL], r[_VPROJECT])
+            s = acc.get(key)
+            if s is None:
+                s = acc[key] = [0, 0, 0.0, 0, 0, 0, 0, 0]
+            s[0] += 1
+            cost = r[_VCOST]
+            if cost is None:
+                s[1] += 1
+            else:
+                s[2] += cost
+            s[3] += r[i_in] or 0
+            s[4] += r[i_cr] or 0
+            s[5] += r[i_cw] or 0
+            s[6] += r[i_out] or 0
+            s[7] += r[i_rs] or 0
+        out.extend((hour, agent, model or "", provider, source, project or "", user, cost_source, *sums)
+                   for (hour, model, project), sums in acc.items())
+    return out
+
+
 def prepare(params: list[tuple[Any, ...]]) -> tuple[list[Group], list[tuple[Any, ...]]]:
     """A batch ready for `insert_groups`: the first row of each key, grouped, and its
     `hour_sums` (computed wherever the batch is made: in an ingest worker, not the writer)."""
-    params = first_of_each_key(params)
-    return group_params(params), hour_sums(params)
+    groups = group_params(first_of_each_key(params))
+    return groups, hour_sums(groups)
 
 
 def insert_usage(conn: Any, params: list[tuple[Any, ...]]) -> int:
