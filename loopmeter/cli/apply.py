@@ -23,4 +23,5 @@ def apply(
 
     sha, branch = apply_attempt(default_store(), run_id, attempt, cwd=Path.cwd())
     typer.echo(f"applied {branch} as {sha[:12]}")
+    typer.echo(f"the run's worktrees stay for a look; `loopmeter runs clean {run_id}` removes them", err=True)
 

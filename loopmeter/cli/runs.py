@@ -52,6 +52,59 @@ def list_cmd(
     Console().print(table)
 
 
+@app.command("clean")
+def clean(
+    run_ids: Annotated[list[str] | None, typer.Argument(
+        metavar="[ID]...", help="Runs to clean (ids or unique prefixes); default: every finished run.")] = None,
+    older_than: Annotated[float | None, typer.Option(
+        "--older-than", metavar="DAYS", help="Only runs that ended more than DAYS days ago.")] = None,
+    branches: Annotated[bool, typer.Option(
+        "--branches", help="Also delete the attempts' branches (`apply` then has nothing to merge).")] = False,
+    repos: Annotated[bool, typer.Option(
+        "--repos", help="Also delete the repositories loopmeter made from task directories.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would be removed; remove nothing.")
+                       ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON list, one object per run.")] = False,
+) -> None:
+    """Remove the worktrees finished runs left on disk; every record stays in the store."""
+    from loopmeter.agents.clean import clean_runs
+    from loopmeter.config import load_settings
+    from loopmeter.store import default_store
+
+    done = clean_runs(default_store(), load_settings(), run_ids or None, older_than_days=older_than,
+                      branches=branches, repos=repos, dry_run=dry_run)
+    if json_out:
+        typer.echo(json.dumps([d.as_dict() for d in done], indent=2))
+        return
+    verb = "would remove" if dry_run else "removed"
+    total = 0
+    for d in done:
+        if d.skipped:
+            if run_ids:
+                typer.echo(f"{d.run_id}: skipped ({d.skipped})")
+            continue
+        if not (d.worktrees or d.branches or d.repo):
+            continue
+        total += d.bytes
+        parts = [f"{len(d.worktrees)} worktree{'s' if len(d.worktrees) != 1 else ''}"]
+        if d.branches:
+            parts.append(f"{len(d.branches)} branch{'es' if len(d.branches) != 1 else ''}")
+        if d.repo:
+            parts.append("its task repository")
+        typer.echo(f"{d.run_id}: {verb} {', '.join(parts)} ({_mb(d.bytes)})")
+        for e in d.errors:
+            typer.echo(f"  {e}", err=True)
+    cleaned = sum(1 for d in done if d.worktrees or d.branches or d.repo)
+    typer.echo(f"{verb} {_mb(total)} from {cleaned} run{'s' if cleaned != 1 else ''}" if cleaned
+               else "nothing to clean")
+    if any(d.errors for d in done):
+        raise typer.Exit(1)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
 @app.command("show")
 def show(
     run_id: Annotated[str, typer.Argument(metavar="ID", help="Run id (or a unique prefix).")],
