@@ -1,5 +1,5 @@
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import inspect, select
@@ -142,3 +142,29 @@ def test_a_key_repeated_in_one_batch_keeps_its_first_row(store):
     finally:
         conn.close()
     assert got == [("j", "a", 1), ("k", "b", 100)] and hours == (2, 101)
+
+
+def test_rows_many_to_a_statement_keep_their_order_and_count_only_new_keys(store):
+    # Rows go MULTI_ROWS to a statement, the rest one by one: a batch of two full statements
+    # and a tail, written again with some keys already stored, adds exactly the new ones and
+    # the rollup sums exactly those.
+    from loopmeter.store.sqlite_writer import MULTI_ROWS
+
+    ts = datetime(2026, 11, 9, 10, 0, 1, tzinfo=UTC)
+    n = 2 * MULTI_ROWS + 7
+
+    def rows(keys: range) -> list[UsageRow]:
+        return [UsageRow(key=f"m{i:04d}", source="codex-log", ts=ts + timedelta(seconds=i), input_tokens=i,
+                         output_tokens=1) for i in keys]
+
+    assert store.add_usage(rows(range(n))) == n
+    assert store.add_usage(rows(range(n - 30, n + MULTI_ROWS + 3))) == MULTI_ROWS + 3
+    total = n + MULTI_ROWS + 3
+    conn = sqlite3.connect(store.engine.url.database)
+    try:
+        got = conn.execute("SELECT key, input_tokens FROM usage ORDER BY id").fetchall()
+        hours = conn.execute("SELECT sum(calls), sum(input), sum(output) FROM usage_hour").fetchone()
+    finally:
+        conn.close()
+    assert got == [(f"m{i:04d}", i) for i in range(total)]  # stored in the order given
+    assert hours == (total, sum(range(total)), total)
