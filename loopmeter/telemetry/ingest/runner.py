@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from loopmeter.store import Store
 
 SOURCES: dict[str, Source] = {s.name: s for s in (claude_code.SOURCE, codex.SOURCE, gemini.SOURCE)}
-BATCH_ROWS = 5000
+BATCH_ROWS = 10000
 SPLIT_BYTES = 96 << 20  # Claude Code files above this are read in ranges of about this size
 POOL_MIN_BYTES = 16 << 20  # below this, processes cost more than they save
 HEAD_BYTES = 1024  # fingerprint of a file's start: a file replaced in place is read again
