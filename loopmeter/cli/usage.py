@@ -53,7 +53,7 @@ def usage(
         "--path", help="Read these log files or folders instead of the default places (repeatable).")] = None,
 ) -> None:
     """Tokens (input, output, cache write/read, reasoning), cost and cache hits per period, from every agent."""
-    from loopmeter.analytics.usage import SOURCE_GROUPS, Query, usage_report
+    from loopmeter.analytics.usage import SOURCE_GROUPS, Query, resolve_tz, usage_report
     from loopmeter.config import load_settings
 
     if period not in PERIODS:
@@ -64,6 +64,7 @@ def usage(
             raise LoopmeterError(f"unknown source {s!r}", hint=f"one of {', '.join(SOURCE_GROUPS)}")
     q = Query(period=period, since=_date(since, "--since"), until=_date(until, "--until"),
               tz=timezone or load_settings().timezone, sources=sources, project=project)
+    resolve_tz(q.tz)  # an unknown zone fails here, before any log is read
     settings = load_settings()
     db_url = settings.db_url
     ingest_report = None

@@ -76,6 +76,12 @@ def test_bad_input_is_one_line_and_exit_2(agent_env, args, message):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_bad_time_zone_fails_before_any_log_is_read(env_with_logs):
+    proc = run_usage(env_with_logs, "--timezone", "Mars/Olympus", check=False)
+    assert proc.returncode == 2 and "unknown time zone" in proc.stderr
+    assert usage_json(env_with_logs, "--no-ingest")["totals"]["calls"] == 0  # nothing was ingested
+
+
 def _usage_telling_if_sqlalchemy_loaded(env) -> tuple[str, dict]:
     """`loopmeter usage daily --json` in a fresh process: (last stderr line, the JSON)."""
     code = ("import sys\n"
