@@ -168,3 +168,30 @@ def test_rows_many_to_a_statement_keep_their_order_and_count_only_new_keys(store
         conn.close()
     assert got == [(f"m{i:04d}", i) for i in range(total)]  # stored in the order given
     assert hours == (total, sum(range(total)), total)
+
+
+def test_ingest_writer_checkpoints_beside_its_commits_and_at_close(store):
+    # The ingest writer copies its WAL into the database from a thread of its own while it
+    # goes on committing, and what is left at close, also while another connection (a
+    # dashboard) keeps the store open: the database file then holds every row by itself.
+    from loopmeter.store.sqlite_writer import SqliteUsageWriter, params_of
+
+    path = store.engine.url.database
+    ts = datetime(2026, 11, 9, 10, 0, 1, tzinfo=UTC)
+    reader = sqlite3.connect(path)
+    reader.execute("SELECT count(*) FROM usage").fetchone()
+    writer = SqliteUsageWriter(path, checkpoint_rows=100)
+    seen = []
+    for b in range(40):
+        rows = [UsageRow(key=f"c{b}-{i}", source="codex-log", ts=ts, input_tokens=1) for i in range(60)]
+        assert writer.write(params_of(rows), []) == 60
+        seen.append(reader.execute("SELECT count(*) FROM usage").fetchone()[0])
+    writer.close()
+    assert seen == [60 * (b + 1) for b in range(40)]  # each commit whole, in order
+    file_only = sqlite3.connect(f"file:{path}?immutable=1", uri=True)  # reads the file, not the WAL
+    try:
+        assert file_only.execute("SELECT count(*), sum(input_tokens) FROM usage").fetchone() == (2400, 2400)
+        assert file_only.execute("SELECT sum(calls) FROM usage_hour").fetchone() == (2400,)
+    finally:
+        file_only.close()
+        reader.close()
