@@ -176,6 +176,9 @@ def main() -> None:
         print(f"loopmeter cold vs ccusage (medians): {float(cc_cold['wall_s']) / float(cold['wall_s']):.2f}x "
               f"(above 1: loopmeter faster); loopmeter warm vs ccusage: "
               f"{float(cc_cold['wall_s']) / float(warm['wall_s']):.1f}x")
+        wins = sum(float(a["wall_s"]) < float(b["wall_s"]) for a, b in zip(colds, cc_runs, strict=True))
+        print(f"paired runs (each cold run against the ccusage run after it): loopmeter faster in {wins} of "
+              f"{len(colds)}")
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -326,7 +326,10 @@ class SqliteUsageWriter:
                 self._wake.clear()
                 if self._closing:
                     return
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    pass  # best effort: the writer checkpoints what is left when it closes
         finally:
             conn.close()
 
