@@ -3,14 +3,20 @@ and the repositories loopmeter made from task directories.
 
 A run keeps every record in the store (attempts, iterations, usage, diffstat, audit log);
 only checkouts go. The attempts' commits stay on their branches, so `apply` still works
-after a clean unless `--branches` or `--repos` removed them. Runs that may still go on
-(pending, running, waiting: a crashed run stays `running` until resumed) are skipped.
-Nothing outside loopmeter's own worktrees and repos folders is ever deleted.
+after a clean unless `--branches` or `--repos` removed them.
+
+What is never touched: runs that may still go on (pending, running, waiting, and
+cancelled ones, which `resume` continues; a crashed run stays `running`); a worktree
+with changes of its own (edits, new files; a check's caches do not count) or locked
+with `git worktree lock`, unless forced; any path that is not exactly
+`<worktrees>/<run id>/<name>` or `<home>/repos/<run id>`; a worktree holding another
+run's repository; branches not named `loopmeter/<run id>/...`.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -23,7 +29,8 @@ if TYPE_CHECKING:
     from loopmeter.config import Settings
     from loopmeter.store import Store
 
-LIVE = ("pending", "running", "waiting")  # run statuses that `resume` / `approve` may continue
+LIVE = ("pending", "running", "waiting", "cancelled")  # run statuses `resume` / `approve` may continue
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @dataclass
@@ -36,19 +43,12 @@ class Cleaned:
     branches: list[str] = field(default_factory=list)
     repo: str | None = None  # a repository loopmeter made from a task directory
     bytes: int = 0
-    skipped: str | None = None  # why nothing was removed
+    skipped: str | None = None  # why the run was left alone
+    kept: list[str] = field(default_factory=list)  # worktrees left in place, with why
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def _size(path: Path) -> int:
@@ -74,7 +74,8 @@ def _repo(path: str | None) -> Any:
         return None
 
 
-def _candidates(store: Store, run_ids: list[str] | None, older_than_days: float | None) -> list[Any]:
+def _candidates(store: Store, settings: Settings, run_ids: list[str] | None,
+                older_than_days: float | None) -> list[Any]:
     from sqlmodel import select
 
     from loopmeter.agents.runs import find_run
@@ -82,9 +83,10 @@ def _candidates(store: Store, run_ids: list[str] | None, older_than_days: float 
 
     if run_ids:
         runs = [find_run(store, r) for r in run_ids]
-    else:
+    else:  # a shared store also holds other people's runs: only this user's
         with store.session() as s:
-            runs = list(s.exec(select(Run).order_by(Run.id)))  # type: ignore[arg-type]
+            runs = [r for r in s.exec(select(Run).order_by(Run.id))  # type: ignore[arg-type]
+                    if r.user in (None, settings.user)]
     if older_than_days is not None:
         cutoff = utcnow() - timedelta(days=older_than_days)
         runs = [r for r in runs if (r.ended_at or r.started_at) is not None
@@ -92,64 +94,142 @@ def _candidates(store: Store, run_ids: list[str] | None, older_than_days: float 
     return runs
 
 
-def clean_runs(store: Store, settings: Settings, run_ids: list[str] | None = None, *,
-               older_than_days: float | None = None, branches: bool = False, repos: bool = False,
-               dry_run: bool = False) -> list[Cleaned]:
-    """Clean the given runs (ids or unique prefixes), else every finished run; see the module doc."""
-    from loopmeter.agents.runs import attempts_of
+def _changes(worktree: Path) -> str | None:
+    """What the worktree holds beyond its last commit (a check's caches aside), or None."""
+    import git
+
+    from loopmeter.agents.worktree import CACHE_EXCLUDES
+
+    try:
+        out = git.Repo(worktree).git.status("--porcelain", "--untracked-files=all", "--", ".", *CACHE_EXCLUDES)
+    except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
+        return f"cannot read its status ({exc})"
+    lines = out.splitlines()
+    return None if not lines else f"{len(lines)} changed file{'s' if len(lines) != 1 else ''}"
+
+
+def _remove_worktree(repo: Any, path: Path, force: bool) -> str | None:
+    """Remove one worktree; the reason it stays, or None once it is gone."""
+    import git
+
     from loopmeter.agents.worktree import _WORKTREE_LOCK
 
+    if repo is not None:
+        with _WORKTREE_LOCK:
+            try:
+                # one --force: the check's caches go; two: a `git worktree lock` is overridden
+                repo.git.worktree("remove", *(["--force", "--force"] if force else ["--force"]), str(path))
+            except git.GitCommandError as exc:
+                if "locked" in (exc.stderr or "") and not force:
+                    return "locked (git worktree lock); --force removes it"
+                # else: not a worktree of that repository (moved, broken link): removed by hand
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+        if repo is not None:
+            _forget(repo, path)
+    return "could not be removed" if path.exists() else None
+
+
+def _forget(repo: Any, path: Path) -> None:
+    """Drop the repository's record of the worktree at `path` (and no other: `git worktree
+    prune` would also drop the user's own worktrees that are only out of reach)."""
+    admin = Path(repo.common_dir) / "worktrees"
+    for entry in admin.glob("*/gitdir") if admin.is_dir() else []:
+        try:
+            if Path(entry.read_text().strip()).resolve().parent == path:
+                shutil.rmtree(entry.parent, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def _why_not(path: Path, run_dir: Path, other_repos: list[Path], force: bool) -> str | None:
+    """Why a worktree must stay (None: it may go)."""
+    if path.parent != run_dir:
+        return f"not in {run_dir}"
+    if any(r == path or path in r.parents for r in other_repos):
+        return "holds a run's repository"
+    changes = _changes(path)
+    if changes is not None and not force:
+        return f"{changes}; --force removes it"
+    return None
+
+
+def clean_runs(store: Store, settings: Settings, run_ids: list[str] | None = None, *,
+               older_than_days: float | None = None, branches: bool = False, repos: bool = False,
+               force: bool = False, dry_run: bool = False) -> list[Cleaned]:
+    """Clean the given runs (ids or unique prefixes), else every finished run of this user;
+    see the module doc."""
+    from loopmeter.agents.runs import attempts_of
+    from loopmeter.store import Run
+
+    runs = _candidates(store, settings, run_ids, older_than_days)
+    with store.session() as s:
+        from sqlmodel import select
+
+        other_repos = [Path(r).resolve() for r in s.exec(select(Run.repo)) if r]  # type: ignore[call-overload]
+    worktrees_dir = settings.worktrees_dir.resolve()
     out = []
-    for run in _candidates(store, run_ids, older_than_days):
+    for run in runs:
         done = Cleaned(run.id, run.status)
         out.append(done)
-        if run.status in LIVE:
-            done.skipped = f"run is {run.status}: resume, approve or deny it first"
+        current = store.get(Run, run.id)  # read again: a `resume` may have started meanwhile
+        status = current.status if current is not None else run.status
+        if status in LIVE:
+            done.skipped = f"run is {status}: resume, approve or deny it first"
             continue
+        if not _SAFE_ID.fullmatch(run.id):
+            done.skipped = f"run id {run.id!r} cannot name a folder"
+            continue
+        run_dir = worktrees_dir / run.id
         repo = _repo(run.repo)
         attempts = attempts_of(store, run.id)
+        staying: set[str] = set()  # attempts whose worktree stays: their branches stay too
         for a in attempts:
-            path = Path(a.worktree) if a.worktree else None
-            if path is None or not path.exists() or not _inside(path, settings.worktrees_dir):
+            if not a.worktree or not Path(a.worktree).exists():
+                continue
+            path = Path(a.worktree).resolve()
+            why = _why_not(path, run_dir, other_repos, force)
+            size = 0 if why else _size(path)
+            if why is None and not dry_run:
+                why = _remove_worktree(repo, path, force)
+            if why is not None:
+                staying.add(a.id)
+                (done.errors if why.startswith("could not") else done.kept).append(f"{a.worktree}: {why}")
                 continue
             done.worktrees.append(str(path))
-            done.bytes += _size(path)
-            if dry_run:
-                continue
-            removed = False
-            if repo is not None:
-                import git
-
-                with _WORKTREE_LOCK:
-                    try:
-                        repo.git.worktree("remove", "--force", "--force", str(path))
-                        removed = True
-                    except git.GitCommandError:
-                        pass  # not registered there (moved repo, broken link): removed by hand below
-            if not removed:
-                shutil.rmtree(path, ignore_errors=True)
-        if repo is not None and not dry_run:
-            with _WORKTREE_LOCK:
-                repo.git.worktree("prune")
-        run_dir = settings.worktrees_dir / run.id
-        if not dry_run and run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()
+            done.bytes += size
+        if not dry_run and run_dir.is_dir():
+            try:
+                run_dir.rmdir()  # only when it is empty
+            except OSError:
+                pass
         if branches and repo is not None:
             existing = {h.name for h in repo.branches}  # type: ignore[attr-defined]
             for a in attempts:
-                if a.branch and a.branch in existing:
-                    done.branches.append(a.branch)
-                    if not dry_run:
-                        import git
+                if (a.id in staying or not a.branch or not a.branch.startswith(f"loopmeter/{run.id}/")
+                        or a.branch not in existing):
+                    continue
+                if not dry_run:
+                    import git
 
-                        try:
-                            repo.git.branch("-D", a.branch)
-                        except git.GitCommandError as exc:
-                            done.errors.append(f"branch {a.branch}: {exc.stderr.strip() or exc}")
-        made = settings.home / "repos" / run.id
-        if repos and run.repo and Path(run.repo).is_dir() and _inside(Path(run.repo), made):
-            done.repo = run.repo
-            done.bytes += _size(Path(run.repo))
-            if not dry_run:
-                shutil.rmtree(made, ignore_errors=True)
+                    try:
+                        repo.git.branch("-D", a.branch)
+                    except git.GitCommandError as exc:
+                        done.errors.append(f"branch {a.branch}: {(exc.stderr or str(exc)).strip()}")
+                        continue
+                done.branches.append(a.branch)
+        made = (settings.home / "repos" / run.id).resolve()
+        if repos and run.repo and Path(run.repo).resolve() == made and made.is_dir():
+            if staying:
+                done.kept.append(f"{made}: stays with the worktrees that stay")
+            elif any(path != made and made in path.parents for path in other_repos):
+                done.kept.append(f"{made}: holds another run's repository")
+            else:
+                size = _size(made)
+                if not dry_run:
+                    shutil.rmtree(made, ignore_errors=True)
+                if made.exists() and not dry_run:
+                    done.errors.append(f"{made}: could not be removed")
+                else:
+                    done.repo, done.bytes = str(made), done.bytes + size
     return out

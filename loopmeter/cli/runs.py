@@ -62,6 +62,8 @@ def clean(
         "--branches", help="Also delete the attempts' branches (`apply` then has nothing to merge).")] = False,
     repos: Annotated[bool, typer.Option(
         "--repos", help="Also delete the repositories loopmeter made from task directories.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Also remove worktrees with changes of their own or a `git worktree lock`.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show what would be removed; remove nothing.")
                        ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="JSON list, one object per run.")] = False,
@@ -72,7 +74,7 @@ def clean(
     from loopmeter.store import default_store
 
     done = clean_runs(default_store(), load_settings(), run_ids or None, older_than_days=older_than,
-                      branches=branches, repos=repos, dry_run=dry_run)
+                      branches=branches, repos=repos, force=force, dry_run=dry_run)
     if json_out:
         typer.echo(json.dumps([d.as_dict() for d in done], indent=2))
         return
@@ -83,6 +85,10 @@ def clean(
             if run_ids:
                 typer.echo(f"{d.run_id}: skipped ({d.skipped})")
             continue
+        for k in d.kept:
+            typer.echo(f"{d.run_id}: kept {k}")
+        for e in d.errors:
+            typer.echo(f"{d.run_id}: {e}", err=True)
         if not (d.worktrees or d.branches or d.repo):
             continue
         total += d.bytes
@@ -92,8 +98,6 @@ def clean(
         if d.repo:
             parts.append("its task repository")
         typer.echo(f"{d.run_id}: {verb} {', '.join(parts)} ({_mb(d.bytes)})")
-        for e in d.errors:
-            typer.echo(f"  {e}", err=True)
     cleaned = sum(1 for d in done if d.worktrees or d.branches or d.repo)
     typer.echo(f"{verb} {_mb(total)} from {cleaned} run{'s' if cleaned != 1 else ''}" if cleaned
                else "nothing to clean")

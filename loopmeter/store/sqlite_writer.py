@@ -101,6 +101,8 @@ def first_of_each_key(params: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         if key not in seen:
             seen.add(key)
             out.append(p)
+    if None in seen:  # INSERT OR IGNORE would drop such a row without a word
+        raise ValueError("a usage row without a key")
     return out if len(out) < len(params) else params
 
 
@@ -131,6 +133,7 @@ def _literal(value: Any) -> str | None:
 MULTI_ROWS = 64
 CHECKPOINT_ROWS = 25_000  # about 40 MB of WAL (rows and the index pages they touch)
 _group_sql: dict[tuple[Any, ...], tuple[str, str] | None] = {}
+_SOURCE, _COST_SOURCE = CONST_FIELDS.index("source"), CONST_FIELDS.index("cost_source")
 
 
 def _insert_sql(const: tuple[Any, ...]) -> tuple[str, str] | None:
@@ -139,6 +142,8 @@ def _insert_sql(const: tuple[Any, ...]) -> tuple[str, str] | None:
     then bound whole)."""
     if const in _group_sql:
         return _group_sql[const]
+    if const[_SOURCE] is None or const[_COST_SOURCE] is None:  # NOT NULL: OR IGNORE would drop the rows
+        raise ValueError(f"usage rows without a source or cost source: {const}")
     literals = [_literal(v) for v in const]
     sql = None
     if None not in literals:
@@ -338,6 +343,7 @@ class SqliteUsageWriter:
             self._closing = True
             self._wake.set()
             self._thread.join()
-        # the rest of the WAL, also when another connection (a dashboard) keeps the store open
-        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        self.conn.close()
+        try:  # the rest of the WAL, also when another connection (a dashboard) keeps the store open
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            self.conn.close()

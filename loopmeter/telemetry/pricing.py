@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import os
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -31,31 +32,41 @@ def litellm_price_file() -> Path | None:
     return path if path.is_file() else None
 
 
-class _Entries(dict):  # type: ignore[type-arg]
+class _Entries(MutableMapping[str, Any]):
     """Model name -> price entry, each entry decoded from its JSON text when first read:
     LiteLLM's table holds ~5,000 models and a log ingest prices a handful, so decoding all of
-    them (12 ms) at every first `usage` was most of loading the table (now ~3 ms)."""
+    them (12 ms) at every first `usage` was most of loading the table (now ~3 ms). Every way
+    of reading it (items, values, dict(), ==) goes through __getitem__, so no undecoded
+    value leaks out."""
+
+    def __init__(self, raw: dict[str, Any]):
+        self._data = raw
 
     def __getitem__(self, key: str) -> Any:
-        value = super().__getitem__(key)
+        value = self._data[key]
         if value.__class__ is msgspec.Raw:
-            value = msgspec.json.decode(value)
-            super().__setitem__(key, value)
+            value = self._data[key] = msgspec.json.decode(value)
         return value
 
-    def get(self, key: str, default: Any = None) -> Any:
-        return self[key] if key in self else default
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._data[key] = value
 
-    def items(self) -> Any:  # type: ignore[override]
-        return ((k, self[k]) for k in self)
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
 
-    def values(self) -> Any:  # type: ignore[override]
-        return (self[k] for k in self)
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
 
 
 @dataclass
 class PriceTable:
-    entries: dict[str, Any]
+    entries: MutableMapping[str, Any]
     source: str
     sha256: str
     overrides: str | None = None
@@ -160,7 +171,7 @@ def _hash(data: bytes) -> str:
 def load_price_table(base: Path | None = None, user_file: Path | None = None) -> PriceTable:
     """Load the bundled LiteLLM table, then apply a user's override file."""
     base = base or litellm_price_file()
-    entries: dict[str, Any] = {}
+    entries: MutableMapping[str, Any] = {}
     digest = hashlib.sha256()
     source = "none"
     if base is not None and base.is_file():

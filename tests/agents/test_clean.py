@@ -107,9 +107,52 @@ def test_live_runs_and_paths_outside_loopmeter_are_left_alone(store, tmp_path, l
     assert out.returncode == 0, out.stderr
     by_id = {d["run_id"]: d for d in json.loads(out.stdout)}
     assert by_id["LIVE"]["skipped"] and by_id["LIVE"]["worktrees"] == []
-    assert by_id["DONE"]["worktrees"] == [str(finished)]
+    assert by_id["DONE"]["worktrees"] == [str(finished.resolve())]
+    assert by_id["DONE"]["kept"] == [f"{elsewhere}: not in {(worktrees / 'DONE').resolve()}"]
     assert live.is_dir() and elsewhere.is_dir() and not finished.exists()
     assert not (worktrees / "DONE").exists()  # the run's emptied folder goes too
+
+
+def test_work_of_its_own_a_lock_cancelled_runs_and_foreign_branches_stay(store, tmp_path,
+                                                                          loopmeter_home) -> None:
+    from loopmeter.agents.worktree import create_worktree
+
+    repo = git_repo(tmp_path / "repo", "hello\n")
+    base = _git(repo, "rev-parse", "HEAD").strip()
+    worktrees = loopmeter_home / "worktrees" / "R1"
+    dirty = create_worktree(repo, base, "loopmeter/R1/dirty", worktrees / "dirty")
+    locked = create_worktree(repo, base, "loopmeter/R1/locked", worktrees / "locked")
+    cached = create_worktree(repo, base, "main-feature", worktrees / "cached")  # a branch loopmeter did not name
+    (dirty / "notes.txt").write_text("mine, not committed\n")
+    _git(repo, "worktree", "lock", str(locked))
+    (cached / "__pycache__").mkdir()
+    (cached / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"cache")  # a check's byproduct
+    cancelled = create_worktree(repo, base, "loopmeter/R2/nop", loopmeter_home / "worktrees" / "R2" / "nop")
+    store.save(
+        Run(id="R1", task="t", repo=str(repo), base_commit=base, status="failed", started_at=utcnow()),
+        Attempt(id="R1-1", run_id="R1", agent="a", worktree=str(dirty), branch="loopmeter/R1/dirty"),
+        Attempt(id="R1-2", run_id="R1", agent="b", worktree=str(locked), branch="loopmeter/R1/locked"),
+        Attempt(id="R1-3", run_id="R1", agent="c", worktree=str(cached), branch="main-feature"),
+        Run(id="R2", task="t", repo=str(repo), base_commit=base, status="cancelled", started_at=utcnow()),
+        Attempt(id="R2-1", run_id="R2", agent="nop", worktree=str(cancelled), branch="loopmeter/R2/nop"),
+    )
+
+    out = _cli("runs", "clean", "R1", "R2", "--branches")
+    assert out.returncode == 0, out.stderr
+    assert "R2: skipped (run is cancelled" in out.stdout and cancelled.is_dir()  # `resume` continues it
+    assert dirty.is_dir() and (dirty / "notes.txt").read_text() == "mine, not committed\n"
+    assert "1 changed file; --force removes it" in out.stdout
+    assert locked.is_dir() and "locked (git worktree lock)" in out.stdout
+    assert not cached.exists()  # only caches: removed
+    kept_branches = _git(repo, "branch", "--list").split()
+    assert "main-feature" in kept_branches  # not named by loopmeter for this run
+    assert {"loopmeter/R1/dirty", "loopmeter/R1/locked"} <= set(kept_branches)  # their worktrees stay
+
+    forced = _cli("runs", "clean", "R1", "--force", "--branches")
+    assert forced.returncode == 0, forced.stderr
+    assert not dirty.exists() and not locked.exists()
+    assert _git(repo, "branch", "--list", "loopmeter/R1/*").strip() == ""
+    assert _git(repo, "worktree", "list").count("\n") == 2  # the main one and R2's
 
 
 def test_repos_removes_the_repository_made_from_a_task_directory(store, fix_add_task, sandbox,

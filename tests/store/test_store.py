@@ -195,3 +195,18 @@ def test_ingest_writer_checkpoints_beside_its_commits_and_at_close(store):
     finally:
         file_only.close()
         reader.close()
+
+
+def test_a_row_missing_a_required_value_is_an_error_not_a_silent_skip(store):
+    # rows are inserted with INSERT OR IGNORE (no statement journal): a row without its key or
+    # source must fail the batch loudly rather than vanish
+    ts = datetime(2026, 11, 9, 10, 0, 1, tzinfo=UTC)
+    good = UsageRow(key="ok", source="otlp", ts=ts, input_tokens=1)
+    for bad in (UsageRow(key=None, source="otlp", ts=ts), UsageRow(key="k", source=None, ts=ts)):  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="without a"):
+            store.add_usage([good, bad])
+    conn = sqlite3.connect(store.engine.url.database)
+    try:
+        assert conn.execute("SELECT count(*) FROM usage").fetchone() == (0,)  # the batch is not half-stored
+    finally:
+        conn.close()

@@ -72,3 +72,15 @@ def test_the_bundled_litellm_table_is_found_without_importing_litellm():
     assert table.model_count > 1000
     assert table.cost("claude-sonnet-4-5", input_tokens=1) is not None
     assert "litellm" not in sys.modules or sys.modules["litellm"] is not None
+
+
+def test_entries_decoded_on_first_read_look_like_plain_json_whichever_way_they_are_read():
+    import msgspec
+
+    table = load_price_table()
+    model = next(k for k in table.entries if k.startswith("claude-sonnet-4"))
+    assert isinstance(table.entries[model], dict) and "input_cost_per_token" in table.entries[model]
+    copied = dict(table.entries)
+    assert len(copied) == len(table.entries) == table.model_count + 1  # + LiteLLM's "sample_spec"
+    assert not any(isinstance(v, msgspec.Raw) for v in copied.values())
+    assert dict(table.entries.items()) == copied
