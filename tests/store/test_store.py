@@ -210,3 +210,29 @@ def test_a_row_missing_a_required_value_is_an_error_not_a_silent_skip(store):
         assert conn.execute("SELECT count(*) FROM usage").fetchone() == (0,)  # the batch is not half-stored
     finally:
         conn.close()
+
+
+def test_the_wal_stays_bounded_while_commits_follow_each_other(store):
+    # Back-to-back commits (a full queue of batches) never leave the checkpoint thread a
+    # moment to reach the last frame, so the WAL would only grow: the writer's own
+    # checkpoint past its threshold keeps it near that size (1 MB here; 64 MB by default).
+    import os
+    import random
+
+    from loopmeter.store.sqlite_writer import SqliteUsageWriter, params_of, prepare
+
+    path = store.engine.url.database
+    rng = random.Random(7)
+    ts = datetime(2026, 11, 9, tzinfo=UTC)
+    batches = [prepare(params_of([
+        UsageRow(key=f"k{rng.getrandbits(64):016x}", source="codex-log",
+                 ts=ts + timedelta(seconds=rng.randrange(10**6)), input_tokens=1) for _ in range(2000)]))
+        for _ in range(30)]
+    writer = SqliteUsageWriter(path, checkpoint_rows=2000, autocheckpoint_bytes=1 << 20)
+    peak = 0
+    for groups, hours in batches:
+        writer.write_groups(groups, hours, [])
+        peak = max(peak, os.path.getsize(path + "-wal"))
+    writer.close()
+    assert os.path.getsize(path) > 5 << 20  # 60k rows: the store is several times the threshold
+    assert peak < 8 << 20, f"WAL reached {peak / 1e6:.0f} MB"
