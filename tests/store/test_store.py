@@ -105,6 +105,15 @@ def test_a_store_from_a_newer_loopmeter_is_refused(sqlite_url):
         open_store(sqlite_url)
 
 
+def _select(store, sql: str) -> list[tuple]:
+    """Rows of a query on the store's SQLite file, through a connection of its own."""
+    conn = sqlite3.connect(store.engine.url.database)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
 def test_rows_round_trip_whatever_their_shared_values_hold(store):
     # Rows are inserted in groups whose shared values (source, user, price table...) are
     # written into the statement: quotes, SQL-looking text, a NUL and a float must all come
@@ -117,12 +126,8 @@ def test_rows_round_trip_whatever_their_shared_values_hold(store):
                              latency_ms=12.5 if i % 2 else None, run_id=user, cost_source="unpriced"))
     rows.append(UsageRow(key="k0", source="claude-code-log", ts=ts, user="someone else", input_tokens=99))
     assert store.add_usage(rows) == len(odd)
-    conn = sqlite3.connect(store.engine.url.database)
-    try:
-        got = conn.execute("SELECT key, user, agent, input_tokens, latency_ms, run_id FROM usage ORDER BY key").fetchall()
-        hours = conn.execute("SELECT sum(calls), sum(input) FROM usage_hour").fetchone()
-    finally:
-        conn.close()
+    got = _select(store, "SELECT key, user, agent, input_tokens, latency_ms, run_id FROM usage ORDER BY key")
+    (hours,) = _select(store, "SELECT sum(calls), sum(input) FROM usage_hour")
     assert got == [(f"k{i}", u, u, i, 12.5 if i % 2 else None, u) for i, u in enumerate(odd)]
     assert hours == (len(odd), sum(range(len(odd))))
 
@@ -135,12 +140,8 @@ def test_a_key_repeated_in_one_batch_keeps_its_first_row(store):
             UsageRow(key="k", source="otlp", ts=ts, user="b", input_tokens=100),
             UsageRow(key="k", source="otlp", ts=ts, user="a", input_tokens=5)]
     assert store.add_usage(rows) == 2
-    conn = sqlite3.connect(store.engine.url.database)
-    try:
-        got = conn.execute("SELECT key, user, input_tokens FROM usage ORDER BY key").fetchall()
-        hours = conn.execute("SELECT sum(calls), sum(input) FROM usage_hour").fetchone()
-    finally:
-        conn.close()
+    got = _select(store, "SELECT key, user, input_tokens FROM usage ORDER BY key")
+    (hours,) = _select(store, "SELECT sum(calls), sum(input) FROM usage_hour")
     assert got == [("j", "a", 1), ("k", "b", 100)] and hours == (2, 101)
 
 
@@ -160,12 +161,8 @@ def test_rows_many_to_a_statement_keep_their_order_and_count_only_new_keys(store
     assert store.add_usage(rows(range(n))) == n
     assert store.add_usage(rows(range(n - 30, n + MULTI_ROWS + 3))) == MULTI_ROWS + 3
     total = n + MULTI_ROWS + 3
-    conn = sqlite3.connect(store.engine.url.database)
-    try:
-        got = conn.execute("SELECT key, input_tokens FROM usage ORDER BY id").fetchall()
-        hours = conn.execute("SELECT sum(calls), sum(input), sum(output) FROM usage_hour").fetchone()
-    finally:
-        conn.close()
+    got = _select(store, "SELECT key, input_tokens FROM usage ORDER BY id")
+    (hours,) = _select(store, "SELECT sum(calls), sum(input), sum(output) FROM usage_hour")
     assert got == [(f"m{i:04d}", i) for i in range(total)]  # stored in the order given
     assert hours == (total, sum(range(total)), total)
 
@@ -205,11 +202,7 @@ def test_a_row_missing_a_required_value_is_an_error_not_a_silent_skip(store):
     for bad in (UsageRow(key=None, source="otlp", ts=ts), UsageRow(key="k", source=None, ts=ts)):  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="without a"):
             store.add_usage([good, bad])
-    conn = sqlite3.connect(store.engine.url.database)
-    try:
-        assert conn.execute("SELECT count(*) FROM usage").fetchone() == (0,)  # the batch is not half-stored
-    finally:
-        conn.close()
+    assert _select(store, "SELECT count(*) FROM usage") == [(0,)]  # the batch is not half-stored
 
 
 def test_the_wal_stays_bounded_while_commits_follow_each_other(store):
