@@ -111,6 +111,21 @@ def test_live_runs_and_paths_outside_loopmeter_are_left_alone(store, tmp_path, l
     assert by_id["DONE"]["kept"] == [f"{elsewhere}: not in {(worktrees / 'DONE').resolve()}"]
     assert live.is_dir() and elsewhere.is_dir() and not finished.exists()
     assert not (worktrees / "DONE").exists()  # the run's emptied folder goes too
+    assert _git(repo, "worktree", "list").count("\n") == 3  # the main one, LIVE's and the one not ours
+
+
+def test_a_folder_git_does_not_know_goes_only_when_forced(store, tmp_path, loopmeter_home) -> None:
+    repo = git_repo(tmp_path / "repo", "hello\n")
+    stray = loopmeter_home / "worktrees" / "OLD" / "nop"
+    stray.mkdir(parents=True)
+    (stray / "left.txt").write_text("x")
+    store.save(Run(id="OLD", task="t", repo=str(repo), status="failed", started_at=utcnow()),
+               Attempt(id="OLD-1", run_id="OLD", agent="nop", worktree=str(stray), branch="loopmeter/OLD/nop"))
+    kept = _cli("runs", "clean", "OLD")
+    assert kept.returncode == 0 and "cannot read its status" in kept.stdout and stray.is_dir()
+    forced = _cli("runs", "clean", "OLD", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert not stray.exists() and "OLD: removed 1 worktree" in forced.stdout
 
 
 def test_work_of_its_own_a_lock_cancelled_runs_and_foreign_branches_stay(store, tmp_path,
