@@ -14,6 +14,7 @@ person on a TTY or by `loopmeter approve|deny RUN`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import operator
 import os
@@ -213,7 +214,7 @@ def start_run(req: RunRequest, *, store: Store | None = None, settings: Settings
         id=run_id, kind=req.kind, task=req.instruction, task_id=req.task.id if req.task else None,
         suite=(req.eval_meta or {}).get("suite"), repo=str(repo_root), base_commit=base_commit,
         user=req.user or settings.user, policy=policy.name, policy_sha256=policy.sha256, status="running",
-        config=json.dumps(config), started_at=utcnow(),
+        config=json.dumps(config), started_at=utcnow(), active_s=0.0,
     )
     store.save(run, *attempts)
     try:
@@ -325,6 +326,9 @@ class _Runtime:
         self.task = _load_task(config.get("task"))
         self._lock = threading.Lock()
         self._conn: Any = None
+        # the run's driven time: what earlier drives recorded, plus this one's (see run_wall_s)
+        self._active_before: float | None = None
+        self._drive_t0 = time.monotonic()
         self.run_graph, self.attempt_graph = self._build()
 
     @classmethod
@@ -513,7 +517,11 @@ class _Runtime:
 
     # -- driving ----------------------------------------------------------------
     def drive(self, payload: Any) -> RunResult:
+        from loopmeter.store import Run
 
+        run = self.store.get(Run, self.run_id)
+        self._active_before = run.active_s if run is not None else None
+        self._drive_t0 = time.monotonic()
         self._set_run(status="running", ended_at=None)
         restore = _install_sigint(self.cancel_all)
         try:
@@ -536,6 +544,8 @@ class _Runtime:
                 payload = self.resume_command(_fill(pending, self.approver(pending)))
         finally:
             restore()
+            with contextlib.suppress(Exception):  # never hide the error that ended the drive
+                self.save_active_time()
             self.close()
 
     def close(self) -> None:
@@ -712,12 +722,23 @@ class _Runtime:
             s.commit()
 
     def run_wall_s(self) -> float:
-        from loopmeter.store import Run, as_utc
+        """Seconds the run has been driven: by earlier `run`/`resume` calls (as recorded) and by
+        this one. Hours spent waiting for an approval, or crashed, do not count. A run recorded
+        before the store kept this falls back to the time since it started."""
+        if self._active_before is None:
+            from loopmeter.store import Run, as_utc
 
-        run = self.store.get(Run, self.run_id)
-        if run is None or run.started_at is None:
-            return 0.0
-        return (utcnow() - as_utc(run.started_at)).total_seconds()
+            run = self.store.get(Run, self.run_id)
+            if run is None or run.started_at is None:
+                return 0.0
+            return (utcnow() - as_utc(run.started_at)).total_seconds()
+        return self._active_before + (time.monotonic() - self._drive_t0)
+
+    def save_active_time(self) -> None:
+        """Record the driven time (after every iteration and when a drive ends: a crash loses
+        at most the step it was in)."""
+        if self._active_before is not None:
+            self._set_run(active_s=round(self.run_wall_s(), 3))
 
 
 # -- the attempt graph's steps --------------------------------------------------------
@@ -887,6 +908,7 @@ class _AttemptSteps:
         if last_act.get("error_kind") in ("auth", "not_installed", "infra"):
             return {"status": "error", "stop_reason": f"{last_act['error_kind']}: {last_act.get('error')}"}
         usd, tokens, _ = rt.spent(attempt_id)
+        rt.save_active_time()
         spent = Spent(state.get("iteration", 0), usd, tokens, state.get("active_s", 0.0))
         reason = exceeded(rt.budgets, spent, "attempt")
         if reason is None and rt.run_budgets is not None:

@@ -65,7 +65,7 @@ def run_object(store: Store, run_id: str, detail: bool = False) -> dict[str, Any
     if detail:
         obj.update({"kind": run.kind, "task_id": run.task_id, "repo": run.repo, "base_commit": run.base_commit,
                     "policy": run.policy, "user": run.user, "started_at": _iso(run.started_at),
-                    "ended_at": _iso(run.ended_at), "config": json.loads(run.config) if run.config else None})
+                    "ended_at": _iso(run.ended_at), "active_s": run.active_s, "config": json.loads(run.config) if run.config else None})
     return obj
 
 

@@ -53,10 +53,17 @@ def m0003_usage_hour(conn: Connection) -> None:
     rollup.rebuild(conn, conn.dialect.name)
 
 
+def m0004_run_active_time(conn: Connection) -> None:
+    # A run's wall-time budget counted the hours it sat waiting for an approval or crashed:
+    # the time it has been driven is kept on the run instead.
+    _add_column(conn, "run", "active_s", "FLOAT")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_initial", m0001_initial),
     ("0002_price_hash_and_iterations", m0002_price_hash_and_iterations),
     ("0003_usage_hour", m0003_usage_hour),
+    ("0004_run_active_time", m0004_run_active_time),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # a current SQLite store is recognised, and a new one created, without this module

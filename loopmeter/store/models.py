@@ -101,6 +101,9 @@ class Run(SQLModel, table=True):
     config: str | None = Field(default=None, sa_column=Column(Text))  # JSON: agents, budgets, check
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    # seconds the run has been driven (by `run` or `resume`), downtime between them left out:
+    # what a run's wall-time budget counts. None for runs recorded before schema 4.
+    active_s: float | None = None
 
 
 class Attempt(SQLModel, table=True):

@@ -66,10 +66,11 @@ CREATE TABLE run (
 	config TEXT, 
 	started_at DATETIME, 
 	ended_at DATETIME, 
+	active_s FLOAT, 
 	PRIMARY KEY (id)
 );
-CREATE INDEX ix_run_kind ON run (kind);
 CREATE INDEX ix_run_started ON run (started_at);
+CREATE INDEX ix_run_kind ON run (kind);
 CREATE TABLE attempt (
 	id VARCHAR(64) NOT NULL, 
 	run_id VARCHAR(32) NOT NULL, 
@@ -104,9 +105,9 @@ CREATE TABLE attempt (
 	applied_at DATETIME, 
 	PRIMARY KEY (id)
 );
-CREATE INDEX ix_attempt_agent ON attempt (agent, model);
 CREATE INDEX ix_attempt_run ON attempt (run_id);
 CREATE INDEX ix_attempt_started ON attempt (started_at);
+CREATE INDEX ix_attempt_agent ON attempt (agent, model);
 CREATE TABLE iteration (
 	id INTEGER NOT NULL, 
 	attempt_id VARCHAR(64) NOT NULL, 
@@ -160,9 +161,9 @@ CREATE TABLE audit (
 	hash VARCHAR(64) NOT NULL, 
 	PRIMARY KEY (seq)
 );
-CREATE INDEX ix_audit_run ON audit (run_id);
-CREATE INDEX ix_audit_ts ON audit (ts);
 CREATE INDEX ix_audit_decision ON audit (decision);
+CREATE INDEX ix_audit_ts ON audit (ts);
+CREATE INDEX ix_audit_run ON audit (run_id);
 CREATE TABLE eval_result (
 	id INTEGER NOT NULL, 
 	run_id VARCHAR(32) NOT NULL, 

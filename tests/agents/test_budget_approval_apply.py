@@ -269,3 +269,29 @@ def test_on_a_terminal_run_asks_and_continues_in_place(store, fix_add_task, sand
 
     with store.session() as s:
         assert s.exec(select(Run)).one().status == "passed"
+
+
+def test_time_spent_waiting_for_an_approval_does_not_count_against_the_run_budget(
+        store, fix_add_task, sandbox, tmp_path) -> None:
+    # The run's wall-time budget counts the time the run is driven: 3 s here. It waits for a
+    # yes for longer than that; once approved it still has its time, so the agent (nop,
+    # which never passes) gets both its iterations instead of a wall-time stop after one.
+    policy = policy_with(tmp_path, '  - id: ask-nop\n    action: agent\n    match: "nop"\n'
+                                   '    decision: ask\n')
+    result = start_run(RunRequest(
+        instruction=fix_add_task.instruction, check=fix_add_task.check, repo=None, task=fix_add_task,
+        agents=[AgentSpec("nop")], sandbox=sandbox, policy=policy, budgets=Budgets(max_iters=2),
+        run_budgets=Budgets(max_iters=None, max_usd=None, max_tokens=None, max_minutes=0.05)), store=store)
+    assert result.status == "waiting"
+    driven = store.get(Run, result.run_id).active_s
+    assert driven is not None and 0 < driven < 3
+    time.sleep(3.5)  # longer than the whole run budget
+
+    for _ in range(2):  # the policy asks before each of nop's two steps
+        out = subprocess.run(loopmeter_cmd("approve", result.run_id, "--json"), capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 1, out.stderr  # waiting again, then failed: nop never passes
+    attempt = store.get(Attempt, result.attempts[0].id)
+    assert attempt.iterations == 2 and attempt.stop_reason.startswith("budget: iterations"), attempt.stop_reason
+    run = store.get(Run, result.run_id)
+    assert run.status == "failed" and driven < run.active_s < 3  # the drives, not the waits between them
