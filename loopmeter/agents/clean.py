@@ -15,6 +15,7 @@ run's repository; branches not named `loopmeter/<run id>/...`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -109,7 +110,7 @@ def _changes(worktree: Path) -> str | None:
 
 
 def _remove_worktree(repo: Any, path: Path, force: bool) -> str | None:
-    """Remove one worktree; the reason it stays, or None once it is gone."""
+    """Remove one worktree; why it stays (a lock), else None (check that it is gone)."""
     import git
 
     from loopmeter.agents.worktree import _WORKTREE_LOCK
@@ -127,7 +128,7 @@ def _remove_worktree(repo: Any, path: Path, force: bool) -> str | None:
         shutil.rmtree(path, ignore_errors=True)
         if repo is not None:
             _forget(repo, path)
-    return "could not be removed" if path.exists() else None
+    return None
 
 
 def _forget(repo: Any, path: Path) -> None:
@@ -159,77 +160,87 @@ def clean_runs(store: Store, settings: Settings, run_ids: list[str] | None = Non
                force: bool = False, dry_run: bool = False) -> list[Cleaned]:
     """Clean the given runs (ids or unique prefixes), else every finished run of this user;
     see the module doc."""
-    from loopmeter.agents.runs import attempts_of
+    from sqlmodel import select
+
     from loopmeter.store import Run
 
     runs = _candidates(store, settings, run_ids, older_than_days)
     with store.session() as s:
-        from sqlmodel import select
-
         other_repos = [Path(r).resolve() for r in s.exec(select(Run.repo)) if r]  # type: ignore[call-overload]
-    worktrees_dir = settings.worktrees_dir.resolve()
     out = []
     for run in runs:
-        done = Cleaned(run.id, run.status)
-        out.append(done)
         current = store.get(Run, run.id)  # read again: a `resume` may have started meanwhile
-        status = current.status if current is not None else run.status
-        if status in LIVE:
-            done.skipped = f"run is {status}: resume, approve or deny it first"
-            continue
-        if not _SAFE_ID.fullmatch(run.id):
+        done = Cleaned(run.id, current.status if current is not None else run.status)
+        if done.status in LIVE:
+            done.skipped = f"run is {done.status}: resume, approve or deny it first"
+        elif not _SAFE_ID.fullmatch(run.id):
             done.skipped = f"run id {run.id!r} cannot name a folder"
-            continue
-        run_dir = worktrees_dir / run.id
-        repo = _repo(run.repo)
-        attempts = attempts_of(store, run.id)
-        staying: set[str] = set()  # attempts whose worktree stays: their branches stay too
-        for a in attempts:
-            if not a.worktree or not Path(a.worktree).exists():
-                continue
-            path = Path(a.worktree).resolve()
-            why = _why_not(path, run_dir, other_repos, force)
-            size = 0 if why else _size(path)
-            if why is None and not dry_run:
-                why = _remove_worktree(repo, path, force)
-            if why is not None:
-                staying.add(a.id)
-                (done.errors if why.startswith("could not") else done.kept).append(f"{a.worktree}: {why}")
-                continue
-            done.worktrees.append(str(path))
-            done.bytes += size
-        if not dry_run and run_dir.is_dir():
-            try:
-                run_dir.rmdir()  # only when it is empty
-            except OSError:
-                pass
-        if branches and repo is not None:
-            existing = {h.name for h in repo.branches}  # type: ignore[attr-defined]
-            for a in attempts:
-                if (a.id in staying or not a.branch or not a.branch.startswith(f"loopmeter/{run.id}/")
-                        or a.branch not in existing):
-                    continue
-                if not dry_run:
-                    import git
-
-                    try:
-                        repo.git.branch("-D", a.branch)
-                    except git.GitCommandError as exc:
-                        done.errors.append(f"branch {a.branch}: {(exc.stderr or str(exc)).strip()}")
-                        continue
-                done.branches.append(a.branch)
-        made = (settings.home / "repos" / run.id).resolve()
-        if repos and run.repo and Path(run.repo).resolve() == made and made.is_dir():
-            if staying:
-                done.kept.append(f"{made}: stays with the worktrees that stay")
-            elif any(path != made and made in path.parents for path in other_repos):
-                done.kept.append(f"{made}: holds another run's repository")
-            else:
-                size = _size(made)
-                if not dry_run:
-                    shutil.rmtree(made, ignore_errors=True)
-                if made.exists() and not dry_run:
-                    done.errors.append(f"{made}: could not be removed")
-                else:
-                    done.repo, done.bytes = str(made), done.bytes + size
+        else:
+            _clean_run(store, settings, run, done, other_repos, branches=branches, repos=repos, force=force,
+                       dry_run=dry_run)
+        out.append(done)
     return out
+
+
+def _clean_run(store: Store, settings: Settings, run: Any, done: Cleaned, other_repos: list[Path], *,
+               branches: bool, repos: bool, force: bool, dry_run: bool) -> None:
+    from loopmeter.agents.runs import attempts_of
+
+    run_dir = settings.worktrees_dir.resolve() / run.id
+    repo = _repo(run.repo)
+    attempts = attempts_of(store, run.id)
+    staying: set[str] = set()  # attempts whose worktree stays: their branches stay too
+    for a in attempts:
+        if not a.worktree or not Path(a.worktree).exists():
+            continue
+        path = Path(a.worktree).resolve()
+        why = _why_not(path, run_dir, other_repos, force)
+        size = 0 if why else _size(path)
+        if why is None and not dry_run:
+            why = _remove_worktree(repo, path, force)
+            if why is None and path.exists():
+                done.errors.append(f"{a.worktree}: could not be removed")
+                staying.add(a.id)
+                continue
+        if why is not None:
+            done.kept.append(f"{a.worktree}: {why}")
+            staying.add(a.id)
+            continue
+        done.worktrees.append(str(path))
+        done.bytes += size
+    if not dry_run and run_dir.is_dir():
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # only when it is empty
+    if branches and repo is not None:
+        _drop_branches(repo, run.id, [a for a in attempts if a.id not in staying], done, dry_run)
+    made = (settings.home / "repos" / run.id).resolve()
+    if repos and run.repo and Path(run.repo).resolve() == made and made.is_dir():
+        if staying:
+            done.kept.append(f"{made}: stays with the worktrees that stay")
+        elif any(path != made and made in path.parents for path in other_repos):
+            done.kept.append(f"{made}: holds another run's repository")
+        else:
+            size = _size(made)
+            if not dry_run:
+                shutil.rmtree(made, ignore_errors=True)
+            if made.exists() and not dry_run:
+                done.errors.append(f"{made}: could not be removed")
+            else:
+                done.repo, done.bytes = str(made), done.bytes + size
+
+
+def _drop_branches(repo: Any, run_id: str, attempts: list[Any], done: Cleaned, dry_run: bool) -> None:
+    """Delete the attempts' branches, only those named `loopmeter/<run id>/...`."""
+    import git
+
+    existing = {h.name for h in repo.branches}
+    for a in attempts:
+        if not (a.branch and a.branch.startswith(f"loopmeter/{run_id}/") and a.branch in existing):
+            continue
+        if not dry_run:
+            try:
+                repo.git.branch("-D", a.branch)
+            except git.GitCommandError as exc:
+                done.errors.append(f"branch {a.branch}: {(exc.stderr or str(exc)).strip()}")
+                continue
+        done.branches.append(a.branch)
