@@ -62,10 +62,10 @@ def usage(
     for s in sources:
         if s not in SOURCE_GROUPS:
             raise LoopmeterError(f"unknown source {s!r}", hint=f"one of {', '.join(SOURCE_GROUPS)}")
-    q = Query(period=period, since=_date(since, "--since"), until=_date(until, "--until"),
-              tz=timezone or load_settings().timezone, sources=sources, project=project)
-    resolve_tz(q.tz)  # an unknown zone fails here, before any log is read
     settings = load_settings()
+    q = Query(period=period, since=_date(since, "--since"), until=_date(until, "--until"),
+              tz=timezone or settings.timezone, sources=sources, project=project)
+    resolve_tz(q.tz)  # an unknown zone fails here, before any log is read
     db_url = settings.db_url
     ingest_report = None
     store = None
