@@ -15,10 +15,9 @@ if TYPE_CHECKING:
 def apply_attempt(store: Store, run_id: str, attempt_id: str | None = None, cwd: Path | None = None
                   ) -> tuple[str, str]:
     """(commit sha, branch applied). Records applied_at on the attempt and an outcome row."""
-    import git
-
     from loopmeter.agents.runs import attempts_of, find_run
-    from loopmeter.agents.worktree import GIT_IDENTITY, open_repo
+    from loopmeter.agents.worktree import open_repo
+    from loopmeter.hostgit import GitError, HostGit, repo_layout
     from loopmeter.store import Outcome
 
     run = find_run(store, run_id)
@@ -41,38 +40,30 @@ def apply_attempt(store: Store, run_id: str, attempt_id: str | None = None, cwd:
     if not target.head_commit or not target.branch:
         raise LoopmeterError(f"{target.id} has no commit to apply", hint="its attempt did not finish")
     repo = open_repo(Path(run.repo or cwd or "."))
-    if repo.is_dirty(untracked_files=False):
+    git = HostGit(repo_layout(Path(repo.working_tree_dir or ".")))
+    if git("status", "--porcelain", "--untracked-files=no", "--ignore-submodules=all").strip():
         raise LoopmeterError(f"{repo.working_tree_dir} has uncommitted changes",
                              hint="commit or stash them first, then apply again")
     title = (run.task or "").strip().splitlines()[0][:72] if run.task else "loopmeter run"
     agent = target.agent + (f":{target.model}" if target.model else "")
     message = (f"{title}\n\nBy {agent} in loopmeter run {run.id}, attempt {target.id} "
                f"({target.iterations} iteration(s)).\n\nLoopmeter-Run: {run.id}\nLoopmeter-Attempt: {target.id}\n")
-    env = {} if _has_identity(repo) else GIT_IDENTITY
     try:
-        with repo.git.custom_environment(**env):
-            repo.git.merge("--squash", target.head_commit)
-            if not repo.git.diff("--cached", "--name-only"):
-                raise LoopmeterError(f"{target.id} changes nothing against the current branch")
-            repo.git.commit("-q", "--no-verify", "-m", message)
-    except git.GitCommandError as exc:
-        repo.git.reset("--merge")
-        raise LoopmeterError(f"cannot merge {target.branch}: {exc.stderr.strip() or exc}",
+        # the attempt's files came out of a sandbox: merge drivers and filters they name run nothing
+        git("merge", "--squash", "--no-verify", target.head_commit)
+        if not git("diff-index", "--cached", "--name-only", "HEAD", "--").strip():
+            git("reset", "-q", "--merge")
+            raise LoopmeterError(f"{target.id} changes nothing against the current branch")
+        git("commit", "-q", "--no-verify", "-m", message, env=git.identity())
+    except GitError as exc:
+        git("reset", "-q", "--merge", check=False)
+        raise LoopmeterError(f"cannot merge {target.branch}: {exc.stderr or exc.message}",
                              hint="resolve the conflict by hand: git merge --squash " + target.branch) from exc
-    sha = repo.head.commit.hexsha
+    sha = git("rev-parse", "HEAD").strip()
     now = utcnow()
     target.applied_at = now
-    branch = repo.active_branch.name if not repo.head.is_detached else None
+    branch = git("symbolic-ref", "-q", "--short", "HEAD", check=False).strip() or None
     store.save(target, Outcome(sha=sha, run_id=run.id, attempt_id=target.id, repo=run.repo, branch=branch,
                                committed_at=now, merged_at=now))
     return sha, target.branch
 
-
-def _has_identity(repo: object) -> bool:
-    import git
-
-    try:
-        reader = repo.config_reader()  # type: ignore[attr-defined]
-        return bool(reader.get_value("user", "email", ""))
-    except (git.GitCommandError, KeyError, ValueError, OSError):
-        return False

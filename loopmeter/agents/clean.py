@@ -64,14 +64,15 @@ def _size(path: Path) -> int:
 
 
 def _repo(path: str | None) -> Any:
-    """The git repository at `path`, or None when it is gone or is not one."""
+    """host git for the repository at `path` (see loopmeter.hostgit), or None when it is gone or is not one."""
     if not path or not Path(path).is_dir():
         return None
-    import git
+    from loopmeter.errors import LoopmeterError
+    from loopmeter.hostgit import HostGit, repo_layout
 
     try:
-        return git.Repo(path)
-    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return HostGit(repo_layout(Path(path)))
+    except LoopmeterError:
         return None
 
 
@@ -95,37 +96,40 @@ def _candidates(store: Store, settings: Settings, run_ids: list[str] | None,
     return runs
 
 
-def _changes(worktree: Path) -> str | None:
+def _changes(repo: Any, worktree: Path) -> str | None:
     """What the worktree holds beyond its last commit (a check's caches aside), or None."""
-    import git
-
     from loopmeter.agents.worktree import CACHE_EXCLUDES
+    from loopmeter.errors import LoopmeterError
+    from loopmeter.hostgit import HostGit, worktree_layout
 
+    if repo is None:
+        return "its repository is gone"
     try:
-        out = git.Repo(worktree).git.status("--porcelain", "--untracked-files=all", "--", ".", *CACHE_EXCLUDES)
-    except (git.GitCommandError, git.InvalidGitRepositoryError, git.NoSuchPathError) as exc:
-        return f"cannot read its status ({exc})"
+        git = HostGit(worktree_layout(repo.layout.work_tree, worktree))
+        out = git("status", "--porcelain", "--untracked-files=all", "--ignore-submodules=all", "--", ".",
+                  *CACHE_EXCLUDES)
+    except LoopmeterError as exc:
+        return f"cannot read its status ({exc.message})"
     lines = out.splitlines()
     return None if not lines else f"{len(lines)} changed file{'s' if len(lines) != 1 else ''}"
 
 
 def _remove_worktree(repo: Any, path: Path, force: bool) -> str | None:
     """Remove one worktree; why it stays (a lock), else None (check that it is gone)."""
-    import git
-
     from loopmeter.agents.worktree import _WORKTREE_LOCK
+    from loopmeter.hostgit import GitError, remove_path
 
     if repo is not None:
         with _WORKTREE_LOCK:
             try:
                 # one --force: the check's caches go; two: a `git worktree lock` is overridden
-                repo.git.worktree("remove", *(["--force", "--force"] if force else ["--force"]), str(path))
-            except git.GitCommandError as exc:
-                if "locked" in (exc.stderr or "") and not force:
+                repo("worktree", "remove", *(["--force", "--force"] if force else ["--force"]), str(path))
+            except GitError as exc:
+                if "locked" in exc.stderr and not force:
                     return "locked (git worktree lock); --force removes it"
                 # else: not a worktree of that repository (moved, broken link): removed by hand
-    if path.exists():
-        shutil.rmtree(path, ignore_errors=True)
+    if os.path.lexists(path):
+        remove_path(path)
         if repo is not None:
             _forget(repo, path)
     return None
@@ -134,7 +138,7 @@ def _remove_worktree(repo: Any, path: Path, force: bool) -> str | None:
 def _forget(repo: Any, path: Path) -> None:
     """Drop the repository's record of the worktree at `path` (and no other: `git worktree
     prune` would also drop the user's own worktrees that are only out of reach)."""
-    admin = Path(repo.common_dir) / "worktrees"
+    admin = repo.layout.common_dir / "worktrees"
     for entry in admin.glob("*/gitdir") if admin.is_dir() else []:
         try:
             if Path(entry.read_text().strip()).resolve().parent == path:
@@ -143,13 +147,13 @@ def _forget(repo: Any, path: Path) -> None:
             continue
 
 
-def _why_not(path: Path, run_dir: Path, other_repos: list[Path], force: bool) -> str | None:
+def _why_not(repo: Any, path: Path, run_dir: Path, other_repos: list[Path], force: bool) -> str | None:
     """Why a worktree must stay (None: it may go)."""
     if path.parent != run_dir:
         return f"not in {run_dir}"
     if any(r == path or path in r.parents for r in other_repos):
         return "holds a run's repository"
-    changes = _changes(path)
+    changes = _changes(repo, path)
     if changes is not None and not force:
         return f"{changes}; --force removes it"
     return None
@@ -194,7 +198,7 @@ def _clean_run(store: Store, settings: Settings, run: Any, done: Cleaned, other_
         if not a.worktree or not Path(a.worktree).exists():
             continue
         path = Path(a.worktree).resolve()
-        why = _why_not(path, run_dir, other_repos, force)
+        why = _why_not(repo, path, run_dir, other_repos, force)
         size = 0 if why else _size(path)
         if why is None and not dry_run:
             why = _remove_worktree(repo, path, force)
@@ -231,16 +235,16 @@ def _clean_run(store: Store, settings: Settings, run: Any, done: Cleaned, other_
 
 def _drop_branches(repo: Any, run_id: str, attempts: list[Any], done: Cleaned, dry_run: bool) -> None:
     """Delete the attempts' branches, only those named `loopmeter/<run id>/...`."""
-    import git
+    from loopmeter.hostgit import GitError
 
-    existing = {h.name for h in repo.branches}
+    existing = set(repo("for-each-ref", "--format=%(refname:short)", "refs/heads/").split())
     for a in attempts:
         if not (a.branch and a.branch.startswith(f"loopmeter/{run_id}/") and a.branch in existing):
             continue
         if not dry_run:
             try:
-                repo.git.branch("-D", a.branch)
-            except git.GitCommandError as exc:
-                done.errors.append(f"branch {a.branch}: {(exc.stderr or str(exc)).strip()}")
+                repo("branch", "-D", a.branch)
+            except GitError as exc:
+                done.errors.append(f"branch {a.branch}: {exc.stderr or exc.message}")
                 continue
         done.branches.append(a.branch)

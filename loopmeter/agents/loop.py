@@ -322,9 +322,11 @@ class _Runtime:
         self.stop_reasons: dict[str, str] = {}
         _active[run_id] = self
         self.telemetry = setup(store)
-        self.runner = _TracedRunner(make_runner(config["sandbox"], store=store), self.telemetry.tracer)
+        self.runner = _TracedRunner(make_runner(config["sandbox"], store=store), self.telemetry.tracer,
+                                    self.git_layout)
         self.task = _load_task(config.get("task"))
         self._lock = threading.Lock()
+        self._layouts: dict[str, Any] = {}
         self._conn: Any = None
         # the run's driven time: what earlier drives recorded, plus this one's (see run_wall_s)
         self._active_before: float | None = None
@@ -560,6 +562,19 @@ class _Runtime:
         self.cancel.set()
         for event in list(self.stop_events.values()):
             event.set()
+
+    def git_layout(self, workdir: Path) -> Any:
+        """The git layout of one of this run's worktrees, from the repository's own records."""
+        from loopmeter.hostgit import worktree_layout
+
+        key = os.path.abspath(workdir)
+        with self._lock:
+            if key not in self._layouts:
+                try:
+                    self._layouts[key] = worktree_layout(Path(self.config["repo"]), Path(key))
+                except LoopmeterError:
+                    self._layouts[key] = None  # not a worktree of the run's repository: the runner checks it
+            return self._layouts[key]
 
     def stop_event(self, attempt_id: str) -> threading.Event:
         with self._lock:
@@ -935,10 +950,11 @@ class _AttemptSteps:
         rt = self.rt
         row = self._row(state["attempt_id"])
         head = diff = None
+        repo, worktree = Path(rt.config["repo"]), Path(row.worktree)
         try:
-            head = commit_all(Path(row.worktree), f"loopmeter: {row.agent} attempt {row.id}\n\nLoopmeter-Run: "
+            head = commit_all(repo, worktree, f"loopmeter: {row.agent} attempt {row.id}\n\nLoopmeter-Run: "
                               f"{rt.run_id}\nLoopmeter-Attempt: {row.id}")
-            diff = diffstat(Path(row.worktree), row.base_commit)
+            diff = diffstat(repo, worktree, row.base_commit)
         except Exception as exc:  # a git failure must not lose the attempt's record
             state = {**state, "stop_reason": f"{state.get('stop_reason')}; commit failed: {exc}"}
         totals = rt.totals(row.id)
@@ -999,11 +1015,13 @@ def _install_sigint(cancel: Callable[[], None]) -> Callable[[], Any]:
 
 
 class _TracedRunner:
-    """The sandbox runner, with a `sandbox.exec` span around every command."""
+    """The sandbox runner, with a `sandbox.exec` span around every command and the git
+    layout of the run's worktrees from loopmeter's records (see hostgit)."""
 
-    def __init__(self, inner: Any, tracer: Any):
+    def __init__(self, inner: Any, tracer: Any, git_layout: Callable[[Path], Any]):
         self.inner = inner
         self.tracer = tracer
+        self.git_layout = git_layout
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -1017,6 +1035,8 @@ class _TracedRunner:
             attrs[RUN_ID] = kw["run_id"]
         if kw.get("attempt_id"):
             attrs[ATTEMPT_ID] = kw["attempt_id"]
+        if kw.get("git") is None and kw.get("workdir") is not None:
+            kw["git"] = self.git_layout(Path(kw["workdir"]))
         with self.tracer.start_as_current_span("sandbox.exec", attributes=attrs) as span:
             res = self.inner.run(argv, **kw)
             span.set_attribute("process.exit.code", res.exit_code)

@@ -1,7 +1,9 @@
-"""Git worktrees per attempt (GitPython): one branch `loopmeter/<run>/<agent>[-n]` each.
+"""Git worktrees per attempt: one branch `loopmeter/<run>/<agent>[-n]` each.
 
 Commits made here (an attempt's changes, `apply`) come from the host, never from
-inside the sandbox, where the repository's git directory is read-only.
+inside the sandbox, where the repository's git directory is read-only; they go
+through `hostgit`, which takes the git dir from the repository's records, never
+from the worktree.
 """
 
 from __future__ import annotations
@@ -14,16 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loopmeter.errors import LoopmeterError
+from loopmeter.hostgit import GIT_IDENTITY
 
 if TYPE_CHECKING:
     import git
 
-GIT_IDENTITY = {
-    "GIT_AUTHOR_NAME": "loopmeter",
-    "GIT_AUTHOR_EMAIL": "loopmeter@localhost",
-    "GIT_COMMITTER_NAME": "loopmeter",
-    "GIT_COMMITTER_EMAIL": "loopmeter@localhost",
-}
+    from loopmeter.hostgit import HostGit
+
+__all__ = ["GIT_IDENTITY", "CACHE_EXCLUDES", "attempt_git", "commit_all", "create_worktree", "diffstat",
+           "open_repo", "remove_worktree", "repo_from_dir"]
+
 # byproducts of running a check, not the agent's work
 CACHE_EXCLUDES = (":(exclude,glob)**/__pycache__/**", ":(exclude,glob)**/.pytest_cache/**", ":(exclude,glob)**/*.pyc")
 # `git worktree add/remove` on one repository from two threads at once races on
@@ -53,11 +55,16 @@ def open_repo(path: Path) -> git.Repo:
 
 
 def repo_from_dir(source: Path, dest: Path | None = None) -> Path:
-    """Copy `source` (a task's repo/) to a fresh git repository with one commit."""
+    """Copy `source` (a task's repo/) to a fresh git repository with one commit.
+
+    Links in it are copied as links, never followed; a `.git` in it is refused (evals.task.copy_task_repo)."""
     import git
 
+    from loopmeter.evals.task import copy_task_repo
+
     dest = Path(tempfile.mkdtemp(prefix="loopmeter-task-")) / "repo" if dest is None else dest
-    shutil.copytree(source, dest, dirs_exist_ok=True)
+    dest.mkdir(parents=True, exist_ok=True)
+    copy_task_repo(source, dest)
     repo = git.Repo.init(dest, initial_branch="main")
     with repo.git.custom_environment(**GIT_IDENTITY):
         repo.git.add("-A", "--force")
@@ -79,39 +86,43 @@ def branch_name(run_id: str, agent: str, used: set[str]) -> str:
 
 
 def create_worktree(repo_path: Path, base_commit: str, branch: str, dest: Path) -> Path:
-    """A worktree at `dest` on a new branch from `base_commit`; reused when it already exists."""
-    import git
+    """A worktree at `dest` on a new branch from `base_commit`; reused when it already exists
+    as a worktree of `repo_path` (by the repository's own list, not by what `dest` says)."""
+    from loopmeter.hostgit import HostGit, repo_layout, restore_dotgit, worktree_layout
 
-    repo = git.Repo(repo_path)
-    if dest.exists() and (dest / ".git").exists():
+    if dest.exists():
+        layout = worktree_layout(repo_path, dest)  # raises when the folder is not one of its worktrees
+        restore_dotgit(layout)
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
+    git = HostGit(repo_layout(repo_path))
     with _WORKTREE_LOCK:
-        existing = {h.name for h in repo.branches}  # type: ignore[attr-defined]
-        if branch in existing:
-            repo.git.worktree("add", "--force", str(dest), branch)
+        if git("branch", "--list", branch).strip():
+            git("worktree", "add", "--force", str(dest), branch)
         else:
-            repo.git.worktree("add", "-b", branch, str(dest), base_commit)
+            git("worktree", "add", "-b", branch, str(dest), base_commit)
     return dest
 
 
-def commit_all(worktree: Path, message: str) -> str:
+def attempt_git(repo_path: Path, worktree: Path) -> HostGit:
+    """git for an attempt's worktree, its git dir from the repository's records."""
+    from loopmeter.hostgit import HostGit, worktree_layout
+
+    return HostGit(worktree_layout(repo_path, worktree))
+
+
+def commit_all(repo_path: Path, worktree: Path, message: str) -> str:
     """Commit everything changed in the worktree (if anything); return the head sha."""
-    import git
-
-    repo = git.Repo(worktree)
-    with repo.git.custom_environment(**GIT_IDENTITY):
-        repo.git.add("-A", "--", ".", *CACHE_EXCLUDES)
-        if repo.git.diff("--cached", "--name-only"):
-            repo.git.commit("-q", "--no-verify", "-m", message)
-    return str(repo.head.commit.hexsha)
+    git = attempt_git(repo_path, worktree)
+    git("add", "-A", "--", ".", *CACHE_EXCLUDES)
+    if git("diff-index", "--cached", "--name-only", "HEAD", "--").strip():
+        git("commit", "-q", "--no-verify", "-m", message, env=GIT_IDENTITY)
+    return git("rev-parse", "HEAD").strip()
 
 
-def diffstat(worktree: Path, base_commit: str) -> dict[str, Any]:
+def diffstat(repo_path: Path, worktree: Path, base_commit: str) -> dict[str, Any]:
     """{files, insertions, deletions} of the worktree's HEAD against base (call after commit_all)."""
-    import git
-
-    out = git.Repo(worktree).git.diff("--numstat", base_commit, "HEAD")
+    out = attempt_git(repo_path, worktree)("diff-tree", "-r", "--numstat", base_commit, "HEAD")
     files = insertions = deletions = 0
     for line in out.splitlines():
         parts = line.split("\t")
@@ -124,10 +135,14 @@ def diffstat(worktree: Path, base_commit: str) -> dict[str, Any]:
 
 
 def remove_worktree(repo_path: Path, worktree: Path) -> None:
-    import git
+    """Remove the worktree's folder and the repository's record of it, following no link."""
+    from loopmeter.hostgit import remove_path, worktree_layout
 
-    try:
-        with _WORKTREE_LOCK:
-            git.Repo(repo_path).git.worktree("remove", "--force", str(worktree))
-    except git.GitCommandError:
-        shutil.rmtree(worktree, ignore_errors=True)
+    with _WORKTREE_LOCK:
+        try:
+            layout = worktree_layout(repo_path, worktree)
+        except LoopmeterError:
+            layout = None
+        remove_path(worktree)
+        if layout is not None:
+            remove_path(layout.git_dir)

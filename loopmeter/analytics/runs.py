@@ -110,10 +110,10 @@ def attempt_diff(repo: str | None, attempt: dict[str, Any], max_chars: int = 200
     head = attempt.get("head_commit") or attempt.get("branch")
     if not base or not head:
         return None
-    import git
+    from loopmeter.hostgit import HostGit, repo_layout
 
     try:
-        text = git.Repo(repo).git.diff(base, head)
+        text = HostGit(repo_layout(Path(repo)))("diff", "--no-ext-diff", "--no-textconv", base, head, "--")
     except Exception:  # noqa: BLE001 - a missing branch or commit means no diff to show
         return None
     return text[:max_chars]

@@ -117,11 +117,17 @@ def _validate_agents(specs: list[Any], api_base: str | None) -> None:
 
 
 def _note_uncommitted(repo: Path) -> None:
-    import subprocess
+    from loopmeter.agents.worktree import open_repo
+    from loopmeter.errors import LoopmeterError
+    from loopmeter.hostgit import HostGit, repo_layout
 
-    out = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                         capture_output=True, text=True, check=False)
-    if out.returncode == 0 and out.stdout.strip():
+    try:
+        top = Path(open_repo(repo).working_tree_dir or repo)
+        dirty = HostGit(repo_layout(top))("status", "--porcelain", "--untracked-files=no",
+                                           "--ignore-submodules=all", check=False).strip()
+    except LoopmeterError:
+        return
+    if dirty:
         typer.echo("note: uncommitted changes are not seen by the agents (they start from HEAD)", err=True)
 
 

@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from loopmeter.hostgit import GitLayout, checkout_layout, restore_dotgit
 from loopmeter.records import ExecResult
 from loopmeter.sandbox.limits import launcher_argv, make_cgroup
 from loopmeter.sandbox.runner import Runner
@@ -45,7 +46,8 @@ class BwrapRunner(Runner):
               env: dict[str, str] | None = None, secrets: dict[str, str] | None = None,
               extra_allow: tuple[str, ...] | list[str] = (), home: Path | None = None,
               extra_ro: list[Path] | None = None, extra_rw: list[Path] | None = None,
-              proxy_dir: Path | None = None) -> tuple[SandboxSpec, dict[str, str], list[str]]:
+              proxy_dir: Path | None = None, git: GitLayout | None = None
+              ) -> tuple[SandboxSpec, dict[str, str], list[str]]:
         """The spec (deterministic; no secrets) plus the secrets to hand over and those refused."""
         lm_home = _loopmeter_home()
         inner_home = Path(home).resolve() if home is not None else host_home()
@@ -70,7 +72,8 @@ class BwrapRunner(Runner):
                            extra_ro=[Path(p).resolve() for p in ro],
                            extra_rw=[Path(p).resolve() for p in (extra_rw or [])],
                            data_dirs=[p.resolve() for p in data_dirs], hide_extra=[lm_home],
-                           empty_file=_empty_file(lm_home))
+                           empty_file=_empty_file(lm_home),
+                           git=git if git is not None else checkout_layout(workdir))
         return spec, handed, refused
 
     def _run(self, argv: list[str], **kw: Any) -> ExecResult:
@@ -90,7 +93,8 @@ class BwrapRunner(Runner):
             spec, handed, refused = self.build(
                 argv, workdir=kw["workdir"], policy=policy, role=kw["role"], actor=kw["actor"], env=kw["env"],
                 secrets=kw["secrets"], extra_allow=kw["extra_allow"], home=kw["home"], extra_ro=kw["extra_ro"],
-                extra_rw=kw["extra_rw"], proxy_dir=proxy.dir if proxy else None)
+                extra_rw=kw["extra_rw"], proxy_dir=proxy.dir if proxy else None, git=kw["git"])
+            self._check_git(ctx, spec)
             self._audit(ctx, layer="policy", action="exec", target=shlex.join(argv),
                         decision="allow", rule_id=kw["exec_rule"],
                         detail={"runner": "bwrap", "role": kw["role"], "workdir": str(spec.workdir),
@@ -142,6 +146,19 @@ class BwrapRunner(Runner):
             result.stderr += "".join(f"loopmeter: denied {d['action']} {d['target']}: {d['reason']}\n"
                                      for d in result.denials)
         return result
+
+    def _check_git(self, ctx: dict[str, Any], spec: SandboxSpec) -> None:
+        """Before the sandbox starts: put back a worktree `.git` that earlier sandboxed code
+        rewrote, and note a `.git` whose pointers loopmeter does not follow."""
+        dotgit = spec.workdir / ".git"
+        if spec.git is not None and restore_dotgit(spec.git):
+            self._denial(ctx, layer="policy", action="git", target=str(dotgit), rule_id="git.pointer",
+                         reason="the worktree's .git did not match loopmeter's records; restored")
+        elif spec.git is None and os.path.lexists(dotgit):
+            self._audit(ctx, layer="policy", action="git", target=str(dotgit), decision="deny",
+                        rule_id="git.untrusted",
+                        detail={"reason": ".git points where its repository does not point back, or is a link: "
+                                          "its git dirs are not mounted"})
 
     # -- records ----------------------------------------------------------------
     def _denial(self, ctx: dict[str, Any], *, layer: str, action: str, target: str, rule_id: str, reason: str,

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from loopmeter.hostgit import GitLayout
 from loopmeter.policies.policy import Policy
 from loopmeter.records import ExecResult
 from loopmeter.sandbox.errors import SandboxUnavailable
@@ -79,7 +80,9 @@ class Runner:
             extra_allow: Sequence[str] = (), home: Path | None = None,
             extra_ro_binds: Sequence[Path] = (), extra_rw_binds: Sequence[Path] = (),
             stdin: str | None = None, cancel: threading.Event | None = None,
-            on_output: Callable[[str, str], None] | None = None) -> ExecResult:
+            on_output: Callable[[str, str], None] | None = None, git: GitLayout | None = None) -> ExecResult:
+        """`git`: the workdir's git layout from loopmeter's records (hostgit); without it a
+        workdir's own git pointers are used only when they all agree (`checkout_layout`)."""
         if role not in ("agent", "check"):
             from loopmeter.errors import LoopmeterError
 
@@ -113,7 +116,7 @@ class Runner:
         return self._run(argv, ctx=ctx, workdir=workdir, policy=policy, role=role, actor=actor, env=env,
                          secrets=secrets, timeout_s=limit_s, extra_allow=extra_allow, home=home,
                          extra_ro=list(extra_ro_binds), extra_rw=list(extra_rw_binds), stdin=stdin,
-                         cancel=cancel, on_output=on_output, exec_rule=decision.rule_id)
+                         cancel=cancel, on_output=on_output, exec_rule=decision.rule_id, git=git)
 
     def _run(self, argv: list[str], **kw: Any) -> ExecResult:  # pragma: no cover - overridden
         raise NotImplementedError

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from loopmeter.hostgit import GitLayout
 from loopmeter.policies.policy import Policy
 
 PROXY_PORT = 3128
@@ -33,6 +34,7 @@ class SandboxSpec:
     data_dirs: list[Path] = field(default_factory=list)
     hide_extra: list[Path] = field(default_factory=list)  # e.g. LOOPMETER_HOME
     empty_file: Path | None = None  # an empty read-only file used to hide files
+    git: GitLayout | None = None  # the workdir's git layout, checked by loopmeter (see loopmeter.hostgit)
 
 
 def host_home() -> Path:
@@ -83,26 +85,17 @@ def expand(entry: str, spec: SandboxSpec) -> list[Path]:
     return [Path(path)]
 
 
-def git_binds(workdir: Path, readonly: Sequence[str]) -> list[str]:
-    """.git/hooks and .git/config read-only; for a linked worktree, its main git dir read-only."""
-    dotgit = workdir / ".git"
+def git_binds(spec: SandboxSpec) -> list[str]:
+    """The workdir's `.git` (file or folder) read-only, and for a linked worktree the
+    repository's git dir read-only too (config, hooks, info, commondir, every worktree's
+    gitdir pointer). Which folders come from `spec.git`, a layout loopmeter checked
+    before the sandbox started; a `.git` that is a link is never a bind source."""
+    dotgit = spec.workdir / ".git"
     args: list[str] = []
-    if dotgit.is_dir():
-        for name in readonly:
-            if (dotgit / name).exists():
-                args += ["--ro-bind", str(dotgit / name), str(dotgit / name)]
-    elif dotgit.is_file():
-        text = dotgit.read_text().strip()
-        if text.startswith("gitdir:"):
-            gitdir = Path(text.split(":", 1)[1].strip())
-            if not gitdir.is_absolute():
-                gitdir = (workdir / gitdir).resolve()
-            common = gitdir
-            if (gitdir / "commondir").is_file():
-                common = (gitdir / (gitdir / "commondir").read_text().strip()).resolve()
-            if not _under(gitdir, common):
-                args += ["--ro-bind", str(gitdir), str(gitdir)]
-            args += ["--ro-bind", str(common), str(common)]
+    if spec.git is not None and spec.git.linked:
+        args += ["--ro-bind", str(spec.git.common_dir), str(spec.git.common_dir)]
+    if os.path.lexists(dotgit) and not os.path.islink(dotgit):
+        args += ["--ro-bind", str(dotgit), str(dotgit)]
     return args
 
 
@@ -143,9 +136,13 @@ def bwrap_argv(spec: SandboxSpec, command: Sequence[str], bwrap: str = "bwrap",
     argv += ["--bind", str(spec.workdir), str(spec.workdir)]
     for p in spec.extra_rw:
         argv += ["--bind", str(p), str(p)]
+    argv += git_binds(spec)  # after every writable bind, so nothing under .git is writable
     visible = [*mounted, spec.workdir, *spec.extra_ro, *spec.extra_rw, *spec.data_dirs]
     if spec.home_bind:
         visible.append(spec.home)
+    if spec.git is not None and spec.git.linked:
+        visible.append(spec.git.common_dir)
+    # hidden paths last: no bind before them, whatever the worktree says, can show what they cover
     for entry in [*fs.hidden, *map(str, spec.hide_extra)]:
         for p in expand(entry, spec):
             if not os.path.lexists(p) or not any(_under(p, v) for v in visible):
@@ -156,7 +153,6 @@ def bwrap_argv(spec: SandboxSpec, command: Sequence[str], bwrap: str = "bwrap",
                 argv += ["--tmpfs", str(p), "--remount-ro", str(p)]
             elif spec.empty_file is not None:
                 argv += ["--ro-bind", str(spec.empty_file), str(p)]
-    argv += git_binds(spec.workdir, fs.git_readonly)
     if spec.proxy_dir is not None:
         argv += ["--ro-bind", str(spec.proxy_dir), SANDBOX_RUN]
     for key in sorted(spec.env):
