@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from loopmeter.policies import Policy, parse_policy
+from loopmeter.sandbox.gitprobe import git_dirs_read_only, host_git_not_redirected
 
 SELFTEST_POLICY = """\
 name: selftest
@@ -94,7 +95,7 @@ def run_selftest(runner: Any, audit_count: Callable[[], int] | None = None) -> l
         canary = "sk-canary-" + uuid.uuid4().hex
         with _env(HOME=str(home), **{CANARY_VAR: canary, "ANTHROPIC_API_KEY": canary}):
             for fn in (_fs_write, _home_secret, _host_loopback, _proxy, _dns, _caps, _fork_bomb, _cpu_and_sleeper,
-                       _env_canary):
+                       _env_canary, git_dirs_read_only, host_git_not_redirected):
                 try:
                     checks.append(fn(runner, policy, work, secret, canary, audit_count))
                 except Exception as exc:  # noqa: BLE001 - a crashed check is a failed check

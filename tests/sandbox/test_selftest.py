@@ -10,7 +10,7 @@ from loopmeter.sandbox.selftest import run_selftest
 from tests.conftest import loopmeter_cmd
 
 EXPECTED = {"write-outside-workdir", "home-secret", "host-loopback", "egress-proxy", "dns", "capabilities",
-            "fork-bomb", "cpu-and-wall-clock", "env-canary"}
+            "fork-bomb", "cpu-and-wall-clock", "env-canary", "git-dirs-read-only", "git-pointer-not-followed"}
 
 
 def test_every_selftest_check_passes_with_its_control(runner, store, audit) -> None:
