@@ -1,70 +1,46 @@
-"""Verify: the task's tests are put into the worktree only for the check, then taken out again."""
+"""Verify: the task's tests are put into the worktree only for the check, then taken out again.
+
+The check is hostile code running in the sandbox with the worktree writable: it can replace
+`tests/` or anything in it with a link to a host path. Copying in and out goes through
+loopmeter.safefs (see evals/task.py), so no link is followed and nothing outside the worktree
+is written or deleted; what could not be restored safely ends the attempt with an error.
+"""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from loopmeter.evals.task import install_test_dir, remove_leftover_tests, remove_tests
+from loopmeter.safefs import UnsafePath
 
 TAIL_CHARS = 4000
 
 
 @contextmanager
 def task_tests_in(worktree: Path, tests_dir: Path | None) -> Iterator[None]:
-    """Copy `tests_dir` to `worktree/tests/` for the block; restore what was there before."""
+    """Copy `tests_dir` to `worktree/tests/` for the block; restore what was there before.
+
+    Raises UnsafePath before the block when a link is in the way, and after it when the check
+    left a link where loopmeter had to restore a file (the link is left alone, not followed)."""
     if tests_dir is None:
         yield
         return
-    created: list[Path] = []
-    overwritten: dict[Path, bytes] = {}
-    made_dirs: list[Path] = []
+    installed = install_test_dir(tests_dir, worktree)
     try:
-        for src in sorted(tests_dir.rglob("*")):
-            dest = worktree / "tests" / src.relative_to(tests_dir)
-            if src.is_dir():
-                if not dest.exists():
-                    dest.mkdir(parents=True)
-                    made_dirs.append(dest)
-                continue
-            if not dest.parent.exists():
-                dest.parent.mkdir(parents=True)
-                made_dirs.append(dest.parent)
-            if dest.is_file():
-                overwritten[dest] = dest.read_bytes()
-            else:
-                created.append(dest)
-            shutil.copy2(src, dest)
         yield
     finally:
-        for path in created:
-            path.unlink(missing_ok=True)
-        for path, data in overwritten.items():
-            path.write_bytes(data)
-        for path in sorted(made_dirs, key=lambda p: len(p.parts), reverse=True):
-            shutil.rmtree(path, ignore_errors=True)
-        _drop_caches(worktree / "tests")
+        problems = remove_tests(installed)
+    if problems:
+        raise UnsafePath("the check changed the task's tests into links; they were not followed: "
+                         + "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""),
+                         hint="a check may not replace tests/ (or a folder in it) with a symbolic link")
 
 
 def remove_task_tests(worktree: Path, tests_dir: Path | None) -> None:
     """Before an act: make sure no task test file is left behind (e.g. after a crash mid-check)."""
-    if tests_dir is None:
-        return
-    for src in tests_dir.rglob("*"):
-        if src.is_file():
-            dest = worktree / "tests" / src.relative_to(tests_dir)
-            if dest.is_file() and dest.read_bytes() == src.read_bytes():
-                dest.unlink()
-
-
-def _drop_caches(root: Path) -> None:
-    # the check leaves __pycache__ / .pytest_cache behind; they are not the agent's work
-    if not root.exists():
-        return
-    for cache in [*root.rglob("__pycache__"), *root.rglob(".pytest_cache")]:
-        shutil.rmtree(cache, ignore_errors=True)
-    if root.is_dir() and not any(root.iterdir()):
-        root.rmdir()
+    remove_leftover_tests(tests_dir, worktree)
 
 
 def output_tail(stdout: str, stderr: str, limit: int = TAIL_CHARS) -> str:

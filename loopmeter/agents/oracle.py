@@ -6,7 +6,6 @@ under `solution/` is copied over the worktree at the same relative path.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from loopmeter.agents.base import StepContext, StepResult
@@ -50,11 +49,7 @@ class OracleBackend:
 
 
 def copy_over(source: Path, dest: Path) -> int:
-    count = 0
-    for path in sorted(source.rglob("*")):
-        if path.is_file():
-            target = dest / path.relative_to(source)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
-            count += 1
-    return count
+    """Copy `source` over the worktree `dest`; no link in either is followed (loopmeter.safefs)."""
+    from loopmeter import safefs
+
+    return len(safefs.copy_tree(source, dest))

@@ -1,7 +1,7 @@
 """`loopmeter doctor`: what is set up and what is missing, each with a one-line hint.
 
 The `--json` keys are stable (documented in docs/troubleshooting.md):
-`version, home, config_sources, db {url, ok, schema_version, expected_schema_version, error, hint},
+`version, home, config_sources, ignored_settings [{file, key, value, reason, allow}], db {url, ok, schema_version, expected_schema_version, error, hint},
 sandbox {runner, found, path, version, userns, usable, error, hint},
 agents [{name, command, found, path, version, hint}], windsurf {headless, note},
 keys {keyring, providers [{provider, env_var, present, where}]},
@@ -10,6 +10,7 @@ prices {source, sha256, models, overrides, hint}`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -96,6 +97,7 @@ def collect() -> dict[str, Any]:
             "version": __version__,
             "home": str(settings.home),
             "config_sources": settings.sources,
+            "ignored_settings": [dataclasses.asdict(i) for i in settings.ignored],
             "db": db_f.result(),
             "sandbox": sandbox_f.result().as_dict(),
             "agents": [f.result() for f in agents_f],
@@ -122,6 +124,9 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="JSON output (s
 
     typer.echo(f"loopmeter {report['version']}")
     line(True, "home", report["home"])
+    for ignored in report["ignored_settings"]:
+        line(False, "repo setting", f"{ignored['key']} = {ignored['value']} in {ignored['file']} was ignored: "
+             f"{ignored['reason']}", ignored["allow"])
     db = report["db"]
     line(db["ok"], "store", f"{db['url']} (schema {db['schema_version']})" if db["ok"] else f"{db['url']}: {db['error']}", db["hint"])
     sb = report["sandbox"]

@@ -206,21 +206,33 @@ def list_cmd(
 @app.command("validate")
 def validate_cmd(
     suite: Annotated[str, typer.Argument(help="`gold`, a directory of tasks, or a suite.toml.")] = "gold",
-    sandbox: Annotated[str, typer.Option(help="Run checks in bwrap, or none (plain subprocess).")] = "none",
+    sandbox: Annotated[str, typer.Option(help="bwrap (default), or none: unsandboxed, warned about and audited "
+                                              "for every command.")] = "bwrap",
+    policy: Annotated[str, typer.Option(help="Sandbox policy for tasks without their own: default, strict, "
+                                             "or a YAML file.")] = "default",
     json_out: Annotated[bool, typer.Option("--json", help="JSON list (stable keys).")] = False,
 ) -> None:
-    """Check every coding task without an agent: its solution passes the check, the bare repo fails it."""
+    """Check every coding task without an agent: its solution passes the check, the bare repo fails it.
+
+    Checks run like every other check: in the sandbox, role "check", no API keys."""
+    from loopmeter.config import load_settings
     from loopmeter.evals.suite import load_suite
-    from loopmeter.evals.validate import CheckRunner, plain_check, sandbox_check, validate_task
+    from loopmeter.evals.validate import default_check, validate_task
+    from loopmeter.policies.audit import AuditLog
+    from loopmeter.sandbox import make_runner
+    from loopmeter.store import open_store
 
+    if sandbox not in ("bwrap", "none"):
+        raise LoopmeterError(f"unknown sandbox '{sandbox}'", hint="--sandbox bwrap or --sandbox none")
     loaded = load_suite(suite)
-    run_check: CheckRunner = plain_check
-    if sandbox != "none":
-        from loopmeter.policies import load_policy
-        from loopmeter.sandbox import make_runner
-
-        run_check = sandbox_check(make_runner(sandbox), load_policy("default"))
-    results = [validate_task(t, run_check) for t in loaded.tasks if t.kind == "repo"]
+    settings = load_settings()
+    store = open_store(settings.db_url)
+    runner = make_runner(sandbox, store=store,
+                         audit=AuditLog(store, settings.audit_anchor, settings.audit_anchor_copy))
+    try:
+        results = [validate_task(t, default_check(t, policy, runner)) for t in loaded.tasks if t.kind == "repo"]
+    finally:
+        store.dispose()
     rows = [{"task_id": v.task_id, "ok": v.ok, "solution_passes": v.solution_passes, "bare_fails": v.bare_fails,
              "solution_s": round(v.solution_s, 3), "bare_s": round(v.bare_s, 3)} for v in results]
     if json_out:
@@ -229,6 +241,8 @@ def validate_cmd(
         for v in results:
             typer.echo(f"{'ok  ' if v.ok else 'FAIL'} {v.task_id:<32} solution {'passes' if v.solution_passes else 'FAILS'}"
                        f", bare repo {'fails' if v.bare_fails else 'PASSES'} ({v.solution_s:.2f}s)")
+            if not v.ok and v.output.strip():
+                typer.echo(f"     {v.output.strip().splitlines()[-1][:300]}")
         for task, why in loaded.skipped:
             typer.echo(f"skip {task:<32} {why}")
     if not all(v.ok for v in results):

@@ -1,9 +1,15 @@
-"""`--sandbox none`: runs the command directly, only when asked for by name, and says so in the audit log."""
+"""`--sandbox none`: runs the command directly, only when asked for by name.
+
+Every command it runs is announced on stderr (one warning line each time, not once per
+process) and recorded in the audit log with `rule_id = sandbox.none`. Made without a store
+or an audit log, it writes to the default one: there is no silent unsandboxed run.
+"""
 
 from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +17,24 @@ from loopmeter.records import ExecResult
 from loopmeter.sandbox.runner import Runner
 from loopmeter.sandbox.spec import inner_path
 
+WARNING = "loopmeter: warning: running WITHOUT a sandbox (--sandbox none), with your user's full access: {cmd}"
+
 
 class UnsandboxedRunner(Runner):
     kind = "none"
     enforces = ("env",)
 
+    def __init__(self, *, store: Any = None, audit: Any = None):
+        super().__init__(store=store, audit=audit)
+        if self.audit is None:
+            from loopmeter.policies.audit import AuditLog
+
+            self.audit = AuditLog.default()
+
     def _run(self, argv: list[str], **kw: Any) -> ExecResult:
         ctx, policy = kw["ctx"], kw["policy"]
+        shown = "".join(c if c.isprintable() else "?" for c in shlex.join(argv))
+        print(WARNING.format(cmd=shown[:300]), file=sys.stderr, flush=True)
         home = Path(kw["home"]) if kw["home"] is not None else Path(os.path.expanduser("~"))
         env, handed, refused = self.build_env(policy, kw["role"], kw["actor"], kw["env"], kw["secrets"], home,
                                               inner_path())

@@ -96,7 +96,8 @@ def test_auth_list_shows_env_keys_without_values(tmp_path):
     assert "OPENAI_API_KEY" in out.stdout and "present (env)" in out.stdout
 
 
-DOCTOR_KEYS = {"version", "home", "config_sources", "db", "sandbox", "agents", "windsurf", "keys", "prices"}
+DOCTOR_KEYS = {"version", "home", "config_sources", "ignored_settings", "db", "sandbox", "agents", "windsurf", "keys",
+               "prices"}
 DB_KEYS = {"url", "ok", "schema_version", "expected_schema_version", "error", "hint"}
 SANDBOX_KEYS = {"runner", "found", "path", "version", "userns", "usable", "error", "hint"}
 AGENT_KEYS = {"name", "command", "found", "path", "version", "hint"}
