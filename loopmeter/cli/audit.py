@@ -1,8 +1,13 @@
-"""`loopmeter audit`: read, verify and export the hash-chained log of sandbox decisions.
+"""`loopmeter audit`: read, verify, summarise and export the hash-chained log of sandbox decisions.
 
 `audit log --json`: `[{seq, ts, sandbox_id, run_id, attempt_id, actor, layer, action, target, decision,
 rule_id, policy_sha256, detail, prev, hash}]`; `audit verify --json`: `{ok, records, head_seq, head_hash,
-first_bad_seq, reason, anchor}`.
+first_bad_seq, reason, anchor, problem}`; `audit summary RUN --json`: `{run, total, records, by_kind
+[{layer, action, count}], by_actor [{actor, count}], denials [{layer, action, target, actor, rule_id,
+decision, count, reason, first_seq, last_seq, first_ts, last_ts, policy_sha256}]}`.
+
+Text output shows targets through `loopmeter.safe_text.printable` (control characters escaped):
+a target is whatever the sandboxed code sent.
 """
 
 from __future__ import annotations
@@ -73,9 +78,11 @@ def log(
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
+    from loopmeter.safe_text import printable
+
     for r in rows:
-        typer.echo(f"{r['seq']:>6} {r['ts'][:19]} {r['layer']:<6} {r['action']:<10} {r['decision']:<5} "
-                   f"{(r['target'] or '')[:60]:<60} {r['rule_id'] or ''}")
+        typer.echo(f"{r['seq']:>6} {r['ts'][:19]} {printable(r['layer']):<6} {printable(r['action']):<10} "
+                   f"{printable(r['decision']):<5} {printable(r['target'], 60):<60} {printable(r['rule_id'])}")
     if not rows:
         typer.echo("(no audit records)")
 
@@ -96,9 +103,50 @@ def verify(json_out: Annotated[bool, typer.Option("--json", help="JSON output.")
     elif result.ok:
         typer.echo(f"audit log intact: {result.records} records, head seq {result.head_seq}"
                    + (f", matches the anchor {result.anchor}" if result.anchor else " (no anchor file yet)"))
+    elif result.first_bad_seq is None:
+        typer.echo(f"audit log NOT VERIFIED: {result.reason}", err=True)
     else:
         typer.echo(f"audit log BROKEN at seq {result.first_bad_seq}: {result.reason}", err=True)
     raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command("summary")
+def summary(run: Annotated[str, typer.Argument(help="Run id (or the sandbox id of a `sandbox exec`).")],
+            json_out: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """What a run was denied: counts per kind, per actor, and per target (summary records counted in)."""
+    from loopmeter.config import load_settings
+    from loopmeter.policies.denials import denial_rows, group_denials, totals
+    from loopmeter.safe_text import printable
+    from loopmeter.store import open_store
+
+    store = open_store(load_settings().db_url)
+    try:
+        rows = denial_rows(store, run)
+    finally:
+        store.dispose()
+    groups = group_denials(rows)
+    data = {"run": run, "total": sum(g.count for g in groups), "records": len(rows),
+            "by_kind": totals(groups, "layer", "action"), "by_actor": totals(groups, "actor"),
+            "denials": [g.as_dict() for g in groups]}
+    if json_out:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    if not groups:
+        typer.echo(f"run {printable(run)}: nothing denied (or no such run)")
+        return
+    typer.echo(f"run {printable(run)}: {data['total']} denials in {len(rows)} audit records")
+    typer.echo("\nby kind:")
+    for k in data["by_kind"]:
+        typer.echo(f"  {k['count']:>8}  {printable(k['layer'])} {printable(k['action'])}")
+    typer.echo("by actor:")
+    for a in data["by_actor"]:
+        typer.echo(f"  {a['count']:>8}  {printable(a['actor'] or '-')}")
+    typer.echo("\ndenials:")
+    typer.echo(f"  {'count':>8}  {'kind':<16} {'target':<50} {'actor':<20} rule")
+    for g in groups:
+        kind = f"{g.layer} {g.action}" + (f" ({g.decision})" if g.decision != "deny" else "")
+        typer.echo(f"  {g.count:>8}  {printable(kind, 16):<16} {printable(g.target, 50):<50} "
+                   f"{printable(g.actor or '-', 20):<20} {printable(g.rule_id or '')}")
 
 
 @app.command("export")

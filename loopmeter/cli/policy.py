@@ -92,3 +92,25 @@ def diff(a: Annotated[str, typer.Argument(help="First policy.")], b: Annotated[s
             typer.echo(f"{r['field']}:\n  - {r['a']!r}\n  + {r['b']!r}")
     if not rows:
         typer.echo("(no differences)")
+
+
+@app.command("suggest")
+def suggest(run: Annotated[str, typer.Argument(help="Run id (or the sandbox id of a `sandbox exec`).")],
+            policy: Annotated[str | None, typer.Option("--policy", help="The policy to compare with (default: "
+                                                                        "the one the run used).")] = None,
+            json_out: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """The smallest policy change that would have allowed what RUN was denied, with a warning for each
+    widening. Prints a YAML fragment and a diff; never changes a file."""
+    from loopmeter.config import load_settings
+    from loopmeter.policies.denials import run_denials
+    from loopmeter.policies.suggest import policy_for_run, render_text
+    from loopmeter.policies.suggest import suggest as make_suggestion
+    from loopmeter.store import open_store
+
+    store = open_store(load_settings().db_url)
+    try:
+        groups = run_denials(store, run)
+        result = make_suggestion(policy_for_run(store, run, groups, policy), groups, run)
+    finally:
+        store.dispose()
+    typer.echo(json.dumps(result.as_dict(), indent=2) if json_out else render_text(result).rstrip())

@@ -3,8 +3,15 @@
 Each record's `hash` is sha256 over its canonical JSON (sorted keys, no spaces),
 which includes `prev`, the hash of the record before it. The chain head
 (seq, hash) is also written to an anchor file outside anything a sandbox can
-write, so a truncated tail is found too. Appends are serialised by a thread lock
-and an flock beside the anchor, so several threads and processes can append.
+write (and to a configured copy), so a truncated tail, and a record appended past
+the anchored head, are found too. Appends are serialised by a thread lock and an
+flock beside the anchor, so several threads and processes can append.
+
+The anchor follows its record as closely as a file can: the new head is written to a
+temporary file before the record's transaction commits, and renamed over the anchor
+right after it, so a crash can leave at most one record past the anchored head, and
+only in the window of a commit and a rename. `verify_chain` reports that as a failure
+too (it cannot tell it from a forged append) and says which one it looks like.
 """
 
 from __future__ import annotations
@@ -77,11 +84,16 @@ def read_anchor(path: Path | None) -> tuple[int, str] | None:
         return (-1, "unreadable")
 
 
-def _write_anchor(path: Path, seq: int, digest: str) -> None:
+def _stage_anchor(path: Path, seq: int, digest: str) -> Path:
+    """The new head in a temporary file beside `path`, to be renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps({"seq": seq, "hash": digest}) + "\n")
-    os.replace(tmp, path)
+    return tmp
+
+
+def _write_anchor(path: Path, seq: int, digest: str) -> None:
+    os.replace(_stage_anchor(path, seq, digest), path)
 
 
 class AuditLog:
@@ -125,24 +137,33 @@ class AuditLog:
         with self._locked():
             for attempt in range(20):
                 try:
-                    seq = self._insert_next(record)
+                    seq, staged = self._insert_next(record)
                     break
                 except IntegrityError:
                     # another writer (another host on the same PostgreSQL) took this seq; re-read the head
                     if attempt == 19:
                         raise
-            _write_anchor(self.anchor_path, seq, record["hash"])
-            if self.copy_path is not None:
-                _write_anchor(self.copy_path, seq, record["hash"])
+            for tmp, path in staged:  # committed: the anchors follow at once (two renames)
+                os.replace(tmp, path)
         return seq
 
-    def _insert_next(self, record: dict[str, Any]) -> int:
-        with self.store.engine.begin() as conn:
-            last_seq, prev = _head(conn)
-            record["seq"], record["prev"] = last_seq + 1, prev
-            record["hash"] = record_hash(record)
-            conn.execute(insert(_table), [record])
-        return int(record["seq"])
+    def _insert_next(self, record: dict[str, Any]) -> tuple[int, list[tuple[Path, Path]]]:
+        """Insert the record after the head; the anchors' new text is staged before the commit."""
+        staged: list[tuple[Path, Path]] = []
+        try:
+            with self.store.engine.begin() as conn:
+                last_seq, prev = _head(conn)
+                record["seq"], record["prev"] = last_seq + 1, prev
+                record["hash"] = record_hash(record)
+                conn.execute(insert(_table), [record])
+                for path in (self.anchor_path, self.copy_path):
+                    if path is not None:
+                        staged.append((_stage_anchor(path, record["seq"], record["hash"]), path))
+        except BaseException:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            raise
+        return int(record["seq"]), staged
 
 
 def _head(conn: Any) -> tuple[int, str]:
@@ -159,6 +180,9 @@ class VerifyResult:
     first_bad_seq: int | None = None
     reason: str | None = None
     anchor: str | None = None
+    # what is wrong, for machines: gap, order, prev, edited, anchor-missing, copy-missing, anchor-unreadable,
+    # truncated, tail-rewritten, past-head (None when ok)
+    problem: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,7 +215,8 @@ def _rows(store: Store) -> Iterator[dict[str, Any]]:
 
 
 def verify_chain(store: Store, anchor_path: Path | None = None, copy_path: Path | None = None) -> VerifyResult:
-    """Walk the chain from seq 1; the first record that does not fit is named."""
+    """Walk the chain from seq 1 and compare its head with the anchor and the anchor copy (each one that
+    is given must exist once the log holds a record). The first record that does not fit is named."""
     expected_seq, prev, count = 1, GENESIS, 0
     last_hash: str | None = None
     for row in _rows(store):
@@ -199,34 +224,66 @@ def verify_chain(store: Store, anchor_path: Path | None = None, copy_path: Path 
         seq = row["seq"]
         if seq != expected_seq:
             why = "missing (deleted)" if seq > expected_seq else "out of order"
-            return VerifyResult(False, count, seq, row["hash"], expected_seq, f"record {expected_seq} is {why}")
+            return VerifyResult(False, count, seq, row["hash"], expected_seq, f"record {expected_seq} is {why}",
+                                problem="gap" if seq > expected_seq else "order")
         if row["prev"] != prev:
             return VerifyResult(False, count, seq, row["hash"], seq,
-                                f"record {seq} does not follow record {seq - 1} (prev hash differs: deleted or reordered)")
+                                f"record {seq} does not follow record {seq - 1} (prev hash differs: deleted or reordered)",
+                                problem="prev")
         if record_hash(row) != row["hash"]:
-            return VerifyResult(False, count, seq, row["hash"], seq, f"record {seq} was edited (hash differs)")
+            return VerifyResult(False, count, seq, row["hash"], seq, f"record {seq} was edited (hash differs)",
+                                problem="edited")
         prev, last_hash, expected_seq = row["hash"], row["hash"], seq + 1
-    head_seq = expected_seq - 1 if count else None
+    head = expected_seq - 1
+    head_seq = head if count else None
+
+    problems: list[VerifyResult] = []
     for label, path in (("anchor", anchor_path), ("anchor copy", copy_path)):
-        anchored = read_anchor(path)
-        if anchored is None:
-            continue
-        a_seq, a_hash = anchored
-        if a_seq < 0:
-            return VerifyResult(False, count, head_seq, last_hash, None, f"the {label} {path} is unreadable", str(path))
-        if a_seq > (head_seq or 0):
-            return VerifyResult(False, count, head_seq, last_hash, (head_seq or 0) + 1,
-                                f"the {label} says the chain ends at {a_seq}, the log at {head_seq or 0} "
-                                "(tail truncated)", str(path))
-        # the log may be ahead of a copy written before a crash; the anchored record must match
-        if a_seq >= 1:
-            with store.engine.connect() as conn:
-                stored = conn.execute(select(_table.c.hash).where(_table.c.seq == a_seq)).scalar_one_or_none()
-            if stored != a_hash:
-                return VerifyResult(False, count, head_seq, last_hash, a_seq,
-                                    f"record {a_seq} differs from the {label} {path}", str(path))
+        if path is not None:
+            found = _anchor_problem(store, label, path, count, head)
+            if found is not None:
+                problems.append(VerifyResult(False, count, head_seq, last_hash, found[0], found[1], str(path),
+                                             found[2]))
+    if problems:
+        # a named bad seq says more than a missing file; every problem found is in the reason
+        problems.sort(key=lambda r: (r.first_bad_seq is None, r.first_bad_seq or 0))
+        first = problems[0]
+        first.reason = "; ".join(r.reason or "" for r in problems)
+        return first
     return VerifyResult(True, count, head_seq, last_hash, None, None,
                         str(anchor_path) if anchor_path and anchor_path.is_file() else None)
+
+
+def _anchor_problem(store: Store, label: str, path: Path, count: int, head: int) -> tuple[int | None, str, str] | None:
+    """(first bad seq, reason, problem) when the anchor at `path` does not match a log of `count`
+    records ending at `head`, else None."""
+    anchored = read_anchor(path)
+    if anchored is None:
+        if count == 0:
+            return None  # nothing recorded yet, so nothing anchored yet
+        return (None, f"the {label} {path} is missing, but the log holds {count} records: it was deleted, or "
+                      "records were written without it, so the log's tail cannot be checked",
+                "anchor-missing" if label == "anchor" else "copy-missing")
+    a_seq, a_hash = anchored
+    if a_seq < 0:
+        return None, f"the {label} {path} is unreadable", "anchor-unreadable"
+    if a_seq > head:
+        return head + 1, f"the {label} says the chain ends at {a_seq}, the log at {head} (tail truncated)", "truncated"
+    if a_seq >= 1:
+        with store.engine.connect() as conn:
+            stored = conn.execute(select(_table.c.hash).where(_table.c.seq == a_seq)).scalar_one_or_none()
+        if stored != a_hash:
+            return a_seq, f"record {a_seq} differs from the {label} {path} (tail rewritten)", "tail-rewritten"
+    if head > a_seq:
+        extra = head - a_seq
+        what = f"record {head} was" if extra == 1 else f"records {a_seq + 1}..{head} were"
+        likely = ("a forged append, or a crash between an append and its anchor write (the one record such a "
+                  "crash can leave)" if extra == 1 else
+                  "more than a crash between an append and its anchor write can leave: forged, or written by "
+                  "something that does not update this anchor")
+        return (a_seq + 1, f"the log runs past the {label} {path}: {what} appended after the anchored head "
+                           f"{a_seq}; {likely}", "past-head")
+    return None
 
 
 def export_jsonl(store: Store, out: Any) -> int:

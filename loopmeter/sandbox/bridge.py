@@ -6,12 +6,18 @@ which start about 5 ms faster than `socket` and `threading`.
 argv: SOCKET PROXY_PORT FORWARDS -- CMD...   (FORWARDS: comma-separated "host:port" or "")
 A forward listens on 127.0.0.1:PORT inside and tunnels each connection with CONNECT host:port,
 so a URL like http://127.0.0.1:PORT works unchanged inside when the policy allows it.
+
+At most MAX_CONNECTIONS connections are bridged at a time, over all listeners: the next one waits in
+the listener's queue until one ends (two threads each; threads count against the sandbox's process
+limit, so a flood of connections must not take the bridge down). The host's proxy has its own cap.
 """
 
 import _socket
 import _thread
 import os
 import sys
+
+MAX_CONNECTIONS = 64
 
 
 def pump(src, dst, finished):
@@ -30,7 +36,7 @@ def pump(src, dst, finished):
     finished()
 
 
-def splice(a, b):
+def splice(a, b, done):
     lock = _thread.allocate_lock()
     left = [2]
 
@@ -41,8 +47,15 @@ def splice(a, b):
         if last:
             a.close()
             b.close()
+            done()
 
-    _thread.start_new_thread(pump, (b, a, finished))
+    try:
+        _thread.start_new_thread(pump, (b, a, finished))
+    except RuntimeError:  # no thread to be had: drop this connection, keep serving
+        a.close()
+        b.close()
+        done()
+        return
     pump(a, b, finished)
 
 
@@ -52,16 +65,18 @@ def upstream(sock_path):
     return s
 
 
-def handle_proxy(conn, sock_path):
+def handle_proxy(conn, done, sock_path):
     try:
         up = upstream(sock_path)
     except OSError:
         conn.close()
+        done()
         return
-    splice(conn, up)
+    splice(conn, up, done)
 
 
-def handle_forward(conn, sock_path, target):
+def handle_forward(conn, done, sock_path, target):
+    up = None
     try:
         up = upstream(sock_path)
         up.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
@@ -77,20 +92,58 @@ def handle_forward(conn, sock_path, target):
             conn.sendall(head)
             conn.close()
             up.close()
+            done()
             return
         if rest:
             conn.sendall(rest)
     except OSError:
         conn.close()
+        if up is not None:
+            up.close()
+        done()
         return
-    splice(conn, up)
+    splice(conn, up, done)
 
 
-def serve(listener, handler, *args):
+class Slots:
+    """A counting semaphore from C-level parts: a pipe holding one byte per free slot."""
+
+    def __init__(self, n):
+        self.r, self.w = os.pipe()
+        os.write(self.w, b"x" * n)
+
+    def take(self):
+        while True:
+            try:
+                os.read(self.r, 1)
+                return
+            except InterruptedError:
+                continue
+
+    def give(self):
+        os.write(self.w, b"x")
+
+
+def serve(listener, slots, handler, *args):
     while True:
-        fd, _ = listener._accept()
+        slots.take()  # at the cap, stop accepting: new connections wait in the listen queue
+        try:
+            fd, _ = listener._accept()
+        except OSError:
+            slots.give()
+            continue
         conn = _socket.socket(fileno=fd)
-        _thread.start_new_thread(handler, (conn, *args))
+        once = [slots.give]
+
+        def done(once=once):
+            if once:
+                once.pop()()
+
+        try:
+            _thread.start_new_thread(handler, (conn, done, *args))
+        except RuntimeError:
+            conn.close()
+            done()
 
 
 def listen(port):
@@ -117,8 +170,9 @@ def main(argv):
         except OSError as exc:
             sys.stderr.write(f"loopmeter sandbox: cannot run {cmd[0]}: {exc.strerror}\n")
             os._exit(127)
+    slots = Slots(MAX_CONNECTIONS)
     for listener, handler, args in servers:
-        _thread.start_new_thread(serve, (listener, handler, *args))
+        _thread.start_new_thread(serve, (listener, slots, handler, *args))
     while True:
         try:
             _, status = os.waitpid(pid, 0)
