@@ -141,10 +141,10 @@ class BwrapRunner(Runner):
         finally:
             if proxy is not None:
                 proxy.close()
+            self._denial_summaries(ctx)
         result.denials = list(ctx["denials"])
-        if result.denials:
-            result.stderr += "".join(f"loopmeter: denied {d['action']} {d['target']}: {d['reason']}\n"
-                                     for d in result.denials)
+        if result.denials:  # bounded: the limiter keeps ctx["denials"] short, each line is cut
+            result.stderr += "".join(_denial_line(d) for d in result.denials)
         return result
 
     def _check_git(self, ctx: dict[str, Any], spec: SandboxSpec) -> None:
@@ -163,14 +163,37 @@ class BwrapRunner(Runner):
     # -- records ----------------------------------------------------------------
     def _denial(self, ctx: dict[str, Any], *, layer: str, action: str, target: str, rule_id: str, reason: str,
                 detail: dict[str, Any] | None = None) -> None:
+        """Record a denial, rate-limited per command (loopmeter.policies.denials): repeats past the first
+        few are counted and written as one summary record when the command ends."""
+        limiter = ctx.get("denial_limiter")
+        if limiter is None:
+            from loopmeter.policies.denials import DenialLimiter
+
+            limiter = ctx["denial_limiter"] = DenialLimiter()
+        if not limiter.admit(layer, action, target, rule_id, reason):
+            return
         ctx["denials"].append({"layer": layer, "action": action, "target": target, "decision": "deny",
                                "rule_id": rule_id, "reason": reason})
         self._audit(ctx, layer=layer, action=action, target=target, decision="deny", rule_id=rule_id,
                     detail={"reason": reason, **(detail or {})})
 
+    def _denial_summaries(self, ctx: dict[str, Any]) -> None:
+        """At the end of a command: one record per denial whose repeats were left out, with the count."""
+        limiter = ctx.get("denial_limiter")
+        if limiter is None:
+            return
+        with _denial_lock:
+            for s in limiter.summaries():
+                d = s["detail"]
+                ctx["denials"].append({"layer": s["layer"], "action": s["action"], "target": s["target"],
+                                       "decision": "deny", "rule_id": s["rule_id"], "reason": d["reason"],
+                                       "count": d["count"], "summary": d["summary"]})
+                self._audit(ctx, layer=s["layer"], action=s["action"], target=s["target"], decision="deny",
+                            rule_id=s["rule_id"], detail=d)
+
     def _proxy_record(self, ctx: dict[str, Any], rec: Any) -> None:
         detail = {"method": rec.method, "bytes_up": rec.bytes_up, "bytes_down": rec.bytes_down,
-                  "reason": rec.decision.reason}
+                  "reason": rec.decision.reason, "status": rec.status}
         if rec.error:
             detail["error"] = rec.error
         with _denial_lock:
@@ -208,6 +231,18 @@ class BwrapRunner(Runner):
 
 
 _denial_lock = threading.Lock()
+
+
+def _denial_line(d: dict[str, Any]) -> str:
+    """One stderr line for a denial: the target and reason escaped (they come from the sandbox) and cut."""
+    from loopmeter.safe_text import printable
+
+    what = f"loopmeter: denied {d['action']} {printable(d['target'], 200)}: {printable(d['reason'], 300)}"
+    if d.get("summary") == "repeats":
+        what += f" ({d['count']} times in all)"
+    elif d.get("summary") == "targets":
+        what += f" ({d['count']} more denials, over the per-command record limit; see `loopmeter audit summary`)"
+    return what + "\n"
 
 
 def _map_bwrap_failure(result: ExecResult) -> None:
