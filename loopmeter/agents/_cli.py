@@ -66,6 +66,41 @@ def agent_home(ctx: StepContext) -> Path:
     return home
 
 
+def home_read(home: Path, rel: str) -> str | None:
+    """A file in the agent's HOME, which sandboxed code writes: never through a link."""
+    from loopmeter import safefs
+
+    try:
+        node = safefs.read(home, rel)
+    except (safefs.UnsafePath, OSError):
+        return None
+    return node.data.decode("utf-8", errors="replace") if node is not None and node.kind == "file" else None
+
+
+def home_write(home: Path, rel: str, text: str) -> None:
+    """Write a file in the agent's HOME by rename: a link planted there is replaced, its target untouched."""
+    from loopmeter import safefs
+
+    safefs.write(home, rel, safefs.Node("file", data=text.encode(), mode=0o600))
+
+
+def home_files(home: Path, rel_dir: str, name: Callable[[str], bool]) -> list[tuple[str, str]]:
+    """(relative path, text) of the regular files under HOME/rel_dir whose name passes `name`;
+    links are neither followed nor read."""
+    from loopmeter import safefs
+
+    out = []
+    try:
+        for rel, kind in safefs.walk(home, rel_dir):
+            if kind == "file" and name(rel.rsplit("/", 1)[-1]):
+                text = home_read(home, rel)
+                if text is not None:
+                    out.append((rel, text))
+    except (safefs.UnsafePath, OSError):
+        pass
+    return out
+
+
 def key_for(ctx: StepContext, var: str, *, honor_api_base: bool = True) -> tuple[str | None, bool]:
     """(value, is_secret) for an API-key variable.
 

@@ -91,7 +91,7 @@ class ClaudeCodeBackend:
         out = parse_stream(events, ctx, transcript_rows=_transcript_rows(home, events, started, ctx))
         out.exit_code = res.exit_code
         if out.session_id:
-            (home / SESSION_FILE).write_text(out.session_id)
+            _cli.home_write(home, SESSION_FILE, out.session_id)
         kind, stopped = _cli.exec_failure(res)
         if kind == "auth":
             out.error_kind = "auth"
@@ -153,12 +153,11 @@ def _denied_bash_rules(ctx: StepContext) -> list[str]:
 
 
 def _previous_session(home: Path) -> str | None:
-    path = home / SESSION_FILE
-    if not path.is_file():
+    session = (_cli.home_read(home, SESSION_FILE) or "").strip()
+    if not session:
         return None
-    session = path.read_text().strip()
-    found = list((home / ".claude" / "projects").glob(f"*/{session}.jsonl"))
-    return session if session and found else None
+    found = _cli.home_files(home, ".claude/projects", lambda name: name == f"{session}.jsonl")
+    return session if found else None
 
 
 def _parse_ts(value: Any) -> datetime | None:
@@ -174,36 +173,31 @@ def _transcript_rows(home: Path, events: list[dict[str, Any]], started: datetime
                      ctx: StepContext) -> list[UsageRow]:
     """One row per API request of this step, from the transcript under the agent's HOME."""
     session = next((e.get("session_id") for e in events if e.get("session_id")), None)
-    projects = home / ".claude" / "projects"
-    if not session or not projects.is_dir():
+    if not session:
         return []
     seen: set[tuple[str, str]] = set()
     rows: list[UsageRow] = []
-    counted_file = home / COUNTED_FILE
-    counted = set(counted_file.read_text().split()) if counted_file.is_file() else set()
-    for path in sorted(projects.rglob("*.jsonl")):
-        try:
-            fh = path.open(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        with fh:
-            for line in fh:
-                if '"usage"' not in line or '"assistant"' not in line:
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a half-written last line
-                if obj.get("type") != "assistant" or obj.get("sessionId") != session:
-                    continue
-                ts = _parse_ts(obj.get("timestamp"))
-                if ts is not None and ts < started:
-                    continue  # an earlier iteration of a resumed session
-                r = _message_row(obj.get("message") or {}, obj.get("requestId"), session, ts, ctx, seen)
-                if r is not None and r.key not in counted:
-                    rows.append(r)
-    with counted_file.open("a") as fh:
-        fh.writelines(f"{r.key}\n" for r in rows)
+    counted_text = _cli.home_read(home, COUNTED_FILE) or ""
+    counted = set(counted_text.split())
+    # the agent's HOME is written by sandboxed code: no link in it is followed
+    for _, text in _cli.home_files(home, ".claude/projects", lambda name: name.endswith(".jsonl")):
+        for line in text.splitlines():
+            if '"usage"' not in line or '"assistant"' not in line:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a half-written last line
+            if obj.get("type") != "assistant" or obj.get("sessionId") != session:
+                continue
+            ts = _parse_ts(obj.get("timestamp"))
+            if ts is not None and ts < started:
+                continue  # an earlier iteration of a resumed session
+            r = _message_row(obj.get("message") or {}, obj.get("requestId"), session, ts, ctx, seen)
+            if r is not None and r.key not in counted:
+                rows.append(r)
+    if rows:
+        _cli.home_write(home, COUNTED_FILE, counted_text + "".join(f"{r.key}\n" for r in rows))
     return rows
 
 

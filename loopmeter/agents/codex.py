@@ -88,8 +88,7 @@ class CodexBackend:
             return _cli.no_key(self.name, KEY_VAR, "openai")
         home = _cli.agent_home(ctx)
         codex_home = home / ".codex"
-        codex_home.mkdir(parents=True, exist_ok=True)
-        (codex_home / "config.toml").write_text(config_toml(ctx.model, ctx.api_base))
+        _cli.home_write(home, ".codex/config.toml", config_toml(ctx.model, ctx.api_base))
         env = {"CODEX_HOME": str(codex_home), "NO_COLOR": "1"}
         secrets: dict[str, str] = {}
         _cli.place_key(KEY_VAR, key, is_secret, env, secrets)
@@ -131,16 +130,17 @@ def _rollout_model(codex_home: Path, events: list[dict[str, Any]]) -> str | None
     if not thread:
         return None
     model = None
-    for path in (codex_home / "sessions").rglob(f"rollout-*{thread}*.jsonl"):
-        with path.open(encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if '"turn_context"' not in line:
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                model = (obj.get("payload") or {}).get("model") or model
+    # CODEX_HOME is written by sandboxed code: no link in it is followed
+    for _, text in _cli.home_files(codex_home, "sessions",
+                                   lambda name: name.startswith("rollout-") and thread in name):
+        for line in text.splitlines():
+            if '"turn_context"' not in line:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            model = (obj.get("payload") or {}).get("model") or model
     return model
 
 

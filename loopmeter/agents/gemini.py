@@ -84,14 +84,19 @@ def pin_api_key_auth(home: Path) -> None:
     Gemini CLI otherwise infers a "gateway" auth type from GOOGLE_GEMINI_BASE_URL and
     rejects it ("Invalid auth method selected", exit 41); pinned, the key is used and the
     base URL still applies (verified with 0.61.0)."""
-    path = home / ".gemini" / "settings.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        settings = json.loads(path.read_text()) if path.is_file() else {}
+    try:  # HOME is written by sandboxed code: read and written without following a link
+        settings = json.loads(_cli.home_read(home, ".gemini/settings.json") or "{}")
     except json.JSONDecodeError:
         settings = {}
-    settings.setdefault("security", {}).setdefault("auth", {})["selectedType"] = "gemini-api-key"
-    path.write_text(json.dumps(settings, indent=2))
+    if not isinstance(settings, dict):
+        settings = {}
+    security = settings.setdefault("security", {})
+    auth = security.setdefault("auth", {}) if isinstance(security, dict) else None
+    if not isinstance(auth, dict):
+        settings["security"] = {"auth": {}}
+        auth = settings["security"]["auth"]
+    auth["selectedType"] = "gemini-api-key"
+    _cli.home_write(home, ".gemini/settings.json", json.dumps(settings, indent=2))
 
 
 def parse_output(doc: dict[str, Any] | None, err_doc: dict[str, Any] | None, ctx: StepContext) -> StepResult:
