@@ -91,6 +91,8 @@ class Limits(Strict):
     pids: int | None = Field(default=512, gt=0)
     file_size_mb: int | None = Field(default=1024, gt=0)
     output_kb: int | None = Field(default=10240, gt=0)
+    # the worktree's size (and other writable binds'), checked after each command; opt-in (a walk of the tree)
+    disk_mb: int | None = Field(default=None, gt=0)
 
 
 class Rule(Strict):

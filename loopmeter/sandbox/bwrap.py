@@ -10,7 +10,7 @@ from typing import Any
 
 from loopmeter.hostgit import GitLayout, checkout_layout, restore_dotgit
 from loopmeter.records import ExecResult
-from loopmeter.sandbox.limits import launcher_argv, make_cgroup
+from loopmeter.sandbox.limits import DiskQuota, launcher_argv, limit_watch, make_cgroup
 from loopmeter.sandbox.runner import Runner
 from loopmeter.sandbox.spec import PROXY_PORT, SandboxSpec, bwrap_argv, host_home, inner_path, secret_args
 
@@ -109,6 +109,12 @@ class BwrapRunner(Runner):
                 watcher = DataWatcher(spec.data_dirs, on_open=lambda path: self._audit(
                     ctx, layer="kernel", action="read", target=path, decision="allow", rule_id="filesystem.data_dirs"))
             cgroup = make_cgroup(limits)
+            disk = DiskQuota([spec.workdir, *spec.extra_rw], limits.disk_mb) if limits.disk_mb else None
+            exits = None
+            if limits.file_size_mb is not None:  # children killed by SIGXFSZ, seen by the kernel's exit events
+                from loopmeter.sandbox.exitwatch import watch as watch_exits
+
+                exits = watch_exits()
             secret_fd = None
             read_fd = write_fd = -1
             if handed:
@@ -123,11 +129,15 @@ class BwrapRunner(Runner):
                     timeout_s=kw["timeout_s"], cancel=kw["cancel"], on_output=kw["on_output"],
                     output_limit=limits.output_kb * 1024 if limits.output_kb else None,
                     pass_fds=(read_fd,) if handed else (),
-                    kill_tree=(lambda: cgroup.kill_all(wait=False)) if cgroup is not None else None)
+                    kill_tree=(lambda: cgroup.kill_all(wait=False)) if cgroup is not None else None,
+                    on_started=(lambda p: exits.add_pid(p.pid)) if exits is not None else None,
+                    watch=limit_watch(limits, cgroup, disk))
             finally:
                 if handed:
                     os.close(read_fd)
                 events = cgroup.events() if cgroup is not None else {}
+                if exits is not None:
+                    events["xfsz"] = exits.close()
                 if cgroup is not None:
                     cgroup.remove(background=True)
                 if watcher is not None:
@@ -137,6 +147,11 @@ class BwrapRunner(Runner):
                                     decision="allow", rule_id="filesystem.data_dirs.overflow",
                                     detail={"reason": "the inotify queue overflowed: some opens were not recorded"})
             _map_bwrap_failure(result)
+            if disk is not None:
+                if result.killed_reason is None and disk.measure() > disk.limit:
+                    result.killed_reason = "disk"  # the step fails even though the command itself succeeded
+                    result.exit_code = result.exit_code or 1
+                events["disk_bytes"] = disk.used
             self._limit_denials(ctx, result, events, limits, kw["timeout_s"])
         finally:
             if proxy is not None:
@@ -204,7 +219,7 @@ class BwrapRunner(Runner):
                 self._denial(ctx, layer="proxy", action="connect", target=rec.target, rule_id=rec.decision.rule_id,
                              reason=rec.decision.reason, detail=detail)
 
-    def _limit_denials(self, ctx: dict[str, Any], result: ExecResult, events: dict[str, int], limits: Any,
+    def _limit_denials(self, ctx: dict[str, Any], result: ExecResult, events: dict[str, Any], limits: Any,
                        timeout_s: float | None) -> None:
         if result.timed_out:
             self._denial(ctx, layer="limit", action="wall_clock", target=f"{timeout_s}s", rule_id="limits.wall_s",
@@ -221,13 +236,29 @@ class BwrapRunner(Runner):
                          rule_id="limits.memory_mb", reason="killed at the memory limit")
         if result.exit_code == 128 + 24 and result.killed_reason is None and limits.cpu_s is not None:
             result.killed_reason = "cpu"  # SIGXCPU at the soft RLIMIT_CPU
+        xfsz = events.get("xfsz") or []  # names of processes anywhere in the sandbox killed by SIGXFSZ
         if result.exit_code == 128 + 25 and result.killed_reason is None and limits.file_size_mb is not None:
             result.killed_reason = "file_size"  # SIGXFSZ at RLIMIT_FSIZE
             self._denial(ctx, layer="limit", action="file_size", target=f"{limits.file_size_mb}MiB",
-                         rule_id="limits.file_size_mb", reason="a write went past the file-size limit")
+                         rule_id="limits.file_size_mb", reason="a write went past the file-size limit",
+                         detail={"processes": xfsz})
+        elif xfsz and limits.file_size_mb is not None:
+            self._denial(ctx, layer="limit", action="file_size", target=f"{limits.file_size_mb}MiB",
+                         rule_id="limits.file_size_mb",
+                         reason=f"{len(xfsz)} process(es) killed at the file-size limit "
+                                f"({', '.join(sorted(set(xfsz)))}); the command went on",
+                         detail={"processes": xfsz})
         if result.killed_reason == "cpu":
+            scope = "process" if result.exit_code == 128 + 24 else "sandbox"  # SIGXCPU, or the cgroup's total
             self._denial(ctx, layer="limit", action="cpu", target=f"{limits.cpu_s}s", rule_id="limits.cpu_s",
-                         reason="killed at the CPU-time limit")
+                         reason="killed at the CPU-time limit" + (
+                             " (all processes together)" if scope == "sandbox" else ""),
+                         detail={"scope": scope, **({"cpu_used_s": events["cpu_s"]} if "cpu_s" in events else {})})
+        if result.killed_reason == "disk":
+            used = events.get("disk_bytes") or 0
+            self._denial(ctx, layer="limit", action="disk", target=f"{limits.disk_mb}MiB", rule_id="limits.disk_mb",
+                         reason=f"the worktree takes {used / 2**20:.0f} MiB, over the {limits.disk_mb} MiB limit",
+                         detail={"bytes": used})
 
 
 _denial_lock = threading.Lock()

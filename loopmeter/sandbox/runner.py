@@ -103,7 +103,10 @@ class Runner:
             return ExecResult(EXIT_NO_SANDBOX, "", f"loopmeter: {reason}\n", killed_reason="start",
                               denials=[{"layer": "policy", "action": "exec", "target": target, "decision": "deny",
                                         "rule_id": "requires", "reason": reason}])
-        decision = policy.decide("exec", target, actor)
+        from loopmeter.sandbox.spec import inner_path  # the PATH the command will see, as build_env sets it
+
+        decision = policy.decide_exec(argv, actor, cwd=workdir, path=(env or {}).get("PATH")
+                                      or policy.model.env.set.get("PATH") or inner_path())
         if not decision.allowed:
             self._audit(ctx, layer="policy", action="exec", target=target, decision=decision.decision,
                         rule_id=decision.rule_id, detail={"reason": decision.reason, "runner": self.kind})
@@ -126,7 +129,10 @@ class Runner:
                  timeout_s: float | None, cancel: threading.Event | None,
                  on_output: Callable[[str, str], None] | None, output_limit: int | None,
                  pass_fds: Sequence[int] = (), on_started: Callable[[subprocess.Popen], None] | None = None,
-                 kill_tree: Callable[[], None] | None = None) -> ExecResult:
+                 kill_tree: Callable[[], None] | None = None,
+                 watch: Callable[[], str | None] | None = None) -> ExecResult:
+        """`watch`, when given, is called every 0.1 s while the command runs; a reason it returns
+        (e.g. "cpu" for the cgroup's CPU total) kills the command and becomes `killed_reason`."""
         start = time.monotonic()
         try:
             proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.PIPE if stdin is not None
@@ -180,7 +186,7 @@ class Runner:
 
         threading.Thread(target=waiter, daemon=True).start()
         while True:
-            step = 0.1 if cancel is not None else None
+            step = 0.1 if cancel is not None or watch is not None else None
             if deadline is not None:
                 left = max(deadline - time.monotonic(), 0)
                 step = left if step is None else min(step, left)
@@ -194,6 +200,8 @@ class Runner:
                 reason = "cancelled"
             elif over_event.is_set():
                 reason = "output"
+            elif watch is not None:
+                reason = watch()
             if reason:
                 _kill_group(proc)
                 if kill_tree is not None:
