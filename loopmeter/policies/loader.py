@@ -15,6 +15,8 @@ from loopmeter.policies.policy import Policy
 from loopmeter.policies.schema import PolicyModel
 
 PRESETS = ("strict", "default", "data-restricted")
+MAX_POLICY_BYTES = 256 * 1024  # the presets are about 2 KiB
+MAX_YAML_NODES = 20_000  # values after aliases are expanded; a preset has about 150
 
 
 def preset_path(name: str) -> Path:
@@ -40,35 +42,132 @@ def load_policy(ref: str | Path) -> Policy:
                 f"unknown policy '{ref}'",
                 hint="presets: " + ", ".join(list_presets()) + "; or give a path to a YAML file",
             )
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{path}: policy file not found", hint="give a preset name or an existing YAML file")
-    raw = path.read_bytes()
-    return parse_policy(raw.decode("utf-8"), path, sha256=hashlib.sha256(raw).hexdigest())
+    if not path.is_file():
+        raise PolicyError(path, None, "", "not a regular file", hint="give a preset name or a YAML file")
+    with path.open("rb") as fh:
+        raw = fh.read(MAX_POLICY_BYTES + 1)
+    if len(raw) > MAX_POLICY_BYTES:
+        raise PolicyError(path, None, "", f"file is larger than {MAX_POLICY_BYTES // 1024} KiB; "
+                          "a policy is a few KiB of YAML", hint="is this the right file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise PolicyError(path, line, "", f"not UTF-8 text (byte {exc.start})",
+                          hint="save the policy as UTF-8") from exc
+    return parse_policy(text, path, sha256=hashlib.sha256(raw).hexdigest())
+
+
+class PolicyError(ConfigError):
+    """A policy file is wrong: `FILE:LINE: field.path: what is wrong` (exit 2)."""
+
+    def __init__(self, path: Path | str, line: int | None, field: str, detail: str, hint: str | None = None):
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        super().__init__(f"{where}: {_safe(field) + ': ' if field else ''}{detail}",
+                         hint=hint or "see loopmeter/policies/presets/default.yaml for a valid policy")
+        self.path, self.line, self.field, self.detail = str(path), line, _safe(field), detail
+
+
+def compose_yaml(text: str, path: Path | str) -> tuple[Any, Any]:
+    """(data, root node) of one YAML document, refusing alias bombs and nesting too deep to parse."""
+    if len(text) > MAX_POLICY_BYTES:
+        raise PolicyError(path, None, "", f"file is larger than {MAX_POLICY_BYTES // 1024} KiB; "
+                          "a policy is a few KiB of YAML", hint="is this the right file?")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, None
+        _check_expansion(node, path)
+        data = loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise PolicyError(path, line, "", f"not valid YAML: {_safe(str(getattr(exc, 'problem', None) or exc))}",
+                          hint="fix the YAML syntax at that line") from exc
+    except RecursionError as exc:
+        raise PolicyError(path, None, "", "YAML nested too deeply to read",
+                          hint="a policy needs three or four levels of nesting") from None
+    finally:
+        loader.dispose()
+    return data, node
+
+
+def _check_expansion(root: Any, path: Path | str) -> None:
+    """Refuse documents whose aliases expand to more than MAX_YAML_NODES nodes (a "billion laughs"),
+    or that refer to themselves, without ever building the expansion."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Any) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise PolicyError(path, node.start_mark.line + 1, "", "a YAML alias refers to a node that contains it",
+                              hint="remove the recursive alias")
+        active.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children: list[Any] = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+            _check_duplicates(node, path)
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_NODES:
+                raise PolicyError(path, child.start_mark.line + 1, "",
+                                  f"YAML aliases expand to more than {MAX_YAML_NODES} values (an alias bomb?)",
+                                  hint="write the lists out; a policy needs no anchors or aliases")
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)
+
+
+def _check_duplicates(node: Any, path: Path | str) -> None:
+    """YAML keeps the last of two equal keys; a reviewer reads the first. Refuse both."""
+    seen: dict[str, int] = {}
+    for key, _ in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        line = key.start_mark.line + 1
+        if key.value in seen:
+            raise PolicyError(path, line, key.value, f"duplicate key (first at line {seen[key.value]})",
+                              hint="keep one; YAML would silently use the last")
+        seen[key.value] = line
 
 
 def parse_policy(text: str, path: Path, sha256: str | None = None) -> Policy:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}",
-                          hint="fix the YAML syntax at that line") from exc
+    data, node = compose_yaml(text, path)
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}:1: a policy must be a mapping with at least 'name'",
+        raise PolicyError(path, 1, "", "a policy must be a mapping with at least 'name'",
                           hint="see loopmeter/policies/presets/default.yaml")
     try:
         model = PolicyModel.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
-        line = _line_of(node, loc)
+        line = line_of(node, loc)
         field = ".".join(str(p) for p in loc) or "(top level)"
-        raise ConfigError(f"{path}:{line}: {field}: {_message(err)}",
-                          hint=_hint(err, loc)) from exc
+        raise PolicyError(path, line, field, _message(err), hint=_hint(err, loc)) from None
     digest = sha256 or hashlib.sha256(text.encode()).hexdigest()
     return Policy(model=model, path=path, sha256=digest)
+
+
+def _safe(text: str) -> str:
+    """Text from a policy file, with control characters escaped (nothing raw reaches a terminal)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return _safe(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _message(err: Any) -> str:
@@ -78,9 +177,9 @@ def _message(err: Any) -> str:
     if kind == "missing":
         return "required field is missing"
     if kind == "literal_error":
-        return f"bad value {err.get('input')!r}: {err['msg'].lower()}"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    return f"{msg} (got {err.get('input')!r})" if kind != "value_error" else msg
+        return f"bad value {_short(err.get('input'))}: {err['msg'].lower()}"
+    msg = _safe(str(err["msg"]).removeprefix("Value error, "))
+    return f"{msg} (got {_short(err.get('input'))})" if kind != "value_error" else msg
 
 
 def _hint(err: Any, loc: tuple[Any, ...]) -> str:
@@ -96,13 +195,13 @@ def _hint(err: Any, loc: tuple[Any, ...]) -> str:
     return "see loopmeter/policies/presets/default.yaml for a valid policy"
 
 
-def _line_of(node: Any, loc: tuple[Any, ...]) -> int:
+def line_of(node: Any, loc: tuple[Any, ...]) -> int:
     """The 1-based line of the YAML node at `loc` (or the nearest ancestor found)."""
     line = node.start_mark.line + 1 if node is not None else 1
     for part in loc:
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
-                if key.value == str(part):
+                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
                     # an unknown key is reported at the key itself
                     node = value if part != loc[-1] else key
                     break
