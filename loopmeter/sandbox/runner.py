@@ -103,7 +103,10 @@ class Runner:
             return ExecResult(EXIT_NO_SANDBOX, "", f"loopmeter: {reason}\n", killed_reason="start",
                               denials=[{"layer": "policy", "action": "exec", "target": target, "decision": "deny",
                                         "rule_id": "requires", "reason": reason}])
-        decision = policy.decide("exec", target, actor)
+        from loopmeter.sandbox.spec import inner_path  # the PATH the command will see, as build_env sets it
+
+        decision = policy.decide_exec(argv, actor, cwd=workdir, path=(env or {}).get("PATH")
+                                      or policy.model.env.set.get("PATH") or inner_path())
         if not decision.allowed:
             self._audit(ctx, layer="policy", action="exec", target=target, decision=decision.decision,
                         rule_id=decision.rule_id, detail={"reason": decision.reason, "runner": self.kind})
