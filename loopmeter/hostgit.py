@@ -86,7 +86,7 @@ class GitLayout:
         return f"gitdir: {self.git_dir}\n"
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "LANG": "C",
            "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_ATTR_NOSYSTEM": "1",
            "GIT_TERMINAL_PROMPT": "0", "GIT_PAGER": "cat", "GIT_EDITOR": "false", "GIT_ASKPASS": "false",
@@ -121,7 +121,7 @@ class HostGit:
         self._config: list[str] | None = None
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        env = _clean_env()
+        env = clean_env()
         env.update({"GIT_DIR": str(self.layout.git_dir), "GIT_WORK_TREE": str(self.layout.work_tree)})
         env.update(extra or {})
         return env

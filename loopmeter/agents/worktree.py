@@ -9,7 +9,6 @@ from the worktree.
 from __future__ import annotations
 
 import re
-import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -58,17 +57,20 @@ def repo_from_dir(source: Path, dest: Path | None = None) -> Path:
     """Copy `source` (a task's repo/) to a fresh git repository with one commit.
 
     Links in it are copied as links, never followed; a `.git` in it is refused (evals.task.copy_task_repo)."""
-    import git
+    import subprocess
 
     from loopmeter.evals.task import copy_task_repo
+    from loopmeter.hostgit import HostGit, clean_env, repo_layout
 
     dest = Path(tempfile.mkdtemp(prefix="loopmeter-task-")) / "repo" if dest is None else dest
     dest.mkdir(parents=True, exist_ok=True)
     copy_task_repo(source, dest)
-    repo = git.Repo.init(dest, initial_branch="main")
-    with repo.git.custom_environment(**GIT_IDENTITY):
-        repo.git.add("-A", "--force")
-        repo.git.commit("-q", "--allow-empty", "-m", "task repository")
+    # the task's files are somebody else's input: its .gitattributes may name drivers, so host git as always
+    subprocess.run(["git", "init", "-q", "-b", "main", str(dest)], env=clean_env(), check=True,
+                   capture_output=True)
+    git = HostGit(repo_layout(dest))
+    git("add", "-A", "--force")
+    git("commit", "-q", "--allow-empty", "-m", "task repository", env=GIT_IDENTITY)
     return dest
 
 

@@ -18,11 +18,11 @@ if TYPE_CHECKING:
 def _probe_repo(base: Path) -> tuple[Path, Path, Any]:
     """A repository with one commit and one linked worktree, as `loopmeter run` makes them."""
     from loopmeter.agents.worktree import create_worktree
-    from loopmeter.hostgit import GIT_IDENTITY, HostGit, _clean_env, repo_layout, worktree_layout
+    from loopmeter.hostgit import GIT_IDENTITY, HostGit, clean_env, repo_layout, worktree_layout
 
     repo = base / "repo"
     repo.mkdir(parents=True)
-    env = {**_clean_env(), **GIT_IDENTITY}
+    env = {**clean_env(), **GIT_IDENTITY}
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], env=env, check=True)
     (repo / "a.txt").write_text("one\n")
     git = HostGit(repo_layout(repo))
@@ -71,19 +71,19 @@ def host_git_not_redirected(runner: Any, policy: Policy, work: Path, *_: Any) ->
     fsmonitor is a payload. Control: ordinary git in that folder runs the payload.
     Denial: loopmeter's host git does not, and the next sandbox puts `.git` back."""
     from loopmeter.agents.worktree import commit_all, diffstat
-    from loopmeter.hostgit import _clean_env
+    from loopmeter.hostgit import clean_env
     from loopmeter.sandbox.selftest import Check
 
     base = work.parent / "git-redirect"
     repo, wt, layout = _probe_repo(base)
     marker = base / "MARKER"
     evil = wt / "evil"
-    subprocess.run(["git", "init", "-q", "--bare", str(evil)], env=_clean_env(), check=True)
+    subprocess.run(["git", "init", "-q", "--bare", str(evil)], env=clean_env(), check=True)
     prog = _payload(wt / "payload.sh", marker)
     for key, value in (("core.bare", "false"), ("core.fsmonitor", str(prog))):
-        subprocess.run(["git", "--git-dir", str(evil), "config", key, value], env=_clean_env(), check=True)
+        subprocess.run(["git", "--git-dir", str(evil), "config", key, value], env=clean_env(), check=True)
     (wt / ".git").write_text(f"gitdir: {evil}\n")
-    subprocess.run(["git", "status"], cwd=wt, env=_clean_env(), capture_output=True, check=False)
+    subprocess.run(["git", "status"], cwd=wt, env=clean_env(), capture_output=True, check=False)
     control = marker.exists()
     marker.unlink(missing_ok=True)
     (wt / "work.txt").write_text("work\n")
