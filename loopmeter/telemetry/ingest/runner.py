@@ -2,7 +2,10 @@
 
 Each file has a cursor (path, inode, size, offset, mtime, state) in `ingest_cursor`.
 `plan()` only stats files and compares them with the cursors (no SQLAlchemy import
-when the store is SQLite), so a call with nothing new costs milliseconds. `run()`
+when the store is SQLite), so a call with nothing new costs milliseconds. A changed
+file is read on from its offset only when the bytes it was read up to are still there
+(fingerprints of its first bytes and of the bytes just before the offset, kept in the
+cursor's state); otherwise it is read again from the start. `run()`
 reads what is new on up to two processes: small files are packed into tasks, and a
 big Claude Code transcript (whose lines are independent) is split into byte ranges.
 Rows go to the store in batches, each followed by the cursors of the files whose rows
@@ -37,7 +40,11 @@ SOURCES: dict[str, Source] = {s.name: s for s in (claude_code.SOURCE, codex.SOUR
 BATCH_ROWS = 10000
 SPLIT_BYTES = 96 << 20  # Claude Code files above this are read in ranges of about this size
 POOL_MIN_BYTES = 16 << 20  # below this, processes cost more than they save
-HEAD_BYTES = 1024  # fingerprint of a file's start: a file replaced in place is read again
+# Fingerprints kept in a cursor's state: of a file's first bytes, and of the bytes just before
+# its offset. A file whose bytes there changed was rewritten, not appended to: it is read
+# again from the start (keys keep what was stored already from being counted twice).
+HEAD_BYTES = 1024
+TAIL_BYTES = 4096
 PAGE_CACHE_KIB = 32 << 10  # SQLite page cache of the connections that write ingested rows
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -219,13 +226,33 @@ def load_cursors(db_url: str, store: Store | None = None) -> dict[str, Cursor] |
                 for c in s.execute(select(IngestCursor)).scalars()}
 
 
-def _head(path: Path, n: int) -> str:
+def fingerprints(path: Path, offset: int) -> dict[str, str]:
+    """sha1 of the file's first HEAD_BYTES and of the TAIL_BYTES before `offset` (both
+    within its first `offset` bytes): what a cursor at `offset` keeps in its state."""
+    tail_start = max(offset - TAIL_BYTES, 0)
     with path.open("rb") as fh:
-        return hashlib.sha1(fh.read(n)).hexdigest()
+        fd = fh.fileno()
+        head = os.pread(fd, min(offset, HEAD_BYTES), 0)
+        tail = head[tail_start:offset] if offset <= HEAD_BYTES else os.pread(fd, offset - tail_start, tail_start)
+    return {"head": hashlib.sha1(head).hexdigest(), "tail": hashlib.sha1(tail).hexdigest()}
+
+
+def _unchanged_before(path: Path, cur: Cursor) -> bool:
+    """Whether the file still holds what its cursor was saved after: the same first bytes and
+    the same bytes just before the offset. A cursor without both fingerprints (saved by a
+    version that kept only the first bytes') cannot tell: the file is read again."""
+    if cur.offset <= 0:
+        return True  # nothing was read: reading on is reading from the start
+    saved = (cur.state.get("head"), cur.state.get("tail"))
+    if None in saved:
+        return False
+    now = fingerprints(path, cur.offset)
+    return (now["head"], now["tail"]) == saved
 
 
 def plan(files: list[tuple[Source, Path]], cursors: dict[str, Cursor] | None) -> list[FileWork]:
-    """What to read: new files whole, grown files from their offset, shrunk or replaced files again."""
+    """What to read: new files whole, grown files from their offset; files that shrank, were
+    replaced (another inode) or rewritten (other bytes before the offset) again from the start."""
     cursors = cursors or {}
     work = []
     for src, path in files:
@@ -236,12 +263,13 @@ def plan(files: list[tuple[Source, Path]], cursors: dict[str, Cursor] | None) ->
         cur = cursors.get(str(path))
         if cur is not None and cur.inode == st.st_ino and cur.size == st.st_size and cur.mtime == st.st_mtime:
             continue
-        reset = (cur is None or cur.inode != st.st_ino or st.st_size < cur.offset
+        # a cursor's size is at most the file's size when it was saved (the offset, for one
+        # saved inside a file): logs only grow, so a smaller file was rewritten
+        reset = (cur is None or cur.inode != st.st_ino or st.st_size < cur.size or st.st_size < cur.offset
                  or src.is_whole_file(path))
         if not reset and cur is not None:
-            head = cur.state.get("head")
             try:
-                reset = head is not None and _head(path, min(cur.offset, HEAD_BYTES)) != head
+                reset = not _unchanged_before(path, cur)
             except OSError:
                 continue
         if reset:
@@ -353,7 +381,7 @@ def _sink_for(db_url: str, store: Store | None) -> Any:
 
 def _cursor(w: FileWork, offset: int, malformed: int, state: dict[str, Any], *, mid: bool = False) -> dict[str, Any]:
     if offset > 0:
-        state = {**state, "head": _head(w.path, min(offset, HEAD_BYTES))}
+        state = {**state, **fingerprints(w.path, offset)}
     return {
         "path": str(w.path), "source": SOURCES[w.source].tag, "inode": w.inode,
         # a checkpoint inside a file records the size read so far, so that `plan` after a
