@@ -5,7 +5,8 @@ The `--json` keys are stable (documented in docs/troubleshooting.md):
 sandbox {runner, found, path, version, userns, usable, error, hint},
 agents [{name, command, found, path, version, hint}], windsurf {headless, note},
 keys {keyring, providers [{provider, env_var, present, where}]},
-prices {source, sha256, models, overrides, hint}`.
+prices {source, sha256, models, overrides, hint},
+limits {version, limits, per_process_only, text, hint, child_file_size_kills, child_file_size_note}`.
 """
 
 from __future__ import annotations
@@ -79,6 +80,12 @@ def _prices(settings: Any) -> dict[str, Any]:
             "hint": None if table.model_count else "install litellm (it ships the price table) or add prices.json"}
 
 
+def _limits() -> dict[str, Any]:
+    from loopmeter.sandbox.limits import doctor_report
+
+    return doctor_report()
+
+
 def collect() -> dict[str, Any]:
     from loopmeter import __version__
     from loopmeter.config import load_settings
@@ -91,6 +98,7 @@ def collect() -> dict[str, Any]:
         sandbox_f = pool.submit(probe_bwrap)
         db_f = pool.submit(_db, settings)
         prices_f = pool.submit(_prices, settings)
+        limits_f = pool.submit(_limits)
         ok, why = keyring_usable()
         keys = [k.__dict__ for k in status(use_keyring=ok)]
         return {
@@ -106,6 +114,7 @@ def collect() -> dict[str, Any]:
                      "keyring_hint": None if ok else f"{why}; set provider keys as environment variables",
                      "providers": keys},
             "prices": prices_f.result(),
+            "limits": limits_f.result(),
         }
 
 
@@ -132,6 +141,9 @@ def doctor(json_out: Annotated[bool, typer.Option("--json", help="JSON output (s
     sb = report["sandbox"]
     text = f"bwrap {sb['version']} at {sb['path']}, user namespaces {'usable' if sb['userns'] else 'NOT usable'}" if sb["found"] else "bubblewrap not found"
     line(sb["usable"], "sandbox", text, sb["hint"])
+    lim = report["limits"]  # says plainly when CPU/memory/process limits are per process only
+    line(not lim["per_process_only"], "limits", lim["text"], lim["hint"])
+    line(lim["child_file_size_kills"], "file size", lim["child_file_size_note"])
     for a in report["agents"]:
         line(a["found"], a["name"], f"{a['version'] or '?'} ({a['path']})" if a["found"] else "not found", a["hint"])
     line(False, "windsurf", "no headless CLI", report["windsurf"]["note"])

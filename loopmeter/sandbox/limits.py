@@ -427,3 +427,13 @@ def limit_watch(limits: Limits, cgroup: Cgroup | None, disk: DiskQuota | None) -
         return None
 
     return watch
+
+
+def doctor_report() -> dict[str, Any]:
+    """`loopmeter doctor`'s `limits` entry: the cgroup limits this machine gives a sandbox, and whether a
+    child killed at the file-size limit can be seen (kernel process events)."""
+    from loopmeter.sandbox.exitwatch import probe
+
+    report = cgroup_report()
+    seen, note = probe()
+    return {**report, "child_file_size_kills": seen, "child_file_size_note": note}

@@ -226,17 +226,38 @@ def _leftovers(marker: str) -> int:
     return sum(1 for line in out.splitlines() if marker in line)
 
 
+def _cpu_total_enforceable(policy: Policy) -> bool:
+    from loopmeter.sandbox.limits import make_cgroup
+
+    cg = make_cgroup(policy.model.limits)
+    if cg is None:
+        return False
+    cg.remove()
+    return cg.cpu_file is not None
+
+
 def _cpu_and_sleeper(runner: Any, policy: Policy, work: Path, *_: Any) -> Check:
     marker = str(3000 + uuid.uuid4().int % 900)
-    cpu = _run(runner, policy, work, ["sh", "-c", "while :; do :; done"])
+    limit = policy.model.limits.cpu_s or 2
+    if getattr(runner, "kind", "") == "bwrap" and _cpu_total_enforceable(policy):
+        # three processes, each stopping by itself under cpu_s, over it together: the cgroup's total stops them
+        burn = f"import time\nwhile time.process_time() < {limit * 0.75}: pass"
+        cpu = _run(runner, policy, work, ["sh", "-c", " ".join([f"python3 -I -S -c '{burn}' &"] * 3)
+                                          + " wait; echo all-done"])
+        what = (f"3 CPU burners of {limit * 0.75:g} s each (limit {limit} s for the sandbox): "
+                f"{'killed at the total' if cpu.killed_reason == 'cpu' and 'all-done' not in cpu.stdout else 'NOT killed'}")
+    else:
+        cpu = _run(runner, policy, work, ["sh", "-c", "while :; do :; done"])
+        what = (f"CPU burner: {cpu.killed_reason or 'NOT killed'} (per process only: no cgroup can be made "
+                "here, so processes together are not bounded)")
     sleeper = _run(runner, policy, work, ["sh", "-c", f"sleep {marker} & sleep {marker}"], timeout_s=1)
     time.sleep(0.1)
     left = _leftovers(f"sleep {marker}")
     ctl = _run(runner, policy, work, ["sh", "-c", "sleep 0.1; echo done"], timeout_s=5)
-    ok = cpu.killed_reason == "cpu" and sleeper.exit_code == 124 and left == 0 and ctl.exit_code == 0
+    ok = (cpu.killed_reason == "cpu" and "all-done" not in cpu.stdout and sleeper.exit_code == 124 and left == 0
+          and ctl.exit_code == 0)
     return Check("cpu-and-wall-clock",
-                 f"CPU burner: {cpu.killed_reason or 'NOT killed'} (exit {cpu.exit_code}); sleeper: exit "
-                 f"{sleeper.exit_code}; processes left: {left}",
+                 f"{what} (exit {cpu.exit_code}); sleeper: exit {sleeper.exit_code}; processes left: {left}",
                  f"short sleep under the same limits: exit {ctl.exit_code}", ok)
 
 

@@ -97,11 +97,12 @@ def test_auth_list_shows_env_keys_without_values(tmp_path):
 
 
 DOCTOR_KEYS = {"version", "home", "config_sources", "ignored_settings", "db", "sandbox", "agents", "windsurf", "keys",
-               "prices"}
+               "prices", "limits"}
 DB_KEYS = {"url", "ok", "schema_version", "expected_schema_version", "error", "hint"}
 SANDBOX_KEYS = {"runner", "found", "path", "version", "userns", "usable", "error", "hint"}
 AGENT_KEYS = {"name", "command", "found", "path", "version", "hint"}
 PRICE_KEYS = {"source", "sha256", "models", "overrides", "hint"}
+LIMIT_KEYS = {"version", "limits", "per_process_only", "text", "hint", "child_file_size_kills", "child_file_size_note"}
 
 
 def test_doctor_json_keys_are_stable_and_mask_the_db_password(loopmeter_home):
@@ -113,6 +114,7 @@ def test_doctor_json_keys_are_stable_and_mask_the_db_password(loopmeter_home):
     assert set(report) == DOCTOR_KEYS
     assert set(report["db"]) == DB_KEYS and set(report["sandbox"]) == SANDBOX_KEYS
     assert set(report["prices"]) == PRICE_KEYS
+    assert set(report["limits"]) == LIMIT_KEYS
     assert [a["name"] for a in report["agents"]] == ["claude-code", "codex", "cursor", "gemini", "aider"]
     assert all(set(a) == AGENT_KEYS for a in report["agents"])
     assert "hunter2" not in out.stdout and report["db"]["url"] == "postgresql://lm:***@127.0.0.1:1/lm"

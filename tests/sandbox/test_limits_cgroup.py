@@ -237,3 +237,22 @@ def test_tree_bytes_counts_hard_links_once_and_does_not_follow_symlinks(tmp_path
     one = tree_bytes([d])
     assert 100_000 <= one < 200_000
     assert DiskQuota([d], 1).measure() == one
+
+
+# -- what the doctors say ---------------------------------------------------------------------
+
+
+def test_doctor_says_plainly_when_no_cgroup_can_be_made(monkeypatch) -> None:
+    from loopmeter.sandbox.limits import cgroup_report
+
+    monkeypatch.setenv("LOOPMETER_SANDBOX_CGROUP", "0")
+    off = cgroup_report()
+    assert off["limits"] == [] and off["per_process_only"] == ["cpu", "memory", "pids"]
+    assert "per process only" in off["text"] and off["hint"]
+    monkeypatch.delenv("LOOPMETER_SANDBOX_CGROUP")
+    on = cgroup_report()
+    if not on["limits"]:
+        pytest.skip("no writable cgroup here")
+    assert on["text"].startswith("cgroup v")
+    if "cpu" in on["limits"]:
+        assert "CPU time of all processes together" in on["text"]
