@@ -33,6 +33,8 @@ from pathlib import Path, PurePosixPath
 from loopmeter.errors import LoopmeterError
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# a file swapped for a FIFO between lstat and open must not block the read
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 1 << 20
 
 
@@ -73,8 +75,9 @@ def _refusal(root: Path, parts: tuple[str, ...], dir_fd: int, name: str) -> Unsa
         mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
     except OSError:
         mode = 0
-    what = "is a symbolic link" if stat.S_ISLNK(mode) else "is not a directory"
-    return UnsafePath(f"{_shown(root, parts)} {what}; loopmeter does not follow links inside a folder it writes to",
+    what = ("is a symbolic link; loopmeter does not follow links inside a folder it writes to"
+            if stat.S_ISLNK(mode) else "is not a directory")
+    return UnsafePath(f"{_shown(root, parts)} {what}",
                       hint="a sandboxed command (an agent or a check) or the task put it there; remove it")
 
 
@@ -136,6 +139,14 @@ def _read_fd(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+def _open_regular(name: str, dir_fd: int) -> int:
+    fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafePath(f"{name} stopped being a regular file while loopmeter read it")
+    return fd
+
+
 def read(root: Path, rel: str | PurePosixPath) -> Node | None:
     """The file or link at root/rel (not followed); None when nothing, or a directory, is there."""
     with _parent(root, rel) as (pfd, name, _):
@@ -148,7 +159,7 @@ def read(root: Path, rel: str | PurePosixPath) -> Node | None:
             return Node("link", target=os.readlink(name, dir_fd=pfd))
         if not stat.S_ISREG(st.st_mode):
             return None
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+        fd = _open_regular(name, pfd)
         try:
             return Node("file", data=_read_fd(fd), mode=stat.S_IMODE(os.fstat(fd).st_mode))
         finally:
@@ -172,7 +183,7 @@ def _put(root: Path, rel: str | PurePosixPath, node: Node | None, src: tuple[int
                 mode = node.mode if node is not None else 0o644
                 in_fd = None
                 if src is not None:
-                    in_fd = os.open(src[1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src[0])
+                    in_fd = _open_regular(src[1], src[0])
                     mode = stat.S_IMODE(os.fstat(in_fd).st_mode)
                 out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                               dir_fd=pfd)
