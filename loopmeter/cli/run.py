@@ -62,7 +62,7 @@ def run(
     settings = load_settings()
     task = None
     if task_dir is not None:
-        from loopmeter.evals.task import load_task
+        from loopmeter.evals.task import load_task, task_policy
 
         task = load_task(task_dir)
     instruction = task_text or (task.instruction if task else None)
@@ -90,7 +90,7 @@ def run(
     progress = Progress() if tty else None
     req = RunRequest(
         instruction=instruction, check=check_cmd, repo=repo_path, agents=specs, task=task,
-        policy=policy or (task.policy if task and task.policy else settings.policy), budgets=budgets,
+        policy=policy or (task_policy(task, settings.policy) if task else settings.policy), budgets=budgets,
         run_budgets=run_budgets, concurrency=concurrency or settings.concurrency,
         sandbox=sandbox or settings.sandbox, api_base=api_base, on_event=progress.event if progress else None,
         approver=_approver(progress),

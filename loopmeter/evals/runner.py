@@ -26,7 +26,7 @@ from typing import Any
 
 from loopmeter.errors import LoopmeterError
 from loopmeter.evals.suite import Suite, load_suite
-from loopmeter.evals.task import Task
+from loopmeter.evals.task import Task, task_policy
 
 Event = Callable[[dict[str, Any]], None]
 
@@ -72,14 +72,6 @@ def check_agents(configs: list[EvalConfig], api_base: str | None) -> None:
 
     for config in configs:
         check_usable(config.agent, config.model, api_base, label=config.name)
-
-
-def task_policy(task: Task, default: str) -> str | Path:
-    """The task's own policy (a preset name, or a YAML file relative to the task directory), else the eval's."""
-    if not task.policy:
-        return default
-    local = task.path / task.policy if task.path else None
-    return local if local is not None and local.is_file() else task.policy
 
 
 @dataclass

@@ -244,3 +244,20 @@ def copy_task_repo(source: Path, dest: Path) -> None:
         raise ConfigError(f"{source / planted[0]}: a task's repo/ may not contain .git",
                           hint="loopmeter makes the git repository itself; remove the .git from the task")
     safefs.copy_tree(source, dest)
+
+
+def task_policy(task: Task, default: str | Path) -> str | Path:
+    """The task's own policy when it names a shipped preset, else the eval's.
+
+    A task is somebody else's input: a policy file of its own could make the sandbox wider,
+    so it is never loaded (review it and pass `--policy FILE` yourself)."""
+    from loopmeter.errors import ConfigError
+    from loopmeter.policies import PRESETS
+
+    if not task.policy:
+        return default
+    if task.policy in PRESETS:
+        return task.policy
+    raise ConfigError(f"{task.path / 'task.toml' if task.path else task.id}: policy = {task.policy!r}: "
+                      f"a task may only name a preset ({', '.join(PRESETS)})",
+                      hint="a task's own policy file could widen the sandbox; review it and pass --policy FILE")

@@ -36,7 +36,7 @@ def sandbox_check(runner: Any, policy: Any) -> CheckRunner:
 
 def default_check(task: Task, policy: str = "default", runner: Any = None) -> CheckRunner:
     """The bubblewrap sandbox (fails closed) with the task's own policy, else `policy`."""
-    from loopmeter.evals.runner import task_policy
+    from loopmeter.evals.task import task_policy
     from loopmeter.policies import load_policy
     from loopmeter.sandbox import make_runner
 

@@ -116,3 +116,21 @@ def test_a_link_in_the_tests_is_installed_as_a_link_and_removed_as_one(tmp_path:
     remove_tests(installed)
     assert not (work / "tests").exists() and not (work / "tests").is_symlink()
     assert (host / "id_rsa").read_text() == SECRET
+
+
+def test_a_task_may_name_a_preset_but_never_a_policy_file_of_its_own(tmp_path: Path) -> None:
+    """A task's policy file could make every path writable: `run --task` and `eval` refuse it."""
+    from loopmeter.evals.task import task_policy
+    from tests.conftest import loopmeter_cmd
+
+    wide = tmp_path / "task-wide"
+    task = make_task(wide, policy='"wide.yaml"')
+    (task / "wide.yaml").write_text("name: wide\nfilesystem:\n  writable: ['/']\n")
+    with pytest.raises(ConfigError, match="a task may only name a preset"):
+        task_policy(load_task(task), "default")
+    out = subprocess.run([*loopmeter_cmd("run", "--task", str(task), "--agent", "nop")], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "a task may only name a preset" in out.stderr, out.stderr
+    strict = make_task(tmp_path / "strict", policy='"strict"')
+    assert task_policy(load_task(strict), "default") == "strict"
+    assert task_policy(load_task(make_task(tmp_path / "none")), "default") == "default"
