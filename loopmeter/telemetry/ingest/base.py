@@ -293,7 +293,7 @@ def usage_params(
     request_id: str | None = None, reported: float | None = None,
 ) -> tuple[Any, ...]:
     """One call as store parameters, priced: the source's own figure (`reported`), else the
-    price table, else unpriced (cost None, never 0)."""
+    price table at the call's date (`ts`), else unpriced (cost None, never 0)."""
     sha = None
     if reported is not None:
         cost: float | None = float(reported)
@@ -301,7 +301,7 @@ def usage_params(
     else:
         cost = None if table is None else table.cost_of(
             model, provider, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-            cache_write_1h_tokens or 0)
+            cache_write_1h_tokens or 0, ts)  # at the price of the call's date
         if cost is None:
             cost_source = COST_UNPRICED
         else:
