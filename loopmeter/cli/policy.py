@@ -1,7 +1,8 @@
 """`loopmeter policy`: list, show, lint and diff sandbox policies.
 
 `policy list --json`: `[{name, description, path, sha256, network_allow, secrets}]`;
-`policy show --json`: `{name, path, sha256, policy}`; `policy diff --json`: `[{field, a, b}]`.
+`policy show --json`: `{name, path, sha256, policy}`; `policy diff --json`: `[{field, a, b}]`;
+`policy lint --json`: `[{file, name, sha256, ok, errors: [{code, line, field, message, hint}], warnings: [...]}]`.
 """
 
 from __future__ import annotations
@@ -47,17 +48,40 @@ def show(ref: Annotated[str, typer.Argument(help="Preset name or YAML file.")],
                                "policy": p.model.model_dump()}, indent=2))
         return
     typer.echo(f"# {p.path}\n# sha256 {p.sha256}")
-    typer.echo(p.path.read_text().rstrip())
+    from loopmeter.policies.loader import read_policy_text
+
+    text, _ = read_policy_text(p.path)
+    # a policy can come from a repository: no raw control characters reach the terminal
+    typer.echo("".join(c if c.isprintable() or c in "\n\t" else repr(c)[1:-1] for c in text.rstrip()))
 
 
 @app.command("lint")
-def lint(files: Annotated[list[str], typer.Argument(help="Policy files (or preset names).")]) -> None:
-    """Validate policy files; the first error names file, line and field (exit 2)."""
-    from loopmeter.policies import load_policy
+def lint(files: Annotated[list[str], typer.Argument(help="Policy files (or preset names).")],
+         json_out: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+         strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when there are warnings.")] = False) -> None:
+    """Check policy files: errors (the file does not load) and warnings (it is too wide), each as
+    FILE:LINE: field: what. Exit 2 on any error; else 1 with --strict when there are warnings; else 0."""
+    from loopmeter.policies.lint import lint_policy_file
 
-    for f in files:
-        p = load_policy(f)
-        typer.echo(f"ok  {p.path}  ({p.name}, sha256 {p.sha256[:12]})")
+    results = [lint_policy_file(f) for f in files]
+    if json_out:
+        typer.echo(json.dumps([r.as_dict() for r in results], indent=2))
+    else:
+        for r in results:
+            for e in r.errors:
+                where = f"{e.file}:{e.line}" if e.line is not None else e.file
+                typer.echo(f"error: {where}: {e.field + ': ' if e.field else ''}{e.message}", err=True)
+                if e.hint:
+                    typer.echo(f"hint: {e.hint}", err=True)
+            for w in r.warnings:
+                typer.echo(w.text())
+            if not r.errors:
+                note = f", {len(r.warnings)} warning{'s' if len(r.warnings) != 1 else ''}" if r.warnings else ""
+                typer.echo(f"ok  {r.file}  ({r.name}, sha256 {(r.sha256 or '')[:12]}{note})")
+    if any(r.errors for r in results):
+        raise typer.Exit(2)
+    if strict and any(r.warnings for r in results):
+        raise typer.Exit(1)
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -263,7 +263,8 @@ def _dollar(s: str, i: int) -> tuple[int, str, list[str], bool]:
 
 def _ansi_c(s: str, i: int) -> tuple[int, str]:
     """`$'...'` starting after the quote: (end, decoded text)."""
-    out, n = [], len(s)
+    out: list[str] = []
+    n = len(s)
     while i < n:
         c = s[i]
         if c == "'":
@@ -283,7 +284,7 @@ def _ansi_c(s: str, i: int) -> tuple[int, str]:
             i += 1 + m.end()
         elif e in "xuU":
             width = {"x": 2, "u": 4, "U": 8}[e]
-            m = re.match(r"[0-9a-fA-F]{1,%d}" % width, s[i + 2:])
+            m = re.match(f"[0-9a-fA-F]{{1,{width}}}", s[i + 2:])
             if m:
                 try:
                     out.append(chr(int(m.group(), 16)))
@@ -305,7 +306,8 @@ def _ansi_c(s: str, i: int) -> tuple[int, str]:
 def _dquote(s: str, i: int) -> tuple[int, str, bool, list[str]]:
     """Inside "...", starting after the quote: (end, value, dynamic, substitution scripts)."""
     parts: list[str] = []
-    dynamic, subs, n = False, [], len(s)
+    subs: list[str] = []
+    dynamic, n = False, len(s)
     while i < n:
         c = s[i]
         if c == '"':
@@ -531,8 +533,8 @@ def _expand_params(words: list[_Word], params: list[str] | None) -> list[str]:
     for w in words:
         m = _WHOLE_PARAM.fullmatch(w.raw) if params is not None else None
         if m and params is not None:
-            if m.group(3):
-                out.extend(params[1:])
+            if m.group(3):  # inside a function "$@" is the function's arguments: more may follow
+                out.extend([*params[1:], Dynamic(w.raw)])
             else:
                 index = int(m.group(1) or m.group(2))
                 if index < len(params):

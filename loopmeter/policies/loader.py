@@ -32,6 +32,13 @@ def load_policy(ref: str | Path) -> Policy:
     """A preset name ("default", "strict", "data-restricted") or a path to a YAML file."""
     if isinstance(ref, Policy):
         return ref
+    path = resolve_policy_path(ref)
+    text, sha256 = read_policy_text(path)
+    return parse_policy(text, path, sha256=sha256)
+
+
+def resolve_policy_path(ref: str | Path) -> Path:
+    """The file a preset name or a path names."""
     path = Path(ref)
     if isinstance(ref, str) and not ref.endswith((".yaml", ".yml")) and "/" not in ref:
         candidate = preset_path(ref)
@@ -44,6 +51,11 @@ def load_policy(ref: str | Path) -> Policy:
             )
     if not path.exists():
         raise ConfigError(f"{path}: policy file not found", hint="give a preset name or an existing YAML file")
+    return path
+
+
+def read_policy_text(path: Path) -> tuple[str, str]:
+    """(text, sha256 of the bytes) of a policy file: at most MAX_POLICY_BYTES, UTF-8, a regular file."""
     if not path.is_file():
         raise PolicyError(path, None, "", "not a regular file", hint="give a preset name or a YAML file")
     with path.open("rb") as fh:
@@ -56,8 +68,8 @@ def load_policy(ref: str | Path) -> Policy:
     except UnicodeDecodeError as exc:
         line = raw[:exc.start].count(b"\n") + 1
         raise PolicyError(path, line, "", f"not UTF-8 text (byte {exc.start})",
-                          hint="save the policy as UTF-8") from exc
-    return parse_policy(text, path, sha256=hashlib.sha256(raw).hexdigest())
+                          hint="save the policy as UTF-8") from None
+    return text, hashlib.sha256(raw).hexdigest()
 
 
 class PolicyError(ConfigError):
@@ -65,9 +77,9 @@ class PolicyError(ConfigError):
 
     def __init__(self, path: Path | str, line: int | None, field: str, detail: str, hint: str | None = None):
         where = f"{path}:{line}" if line is not None else f"{path}"
-        super().__init__(f"{where}: {_safe(field) + ': ' if field else ''}{detail}",
+        super().__init__(f"{where}: {safe_text(field) + ': ' if field else ''}{detail}",
                          hint=hint or "see loopmeter/policies/presets/default.yaml for a valid policy")
-        self.path, self.line, self.field, self.detail = str(path), line, _safe(field), detail
+        self.path, self.line, self.field, self.detail = str(path), line, safe_text(field), detail
 
 
 def compose_yaml(text: str, path: Path | str) -> tuple[Any, Any]:
@@ -85,9 +97,9 @@ def compose_yaml(text: str, path: Path | str) -> tuple[Any, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise PolicyError(path, line, "", f"not valid YAML: {_safe(str(getattr(exc, 'problem', None) or exc))}",
+        raise PolicyError(path, line, "", f"not valid YAML: {safe_text(str(getattr(exc, 'problem', None) or exc))}",
                           hint="fix the YAML syntax at that line") from exc
-    except RecursionError as exc:
+    except RecursionError:
         raise PolicyError(path, None, "", "YAML nested too deeply to read",
                           hint="a policy needs three or four levels of nesting") from None
     finally:
@@ -160,14 +172,14 @@ def parse_policy(text: str, path: Path, sha256: str | None = None) -> Policy:
     return Policy(model=model, path=path, sha256=digest)
 
 
-def _safe(text: str) -> str:
+def safe_text(text: str) -> str:
     """Text from a policy file, with control characters escaped (nothing raw reaches a terminal)."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _short(value: Any, limit: int = 60) -> str:
     text = repr(value)
-    return _safe(text if len(text) <= limit else text[:limit] + "...")
+    return safe_text(text if len(text) <= limit else text[:limit] + "...")
 
 
 def _message(err: Any) -> str:
@@ -178,7 +190,7 @@ def _message(err: Any) -> str:
         return "required field is missing"
     if kind == "literal_error":
         return f"bad value {_short(err.get('input'))}: {err['msg'].lower()}"
-    msg = _safe(str(err["msg"]).removeprefix("Value error, "))
+    msg = safe_text(str(err["msg"]).removeprefix("Value error, "))
     return f"{msg} (got {_short(err.get('input'))})" if kind != "value_error" else msg
 
 

@@ -100,23 +100,23 @@ def metadata_endpoint(host: str) -> str | None:
 
 
 def _address_reason(ip: IPAddress) -> str | None:
-    for candidate in (ip, embedded_ipv4(ip)):
-        if candidate is None:
-            continue
-        if candidate.is_loopback:
-            return "a loopback address"
-        if candidate.is_link_local:
-            return "a link-local address"
-        if candidate in _SHARED:
-            return "a shared (carrier-grade NAT) address"
-        if candidate.is_unspecified:
-            return "the unspecified address"
-        if candidate.is_multicast:
-            return "a multicast address"
-        if candidate.is_private:
-            return "a private address"
-        if not candidate.is_global or candidate.is_reserved:
-            return "a reserved, non-global address"
+    # an IPv6 address carrying an IPv4 one (mapped, 6to4, NAT64) goes where the IPv4 one does
+    embedded = embedded_ipv4(ip) if not ip.is_loopback and not ip.is_unspecified else None
+    a: IPAddress = embedded if embedded is not None else ip
+    if a.is_loopback:
+        return "a loopback address"
+    if a.is_link_local:
+        return "a link-local address"
+    if a in _SHARED:
+        return "a shared (carrier-grade NAT) address"
+    if a.is_unspecified:
+        return "the unspecified address"
+    if a.is_multicast:
+        return "a multicast address"
+    if a.is_private:
+        return "a private address"
+    if not a.is_global or a.is_reserved:
+        return "a reserved, non-global address"
     return None
 
 
