@@ -65,11 +65,16 @@ class Cgroup:
         if f is None:
             return None
         try:
+            text = f.read_text()
             if f.name == "cpuacct.usage":
-                return int(f.read_text()) / 1e9
-            return _read_key(f, "usage_usec") / 1e6
+                return int(text) / 1e9
+            for line in text.splitlines():
+                key, _, value = line.partition(" ")
+                if key == "usage_usec":
+                    return int(value) / 1e6
         except (OSError, ValueError):
-            return None
+            pass
+        return None
 
     @property
     def procs_files(self) -> list[str]:

@@ -256,3 +256,13 @@ def test_doctor_says_plainly_when_no_cgroup_can_be_made(monkeypatch) -> None:
     assert on["text"].startswith("cgroup v")
     if "cpu" in on["limits"]:
         assert "CPU time of all processes together" in on["text"]
+
+
+def test_cpu_totals_are_read_in_both_cgroup_formats(tmp_path: Path) -> None:
+    from loopmeter.sandbox.limits import Cgroup
+
+    (tmp_path / "cpu.stat").write_text("usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\n")  # v2
+    (tmp_path / "cpuacct.usage").write_text("1750000000\n")  # v1, nanoseconds
+    assert Cgroup(cpu_file=tmp_path / "cpu.stat").cpu_seconds() == 2.5
+    assert Cgroup(cpu_file=tmp_path / "cpuacct.usage").cpu_seconds() == 1.75
+    assert Cgroup(cpu_file=tmp_path / "missing").cpu_seconds() is None
