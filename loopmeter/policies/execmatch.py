@@ -984,8 +984,11 @@ def exec_interpretations(argv: list[str] | tuple[str, ...], path: str | None = N
                          cwd: str | os.PathLike[str] | None = None) -> list[Interpretation]:
     """Every command line `argv` may run (itself first). Raises TooComplex past the limits."""
     r = _Resolver(path, os.fspath(cwd) if cwd is not None else None)
-    if argv:
-        r.walk([str(a) for a in argv], r.path, 0, "")
+    try:
+        if argv:
+            r.walk([str(a) for a in argv], r.path, 0, "")
+    except RecursionError:
+        raise TooComplex("a command line nested too deeply to read") from None
     return list(r.out)
 
 
@@ -993,7 +996,10 @@ def script_interpretations(text: str, path: str | None = None,
                            cwd: str | os.PathLike[str] | None = None) -> list[Interpretation]:
     """Every command line a shell command line (`git push && make`) may run."""
     r = _Resolver(path, os.fspath(cwd) if cwd is not None else None)
-    r.script(text, None, r.path, 0, "")
+    try:
+        r.script(text, None, r.path, 0, "")
+    except RecursionError:
+        raise TooComplex("a command line nested too deeply to read") from None
     return list(r.out)
 
 

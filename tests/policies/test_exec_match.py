@@ -140,6 +140,8 @@ def test_too_many_readings_are_refused_not_guessed(default) -> None:
     assert (d.decision, d.rule_id) == ("deny", "exec.too-complex")
     d = default.decide_exec(["bash", "-c", "true;" * 60_000], "check", path=PATH)
     assert (d.decision, d.rule_id) == ("deny", "exec.too-complex")
+    d = default.decide_exec(["bash", "-c", "echo $((" * 1500 + "1" + "))" * 1500], "check", path=PATH)
+    assert (d.decision, d.rule_id) == ("deny", "exec.too-complex")
 
 
 def test_pathological_input_is_bounded_in_time(default) -> None:
