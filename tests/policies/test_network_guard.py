@@ -83,3 +83,35 @@ def test_public_suffixes() -> None:
         assert netguard.public_suffix(suffix), suffix
     for domain in ("example.com", "cursor.sh", "anthropic.com", "googleapis.com", "bbc.co.uk"):
         assert not netguard.public_suffix(domain), domain
+
+
+def test_the_proxy_refuses_metadata_names_even_when_dns_says_public(tmp_path: Path) -> None:
+    """The real egress proxy over its Unix socket, with a policy whose rule allows every host and a
+    resolver that answers a public address: only the name check can stop these."""
+    import socket
+
+    from loopmeter.sandbox.proxy import EgressProxy
+
+    policy = _policy(tmp_path, "name: open\nnetwork:\n  allow: ['*.internal', 'metadata.goog']\n"
+                               "rules:\n  - {id: all, action: connect, match: '*', decision: allow}\n")
+    asked: list[str] = []
+    records: list = []
+    proxy = EgressProxy(policy, "agent:x", on_record=records.append,
+                        resolve=lambda host, port: asked.append(host) or ["203.0.113.9"])
+    answers = []
+    try:
+        for target in ("metadata.google.internal:80", "metadata.goog:80", "2852039166:80"):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.connect(str(proxy.socket_path))
+                s.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+                s.shutdown(socket.SHUT_WR)
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+            answers.append(data)
+    finally:
+        proxy.close()
+    for data in answers:
+        assert data.startswith(b"HTTP/1.1 403") and b"X-Loopmeter-Rule: network.metadata" in data, data[:200]
+    assert asked == []  # refused before any name was resolved
+    assert [r.decision.rule_id for r in records] == ["network.metadata"] * 3
