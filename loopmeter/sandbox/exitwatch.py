@@ -7,7 +7,8 @@ command's launcher is registered when it starts, every process forked by a regis
 its tree, an exit leaves it, and an exit by SIGXFSZ is counted for that tree's command. Following
 the order of events, not /proc, makes the attribution exact however late the thread runs (the
 parent of a killed child may be gone by then). A classic BPF filter on the socket passes only fork
-and exit events; forks made before the launcher was registered are replayed from a short ring.
+and exit events, and nothing at all while no command is watched (an idle loopmeter process is never
+woken by the host's forks); forks made before the launcher was registered are replayed from a ring.
 
 Listening needs CAP_NET_ADMIN in the initial namespaces (root on the host, as in CI). Elsewhere
 `watch()` returns None, `probe()` says why, and only a top-level exit 153 is recorded. Events the
@@ -46,6 +47,16 @@ class _SockFilter(ctypes.Structure):
 
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _attach(sock: socket.socket, prog: list[tuple[int, int, int, int]]) -> None:
+    arr = (_SockFilter * len(prog))(*[_SockFilter(*ins) for ins in prog])
+    fprog = _SockFprog(len(prog), ctypes.cast(arr, ctypes.POINTER(_SockFilter)))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, ctypes.string_at(ctypes.addressof(fprog),
+                                                                         ctypes.sizeof(fprog)))
+
+
+DROP_ALL = [(0x06, 0, 0, 0)]  # while no command is watched, the host's forks never wake this process
 
 
 def _bpf_fork_and_exit() -> list[tuple[int, int, int, int]]:
@@ -96,6 +107,11 @@ class ExitWatch:
                 for pid in [p for p, w in listener.tree.items() if w is self]:
                     del listener.tree[pid]
                 listener.watches -= 1
+                if listener.watches == 0:
+                    try:
+                        _attach(listener.sock, DROP_ALL)
+                    except OSError:
+                        pass
             self._listener = None
         return list(self.killed)
 
@@ -110,11 +126,7 @@ class _Listener:
         self.seen: collections.deque[int] = collections.deque(maxlen=64)  # SIGXFSZ deaths, for probe()
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
         try:
-            prog = _bpf_fork_and_exit()
-            arr = (_SockFilter * len(prog))(*[_SockFilter(*ins) for ins in prog])
-            fprog = _SockFprog(len(prog), ctypes.cast(arr, ctypes.POINTER(_SockFilter)))
-            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, ctypes.string_at(ctypes.addressof(fprog),
-                                                                                 ctypes.sizeof(fprog)))
+            _attach(sock, DROP_ALL)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4 << 20)
             except OSError:
@@ -219,6 +231,8 @@ def watch() -> ExitWatch | None:
     if listener is None:
         return None
     with listener.lock:
+        if listener.watches == 0:
+            _attach(listener.sock, _bpf_fork_and_exit())
         listener.watches += 1
     return ExitWatch(_listener=listener)
 

@@ -199,6 +199,33 @@ def test_a_sigxfsz_death_in_another_sandbox_is_not_attributed_to_this_one(runner
     assert res.exit_code == 0 and _file_size_rows(store) == []
 
 
+def test_parallel_sandboxes_each_get_only_their_own_file_size_kills(runner, store, tmp_path: Path) -> None:
+    _need_exit_events()
+    import threading
+
+    policy = parse_policy("name: fs\nlimits: {file_size_mb: 1}\n", tmp_path / "fs.yaml")
+    results: dict[str, object] = {}
+
+    def go(name: str, script: str) -> None:
+        work = tmp_path / name
+        work.mkdir()
+        results[name] = runner.run(["sh", "-c", script], workdir=work, policy=policy, attempt_id=name, **CHECK)
+
+    kill3 = "for i in 1 2 3; do head -c 2000000 /dev/zero > f$i; done; sleep 0.5; echo ok"
+    quiet = "for i in 1 2 3; do head -c 1000 /dev/zero > f$i; sleep 0.2; done; echo ok"
+    threads = [threading.Thread(target=go, args=("noisy", kill3)), threading.Thread(target=go, args=("quiet", quiet))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    noisy, quiet_res = results["noisy"], results["quiet"]
+    assert [d["rule_id"] for d in noisy.denials] == ["limits.file_size_mb"]  # type: ignore[attr-defined]
+    assert quiet_res.denials == []  # type: ignore[attr-defined]
+    rows = _file_size_rows(store)
+    assert [r["attempt_id"] for r in rows] == ["noisy"]
+    assert len(json.loads(rows[0]["detail"])["processes"]) == 3
+
+
 # -- disk: the worktree's size --------------------------------------------------------------
 
 
