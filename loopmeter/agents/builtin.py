@@ -281,6 +281,7 @@ class _Session:
     def _run_command(self, command: str) -> str:
         ctx = self.ctx
         actor = ctx.actor or "agent:builtin"
+        approved = False
         if ctx.policy is not None:
             decision = ctx.policy.decide("exec", command, actor)
             verdict = getattr(decision, "decision", "allow")
@@ -289,13 +290,14 @@ class _Session:
             if verdict == "ask":
                 if ctx.approve is None or not ctx.approve("exec", command):
                     return f"denied: a person did not approve `{command}`"
+                approved = True
         if ctx.sandbox is None:
             return "error: no sandbox to run commands in"
         remaining = None if self.deadline is None else max(self.deadline - time.monotonic(), 0.1)
         res = ctx.sandbox.run(
             shell_argv(command), workdir=ctx.workdir, policy=ctx.policy, role="agent", actor=actor,
             timeout_s=remaining, run_id=ctx.run_id, attempt_id=ctx.attempt_id, cancel=ctx.cancel,
-            env={"PYTHONDONTWRITEBYTECODE": "1", **ctx.env},
+            env={"PYTHONDONTWRITEBYTECODE": "1", **ctx.env}, approved=approved,
         )
         tail = clip((res.stdout or "") + (("\n[stderr]\n" + res.stderr) if res.stderr else ""))
         killed = f" (killed: {res.killed_reason})" if res.killed_reason else ""

@@ -80,9 +80,12 @@ class Runner:
             extra_allow: Sequence[str] = (), home: Path | None = None,
             extra_ro_binds: Sequence[Path] = (), extra_rw_binds: Sequence[Path] = (),
             stdin: str | None = None, cancel: threading.Event | None = None,
-            on_output: Callable[[str, str], None] | None = None, git: GitLayout | None = None) -> ExecResult:
+            on_output: Callable[[str, str], None] | None = None, git: GitLayout | None = None,
+            approved: bool = False) -> ExecResult:
         """`git`: the workdir's git layout from loopmeter's records (hostgit); without it a
-        workdir's own git pointers are used only when they all agree (`checkout_layout`)."""
+        workdir's own git pointers are used only when they all agree (`checkout_layout`).
+        `approved`: a person approved exactly this command, so an `ask` rule lets it run (a
+        `deny` still refuses it)."""
         if role not in ("agent", "check"):
             from loopmeter.errors import LoopmeterError
 
@@ -107,7 +110,11 @@ class Runner:
 
         decision = policy.decide_exec(argv, actor, cwd=workdir, path=(env or {}).get("PATH")
                                       or policy.model.env.set.get("PATH") or inner_path())
-        if not decision.allowed:
+        if decision.decision == "ask" and approved:
+            self._audit(ctx, layer="policy", action="exec", target=target, decision="allow",
+                        rule_id=decision.rule_id, detail={"reason": "a person approved this command",
+                                                          "runner": self.kind})
+        elif not decision.allowed:
             self._audit(ctx, layer="policy", action="exec", target=target, decision=decision.decision,
                         rule_id=decision.rule_id, detail={"reason": decision.reason, "runner": self.kind})
             msg = f"loopmeter: policy {policy.name} {'needs approval for' if decision.decision == 'ask' else 'denies'}"

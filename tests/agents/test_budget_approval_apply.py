@@ -118,6 +118,35 @@ def test_builtin_command_ask_interrupts_and_resumes_without_calling_the_model_ag
         assert s.exec(select(func.count()).select_from(Usage).where(Usage.run_id == result.run_id)).one() == 3
 
 
+def test_builtin_command_a_person_approved_runs_in_the_sandbox(store, fix_add_task, sandbox) -> None:
+    """The runner checks every command again; an `ask` a person answered yes lets exactly that one run."""
+    with OpenAIServer() as server:
+        server.script(
+            tool_call("run_command", {"command": "sudo echo hi"}, prompt_tokens=50, completion_tokens=5),
+            tool_call("edit_file", {"path": "calc.py", "search": "a - b", "replace": "a + b"}),
+            text("done"),
+        )
+        result = start_run(RunRequest(
+            instruction=fix_add_task.instruction, check=fix_add_task.check, repo=None, task=fix_add_task,
+            agents=[AgentSpec("builtin", "openai/m")], sandbox=sandbox, api_base=server.base_url),
+            store=store)
+        assert result.status == "waiting"
+        from loopmeter.agents.loop import answer_approvals
+
+        done = answer_approvals(result.run_id, True, store=store)
+        assert done.status == "passed"
+        tool_reply = server.requests[1]["body"]["messages"][-1]["content"]
+    assert tool_reply.startswith("exit code") and "needs approval" not in tool_reply, tool_reply
+    from sqlmodel import select
+
+    from loopmeter.store import Audit
+
+    with store.session() as s:
+        rows = list(s.exec(select(Audit).where(Audit.run_id == result.run_id, Audit.action == "exec",
+                                               Audit.target.contains("sudo echo hi"))))  # type: ignore[attr-defined]
+    assert any(r.decision == "allow" and "approved" in (r.detail or "") for r in rows)
+
+
 def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
 
