@@ -31,17 +31,52 @@ def finish(proc: subprocess.Popen[str], timeout_s: float = 600) -> dict[str, Any
         return {"status": "unavailable", "detail": f"verify failed: {exc}", "records": None, "seconds": None}
 
 
+def _same_store(a: str, b: str) -> bool:
+    from pathlib import Path
+
+    if a.startswith("sqlite:///") and b.startswith("sqlite:///"):
+        return Path(a.removeprefix("sqlite:///")).resolve() == Path(b.removeprefix("sqlite:///")).resolve()
+    return a == b
+
+
+def anchored_status(store: Any, db_url: str) -> dict[str, Any]:
+    """chain_status, plus the anchor and anchor copy of the settings when `db_url` is their store and the
+    files exist: a record past the anchored head, a truncated or rewritten tail are reported here too.
+    (Only `loopmeter audit verify` treats a missing anchor as a failure.)"""
+    import time
+
+    from loopmeter.analytics.policy import chain_status
+    from loopmeter.config import load_settings
+    from loopmeter.policies.audit import verify_chain
+
+    settings = load_settings()
+    anchors = [p if p is not None and p.is_file() else None for p in (settings.audit_anchor, settings.audit_anchor_copy)]
+    if not _same_store(db_url, settings.db_url) or anchors == [None, None]:
+        return chain_status(store)
+    t0 = time.perf_counter()
+    try:
+        result = verify_chain(store, *anchors)
+    except Exception as exc:  # noqa: BLE001 - the dashboard reports it, it does not crash
+        return {"status": "unavailable", "detail": f"verify failed: {exc}", "records": None,
+                "seconds": time.perf_counter() - t0}
+    detail = None
+    if not result.ok:
+        detail = (f"first bad record: seq {result.first_bad_seq} ({result.reason})" if result.first_bad_seq
+                  else result.reason)
+    return {"status": "ok" if result.ok else "broken", "detail": detail, "records": result.records,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
 def _main(argv: list[str]) -> None:
     import os
 
-    from loopmeter.analytics.policy import chain_status
     from loopmeter.store import open_store
 
     if len(argv) > 2 and argv[1] == "--nice" and hasattr(os, "nice"):
         os.nice(int(argv[2]))
     store = open_store(argv[0], migrate=False)
     try:
-        print(json.dumps(chain_status(store), default=str))
+        print(json.dumps(anchored_status(store, argv[0]), default=str))
     finally:
         store.dispose()
 

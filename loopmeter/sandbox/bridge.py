@@ -7,9 +7,11 @@ argv: SOCKET PROXY_PORT FORWARDS -- CMD...   (FORWARDS: comma-separated "host:po
 A forward listens on 127.0.0.1:PORT inside and tunnels each connection with CONNECT host:port,
 so a URL like http://127.0.0.1:PORT works unchanged inside when the policy allows it.
 
-At most MAX_CONNECTIONS connections are bridged at a time, over all listeners: the next one waits in
-the listener's queue until one ends (two threads each; threads count against the sandbox's process
-limit, so a flood of connections must not take the bridge down). The host's proxy has its own cap.
+At most MAX_CONNECTIONS connections are bridged at a time, over all listeners (two threads each:
+threads count against the sandbox's process limit, and the host's proxy has a cap of its own).
+Connections past that are still accepted at once, so the kernel's listen queue never overflows and
+drops them, and wait, without a thread, until a bridged one ends; past MAX_WAITING more they are
+answered `503` and closed, and the bridge says how many on stderr when the command ends.
 """
 
 import _socket
@@ -18,9 +20,13 @@ import os
 import sys
 
 MAX_CONNECTIONS = 64
+MAX_WAITING = 512
+REFUSED = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nConnection: close\r\n" \
+          b"X-Loopmeter-Rule: bridge.max-connections\r\nContent-Length: 73\r\n\r\n" \
+          b"loopmeter sandbox bridge: too many connections at once; this one refused\n"
 
 
-def pump(src, dst, finished):
+def pump(src, dst):
     try:
         while True:
             data = src.recv(65536)
@@ -33,30 +39,35 @@ def pump(src, dst, finished):
         dst.shutdown(_socket.SHUT_WR)
     except OSError:
         pass
-    finished()
 
 
-def splice(a, b, done):
-    lock = _thread.allocate_lock()
-    left = [2]
+def splice(a, b):
+    """Copy both ways between the client `a` and the proxy `b`; returns when both directions have ended,
+    with both sockets closed. Once the proxy's side has ended (a refusal, or the far end closed), the
+    client's side is not waited for: its slot is free as soon as the answer is through."""
+    other_done = _thread.allocate_lock()
+    other_done.acquire()
 
-    def finished():
-        with lock:
-            left[0] -= 1
-            last = left[0] == 0
-        if last:
-            a.close()
-            b.close()
-            done()
+    def other():
+        try:
+            pump(b, a)
+            try:
+                a.shutdown(_socket.SHUT_RD)  # ends pump(a, b) in the worker, however idle the client is
+            except OSError:
+                pass
+        finally:
+            other_done.release()
 
     try:
-        _thread.start_new_thread(pump, (b, a, finished))
+        _thread.start_new_thread(other, ())
     except RuntimeError:  # no thread to be had: drop this connection, keep serving
         a.close()
         b.close()
-        done()
         return
-    pump(a, b, finished)
+    pump(a, b)
+    other_done.acquire()
+    a.close()
+    b.close()
 
 
 def upstream(sock_path):
@@ -65,17 +76,16 @@ def upstream(sock_path):
     return s
 
 
-def handle_proxy(conn, done, sock_path):
+def handle_proxy(conn, sock_path):
     try:
         up = upstream(sock_path)
     except OSError:
         conn.close()
-        done()
         return
-    splice(conn, up, done)
+    splice(conn, up)
 
 
-def handle_forward(conn, done, sock_path, target):
+def handle_forward(conn, sock_path, target):
     up = None
     try:
         up = upstream(sock_path)
@@ -92,7 +102,6 @@ def handle_forward(conn, done, sock_path, target):
             conn.sendall(head)
             conn.close()
             up.close()
-            done()
             return
         if rest:
             conn.sendall(rest)
@@ -100,57 +109,74 @@ def handle_forward(conn, done, sock_path, target):
         conn.close()
         if up is not None:
             up.close()
-        done()
         return
-    splice(conn, up, done)
+    splice(conn, up)
 
 
-class Slots:
-    """A counting semaphore from C-level parts: a pipe holding one byte per free slot."""
+class Pool:
+    """At most `size` workers; each bridges one connection at a time, then takes a waiting one."""
 
-    def __init__(self, n):
-        self.r, self.w = os.pipe()
-        os.write(self.w, b"x" * n)
+    def __init__(self, size):
+        self.lock = _thread.allocate_lock()
+        self.free = size
+        self.waiting = []
+        self.refused = 0
 
-    def take(self):
+    def submit(self, conn, handler, args):
+        with self.lock:
+            if self.free == 0:
+                if len(self.waiting) < MAX_WAITING:
+                    self.waiting.append((conn, handler, args))
+                    return
+                self.refused += 1
+                refuse = True
+            else:
+                self.free -= 1
+                refuse = False
+        if refuse:
+            try:
+                conn.sendall(REFUSED)
+            except OSError:
+                pass
+            conn.close()
+            return
+        try:
+            _thread.start_new_thread(self.work, (conn, handler, args))
+        except RuntimeError:  # no thread to be had: this one is dropped, the slot comes back
+            conn.close()
+            with self.lock:
+                self.free += 1
+
+    def work(self, conn, handler, args):
         while True:
             try:
-                os.read(self.r, 1)
-                return
-            except InterruptedError:
-                continue
+                handler(conn, *args)
+            except Exception:  # noqa: BLE001 - one connection's failure must not cost a worker
+                conn.close()
+            with self.lock:
+                if not self.waiting:
+                    self.free += 1
+                    return
+                conn, handler, args = self.waiting.pop(0)
 
-    def give(self):
-        os.write(self.w, b"x")
 
-
-def serve(listener, slots, handler, *args):
+def serve(listener, pool, handler, *args):
+    pause = _thread.allocate_lock()
+    pause.acquire()
     while True:
-        slots.take()  # at the cap, stop accepting: new connections wait in the listen queue
         try:
             fd, _ = listener._accept()
-        except OSError:
-            slots.give()
+        except OSError:  # out of descriptors, or the peer left before accept: wait a moment, go on
+            pause.acquire(timeout=0.05)
             continue
-        conn = _socket.socket(fileno=fd)
-        once = [slots.give]
-
-        def done(once=once):
-            if once:
-                once.pop()()
-
-        try:
-            _thread.start_new_thread(handler, (conn, done, *args))
-        except RuntimeError:
-            conn.close()
-            done()
+        pool.submit(_socket.socket(fileno=fd), handler, args)
 
 
 def listen(port):
     s = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
     s.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
     s.bind(("127.0.0.1", port))
-    s.listen(64)
+    s.listen(1024)  # a burst of connects is queued by the kernel, not dropped and retried
     return s
 
 
@@ -170,15 +196,18 @@ def main(argv):
         except OSError as exc:
             sys.stderr.write(f"loopmeter sandbox: cannot run {cmd[0]}: {exc.strerror}\n")
             os._exit(127)
-    slots = Slots(MAX_CONNECTIONS)
+    pool = Pool(MAX_CONNECTIONS)
     for listener, handler, args in servers:
-        _thread.start_new_thread(serve, (listener, slots, handler, *args))
+        _thread.start_new_thread(serve, (listener, pool, handler, *args))
     while True:
         try:
             _, status = os.waitpid(pid, 0)
             break
         except InterruptedError:
             continue
+    if pool.refused:
+        sys.stderr.write(f"loopmeter sandbox bridge: {pool.refused} connections refused (more than "
+                         f"{MAX_CONNECTIONS} open and {MAX_WAITING} waiting)\n")
     code = os.waitstatus_to_exitcode(status)
     os._exit(code if code >= 0 else 128 - code)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import queue
 import re
 import shutil
 import socket
@@ -40,6 +41,7 @@ HEAD_TIMEOUT_S = 30.0
 MAX_CONNECTIONS = 96
 MAX_TARGET = 300  # a 253-character name, ':' and a port; an IPv6 literal in brackets is far shorter
 SHOWN_TARGET = 200  # what a refused request's record and answer keep of its target
+RECORD_QUEUE = 1024  # records waiting for `on_record`; a full queue holds the handlers back
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _EAI = {getattr(socket, n): n for n in dir(socket) if n.startswith("EAI_")}
 _STATUS = {400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large", 502: "Bad Gateway",
@@ -88,6 +90,11 @@ class EgressProxy:
         self._active: set[socket.socket] = set()
         self._handlers: set[threading.Thread] = set()
         self._lock = threading.Lock()
+        # `on_record` (an audit write) runs on one thread of its own, so a handler's thread ends, and its
+        # slot is free, as soon as its connection is closed; started with the first record
+        self._records: queue.Queue[ConnectionRecord | None] = queue.Queue(RECORD_QUEUE)
+        self._recorder: threading.Thread | None = None
+        self._records_closed = False
         self._thread = threading.Thread(target=self._accept, name="lm-egress-proxy", daemon=True)
         self._thread.start()
 
@@ -265,10 +272,28 @@ class EgressProxy:
         return rec
 
     def _finish(self, rec: ConnectionRecord) -> None:
-        if self.on_record is not None:
+        if self.on_record is None:
+            return
+        with self._lock:  # under the lock: close() cannot end the queue between the check and the put
+            late = self._records_closed
+            if not late:
+                if self._recorder is None:
+                    self._recorder = threading.Thread(target=self._record_loop, name="lm-egress-records",
+                                                      daemon=True)
+                    self._recorder.start()
+                self._records.put(rec)  # blocks while RECORD_QUEUE records wait: backpressure
+                return
+        try:  # a handler that outlived close(): nobody reads the queue any more
+            self.on_record(rec)
+        except Exception:  # noqa: BLE001
+            pass
+
+    def _record_loop(self) -> None:
+        assert self.on_record is not None
+        while (rec := self._records.get()) is not None:
             try:
                 self.on_record(rec)
-            except Exception:  # noqa: BLE001 - a failed audit write must not hang the client
+            except Exception:  # noqa: BLE001 - a failed audit write must not stop the records after it
                 pass
 
     def close(self) -> None:
@@ -290,6 +315,11 @@ class EgressProxy:
         deadline = time.monotonic() + 5
         for t in handlers:
             t.join(timeout=max(deadline - time.monotonic(), 0.01))
+        with self._lock:
+            recorder, self._records_closed = self._recorder, True
+        if recorder is not None:  # every record handed over so far is written before close returns
+            self._records.put(None)
+            recorder.join(timeout=60)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> EgressProxy:
