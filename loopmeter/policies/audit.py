@@ -12,6 +12,12 @@ temporary file before the record's transaction commits, and renamed over the anc
 right after it, so a crash can leave at most one record past the anchored head, and
 only in the window of a commit and a rename. `verify_chain` reports that as a failure
 too (it cannot tell it from a forged append) and says which one it looks like.
+
+An append never blesses what it finds: when the log's head is not the anchored head
+(records appended past it, a deleted or rewritten tail, a missing anchor), the append
+first writes an evidence record (rule `audit.anchor-mismatch`, with what it found) and
+then its own record, so moving the anchor on does not hide the mismatch, and verify
+keeps failing on it.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from loopmeter.records import utcnow
 from loopmeter.store import Audit, Store, as_utc
 
 GENESIS = "0" * 64
+EVIDENCE_RULE = "audit.anchor-mismatch"
 FIELDS = ("seq", "ts", "sandbox_id", "run_id", "attempt_id", "actor", "layer", "action", "target",
           "decision", "rule_id", "policy_sha256", "detail", "prev")
 _table = Audit.__table__  # type: ignore[attr-defined]
@@ -153,6 +160,16 @@ class AuditLog:
         try:
             with self.store.engine.begin() as conn:
                 last_seq, prev = _head(conn)
+                found = _anchor_mismatch(conn, self.anchor_path, last_seq, prev)
+                if found is not None:  # the evidence goes in the chain before anything is anchored past it
+                    evidence: dict[str, Any] = {
+                        "ts": record["ts"], "sandbox_id": None, "run_id": None, "attempt_id": None,
+                        "actor": "loopmeter", "layer": "policy", "action": "audit", "target": str(self.anchor_path),
+                        "decision": "deny", "rule_id": EVIDENCE_RULE, "policy_sha256": None,
+                        "detail": json.dumps(found, sort_keys=True), "seq": last_seq + 1, "prev": prev}
+                    evidence["hash"] = record_hash(evidence)
+                    conn.execute(insert(_table), [evidence])
+                    last_seq, prev = evidence["seq"], evidence["hash"]
                 record["seq"], record["prev"] = last_seq + 1, prev
                 record["hash"] = record_hash(record)
                 conn.execute(insert(_table), [record])
@@ -171,6 +188,35 @@ def _head(conn: Any) -> tuple[int, str]:
     return (row[0], row[1]) if row else (0, GENESIS)
 
 
+def _anchor_mismatch(conn: Any, anchor_path: Path, last_seq: int, prev: str) -> dict[str, Any] | None:
+    """What an append finds wrong between the log's head and the anchor, as an evidence record's detail
+    ({problem, first_bad_seq, reason, anchor, anchored, log_head}); None when they agree (the usual case:
+    one small file read, no query)."""
+    anchored = read_anchor(anchor_path)
+    if anchored is not None and anchored == (last_seq, prev):
+        return None
+    if anchored is None and last_seq == 0:
+        return None  # the first record, with no anchor yet
+    base = {"anchor": str(anchor_path), "anchored": list(anchored) if anchored else None,
+            "log_head": [last_seq, prev]}
+    if anchored is None:
+        return {**base, "problem": "anchor-missing", "first_bad_seq": None,
+                "reason": f"the anchor was missing while the log held records 1..{last_seq}"}
+    a_seq, a_hash = anchored
+    if a_seq < 0:
+        return {**base, "problem": "anchor-unreadable", "first_bad_seq": None, "reason": "the anchor was unreadable"}
+    if a_seq > last_seq:
+        return {**base, "problem": "truncated", "first_bad_seq": last_seq + 1,
+                "reason": f"the log ended at {last_seq} but the anchor said {a_seq} (tail truncated)"}
+    stored = conn.execute(select(_table.c.hash).where(_table.c.seq == a_seq)).scalar_one_or_none() if a_seq else GENESIS
+    if stored != a_hash:
+        return {**base, "problem": "tail-rewritten", "first_bad_seq": a_seq,
+                "reason": f"record {a_seq} differed from the anchor (tail rewritten)"}
+    return {**base, "problem": "past-head", "first_bad_seq": a_seq + 1,
+            "reason": f"records {a_seq + 1}..{last_seq} had been appended past the anchored head {a_seq}, "
+                      "without this anchor (forged, or a crash between an append and its anchor write)"}
+
+
 @dataclass
 class VerifyResult:
     ok: bool
@@ -181,7 +227,8 @@ class VerifyResult:
     reason: str | None = None
     anchor: str | None = None
     # what is wrong, for machines: gap, order, prev, edited, anchor-missing, copy-missing, anchor-unreadable,
-    # truncated, tail-rewritten, past-head (None when ok)
+    # truncated, tail-rewritten, past-head (None when ok); an evidence record (EVIDENCE_RULE) gives the
+    # problem its append found
     problem: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -219,9 +266,12 @@ def verify_chain(store: Store, anchor_path: Path | None = None, copy_path: Path 
     is given must exist once the log holds a record). The first record that does not fit is named."""
     expected_seq, prev, count = 1, GENESIS, 0
     last_hash: str | None = None
+    evidence: list[tuple[int, str | None]] = []  # (seq, detail) of the first evidence records
     for row in _rows(store):
         count += 1
         seq = row["seq"]
+        if row["rule_id"] == EVIDENCE_RULE and len(evidence) < 100:
+            evidence.append((seq, row["detail"]))
         if seq != expected_seq:
             why = "missing (deleted)" if seq > expected_seq else "out of order"
             return VerifyResult(False, count, seq, row["hash"], expected_seq, f"record {expected_seq} is {why}",
@@ -244,6 +294,20 @@ def verify_chain(store: Store, anchor_path: Path | None = None, copy_path: Path 
             if found is not None:
                 problems.append(VerifyResult(False, count, head_seq, last_hash, found[0], found[1], str(path),
                                              found[2]))
+    mine = {str(p.resolve()) for p in (anchor_path, copy_path) if p is not None}
+    for seq, text in evidence:
+        try:
+            found = json.loads(text or "{}")
+        except ValueError:
+            found = {}
+        if mine and str(Path(str(found.get("anchor", ""))).resolve()) not in mine:
+            continue  # about another anchor (the direct checks above cover this one)
+        first_bad = found.get("first_bad_seq")
+        problems.append(VerifyResult(False, count, head_seq, last_hash, first_bad if isinstance(first_bad, int) else None,
+                                     f"record {seq} is evidence that, when it was appended, "
+                                     f"{found.get('reason', 'the anchor did not match the log')} "
+                                     f"({found.get('anchor')})", found.get("anchor"),
+                                     str(found.get("problem") or "anchor-mismatch")))
     if problems:
         # a named bad seq says more than a missing file; every problem found is in the reason
         problems.sort(key=lambda r: (r.first_bad_seq is None, r.first_bad_seq or 0))

@@ -33,8 +33,11 @@ METADATA_HOSTS = {"169.254.169.254", "fd00:ec2::254", "metadata.google.internal"
                   "instance-data", "instance-data.ec2.internal", "100.100.100.200"}
 PRIVATE_SUFFIXES = (".internal", ".local", ".lan", ".home.arpa", ".localdomain", ".corp", ".intranet")
 LIMIT_FIELDS = {"limits.wall_s": "wall_s", "limits.cpu_s": "cpu_s", "limits.memory_mb": "memory_mb",
-                "limits.pids": "pids", "limits.output_kb": "output_kb", "limits.file_size_mb": "file_size_mb"}
+                "limits.pids": "pids", "limits.output_kb": "output_kb", "limits.file_size_mb": "file_size_mb",
+                "limits.disk_mb": "disk_mb"}
 NOT_POLICY = {
+    "network.metadata": "cloud metadata endpoints are refused before any rule: no policy allows them",
+    "exec.too-complex": "the command line is too complex for exec rules to check; it is refused whatever the policy",
     "network.dns": "the name did not resolve; no policy change makes it resolve",
     "network.dns-timeout": "the resolver gave no answer; no policy change helps",
     "network.unreachable": "the host was allowed but could not be reached",
@@ -191,8 +194,8 @@ class _Plan:
             self.change("network.allow", f"{host}:{port}", g,
                         [f"port {port} is not in network.ports: allowed for {host} only, not for every host",
                          *_name_warnings(host)])
-        elif rule == "network.ip-literal":
-            self.change("network.allow_local", g.target, g, _ip_warnings(host) or
+        elif rule in ("network.ip-literal", "network.local-name"):
+            self.change("network.allow_local", g.target, g, _ip_warnings(host) or _name_warnings(host) or
                         [f"{g.target} is reached by address, not by a reviewed name"])
         elif rule == "network.private-address":
             self.change("network.allow_local", g.target, g,
