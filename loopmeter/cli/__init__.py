@@ -1,29 +1,84 @@
 """The `loopmeter` command. The root only mounts sub-apps: every module in this
-package exposes `register(app)`, and adds its own commands or command group.
+package exposes `register(app)`, and adds its own named commands or command group.
 
 Nothing heavy is imported here or at module level in the sub-apps: litellm,
 langgraph, textual, pandas and sqlmodel load inside the commands that use them.
+Start-up stays short in two more ways (numbers in benchmarks/startup.py):
+
+- help is click's plain text, not typer's rich panels: those import rich's
+  markdown, syntax and traceback modules on every `--help` and usage error;
+- each module's commands become click commands (signatures read, options built)
+  only when one of them is run, asked for help, or listed.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import pkgutil
 import sys
-from typing import Annotated
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any
 
 import typer
+import typer.main
+from typer.core import TyperGroup
 
 from loopmeter import __version__
 
+
+class _Commands(Mapping[str, Any]):
+    """Command name -> click command, built from its module's app on first lookup."""
+
+    def __init__(self, apps: Mapping[str, typer.Typer]) -> None:
+        self._apps = apps
+
+    def __getitem__(self, name: str) -> Any:
+        return _build(self._apps[name]).commands[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._apps)
+
+    def __len__(self) -> int:
+        return len(self._apps)
+
+
+@functools.cache
+def _build(module_app: typer.Typer) -> TyperGroup:
+    group = typer.main.get_group(module_app)
+    for command in group.commands.values():
+        _summarise(command)
+    return group
+
+
+def _summarise(command: Any) -> None:
+    """List commands with the whole first paragraph of their help, wrapped, as
+    typer's rich help did; click would cut it to one line ending in '...'."""
+    if command.help and not command.short_help:
+        command.short_help = command.help.split("\n\n")[0]
+    for sub in getattr(command, "commands", {}).values():
+        _summarise(sub)
+
+
+_MODULE_APPS: dict[str, typer.Typer] = {}  # command name -> the app its module registered it on
+
+
+class _RootGroup(TyperGroup):
+    def __init__(self, **attrs: Any) -> None:
+        super().__init__(**attrs)
+        self.commands = _Commands(_MODULE_APPS)  # type: ignore[assignment]
+
+
 app = typer.Typer(
     name="loopmeter",
+    cls=_RootGroup,
     help="Run coding agents in loops inside sandboxes, and measure what they are worth.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
 )
 
 
@@ -52,8 +107,15 @@ def _mount() -> None:
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         register = getattr(module, "register", None)
-        if register is not None:
-            register(app)
+        if register is None:
+            continue
+        module_app = typer.Typer(rich_markup_mode=None)
+        register(module_app)
+        names = [c.name for c in module_app.registered_commands] + [g.name for g in module_app.registered_groups]
+        for name in names:
+            if not isinstance(name, str):
+                raise RuntimeError(f"{module.__name__}.register: name every command and group")
+            _MODULE_APPS[name] = module_app
 
 
 _mount()
