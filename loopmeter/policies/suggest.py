@@ -273,7 +273,11 @@ class _Plan:
         for ch in self.changes.values():
             if ch.field in ("network.allow", "network.allow_local"):
                 items = data["network"][ch.field.split(".")[1]]
-                if ch.value not in items:
+                if ch.value in items:
+                    continue
+                if ch.field == "network.allow" and ":" in ch.value:
+                    items.insert(0, ch.value)  # before a bare pattern for the host, which would refuse the port
+                else:
                     items.append(ch.value)
             elif ch.field.startswith("secrets."):
                 names = data["secrets"].setdefault(ch.field.split(".", 1)[1], [])
@@ -314,7 +318,9 @@ def suggest(policy: Policy, groups: list[DenialGroup], run: str) -> Suggestion:
     diff = "".join(difflib.unified_diff(before_text.splitlines(keepends=True), after_text.splitlines(keepends=True),
                                         fromfile=f"{policy.name} ({policy.path}, normalised)",
                                         tofile=f"{policy.name} + suggestion for {run}", n=2))
-    changes = list(plan.changes.values())
+    order = ("network.allow", "network.allow_local", "secrets", "rules", "limits")
+    changes = sorted(plan.changes.values(),
+                     key=lambda c: (next(i for i, f in enumerate(order) if c.field.startswith(f)), -c.denials))
     shas = sorted({s for g in groups for s in g.policy_sha256})
     return Suggestion(policy.name, str(policy.path), policy.sha256, shas, changes, plan.notes,
                       _fragment(changes, plan.data, after), after_text, diff, unresolved)
