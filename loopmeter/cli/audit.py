@@ -125,7 +125,7 @@ def summary(run: Annotated[str, typer.Argument(help="Run id (or the sandbox id o
     finally:
         store.dispose()
     groups = group_denials(rows)
-    data = {"run": run, "total": sum(g.count for g in groups), "records": len(rows),
+    data: dict[str, Any] = {"run": run, "total": sum(g.count for g in groups), "records": len(rows),
             "by_kind": totals(groups, "layer", "action"), "by_actor": totals(groups, "actor"),
             "denials": [g.as_dict() for g in groups]}
     if json_out:

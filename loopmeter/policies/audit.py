@@ -297,17 +297,19 @@ def verify_chain(store: Store, anchor_path: Path | None = None, copy_path: Path 
     mine = {str(p.resolve()) for p in (anchor_path, copy_path) if p is not None}
     for seq, text in evidence:
         try:
-            found = json.loads(text or "{}")
+            noted = json.loads(text or "{}")
         except ValueError:
-            found = {}
-        if mine and str(Path(str(found.get("anchor", ""))).resolve()) not in mine:
+            noted = {}
+        if not isinstance(noted, dict):
+            noted = {}
+        if mine and str(Path(str(noted.get("anchor", ""))).resolve()) not in mine:
             continue  # about another anchor (the direct checks above cover this one)
-        first_bad = found.get("first_bad_seq")
+        first_bad = noted.get("first_bad_seq")
         problems.append(VerifyResult(False, count, head_seq, last_hash, first_bad if isinstance(first_bad, int) else None,
                                      f"record {seq} is evidence that, when it was appended, "
-                                     f"{found.get('reason', 'the anchor did not match the log')} "
-                                     f"({found.get('anchor')})", found.get("anchor"),
-                                     str(found.get("problem") or "anchor-mismatch")))
+                                     f"{noted.get('reason', 'the anchor did not match the log')} "
+                                     f"({noted.get('anchor')})", noted.get("anchor"),
+                                     str(noted.get("problem") or "anchor-mismatch")))
     if problems:
         # a named bad seq says more than a missing file; every problem found is in the reason
         problems.sort(key=lambda r: (r.first_bad_seq is None, r.first_bad_seq or 0))

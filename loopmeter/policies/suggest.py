@@ -18,7 +18,8 @@ from __future__ import annotations
 import copy
 import difflib
 import ipaddress
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,8 @@ class Change:
     value: Any  # the entry added, the rule inserted, or the limit's new value
     was: Any = None  # a limit's old value
     denials: int = 0  # how many denials this change would have allowed
-    targets: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    targets: list[str] = dc_field(default_factory=list)
+    warnings: list[str] = dc_field(default_factory=list)
 
 
 @dataclass
