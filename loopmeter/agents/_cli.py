@@ -195,6 +195,12 @@ def run_cli(
             reasons.append(reason)
             stop.set()
 
+    def on_denial(denial: dict[str, str]) -> None:
+        # the model endpoint refused or unreachable: the agent would only retry it (for minutes)
+        if denial["target"] in extra_allow and not stop.is_set():
+            reasons.append("network")
+            stop.set()
+
     def mirror_cancel() -> None:
         while not done.wait(0.1):
             if ctx.cancel is not None and ctx.cancel.is_set():
@@ -221,6 +227,7 @@ def run_cli(
             stdin=stdin,
             cancel=stop,
             on_output=on_output,
+            on_denial=on_denial,
         )
     finally:
         done.set()

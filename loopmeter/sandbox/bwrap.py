@@ -218,6 +218,12 @@ class BwrapRunner(Runner):
             else:
                 self._denial(ctx, layer="proxy", action="connect", target=rec.target, rule_id=rec.decision.rule_id,
                              reason=rec.decision.reason, detail=detail)
+        if not rec.decision.allowed and ctx.get("on_denial") is not None:
+            try:
+                ctx["on_denial"]({"target": rec.target, "rule_id": rec.decision.rule_id,
+                                  "reason": rec.decision.reason})
+            except Exception:  # noqa: BLE001 - a caller's callback must not break the proxy's records
+                pass
 
     def _limit_denials(self, ctx: dict[str, Any], result: ExecResult, events: dict[str, Any], limits: Any,
                        timeout_s: float | None) -> None:

@@ -81,11 +81,13 @@ class Runner:
             extra_ro_binds: Sequence[Path] = (), extra_rw_binds: Sequence[Path] = (),
             stdin: str | None = None, cancel: threading.Event | None = None,
             on_output: Callable[[str, str], None] | None = None, git: GitLayout | None = None,
-            approved: bool = False) -> ExecResult:
+            approved: bool = False, on_denial: Callable[[dict[str, str]], None] | None = None) -> ExecResult:
         """`git`: the workdir's git layout from loopmeter's records (hostgit); without it a
         workdir's own git pointers are used only when they all agree (`checkout_layout`).
         `approved`: a person approved exactly this command, so an `ask` rule lets it run (a
-        `deny` still refuses it)."""
+        `deny` still refuses it). `on_denial` hears of each connection the egress proxy refuses
+        while the command runs ({target, rule_id, reason}), e.g. to stop an agent whose model
+        endpoint cannot be reached instead of letting it retry for minutes."""
         if role not in ("agent", "check"):
             from loopmeter.errors import LoopmeterError
 
@@ -96,7 +98,8 @@ class Runner:
             policy = load_policy(policy)  # a preset name or a path is accepted too
         workdir = Path(workdir).resolve()
         ctx: dict[str, Any] = {"sandbox_id": uuid.uuid4().hex[:16], "run_id": run_id, "attempt_id": attempt_id,
-                               "actor": actor, "policy": policy, "denials": []}
+                               "actor": actor, "policy": policy, "denials": [],
+                               "on_denial": on_denial}
         target = shlex.join(argv)
         missing = [g for g in policy.model.requires if g not in self.enforces]
         if missing:
