@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopmeter.agents.base import StepContext, StepResult
 from loopmeter.agents.tools import SCHEMAS, Toolbox, clip, shell_argv
 from loopmeter.records import COST_CALCULATED, COST_UNPRICED, UsageRow, utcnow
+
+if TYPE_CHECKING:
+    from loopmeter.telemetry.otel import Telemetry
 
 MAX_TURNS = 40
 SYSTEM_PROMPT = (
@@ -52,16 +55,21 @@ class BuiltinBackend:
     name = "builtin"
     description = "loopmeter's own tool-calling agent over litellm (any model: builtin:PROVIDER/MODEL)"
 
+    def __init__(self, telemetry: Telemetry | None = None):
+        """`telemetry`: where each model call's GenAI metrics go (default: the process-wide one)."""
+        self.telemetry = telemetry
+
     def available(self, api_base: str | None = None) -> tuple[bool, str | None]:
         return True, None
 
     def step(self, ctx: StepContext) -> StepResult:
-        return _Session(ctx).run()
+        return _Session(ctx, self.telemetry).run()
 
 
 class _Session:
-    def __init__(self, ctx: StepContext):
+    def __init__(self, ctx: StepContext, telemetry: Telemetry | None = None):
         self.ctx = ctx
+        self.telemetry = telemetry
         self.model = ctx.model or ""
         self.provider = _provider(self.model)
         self.result = StepResult()
@@ -194,15 +202,21 @@ class _Session:
             kwargs["api_key"] = "sk-none"  # local OpenAI-compatible servers accept any key
         if self.deadline is not None:
             kwargs["timeout"] = max(self.deadline - time.monotonic(), 1.0)
+        from loopmeter.telemetry.otel import get_telemetry
+
+        telemetry = self.telemetry or get_telemetry()
         started = time.monotonic()
         try:
             resp = litellm.completion(**kwargs)
         except Exception as exc:  # litellm maps provider errors to its own types
+            telemetry.record_failed_call(provider=self.provider or "openai", model=self.model,
+                                         duration_s=time.monotonic() - started, error_type=type(exc).__name__)
             kind = "auth" if "auth" in type(exc).__name__.lower() else (
                 "timeout" if "timeout" in type(exc).__name__.lower() else "agent")
             raise _ModelError(f"model call failed: {type(exc).__name__}: {str(exc)[:300]}", kind) from exc
         latency_ms = (time.monotonic() - started) * 1000
         row = self._usage_row(resp, n, latency_ms)
+        telemetry.record_usage(row)
         msg = resp.choices[0].message
         message: dict[str, Any] = {"role": "assistant", "content": msg.content}
         if getattr(msg, "tool_calls", None):

@@ -13,12 +13,15 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopmeter.errors import ConfigError
 from loopmeter.evals.scorers import get_scorer, score
 from loopmeter.evals.task import Task
 from loopmeter.records import COST_CALCULATED, COST_UNPRICED, UsageRow, utcnow
+
+if TYPE_CHECKING:
+    from loopmeter.telemetry.otel import Telemetry
 
 
 @dataclass
@@ -98,8 +101,9 @@ def _error_kind(exc: Exception) -> str:
 
 
 def call_model(model: str, messages: list[dict[str, Any]], *, api_base: str | None = None,
-               timeout_s: float = 120.0) -> tuple[Any, float]:
-    """One chat completion through litellm; returns (response, latency_ms)."""
+               timeout_s: float = 120.0, telemetry: Telemetry | None = None) -> tuple[Any, float]:
+    """One chat completion through litellm; returns (response, latency_ms). A call that fails
+    records its duration on `telemetry` (default: the process-wide one) before raising."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
 
@@ -116,7 +120,14 @@ def call_model(model: str, messages: list[dict[str, Any]], *, api_base: str | No
     elif api_base:
         kwargs["api_key"] = "sk-none"  # local OpenAI-compatible servers accept any key
     started = time.monotonic()
-    resp = litellm.completion(**kwargs)
+    try:
+        resp = litellm.completion(**kwargs)
+    except Exception as exc:
+        from loopmeter.telemetry.otel import get_telemetry
+
+        (telemetry or get_telemetry()).record_failed_call(
+            provider=provider, model=model, duration_s=time.monotonic() - started, error_type=type(exc).__name__)
+        raise
     return resp, (time.monotonic() - started) * 1000
 
 
@@ -143,15 +154,20 @@ def usage_row(resp: Any, model: str, key: str, latency_ms: float, run_id: str, a
 
 
 def run_item(task: Task, item: Item, model: str, *, run_id: str, attempt_id: str,
-             api_base: str | None = None) -> ItemResult:
-    """Ask `model` one item and score the answer. Failures to get an answer are error kinds, not crashes."""
+             api_base: str | None = None, telemetry: Telemetry | None = None) -> ItemResult:
+    """Ask `model` one item and score the answer. Failures to get an answer are error kinds, not crashes.
+    The call's GenAI metrics go to `telemetry` (default: the process-wide one)."""
+    from loopmeter.telemetry.otel import get_telemetry
+
+    telemetry = telemetry or get_telemetry()
     try:
         resp, latency_ms = call_model(model, messages_for(task, item), api_base=api_base,
-                                      timeout_s=min(task.time_limit_s, 600.0))
+                                      timeout_s=min(task.time_limit_s, 600.0), telemetry=telemetry)
     except Exception as exc:  # litellm maps every provider failure to its own exception types
         return ItemResult(False, 0.0, None, None, error_kind=_error_kind(exc),
                           detail=f"{type(exc).__name__}: {str(exc)[:300]}")
     row = usage_row(resp, model, f"loop:{attempt_id}:1:1", latency_ms, run_id, attempt_id)
+    telemetry.record_usage(row)
     output = resp.choices[0].message.content or ""
     result = score(task.scorer or "exact", output, item.target, task.scorer_args)
     return ItemResult(result.passed, result.value, output, latency_ms, usage=row)

@@ -5,6 +5,10 @@ Spans go to the store (batched) through `StoreSpanExporter`; when
 Model calls follow the GenAI semantic conventions (`chat {model}` spans,
 `gen_ai.*` attributes, `gen_ai.client.token.usage` and
 `gen_ai.client.operation.duration` histograms) plus a `loopmeter.cost` counter (USD).
+
+Every model call loopmeter makes itself (the builtin agent, model tasks) records
+those metrics through `Telemetry.record_usage` or `record_failed_call`, on the
+process-wide telemetry unless the caller hands in its own (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -48,6 +52,13 @@ CACHE_WRITE = "gen_ai.usage.cache_creation.input_tokens"
 RUN_ID = "loopmeter.run.id"
 ATTEMPT_ID = "loopmeter.attempt.id"
 COST = "loopmeter.cost_usd"
+TOKEN_TYPE = "gen_ai.token.type"
+ERROR_TYPE = "error.type"
+COST_SOURCE = "loopmeter.cost_source"
+
+# Histogram buckets the GenAI semantic conventions ask for (the SDK's default ones end at 10,000).
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 
 
 class StoreSpanExporter(SpanExporter):
@@ -113,17 +124,28 @@ class Telemetry:
         self.meter_provider.force_flush()
 
     def record_usage(self, row: UsageRow, duration_s: float | None = None, operation: str = "chat") -> None:
-        """Metrics for one model call, with GenAI attribute names."""
+        """Metrics for one model call that answered, with GenAI attribute names. Input tokens
+        include cached ones (as the conventions ask); the duration is `row.latency_ms` unless
+        given; an unpriced call adds nothing to the cost counter (never a 0)."""
         attrs = {OP: operation, PROVIDER: row.provider or "unknown", REQUEST_MODEL: row.model or "unknown"}
         for kind, value in (
             ("input", (row.input_tokens or 0) + (row.cache_read_tokens or 0) + (row.cache_write_tokens or 0)),
             ("output", row.output_tokens or 0),
         ):
-            self.token_usage.record(value, {**attrs, "gen_ai.token.type": kind})
+            self.token_usage.record(value, {**attrs, TOKEN_TYPE: kind})
+        if duration_s is None and row.latency_ms is not None:
+            duration_s = row.latency_ms / 1000
         if duration_s is not None:
             self.op_duration.record(duration_s, attrs)
         if row.cost_usd is not None:
-            self.cost_counter.add(row.cost_usd, {**attrs, "loopmeter.cost_source": row.cost_source})
+            self.cost_counter.add(row.cost_usd, {**attrs, COST_SOURCE: row.cost_source})
+
+    def record_failed_call(self, *, provider: str | None, model: str | None, duration_s: float,
+                           error_type: str, operation: str = "chat") -> None:
+        """The duration of a model call that failed, with `error.type` (e.g. the exception's class name)."""
+        attrs = {OP: operation, PROVIDER: provider or "unknown", REQUEST_MODEL: model or "unknown",
+                 ERROR_TYPE: error_type}
+        self.op_duration.record(duration_s, attrs)
 
 
 def usage_attributes(row: UsageRow) -> dict[str, Any]:
@@ -186,17 +208,21 @@ def setup(
         tracer=tracer,
         meter=meter,
         token_usage=meter.create_histogram(
-            "gen_ai.client.token.usage", unit="{token}", description="Tokens used per model call"
+            "gen_ai.client.token.usage", unit="{token}", description="Tokens used per model call",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
         ),
         op_duration=meter.create_histogram(
-            "gen_ai.client.operation.duration", unit="s", description="Duration of a model call"
+            "gen_ai.client.operation.duration", unit="s", description="Duration of a model call",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
         ),
         cost_counter=meter.create_counter("loopmeter.cost", unit="USD", description="Spend on model calls"),
     )
 
 
 def get_telemetry(store: Store | None = None) -> Telemetry:
-    """The process-wide telemetry (created on first use, writing spans to `store`)."""
+    """The process-wide telemetry (created on first use, writing spans to `store`). Its metrics
+    go out over OTLP when configured: every `OTEL_METRIC_EXPORT_INTERVAL` (60 s unless set) and
+    once more when the process exits."""
     global _current
     with _lock:
         if _current is None:
