@@ -88,18 +88,22 @@ def test_deny_stops_the_attempt(store, fix_add_task, sandbox, tmp_path) -> None:
     assert store.get(Run, result.run_id).status == "failed"
 
 
+def _builtin_asks_for_sudo(server, store, task, sandbox):
+    """A builtin run whose first tool call, `sudo echo hi`, needs a person's approval."""
+    server.script(
+        tool_call("run_command", {"command": "sudo echo hi"}, prompt_tokens=50, completion_tokens=5),
+        tool_call("edit_file", {"path": "calc.py", "search": "a - b", "replace": "a + b"}),
+        text("done"),
+    )
+    return start_run(RunRequest(
+        instruction=task.instruction, check=task.check, repo=None, task=task,
+        agents=[AgentSpec("builtin", "openai/m")], sandbox=sandbox, api_base=server.base_url), store=store)
+
+
 def test_builtin_command_ask_interrupts_and_resumes_without_calling_the_model_again(
         store, fix_add_task, sandbox) -> None:
     with OpenAIServer() as server:
-        server.script(
-            tool_call("run_command", {"command": "sudo echo hi"}, prompt_tokens=50, completion_tokens=5),
-            tool_call("edit_file", {"path": "calc.py", "search": "a - b", "replace": "a + b"}),
-            text("done"),
-        )
-        result = start_run(RunRequest(
-            instruction=fix_add_task.instruction, check=fix_add_task.check, repo=None, task=fix_add_task,
-            agents=[AgentSpec("builtin", "openai/m")], sandbox=sandbox, api_base=server.base_url),
-            store=store)
+        result = _builtin_asks_for_sudo(server, store, fix_add_task, sandbox)
         assert result.status == "waiting"
         assert result.approvals[0]["action"] == "exec" and result.approvals[0]["target"] == "sudo echo hi"
         assert len(server.requests) == 1
@@ -121,15 +125,7 @@ def test_builtin_command_ask_interrupts_and_resumes_without_calling_the_model_ag
 def test_builtin_command_a_person_approved_runs_in_the_sandbox(store, fix_add_task, sandbox) -> None:
     """The runner checks every command again; an `ask` a person answered yes lets exactly that one run."""
     with OpenAIServer() as server:
-        server.script(
-            tool_call("run_command", {"command": "sudo echo hi"}, prompt_tokens=50, completion_tokens=5),
-            tool_call("edit_file", {"path": "calc.py", "search": "a - b", "replace": "a + b"}),
-            text("done"),
-        )
-        result = start_run(RunRequest(
-            instruction=fix_add_task.instruction, check=fix_add_task.check, repo=None, task=fix_add_task,
-            agents=[AgentSpec("builtin", "openai/m")], sandbox=sandbox, api_base=server.base_url),
-            store=store)
+        result = _builtin_asks_for_sudo(server, store, fix_add_task, sandbox)
         assert result.status == "waiting"
         from loopmeter.agents.loop import answer_approvals
 
