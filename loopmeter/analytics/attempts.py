@@ -10,6 +10,7 @@ import pandas as pd
 from sqlalchemy import String, func, select, type_coerce
 
 from loopmeter.analytics.filters import Filters, to_utc
+from loopmeter.analytics.work import work_cost
 from loopmeter.store import Store
 from loopmeter.store.models import Attempt, Outcome, Run
 
@@ -57,7 +58,8 @@ def attempt_conditions(filters: Filters) -> list[Any]:
 
 
 def load_attempts(store: Store, filters: Filters) -> pd.DataFrame:
-    """One row per attempt started in the range, with run kind/repo/start/config and merge time."""
+    """One row per attempt started in the range, with run kind/repo/start/config and merge time;
+    `cost_usd` is `work.work_cost` ($0 for an attempt that made no model call)."""
     merged = (
         select(_O.run_id, func.min(_O.merged_at).label("merged_at"), func.min(_O.sha).label("sha"))
         .where(_O.merged_at.is_not(None))
@@ -82,6 +84,7 @@ def load_attempts(store: Store, filters: Filters) -> pd.DataFrame:
     with store.engine.connect() as conn:
         rows = conn.execute(stmt).all()
     frame = frame_from_rows(rows, COLUMNS)
+    frame["cost_usd"] = [work_cost(c, n) for c, n in zip(frame["cost_usd"], frame["unpriced_calls"], strict=True)]
     for col in ("started_at", "ended_at", "applied_at", "run_started_at", "merged_at"):
         frame[col] = pd.to_datetime(frame[col], utc=True, format="ISO8601")
     for col in ("cost_usd", "wall_s", "time_to_signal_s", "time_to_green_s"):

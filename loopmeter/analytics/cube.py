@@ -5,8 +5,10 @@ The store keeps these sums in its `usage_hour` table, written in the same transa
 usage rows (loopmeter/store/rollup.py), so the first dashboard on a store of millions of rows
 reads tens of thousands of sums instead of grouping every row. Each load checks that the
 rollup counts as many calls as the usage table holds (and, with `deep`, the same cost) and
-rebuilds it when rows arrived some other way. The hours at the edges of a date range that
-does not fall on the hour are read straight from the store, so results are exact for any range.
+rebuilds it when rows arrived some other way. The hours a local day begins inside (zones
+whose offset is not a whole hour) and the partial hours at the ends of a range are summed
+from the calls in pieces (loopmeter/analytics/days.py), so every sum lies inside one local
+day and results are exact for any range and zone.
 """
 
 from __future__ import annotations
@@ -14,54 +16,23 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import case, func, literal_column, select, text
+from sqlalchemy import text
 
+from loopmeter.analytics import days
 from loopmeter.analytics.filters import Filters, to_utc
+from loopmeter.analytics.sums import Db, piece_sums
 from loopmeter.store import Store, rollup
-from loopmeter.store.models import Usage
-
-_U: Any = Usage.__table__.c  # type: ignore[attr-defined]  # typed columns for SQL
 
 KEYS = list(rollup.KEYS)
 MEASURES = list(rollup.MEASURES)
+DIMS = ("agent", "model", "provider", "source", "project", "user")  # what Filters can select
 _lock = threading.Lock()
 _memo: dict[str, tuple[str, pd.DataFrame]] = {}  # store URL -> (state token, whole rollup frame)
-
-
-def _hour_expr(store: Store) -> Any:
-    if store.dialect == "sqlite":
-        return func.substr(_U.ts, 1, 13)  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
-    return func.to_char(_U.ts.op("AT TIME ZONE")(literal_column("'UTC'")), "YYYY-MM-DD HH24")
-
-
-def _aggregate(store: Store, where: list[Any]) -> list[tuple[Any, ...]]:
-    hour = _hour_expr(store).label("hour")
-    cols = [_U.agent, _U.model, _U.provider, _U.source, _U.project, _U.user, _U.cost_source]
-    stmt = (
-        select(
-            hour, *cols,
-            func.count().label("calls"),
-            func.sum(case((_U.cost_usd.is_(None), 1), else_=0)).label("unpriced"),
-            func.coalesce(func.sum(_U.cost_usd), 0.0),
-            func.coalesce(func.sum(_U.input_tokens), 0),
-            func.coalesce(func.sum(_U.cache_read_tokens), 0),
-            func.coalesce(func.sum(_U.cache_write_tokens), 0),
-            func.coalesce(func.sum(_U.output_tokens), 0),
-            func.coalesce(func.sum(_U.reasoning_tokens), 0),
-        )
-        .where(*where)
-        .group_by(hour, *cols)
-    )
-    with store.engine.connect() as conn:
-        # PostgreSQL sums BIGINT as NUMERIC (Decimal): plain ints and floats for the frame
-        return [(*r[:8], int(r[8]), int(r[9] or 0), float(r[10]), *(int(v) for v in r[11:]))
-                for r in conn.execute(stmt)]
 
 
 def refresh_rollup(store: Store, *, deep: bool = False) -> str:
@@ -175,43 +146,41 @@ def _read_full(store: Store, token: str, home: Path | None) -> pd.DataFrame:
     return frame
 
 
-def _hour_floor(t: datetime) -> datetime:
-    return t.replace(minute=0, second=0, microsecond=0)
-
-
-def _hour_key(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H")
-
-
 def load_cube(store: Store, filters: Filters, home: Path | None = None, *, deep: bool = False) -> pd.DataFrame:
-    """The hourly usage aggregate for `filters`: columns KEYS + MEASURES, dimensions None where unknown.
-    `home` holds the frame's snapshot for the next process."""
+    """Usage for `filters` in sums that each lie inside one local day of `filters.tz`: columns
+    "start" (the UTC start of the sum's hour or piece, see loopmeter/analytics/days.py), the
+    dimensions (None where unknown) and MEASURES. `home` holds the frame's snapshot for the next process."""
     full = _read_full(store, refresh_rollup(store, deep=deep), home)
-    since, until = to_utc(filters.since), to_utc(filters.until)
-    full_lo = _hour_floor(since) + (timedelta(hours=1) if since and since != _hour_floor(since) else timedelta())\
-        if since else None
-    full_hi = _hour_floor(until) if until else None
-    mask = np.ones(len(full), dtype=bool)
     hours = full["hour"].cat
-    if full_lo is not None:
-        mask &= hours.codes.to_numpy() >= hours.categories.searchsorted(_hour_key(full_lo))
-    if full_hi is not None:
-        mask &= hours.codes.to_numpy() < hours.categories.searchsorted(_hour_key(full_hi))
-    if full_lo is not None and full_hi is not None and full_lo >= full_hi:
-        mask[:] = False  # the whole range sits inside one hour: all of it comes from the store
-    for dim in ("agent", "model", "provider", "source", "project", "user"):
+    if not len(hours.categories):
+        return pd.DataFrame({"start": [], **{k: [] for k in KEYS[1:]}, **{m: [] for m in MEASURES}})
+    lo = to_utc(filters.since) or days.parse_key(hours.categories[0])
+    hi = to_utc(filters.until) or days.parse_key(hours.categories[-1]) + days.HOUR
+    plan = days.plan(filters.tz, lo, hi)
+    codes = hours.codes.to_numpy()
+    mask = np.zeros(len(full), dtype=bool)
+    if plan.first_hour is not None and plan.end_hour is not None:
+        mask = (codes >= hours.categories.searchsorted(days.hour_key(plan.first_hour))) \
+            & (codes < hours.categories.searchsorted(days.hour_key(plan.end_hour)))
+        split = hours.categories.get_indexer(sorted(plan.split))
+        mask &= ~np.isin(codes, split[split >= 0])
+    where, params = ["1=1"], {}
+    for dim in DIMS:
         value = _dim_filter(filters, dim)
         if value is not None:
             cats = full[dim].cat.categories
             code = cats.get_loc(value) if value in cats else -2
             mask &= full[dim].cat.codes.to_numpy() == code
+            where.append(f'"{dim}" = :{dim}')
+            params[dim] = value
     picked = full[mask]
     frame = pd.DataFrame({
-        **{k: _decode(picked[k]) for k in KEYS},
+        "start": _decode(picked["hour"]), **{k: _decode(picked[k]) for k in KEYS[1:]},
         **{m: picked[m].to_numpy() for m in MEASURES}})
-    edges = _edge_rows(store, filters, since, until, full_lo, full_hi)
-    if edges:
-        extra = pd.DataFrame(edges, columns=KEYS + MEASURES)
+    dims = [f"coalesce(\"{k}\", '')" for k in KEYS[1:]]
+    pieces = piece_sums(Db(store), plan.pieces, dims, " AND ".join(where), params)
+    if pieces:
+        extra = pd.DataFrame(pieces, columns=["start", *KEYS[1:], *MEASURES])
         for k in KEYS[1:]:
             extra[k] = extra[k].replace("", None)
         frame = pd.concat([frame, extra], ignore_index=True) if len(frame) else extra
@@ -227,26 +196,3 @@ def _dim_filter(filters: Filters, dim: str) -> str | None:
     if dim == "project":
         return filters.project or filters.repo
     return getattr(filters, dim, None)
-
-
-def _edge_rows(store: Store, filters: Filters, since: datetime | None, until: datetime | None,
-               full_lo: datetime | None, full_hi: datetime | None) -> list[tuple[Any, ...]]:
-    """Usage in the partial hours at either end of the range, aggregated straight from the store."""
-    spans: list[tuple[datetime, datetime]] = []
-    if since is not None and until is not None and full_lo is not None and full_hi is not None \
-            and full_lo >= full_hi:
-        spans.append((since, until))
-    else:
-        if since is not None and full_lo is not None and since < full_lo:
-            spans.append((since, full_lo))
-        if until is not None and full_hi is not None and full_hi < until:
-            spans.append((full_hi, until))
-    rows: list[tuple[Any, ...]] = []
-    for lo, hi in spans:
-        where = [_U.ts >= lo, _U.ts < hi]
-        for dim in ("agent", "model", "provider", "source", "project", "user"):
-            value = _dim_filter(filters, dim)
-            if value is not None:
-                where.append(getattr(Usage, dim) == value)
-        rows.extend(_aggregate(store, where))
-    return [tuple("" if v is None else v for v in r[:8]) + tuple(r[8:]) for r in rows]

@@ -54,7 +54,7 @@ def headline(data: Data, value: ValueModel) -> dict[str, Any]:
         "spend": usage,
         "outcomes": outs,
         "cost_per_outcome": roi_mod.cost_per_outcome(data.attempts, outs["verified"], outs["merged"]),
-        "velocity": velocity.velocity(data.attempts),
+        "velocity": velocity.velocity(data.attempts, data.filters.tz),
         "roi": roi_mod.roi(data.attempts, value),
         "wasted": roi_mod.wasted_spend(data.attempts),
     }
@@ -86,7 +86,7 @@ def compute(store: Store, filters: Filters, *, value: ValueModel, home: Path, no
         "spend_by_day_agent": spend.records(spend.over_time(data.cube, "day", by="agent", tz=tz)),
         "spend_by_week": spend.records(spend.over_time(data.cube, "week", tz=tz)),
         "agents": spend.records(agent_table(data)),
-        "experiments_per_week": spend.records(velocity.experiments_per_week(data.attempts)),
+        "experiments_per_week": spend.records(velocity.experiments_per_week(data.attempts, tz)),
     }
     if include_evals:
         report["evals"] = evals_mod.eval_summary(evals_mod.load_results(store, filters))

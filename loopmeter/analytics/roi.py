@@ -8,6 +8,7 @@ import pandas as pd
 
 from loopmeter.analytics.attempts import FINISHED, human_hours
 from loopmeter.config import ValueModel
+from loopmeter.reports.fmt import money
 
 NOT_VERIFIED = ("failed", "error", "budget", "timeout", "cancelled")
 
@@ -46,13 +47,13 @@ def roi(attempts: pd.DataFrame, value: ValueModel) -> dict[str, Any]:
     if value.value_per_merged_outcome is not None:
         out["model"] = "per_merged_outcome"
         out["value_usd"] = len(merged) * value.value_per_merged_outcome
-        out["assumptions"] = [f"each merged outcome is worth ${value.value_per_merged_outcome:,.2f}"]
+        out["assumptions"] = [f"each merged outcome is worth {money(value.value_per_merged_outcome)}"]
     elif value.hourly_rate is not None:
         hours = [human_hours(c) for c in merged["run_config"]]
         known = [h for h in hours if h is not None]
         out["model"] = "human_hours"
         out["value_usd"] = sum(known) * value.hourly_rate
-        out["assumptions"] = [f"a merged outcome saves its task's human_hours at ${value.hourly_rate:,.2f}/hour",
+        out["assumptions"] = [f"a merged outcome saves its task's human_hours at {money(value.hourly_rate)}/hour",
                               f"{sum(known):g} human hours over {len(known)} merged outcome(s)"]
         if len(known) < len(hours):
             out["assumptions"].append(f"{len(hours) - len(known)} merged outcome(s) have no human_hours: valued at $0")
@@ -76,13 +77,13 @@ def waste_mask(attempts: pd.DataFrame) -> pd.Series:
 def wasted_spend(attempts: pd.DataFrame) -> dict[str, Any]:
     mask = waste_mask(attempts)
     wasted = attempts[mask]
-    by_reason = (wasted.assign(reason=wasted["status"].where(wasted["status"] != "passed", "unapplied"))
-                 .groupby("reason")["cost_usd"].sum())
+    reasons = wasted["status"].where(wasted["status"] != "passed", "unapplied")
+    by_reason = {str(k): priced_sum(g) for k, g in wasted["cost_usd"].groupby(reasons)}
     tokens = wasted[["input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens"]].sum().sum()
     total = attempt_cost(attempts)["cost_usd"]
     cost = priced_sum(wasted["cost_usd"])
-    return {"cost_usd": cost, "tokens": int(tokens), "attempts": int(len(wasted)),
-            "share": _div(cost, total), "by_reason": {k: round(float(v), 6) for k, v in by_reason.items()}}
+    return {"cost_usd": cost, "unpriced_attempts": int(wasted["cost_usd"].isna().sum()), "tokens": int(tokens),
+            "attempts": int(len(wasted)), "share": _div(cost, total), "by_reason": by_reason}
 
 
 def by_agent(attempts: pd.DataFrame, usage_by_agent: pd.DataFrame | None = None) -> pd.DataFrame:

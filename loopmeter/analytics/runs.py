@@ -10,6 +10,7 @@ import pandas as pd
 from sqlalchemy import case, func, select
 
 from loopmeter.analytics.filters import Filters, to_utc
+from loopmeter.analytics.work import iterations_done, work_cost
 from loopmeter.store import Store
 from loopmeter.store.models import Attempt, Iteration, Run, Span
 
@@ -66,7 +67,9 @@ def list_runs(store: Store, filters: Filters, limit: int = 500, status: str | No
     )
     with store.engine.connect() as conn:
         rows = conn.execute(stmt).all()
-    return pd.DataFrame([tuple(r) for r in rows], columns=RUN_COLUMNS)
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=RUN_COLUMNS)
+    frame["cost_usd"] = [work_cost(c, n) for c, n in zip(frame["cost_usd"], frame["unpriced_calls"], strict=True)]
+    return frame
 
 
 def active_runs(store: Store) -> int:
@@ -99,6 +102,9 @@ def run_detail(store: Store, run_id: str) -> dict[str, Any] | None:
     by_attempt: dict[str, list[dict[str, Any]]] = {}
     for it in _dicts(iterations):
         by_attempt.setdefault(it["attempt_id"], []).append(it)
+    for a in att:
+        a["cost_usd"] = work_cost(a["cost_usd"], a["unpriced_calls"])
+        a["iterations"] = iterations_done(a["iterations"], len(by_attempt.get(a["id"], [])))
     return {"run": run.model_dump(), "attempts": att, "iterations": by_attempt, "spans": _dicts(spans)}
 
 

@@ -4,11 +4,11 @@
     report = usage_report(store_or_url, Query(period="daily", tz="Europe/Paris", sources=["claude-code"]))
     report.as_json()   # the documented `loopmeter usage --json` shape (docs/usage.md)
 
-SQL groups the usage rows by local day (or UTC hour for blocks, or session), model
-and source; Python only merges those few groups into weeks, months and blocks. Days
-follow the IANA time zone, daylight-saving changes included: on SQLite the local
-date is a CASE over the zone's offset segments, on PostgreSQL `AT TIME ZONE`.
-Only the stdlib `sqlite3` is needed for a SQLite URL, so the report loads fast.
+Days, weeks and months are loopmeter/analytics/days.py's, the same as `loopmeter report`'s
+and the dashboard's: SQL sums the store's hourly rollup (usage_hour) for the hours that lie
+inside one local day and the calls themselves for the rest, by model and source, and Python
+labels those sums with their period. Sessions and 5-hour blocks group the calls. Only the
+stdlib `sqlite3` is needed for a SQLite URL, so the report loads fast.
 """
 
 from __future__ import annotations
@@ -22,12 +22,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from loopmeter.analytics import days
+from loopmeter.analytics.days import day_begins
+from loopmeter.analytics.sums import HOUR_SUMS, ROW_SUMS, Db, measures, piece_sums
 from loopmeter.errors import LoopmeterError
+from loopmeter.store import rollup
 
 if TYPE_CHECKING:
     from loopmeter.store import Store
 
 PERIODS = ("daily", "weekly", "monthly", "session", "blocks")
+PERIOD_OF: dict[str, days.Period] = {"daily": "day", "weekly": "week", "monthly": "month"}
 PERIOD_KEY = {"daily": "date", "weekly": "week", "monthly": "month", "session": "session", "blocks": "start"}
 # `--source` names -> usage.source values
 SOURCE_GROUPS = {
@@ -185,111 +190,21 @@ def resolve_tz(name: str | None) -> tzinfo:
         raise LoopmeterError(f"unknown time zone {name!r}", hint="use an IANA name such as Europe/Paris or UTC") from exc
 
 
-def offset_segments(tz: tzinfo, lo: datetime, hi: datetime) -> list[tuple[datetime | None, int]]:
-    """[(segment end in UTC or None for the last, UTC offset in seconds)] covering [lo, hi]."""
-
-    def off(t: datetime) -> int:
-        delta = t.astimezone(tz).utcoffset()
-        return int(delta.total_seconds()) if delta is not None else 0
-
-    segments: list[tuple[datetime | None, int]] = []
-    cur, cur_off = lo, off(lo)
-    step = timedelta(days=1)
-    while cur < hi:
-        nxt = min(cur + step, hi)
-        if off(nxt) != cur_off:
-            a, b = cur, nxt  # the change lies in (a, b]: narrow it to the second
-            while b - a > timedelta(seconds=1):
-                mid = a + (b - a) / 2
-                if off(mid) == cur_off:
-                    a = mid
-                else:
-                    b = mid
-            b = b.replace(microsecond=0) if off(b.replace(microsecond=0)) != cur_off else b
-            segments.append((b, cur_off))
-            cur_off = off(b)
-        cur = nxt
-    segments.append((None, cur_off))
-    return segments
-
-
-# -- running SQL on a Store or a SQLite file -------------------------------------
-
-
-class _Db:
-    """Runs named-parameter SQL on a Store (SQLAlchemy) or a SQLite file (stdlib driver)."""
-
-    def __init__(self, target: Store | str | Path):
-        self._store: Store | None = None
-        self._conn: sqlite3.Connection | None = None
-        if isinstance(target, str | Path):
-            url = str(target)
-            path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
-            if path is None and isinstance(target, str) and "://" in url:
-                from loopmeter.store import open_store
-
-                self._store = open_store(url)
-            else:
-                self._conn = sqlite3.connect(f"file:{path or url}?mode=ro", uri=True, timeout=10)
-        else:
-            self._store = target
-        self.dialect = self._store.dialect if self._store is not None else "sqlite"
-
-    def rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        if self._conn is not None:
-            return self._conn.execute(sql, params).fetchall()
-        assert self._store is not None
-        from sqlalchemy import text
-
-        with self._store.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql), params)]
-
-    def ts_param(self, ts: datetime) -> Any:
-        """A bound for `ts`: SQLite stores naive UTC text, SQLAlchemy takes the aware datetime."""
-        utc = ts.astimezone(UTC)
-        if self._conn is not None or self.dialect == "sqlite":
-            return utc.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
-        return utc
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-
-
 def _ts(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
     return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
 
 
-_SUMS = (
-    "COUNT(*), SUM(COALESCE(input_tokens, 0)), SUM(COALESCE(output_tokens, 0)), "
-    "SUM(COALESCE(cache_write_tokens, 0)), SUM(COALESCE(cache_read_tokens, 0)), "
-    "SUM(COALESCE(reasoning_tokens, 0)), SUM(cost_usd), "
-    "SUM(CASE WHEN cost_usd IS NULL THEN 1 ELSE 0 END)"
-)
-
-
 def _totals(values: Sequence[Any]) -> Totals:
-    calls, inp, out, cw, cr, rs, cost, unpriced = values
-    return Totals(int(inp or 0), int(out or 0), int(cw or 0), int(cr or 0), int(rs or 0),
-                  float(cost) if cost is not None else None, int(calls or 0), int(unpriced or 0))
+    """Totals from the rollup's measures in order; the cost is None when no call had a price."""
+    calls, unpriced, cost, inp, cache_read, cache_write, out, reasoning = measures(values)
+    return Totals(inp, out, cache_write, cache_read, reasoning, cost if calls > unpriced else None, calls, unpriced)
 
 
-def _hour_key(t: datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H")
-
-
-def _where(db: _Db, q: Query, tz: tzinfo, *, hourly: bool = False) -> tuple[str, dict[str, Any]]:
-    """SQL conditions for the query on usage rows, or with `hourly` on the usage_hour rollup."""
+def _filters(q: Query) -> tuple[str, dict[str, Any]]:
+    """SQL conditions for the query's sources and project, on usage rows and on usage_hour alike."""
     clauses, params = ["1=1"], {}
-    col, bound = ("hour", _hour_key) if hourly else ("ts", db.ts_param)
-    if q.since:
-        params["lo"] = bound(datetime.combine(q.since, datetime.min.time(), tz))
-        clauses.append(f"{col} >= :lo")
-    if q.until:
-        params["hi"] = bound(datetime.combine(q.until + timedelta(days=1), datetime.min.time(), tz))
-        clauses.append(f"{col} < :hi")
     if q.sources:
         tags: list[str] = []
         for name in q.sources:
@@ -307,31 +222,23 @@ def _where(db: _Db, q: Query, tz: tzinfo, *, hourly: bool = False) -> tuple[str,
     return " AND ".join(clauses), params
 
 
-def _local_date_sql(db: _Db, tz: tzinfo, tz_name: str, where: str, params: dict[str, Any]) -> str:
-    if db.dialect == "postgresql":
-        params["tzname"] = tz_name if tz is not UTC else "UTC"
-        return "to_char(ts AT TIME ZONE :tzname, 'YYYY-MM-DD')"  # ts is timestamptz
-    lo_hi = db.rows(f"SELECT MIN(ts), MAX(ts) FROM usage WHERE {where}", params)[0]
-    if lo_hi[0] is None:
-        return "substr(ts, 1, 10)"
-    segments = offset_segments(tz, _ts(lo_hi[0]), _ts(lo_hi[1]))
-    if len(segments) == 1:
-        return f"date(ts, '{segments[0][1]:+d} seconds')"
-    whens = []
-    for i, (end, off) in enumerate(segments[:-1]):
-        assert end is not None
-        params[f"seg{i}"] = db.ts_param(end)
-        whens.append(f"WHEN ts < :seg{i} THEN date(ts, '{off:+d} seconds')")
-    return f"CASE {' '.join(whens)} ELSE date(ts, '{segments[-1][1]:+d} seconds') END"
+def _bounds(q: Query, tz: tzinfo) -> tuple[datetime | None, datetime | None]:
+    """The query's local dates as a UTC range [since's first instant, the instant after until)."""
+    lo = day_begins(q.since, tz) if q.since else None
+    hi = day_begins(q.until + timedelta(days=1), tz) if q.until else None
+    return lo, hi
 
 
-def _period_label(day: str, period: str) -> str:
-    if period == "weekly":
-        d = date.fromisoformat(day)
-        return (d - timedelta(days=d.weekday())).isoformat()
-    if period == "monthly":
-        return day[:7]
-    return day
+def _time_where(db: Db, q: Query, tz: tzinfo) -> tuple[str, dict[str, Any]]:
+    where, params = _filters(q)
+    lo, hi = _bounds(q, tz)
+    if lo is not None:
+        params["lo"] = db.ts_param(lo)
+        where += " AND ts >= :lo"
+    if hi is not None:
+        params["hi"] = db.ts_param(hi)
+        where += " AND ts < :hi"
+    return where, params
 
 
 def usage_report(target: Store | str | Path, q: Query) -> UsageReport:
@@ -340,15 +247,14 @@ def usage_report(target: Store | str | Path, q: Query) -> UsageReport:
         raise LoopmeterError(f"unknown period {q.period!r}", hint=f"one of {', '.join(PERIODS)}")
     tz_name = q.tz or local_tz_name()
     tz = resolve_tz(tz_name)
-    db = _Db(target)
+    db = Db(target)
     try:
-        where, params = _where(db, q, tz)
         if q.period == "session":
-            rows = _sessions(db, where, params)
+            rows = _sessions(db, *_time_where(db, q, tz))
         elif q.period == "blocks":
-            rows = _blocks(db, where, params, q.now or datetime.now(UTC))
+            rows = _blocks(db, *_time_where(db, q, tz), q.now or datetime.now(UTC))
         else:
-            rows = _by_day(db, q.period, tz, tz_name, where, params, q)
+            rows = _by_day(db, q, tz)
     finally:
         db.close()
     totals = Totals()
@@ -357,64 +263,73 @@ def usage_report(target: Store | str | Path, q: Query) -> UsageReport:
     return UsageReport(q.period, tz_name, rows, totals)
 
 
-def _by_day(db: _Db, period: str, tz: tzinfo, tz_name: str, where: str, params: dict[str, Any],
-            q: Query | None = None) -> list[PeriodRow]:
-    if q is not None and db.dialect == "sqlite":
-        fast = _by_day_from_rollup(db, period, tz, q)
-        if fast is not None:
-            return fast
-    day = _local_date_sql(db, tz, tz_name, where, params)
-    sql = (f"SELECT {day} AS d, COALESCE(NULLIF(model, ''), 'unknown'), source, {_SUMS} FROM usage WHERE {where} "
-           f"GROUP BY 1, 2, 3 ORDER BY 1")
-    return _day_rows(db.rows(sql, params), period)
+_MODEL = "COALESCE(NULLIF(model, ''), 'unknown')"  # usage rows hold NULL, usage_hour '' for no model
 
 
-def _day_rows(rows: list[tuple[Any, ...]], period: str) -> list[PeriodRow]:
-    """(local day, model, source, *sums) rows merged into days, weeks or months."""
+def _by_day(db: Db, q: Query, tz: tzinfo) -> list[PeriodRow]:
+    """Days, weeks or months (loopmeter/analytics/days.py): the hourly sums of the hours that lie
+    inside one local day, and the calls of the hours a local day begins inside and of partial hours."""
+    rollup_current = _rollup_current(db)
+    lo, hi = _bounds(q, tz)
+    if lo is None or hi is None:
+        stored = _stored_range(db, rollup_current)
+        if stored is None:
+            return []
+        lo, hi = lo or stored[0], hi or stored[1]
+    plan = days.plan(tz, lo, hi)
+    where, params = _filters(q)
+    rows = [r for r in _hour_rows(db, plan, where, params, rollup_current) if plan.reads_hour(r[0])]
+    rows += piece_sums(db, plan.pieces, [_MODEL, "source"], where, params)
+    names = days.labels((r[0] for r in rows), tz, PERIOD_OF[q.period])
     out: dict[str, PeriodRow] = {}
-    for d, model, source, *sums in rows:
-        label = _period_label(str(d), period)
+    for key, model, source, *sums in rows:
+        label = names[key]
         out.setdefault(label, PeriodRow(label)).add(model, source, _totals(sums))
     return [out[k] for k in sorted(out)]
 
 
-def _by_day_from_rollup(db: _Db, period: str, tz: tzinfo, q: Query) -> list[PeriodRow] | None:
-    """Days, weeks or months summed from the store's hourly rollup (usage_hour) instead of every
-    row: exact whenever the zone's offsets are whole hours, so each UTC hour falls in one local
-    day. None when that does not hold, or the rollup is missing or behind (then rows are read)."""
+def _rollup_current(db: Db) -> bool:
+    """Whether usage_hour holds every usage row (rows written around the store leave it behind)."""
     try:
-        n, calls, lo, hi = db.rows(
-            "SELECT (SELECT count(*) FROM usage), (SELECT coalesce(sum(calls), 0) FROM usage_hour), "
-            "(SELECT min(hour) FROM usage_hour), (SELECT max(hour) FROM usage_hour)", {})[0]
+        n, calls = db.rows("SELECT (SELECT count(*) FROM usage), (SELECT coalesce(sum(calls), 0) FROM usage_hour)",
+                           {})[0]
     except sqlite3.Error:
-        return None  # a store from before schema 3, opened read-only
-    if n != calls:
+        return False  # a store from before schema 3, opened read-only
+    return int(n) == int(calls)
+
+
+def _stored_range(db: Db, rollup_current: bool) -> tuple[datetime, datetime] | None:
+    """[first stored call's hour, the hour after the last one's), or None for an empty store."""
+    if rollup_current:
+        first, last = db.rows("SELECT min(hour), max(hour) FROM usage_hour WHERE calls > 0", {})[0]
+    else:
+        first, last = db.rows("SELECT min(ts), max(ts) FROM usage", {})[0]
+    if first is None:
         return None
-    if lo is None:
+    lo = days.parse_key(first) if rollup_current else _ts(first)
+    hi = days.parse_key(last) if rollup_current else _ts(last)
+    return lo.replace(minute=0, second=0, microsecond=0), hi.replace(minute=0, second=0, microsecond=0) + days.HOUR
+
+
+def _hour_rows(db: Db, plan: days.Plan, where: str, params: dict[str, Any],
+               rollup_current: bool) -> list[tuple[Any, ...]]:
+    """(hour key, model, source, *measures) for the plan's whole hours, from usage_hour when it is
+    current, else from the rows."""
+    if plan.first_hour is None or plan.end_hour is None:
         return []
-    first = datetime.strptime(lo, "%Y-%m-%d %H").replace(tzinfo=UTC)
-    last = datetime.strptime(hi, "%Y-%m-%d %H").replace(tzinfo=UTC) + timedelta(hours=1)
-    segments = offset_segments(tz, first, last)
-    if any(off % 3600 for _, off in segments) or any(end is not None and end.minute + end.second for end, _ in segments):
-        return None
-    where, params = _where(db, q, tz, hourly=True)
-    whens = []
-    for i, (end, off) in enumerate(segments[:-1]):
-        assert end is not None
-        params[f"seg{i}"] = _hour_key(end)
-        whens.append(f"WHEN hour < :seg{i} THEN date(hour || ':00:00', '{off:+d} seconds')")
-    final = f"date(hour || ':00:00', '{segments[-1][1]:+d} seconds')"
-    day = f"CASE {' '.join(whens)} ELSE {final} END" if whens else final
-    sql = (f"SELECT {day} AS d, CASE WHEN model = '' THEN 'unknown' ELSE model END, source, sum(calls), "
-           "sum(input), sum(output), sum(cache_write), sum(cache_read), sum(reasoning), "
-           "CASE WHEN sum(calls) > sum(unpriced) THEN sum(cost) END, sum(unpriced) "
-           f"FROM usage_hour WHERE {where} GROUP BY 1, 2, 3 ORDER BY 1")
-    return _day_rows(db.rows(sql, params), period)
+    if rollup_current:
+        bound = {**params, "h0": days.hour_key(plan.first_hour), "h1": days.hour_key(plan.end_hour)}
+        sql = (f"SELECT hour, {_MODEL}, source, {HOUR_SUMS} FROM usage_hour "
+               f"WHERE hour >= :h0 AND hour < :h1 AND {where} GROUP BY 1, 2, 3")
+    else:
+        bound = {**params, "h0": db.ts_param(plan.first_hour), "h1": db.ts_param(plan.end_hour)}
+        sql = (f"SELECT {rollup.HOUR_OF_TS[db.dialect]}, {_MODEL}, source, {ROW_SUMS} FROM usage "
+               f"WHERE ts >= :h0 AND ts < :h1 AND {where} GROUP BY 1, 2, 3")
+    return db.rows(sql, bound)
 
-
-def _sessions(db: _Db, where: str, params: dict[str, Any]) -> list[PeriodRow]:
-    sql = (f"SELECT COALESCE(session_id, ''), COALESCE(NULLIF(model, ''), 'unknown'), source, MAX(project), MIN(ts), MAX(ts), "
-           f"{_SUMS} FROM usage WHERE {where} GROUP BY 1, 2, 3")
+def _sessions(db: Db, where: str, params: dict[str, Any]) -> list[PeriodRow]:
+    sql = (f"SELECT COALESCE(session_id, ''), {_MODEL}, source, MAX(project), MIN(ts), MAX(ts), "
+           f"{ROW_SUMS} FROM usage WHERE {where} GROUP BY 1, 2, 3")
     out: dict[str, PeriodRow] = {}
     for sid, model, source, project, first, last, *sums in db.rows(sql, params):
         row = out.setdefault(sid, PeriodRow(sid))
@@ -426,9 +341,8 @@ def _sessions(db: _Db, where: str, params: dict[str, Any]) -> list[PeriodRow]:
     return sorted(out.values(), key=lambda r: (r.last or datetime.min.replace(tzinfo=UTC), r.label))
 
 
-def _blocks(db: _Db, where: str, params: dict[str, Any], now: datetime) -> list[PeriodRow]:
-    hour = "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')" if db.dialect == "postgresql" else "substr(ts, 1, 13)"
-    sql = (f"SELECT {hour} AS h, COALESCE(NULLIF(model, ''), 'unknown'), source, MIN(ts), MAX(ts), {_SUMS} "
+def _blocks(db: Db, where: str, params: dict[str, Any], now: datetime) -> list[PeriodRow]:
+    sql = (f"SELECT {rollup.HOUR_OF_TS[db.dialect]} AS h, {_MODEL}, source, MIN(ts), MAX(ts), {ROW_SUMS} "
            f"FROM usage WHERE {where} GROUP BY 1, 2, 3 ORDER BY 1")
     blocks: list[PeriodRow] = []
     for _h, model, source, first, last, *sums in db.rows(sql, params):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, tzinfo
 from typing import Any
 
 import pandas as pd
 
+from loopmeter.analytics import days
 from loopmeter.analytics.attempts import FINISHED
 
 
@@ -14,11 +16,11 @@ def _q(series: pd.Series, q: float) -> float | None:
     return None if s.empty else float(s.quantile(q))
 
 
-def velocity(attempts: pd.DataFrame) -> dict[str, Any]:
+def velocity(attempts: pd.DataFrame, tz: tzinfo = UTC) -> dict[str, Any]:
     finished = attempts[attempts["status"].isin(FINISHED)]
     passed = finished[finished["status"] == "passed"]
     errors = int((finished["status"] == "error").sum())
-    weekly = experiments_per_week(attempts)
+    weekly = experiments_per_week(attempts, tz)
     people = weekly["user"].nunique() if len(weekly) else 0
     weeks = weekly["week"].nunique() if len(weekly) else 0
     return {
@@ -42,12 +44,14 @@ def velocity(attempts: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def experiments_per_week(attempts: pd.DataFrame) -> pd.DataFrame:
-    """Finished attempts per ISO week (labelled by its Monday, UTC) and person."""
+def experiments_per_week(attempts: pd.DataFrame, tz: tzinfo = UTC) -> pd.DataFrame:
+    """Finished attempts per ISO week of `tz` (labelled by its Monday; loopmeter/analytics/days.py)
+    and person, by the time each attempt ended."""
     done = attempts[attempts["status"].isin(FINISHED) & attempts["ended_at"].notna()]
     if done.empty:
         return pd.DataFrame(columns=["week", "user", "experiments"])
-    ended = done["ended_at"].dt.tz_convert("UTC")
-    week = (ended.dt.normalize() - pd.to_timedelta(ended.dt.day_of_week, unit="D")).dt.strftime("%Y-%m-%d")
-    frame = pd.DataFrame({"week": week, "user": done["user"].fillna("(unknown)")})
+    ended = done["ended_at"]
+    weeks = days.periods(tz, ended.min().to_pydatetime(), ended.max().to_pydatetime(), "week")
+    ns = ((ended - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(1, "ns")).to_numpy()
+    frame = pd.DataFrame({"week": weeks.labels_of_ns(ns), "user": done["user"].fillna("(unknown)").to_numpy()})
     return frame.groupby(["week", "user"], as_index=False).size().rename(columns={"size": "experiments"})

@@ -7,7 +7,7 @@ project, user}, spend_by_day, spend_by_day_agent, spend_by_week, agents, experim
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,8 +23,11 @@ def register(root: typer.Typer) -> None:
 
 
 def parse_when(value: str | None, tz_name: str, *, end: bool = False) -> datetime | None:
-    """A date (local midnight in `tz_name`; an --until date includes that whole day) or an ISO datetime."""
+    """A date (the instant its local day begins in `tz_name`; an --until date includes that whole
+    day) or an ISO datetime."""
     from zoneinfo import ZoneInfo
+
+    from loopmeter.analytics.days import day_begins
 
     if value is None:
         return None
@@ -32,9 +35,7 @@ def parse_when(value: str | None, tz_name: str, *, end: bool = False) -> datetim
     try:
         if len(value) == 10:
             d = date.fromisoformat(value)
-            if end:
-                d = date.fromordinal(d.toordinal() + 1)
-            return datetime.combine(d, time(0), tzinfo=tz).astimezone(UTC)
+            return day_begins(d + timedelta(days=1) if end else d, tz)
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
         raise LoopmeterError(f"cannot read the date {value!r}", hint="use YYYY-MM-DD or an ISO date-time") from exc

@@ -221,13 +221,12 @@ def _finish(result: RunResult, json_out: bool) -> None:
     raise typer.Exit(0 if result.status == "passed" else 1)
 
 
-def _money(value: float | None) -> str:
-    return "unpriced" if value is None else f"${value:.4f}"
-
-
 def print_attempts(result: RunResult) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from loopmeter.analytics.work import work_cost
+    from loopmeter.reports.fmt import money
 
     table = Table(title=f"run {result.run_id}: {result.status}")
     for col in ("attempt", "agent", "status", "iters", "tokens in/out", "cost", "wall", "green", "stop reason"):
@@ -239,8 +238,7 @@ def print_attempts(result: RunResult) -> None:
         name = a.agent + (f":{a.model}" if a.model else "") + (" (shadow)" if a.role == "shadow" else "")
         mark = " *" if a.id == result.winner else ""
         table.add_row(a.id.rsplit("-", 1)[-1] + mark, name, a.status, str(a.iterations),
-                      f"{tokens_in}/{tokens_out}", _money(a.cost_usd) + (
-                          f" (+{a.unpriced_calls} unpriced)" if a.unpriced_calls and a.cost_usd else ""),
+                      f"{tokens_in}/{tokens_out}", money(work_cost(a.cost_usd, a.unpriced_calls), a.unpriced_calls),
                       f"{a.wall_s or 0:.1f}s", f"{a.time_to_green_s:.1f}s" if a.time_to_green_s else "-",
                       a.stop_reason or "")
     Console().print(table)
@@ -277,13 +275,15 @@ class Progress:
     def _render(self) -> Any:
         from rich.table import Table
 
+        from loopmeter.reports.fmt import money
+
         table = Table(box=None)
         for col in ("attempt", "agent", "state", "iter", "tokens", "$", "elapsed"):
             table.add_column(col)
         for aid, r in sorted(self.rows.items()):
             table.add_row(aid.rsplit("-", 1)[-1], str(r.get("agent", "")) + (f":{r['model']}" if r.get("model") else ""),
                           str(r.get("status") or r.get("state", "")), str(r.get("iteration", "")),
-                          str(r.get("tokens", "")), _money(r.get("cost_usd")) if "cost_usd" in r else "",
+                          str(r.get("tokens", "")), money(r.get("cost_usd")) if "cost_usd" in r else "",
                           f"{time.monotonic() - r['since']:.0f}s")
         return table
 

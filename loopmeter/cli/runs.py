@@ -42,13 +42,14 @@ def list_cmd(
     from rich.console import Console
     from rich.table import Table
 
+    from loopmeter.reports.fmt import money
+
     table = Table()
     for col in ("run", "kind", "status", "started", "agents", "winner", "cost", "task"):
         table.add_column(col)
     for r in rows:
-        cost = "unpriced" if r["cost_usd"] is None else f"${r['cost_usd']:.4f}"
         table.add_row(r["id"], r["kind"], r["status"], str(r["started_at"] or "")[:19], ", ".join(r["agents"]),
-                      (r["winner"] or "-").rsplit("-", 1)[-1], cost, (r["task"] or "")[:50])
+                      (r["winner"] or "-").rsplit("-", 1)[-1], money(r["cost_usd"]), (r["task"] or "")[:50])
     Console().print(table)
 
 
@@ -117,6 +118,8 @@ def show(
 ) -> None:
     """One run: attempts, iterations with check output tails, usage, diffstat, stop reasons."""
     from loopmeter.agents.runs import run_object
+    from loopmeter.analytics.work import iterations_done, work_cost
+    from loopmeter.reports.fmt import money
     from loopmeter.store import default_store
 
     obj = run_object(default_store(), run_id, detail=True)
@@ -128,12 +131,14 @@ def show(
     typer.echo(f"repo: {obj['repo']} @ {str(obj['base_commit'])[:12]}   policy: {obj['policy']} "
                f"sha256 {str(obj['policy_sha256'])[:12]}")
     for a in obj["attempts"]:
-        cost = "unpriced" if a["cost_usd"] is None else f"${a['cost_usd']:.4f}"
+        calls = len(a["usage"])
+        cost = money(work_cost(a["cost_usd"], a["unpriced_calls"]), a["unpriced_calls"]) \
+            + ("" if calls else " (no model calls)")
         name = a["agent"] + (f":{a['model']}" if a["model"] else "")
         typer.echo(f"\n== {a['id']} {name} [{a['role']}] {a['status']}: {a['stop_reason'] or ''}")
-        typer.echo(f"   iterations {a['iterations']}  tokens in {a['input_tokens']} cache-read "
-                   f"{a['cache_read_tokens']} cache-write {a['cache_write_tokens']} out {a['output_tokens']}  "
-                   f"cost {cost} ({a['unpriced_calls']} unpriced calls)  wall {a['wall_s'] or 0:.1f}s  "
+        typer.echo(f"   iterations {iterations_done(a['iterations'], len(a['iteration_table']))}  tokens in "
+                   f"{a['input_tokens']} cache-read {a['cache_read_tokens']} cache-write {a['cache_write_tokens']} "
+                   f"out {a['output_tokens']}  cost {cost}  wall {a['wall_s'] or 0:.1f}s  "
                    f"green {a['time_to_green_s'] if a['time_to_green_s'] is not None else '-'}")
         d = a["diffstat"] or {}
         typer.echo(f"   branch {a['branch']}  head {str(a['head_commit'] or '-')[:12]}  diff: "
@@ -145,4 +150,4 @@ def show(
             tail = (it["check_output_tail"] or "").strip().splitlines()[-5:]
             for line in tail:
                 typer.echo(f"       | {line[:160]}")
-        typer.echo(f"   model calls: {len(a['usage'])}")
+        typer.echo(f"   model calls: {calls}")

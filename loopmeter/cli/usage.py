@@ -158,18 +158,6 @@ def _num(n: int) -> str:
     return str(n)
 
 
-def _cost(t: Totals) -> str:
-    if t.cost_usd is None:
-        text = "-"
-    elif 0 < t.cost_usd < 0.005:
-        text = "<$0.01"  # a priced call is never shown as $0
-    else:
-        text = f"${t.cost_usd:,.2f}"
-    if t.unpriced_calls:
-        text += f" +{t.unpriced_calls} unpriced"
-    return text
-
-
 def _ratio(t: Totals) -> str:
     r = t.cache_hit_ratio
     return f"{r * 100:.0f}%" if r is not None else "-"
@@ -200,6 +188,8 @@ def _print_table(report: UsageReport, breakdown: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from loopmeter.reports.fmt import money
+
     console = Console(highlight=False)
     first = {"daily": "Date", "weekly": "Week of", "monthly": "Month", "session": "Session", "blocks": "Block"}
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 0), show_footer=True)
@@ -214,20 +204,21 @@ def _print_table(report: UsageReport, breakdown: bool) -> None:
                                              t.cache_write_tokens, t.cache_read_tokens], strict=False):
         col.footer = _num(val)
     table.columns[6].footer = _ratio(t)
-    table.columns[7].footer = _cost(t)
+    table.columns[7].footer = money(t.cost_usd, t.unpriced_calls)
     for row in report.rows:
         r = row.totals
         models = ", ".join(dict.fromkeys(_short_model(m) for m in row.models))
         if report.period == "session" and row.project:
             models = f"{Path(row.project).name}: {models}"
         table.add_row(_label(report, row), _num(r.input_tokens), _num(r.output_tokens), _num(r.reasoning_tokens),
-                      _num(r.cache_write_tokens), _num(r.cache_read_tokens), _ratio(r), _cost(r),
+                      _num(r.cache_write_tokens), _num(r.cache_read_tokens), _ratio(r), money(r.cost_usd, r.unpriced_calls),
                       "" if breakdown else models)
         if breakdown:
             for (model, source), b in sorted(row.breakdown.items()):
                 bt = b.totals
                 table.add_row("", _num(bt.input_tokens), _num(bt.output_tokens), _num(bt.reasoning_tokens),
-                              _num(bt.cache_write_tokens), _num(bt.cache_read_tokens), _ratio(bt), _cost(bt),
+                              _num(bt.cache_write_tokens), _num(bt.cache_read_tokens), _ratio(bt),
+                              money(bt.cost_usd, bt.unpriced_calls),
                               f"{_short_model(model)} ({source.removesuffix('-log')})", style="dim")
     if not report.rows:
         console.print("no usage in this range (try without --since/--until/--source, or check `loopmeter doctor`)")
@@ -236,7 +227,7 @@ def _print_table(report: UsageReport, breakdown: bool) -> None:
     active = [row for row in report.rows if row.active and row.burn]
     for row in active:
         burn = row.burn or {}
-        cost = f", ${burn['cost_per_hour']:.2f}/h" if burn.get("cost_per_hour") is not None else ""
+        cost = f", {money(burn['cost_per_hour'])}/h" if burn.get("cost_per_hour") is not None else ""
         console.print(f"active block: {burn['tokens_per_minute']:,.0f} tokens/min{cost}; "
                       f"{burn['remaining_minutes']:.0f} min left, projected {_num(burn['projected_tokens'])} tokens")
     console.print(f"[dim]times in {report.timezone}; input excludes cache; Hit = cache read / all input[/dim]")

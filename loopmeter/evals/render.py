@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from loopmeter.reports.fmt import money
+
 
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x * 100:.1f}%"
@@ -14,16 +16,8 @@ def _ci_pct(ci: list[float] | None) -> str:
     return "—" if not ci else f"[{ci[0] * 100:.1f}, {ci[1] * 100:.1f}]"
 
 
-def _usd(x: float | None, unpriced: int = 0) -> str:
-    if x is None:
-        return "unpriced" if unpriced else "—"
-    if x == 0:
-        return "$0"
-    return f"${x:.6f}" if x < 0.01 else (f"${x:.4f}" if x < 1 else f"${x:.2f}")
-
-
 def _usd_ci(ci: list[float] | None) -> str:
-    return "" if not ci else f" [{_usd(ci[0])}, {_usd(ci[1])}]"
+    return "" if not ci else f" [{money(ci[0])}, {money(ci[1])}]"
 
 
 def _num(x: float | None, unit: str = "") -> str:
@@ -43,9 +37,9 @@ def config_rows(summary: dict[str, Any]) -> list[list[str]]:
                 else f"{_num(c['p50_wall_s'], ' s')} / {_num(c['p95_wall_s'], ' s')}")
         rows.append([
             c["config"], f"{c['passed']}/{c['n_cells']}", _pct(c["pass_rate"]), _ci_pct(c["pass_rate_ci"]),
-            _pass_at_k(c), time, _usd(c["cost_usd"], c["unpriced_cells"]),
-            _usd(c["cost_per_task_usd"], c["unpriced_cells"]) + _usd_ci(c.get("cost_per_task_ci")),
-            _usd(c["cost_per_solved_usd"], c["unpriced_cells"]) + _usd_ci(c.get("cost_per_solved_ci")),
+            _pass_at_k(c), time, money(c["cost_usd"], c["unpriced_cells"], what="cell"),
+            money(c["cost_per_task_usd"], c["unpriced_cells"], note=False) + _usd_ci(c.get("cost_per_task_ci")),
+            money(c["cost_per_solved_usd"], c["unpriced_cells"], note=False) + _usd_ci(c.get("cost_per_solved_ci")),
             str(c["errors"]),
         ])
     return rows

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
+from loopmeter.analytics.work import work_cost
 from loopmeter.errors import LoopmeterError
 from loopmeter.evals import stats
 
@@ -55,6 +56,10 @@ def by_task(rows: list[CellRow]) -> dict[str, list[float]]:
 
 def config_summary(name: str, rows: list[CellRow], n_boot: int = stats.N_BOOT,
                    seed: int = stats.DEFAULT_SEED) -> dict[str, Any]:
+    """The summary of one configuration's cells (docs/evals.md): what `eval report`, `eval compare`,
+    `loopmeter report` and the dashboard's Evals tab all show. Costs: `cost_usd` is the priced cells'
+    sum (None when none is priced); per task it is divided by cells, per solved by passes; both are
+    None (unpriced) when any cell is unpriced, and `unpriced_cells` says how many."""
     clusters = by_task(rows)
     tasks = sorted(clusters)
     n_cells = len(rows)
@@ -135,6 +140,12 @@ def _comparison(a: str, b: str, rows_a: list[CellRow], rows_b: list[CellRow], n_
 
 # -- loading ------------------------------------------------------------------
 
+def cell_row(r: Any) -> CellRow:
+    """One stored eval_result as a cell."""
+    return CellRow(r.config, r.agent, r.model, r.task_id, r.epoch, bool(r.passed), r.score, r.wall_s,
+                   r.latency_ms, {k: getattr(r, k) for k in TOKEN_KINDS}, r.cost_usd, r.error_kind)
+
+
 def _eval_rows(store: Any, run_id: str) -> list[CellRow]:
     from sqlmodel import select
 
@@ -142,9 +153,7 @@ def _eval_rows(store: Any, run_id: str) -> list[CellRow]:
 
     with store.session() as s:
         results = list(s.exec(select(EvalResult).where(EvalResult.run_id == run_id)))
-    return [CellRow(r.config, r.agent, r.model, r.task_id, r.epoch, bool(r.passed), r.score, r.wall_s,
-                    r.latency_ms, {k: getattr(r, k) for k in TOKEN_KINDS}, r.cost_usd, r.error_kind)
-            for r in results]
+    return [cell_row(r) for r in results]
 
 
 def _attempt_rows(store: Any, run_ids: list[str], role: str | None = None) -> list[CellRow]:
@@ -169,12 +178,10 @@ def _attempt_rows(store: Any, run_ids: list[str], role: str | None = None) -> li
         config = f"{a.agent}:{a.model}" if a.model else a.agent
         epoch = epochs[(config, task)]
         epochs[(config, task)] += 1
-        tokens = {k: getattr(a, k) for k in TOKEN_KINDS}
-        no_calls = not a.unpriced_calls and not any(tokens.values())
         error = a.stop_reason if a.status in ("error",) else None
         rows.append(CellRow(config, a.agent, a.model, task, epoch, a.status == "passed",
-                            1.0 if a.status == "passed" else 0.0, a.wall_s, None, tokens,
-                            a.cost_usd if a.cost_usd is not None or not no_calls else 0.0,
+                            1.0 if a.status == "passed" else 0.0, a.wall_s, None,
+                            {k: getattr(a, k) for k in TOKEN_KINDS}, work_cost(a.cost_usd, a.unpriced_calls),
                             "agent" if error else None))
     return rows
 
@@ -202,7 +209,7 @@ def run_rows(store: Any, run_id: str) -> tuple[Any, list[CellRow]]:
     return run, rows
 
 
-def _group(rows: list[CellRow]) -> dict[str, list[CellRow]]:
+def group_by_config(rows: list[CellRow]) -> dict[str, list[CellRow]]:
     groups: dict[str, list[CellRow]] = {}
     for r in rows:
         groups.setdefault(r.config, []).append(r)
@@ -229,7 +236,7 @@ def summarize_run(store: Any, run_id: str, n_boot: int = stats.N_BOOT, seed: int
                   ) -> dict[str, Any]:
     """The report of one eval run (or of any run's attempts): configurations and every pair."""
     run, rows = run_rows(store, run_id)
-    groups = _group(rows)
+    groups = group_by_config(rows)
     out = summarize_rows(run.id, run.suite, _config_order(run, groups), groups, n_boot, seed)
     config = json.loads(run.config or "{}") if run.config else {}
     total = config.get("cells_total")
@@ -248,7 +255,7 @@ def compare_runs(store: Any, run_a: str, run_b: str, n_boot: int = stats.N_BOOT,
     """Compare the configurations of two runs: paired when their task sets match, else unpaired."""
     ra, rows_a = run_rows(store, run_a)
     rb, rows_b = run_rows(store, run_b)
-    ga, gb = _group(rows_a), _group(rows_b)
+    ga, gb = group_by_config(rows_a), group_by_config(rows_b)
     if not ga or not gb:
         raise LoopmeterError("a run has no results to compare", hint="`loopmeter eval report RUN` shows what it has")
     same = set(ga) & set(gb)

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loopmeter.analytics.work import work_cost
 from loopmeter.errors import LoopmeterError
 from loopmeter.evals.suite import Suite, load_suite
 from loopmeter.evals.task import Task, task_policy
@@ -171,7 +172,7 @@ def run_model_cell(cell: Cell, run_id: str, options: EvalOptions, store: Any) ->
         passed=res.passed, score=res.score, wall_s=wall_s, latency_ms=res.latency_ms, attempt_id=attempt_id,
         input_tokens=row.input_tokens if row else None, cache_read_tokens=row.cache_read_tokens if row else None,
         cache_write_tokens=row.cache_write_tokens if row else None, output_tokens=row.output_tokens if row else None,
-        reasoning_tokens=row.reasoning_tokens if row else None, cost_usd=row.cost_usd if row else None,
+        reasoning_tokens=row.reasoning_tokens if row else None, cost_usd=row.cost_usd if row else 0.0,
         error_kind=res.error_kind, detail={**detail, "priced": bool(row and row.cost_usd is not None)},
     )
 
@@ -221,12 +222,12 @@ def _coding_attempt(cell: Cell, run_id: str, options: EvalOptions, store: Any, r
     try:
         result = start_run(request, store=store)
     except LoopmeterError as exc:
-        return CellResult(False, 0.0, time.monotonic() - started, error_kind="infra",
+        return CellResult(False, 0.0, time.monotonic() - started, cost_usd=0.0, error_kind="infra",
                           detail={"error": exc.message, "hint": exc.hint})
     with store.session() as s:
         attempts = list(s.exec(select(Attempt).where(Attempt.run_id == result.run_id)))
     if not attempts:
-        return CellResult(False, 0.0, time.monotonic() - started, error_kind="infra",
+        return CellResult(False, 0.0, time.monotonic() - started, cost_usd=0.0, error_kind="infra",
                           detail={"error": f"run {result.run_id} recorded no attempt", "child_run": result.run_id})
     att = attempts[0]
     if not options.keep_worktrees and att.worktree:
@@ -239,9 +240,7 @@ def _coding_attempt(cell: Cell, run_id: str, options: EvalOptions, store: Any, r
     elif att.status == "cancelled":
         error_kind = "cancelled"
     passed = att.status == "passed"
-    tokens = sum(v or 0 for v in (att.input_tokens, att.cache_read_tokens, att.cache_write_tokens, att.output_tokens))
-    # no model call at all (oracle, nop) costs $0; calls without a price stay unpriced (None)
-    cost = att.cost_usd if att.cost_usd is not None or att.unpriced_calls or tokens else 0.0
+    cost = work_cost(att.cost_usd, att.unpriced_calls)  # no model call (oracle, nop, a crash) costs $0
     return CellResult(
         passed=passed, score=1.0 if passed else 0.0, wall_s=att.wall_s, attempt_id=att.id,
         input_tokens=att.input_tokens, cache_read_tokens=att.cache_read_tokens,

@@ -12,22 +12,32 @@ def missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and v != v)
 
 
-def money(v: float | None, unpriced: int = 0) -> str:
-    """$1,284.10; an unpriced amount reads 'unpriced', never $0."""
+def money(v: float | None, unpriced: int = 0, *, note: bool = True, what: str = "call") -> str:
+    """A dollar amount as every face prints it: $1,284.10, $12,841 from $10,000 up, <$0.01 for a
+    positive amount that would round to $0.00. No amount (None) reads 'unpriced' when `unpriced`
+    calls had no price, else '—' (nothing to show). A partly unpriced amount is the priced part and
+    says how many calls are not in it: '$3.20 + 2 unpriced calls' (`note=False` where a column of
+    its own says it; `what` names the unit: call, cell, attempt). Never $0 for unknown."""
     if missing(v):
         return "unpriced" if unpriced else DASH
     assert v is not None
-    if abs(v) >= 100:
-        text = f"${v:,.0f}" if abs(v) >= 10_000 else f"${v:,.2f}"
-    elif abs(v) >= 0.01 or v == 0:
-        text = f"${v:,.2f}"
+    if 0 < v < 0.005:
+        text = "<$0.01"
     else:
-        text = f"${v:.4f}"
-    return text
+        sign, a = ("-" if v < 0 else ""), abs(v)
+        text = f"{sign}${a:,.0f}" if a >= 10_000 else f"{sign}${a:,.2f}"
+    return f"{text} {unpriced_note(unpriced, what)}" if note and unpriced else text
 
 
-def unpriced_note(n: int) -> str:
-    return f"+ {n:,} unpriced call{'s' if n != 1 else ''}" if n else ""
+def money_per(v: float | None, cost: float | None, unpriced: int) -> str:
+    """A cost divided by a count (per verified outcome, per merged outcome): 'unpriced' when the
+    cost is (`unpriced` calls and no priced one), '—' when the count is 0, else `money`."""
+    return money(v, unpriced if missing(cost) else 0, note=False)
+
+
+def unpriced_note(n: int, what: str = "call") -> str:
+    """'+ 3 unpriced calls': what an amount beside it leaves out."""
+    return f"+ {n:,} unpriced {what}{'s' if n != 1 else ''}" if n else ""
 
 
 def duration(seconds: float | None) -> str:

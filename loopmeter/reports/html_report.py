@@ -35,13 +35,16 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 def _cards(r: dict[str, Any]) -> str:
     s, o, c, v, roi, w = r["spend"], r["outcomes"], r["cost_per_outcome"], r["velocity"], r["roi"], r["wasted"]
     cards = [
-        ("Spend", fmt.money(s["cost_usd"], s["unpriced_calls"]), fmt.unpriced_note(s["unpriced_calls"]) or "all priced"),
+        ("Spend", fmt.money(s["cost_usd"], s["unpriced_calls"], note=False),
+         fmt.unpriced_note(s["unpriced_calls"]) or "all priced"),
         ("Verified outcomes", fmt.num(o["verified"]), f"{fmt.pct(v['success_rate'])} of {o['finished']:,}; "
          f"{o['merged']:,} merged"),
-        ("Cost / outcome", fmt.money(c["per_verified_usd"]), f"merged {fmt.money(c['per_merged_usd'])}"),
+        ("Cost / outcome", fmt.money_per(c["per_verified_usd"], c["cost_usd"], c["unpriced_calls"]),
+         f"merged {fmt.money_per(c['per_merged_usd'], c['cost_usd'], c['unpriced_calls'])}"),
         ("Time to green", f"p50 {fmt.duration(v['time_to_green_p50_s'])}", f"p90 {fmt.duration(v['time_to_green_p90_s'])}"),
         ("ROI", fmt.roi_text(roi), roi["assumptions"][0] if roi["assumptions"] else ""),
-        ("Wasted spend", fmt.money(w["cost_usd"]), f"{fmt.pct(w['share'])} of attempt cost"),
+        ("Wasted spend", fmt.money(w["cost_usd"], w["unpriced_attempts"], what="attempt"),
+         f"{fmt.pct(w['share'])} of attempt cost"),
         ("Cache hit", fmt.pct(s["cache_hit_ratio"]), f"{fmt.tokens(s['tokens']['cache_read'])} cache-read tokens"),
         ("Experiments", fmt.num(v["attempts"]), f"{fmt.num(v['experiments_per_person_week'], 1)} / person / week"),
     ]
@@ -101,8 +104,8 @@ def render(r: dict[str, Any]) -> str:
         cfg = ev["configs"]
         out += ["<h2>Evals: pass rate with 95% interval</h2>",
                 svg.interval_bars([f"{c['suite']} · {c['config']}" for c in cfg],
-                                  [c["pass_rate"] or 0.0 for c in cfg], [c["ci_low"] for c in cfg],
-                                  [c["ci_high"] for c in cfg]),
+                                  [c["pass_rate"] or 0.0 for c in cfg], [(c["pass_rate_ci"] or [0, 1])[0] for c in cfg],
+                                  [(c["pass_rate_ci"] or [0, 1])[1] for c in cfg]),
                 _table(headers, rows), "<ul>" + "".join(f"<li>{escape(c)}</li>" for c in comps) + "</ul>"]
     audit = r.get("audit")
     if audit is not None:

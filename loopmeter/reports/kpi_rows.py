@@ -11,8 +11,7 @@ def kpi_rows(r: dict[str, Any]) -> list[tuple[str, str, str, Any]]:
     s, o, c, v, w, roi = r["spend"], r["outcomes"], r["cost_per_outcome"], r["velocity"], r["wasted"], r["roi"]
     t = s["tokens"]
     rows = [
-        ("spend", "cost", f"{fmt.money(s['cost_usd'], s['unpriced_calls'])} {fmt.unpriced_note(s['unpriced_calls'])}"
-         .strip(), s["cost_usd"]),
+        ("spend", "cost", fmt.money(s["cost_usd"], s["unpriced_calls"]), s["cost_usd"]),
         ("spend", "model calls", fmt.num(s["calls"]), s["calls"]),
         ("spend", "unpriced calls", fmt.num(s["unpriced_calls"]), s["unpriced_calls"]),
         ("spend", "tokens: input (non-cached)", fmt.tokens(t["input"]), t["input"]),
@@ -25,10 +24,11 @@ def kpi_rows(r: dict[str, Any]) -> list[tuple[str, str, str, Any]]:
         ("outcomes", "applied outcomes", fmt.num(o["applied"]), o["applied"]),
         ("outcomes", "merged outcomes", fmt.num(o["merged"]), o["merged"]),
         ("outcomes", "lead time to merge p50", fmt.duration(o["lead_time_to_merge_p50_s"]), o["lead_time_to_merge_p50_s"]),
-        ("outcomes", "attempt cost", f"{fmt.money(c['cost_usd'], c['unpriced_calls'])} "
-         f"{fmt.unpriced_note(c['unpriced_calls'])}".strip(), c["cost_usd"]),
-        ("outcomes", "cost per verified outcome", fmt.money(c["per_verified_usd"]), c["per_verified_usd"]),
-        ("outcomes", "cost per merged outcome", fmt.money(c["per_merged_usd"]), c["per_merged_usd"]),
+        ("outcomes", "attempt cost", fmt.money(c["cost_usd"], c["unpriced_calls"]), c["cost_usd"]),
+        ("outcomes", "cost per verified outcome", fmt.money_per(c["per_verified_usd"], c["cost_usd"], c["unpriced_calls"]),
+         c["per_verified_usd"]),
+        ("outcomes", "cost per merged outcome", fmt.money_per(c["per_merged_usd"], c["cost_usd"], c["unpriced_calls"]),
+         c["per_merged_usd"]),
         ("velocity", "experiments (attempts)", fmt.num(v["attempts"]), v["attempts"]),
         ("velocity", "experiments per person per week", fmt.num(v["experiments_per_person_week"], 1),
          v["experiments_per_person_week"]),
@@ -38,7 +38,8 @@ def kpi_rows(r: dict[str, Any]) -> list[tuple[str, str, str, Any]]:
         ("velocity", "time to green p50", fmt.duration(v["time_to_green_p50_s"]), v["time_to_green_p50_s"]),
         ("velocity", "time to green p90", fmt.duration(v["time_to_green_p90_s"]), v["time_to_green_p90_s"]),
         ("velocity", "iterations to green p50", fmt.num(v["iterations_to_green_p50"], 1), v["iterations_to_green_p50"]),
-        ("waste", "wasted spend", f"{fmt.money(w['cost_usd'])} ({fmt.pct(w['share'])} of attempt cost)", w["cost_usd"]),
+        ("waste", "wasted spend", f"{fmt.money(w['cost_usd'], w['unpriced_attempts'], what='attempt')} "
+         f"({fmt.pct(w['share'])} of attempt cost)", w["cost_usd"]),
         ("waste", "wasted tokens", fmt.tokens(w["tokens"]), w["tokens"]),
     ]
     if roi["shown"]:

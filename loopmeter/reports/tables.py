@@ -31,31 +31,35 @@ def table_rows(r: dict[str, Any], key: str) -> tuple[list[str], list[list[str]]]
     if key == "agents":
         return (["agent", "attempts", "success", "cost", "$/verified", "p50 to green", "cache hit", "wasted"],
                 [[a["agent"], fmt.num(a["attempts"]), fmt.pct(a["success_rate"]),
-                  fmt.money(a["cost_usd"], a["unpriced_calls"]), fmt.money(a["per_verified_usd"]),
-                  fmt.duration(a["time_to_green_p50_s"]), fmt.pct(a["cache_hit_ratio"]), fmt.money(a["wasted_usd"], a["unpriced_calls"])]
+                  fmt.money(a["cost_usd"], a["unpriced_calls"]),
+                  fmt.money_per(a["per_verified_usd"], a["cost_usd"], a["unpriced_calls"]),
+                  fmt.duration(a["time_to_green_p50_s"]), fmt.pct(a["cache_hit_ratio"]),
+                  fmt.money(a["wasted_usd"], a["unpriced_calls"], note=False)]
                  for a in rows])
     if key == "spend_by_day":
         return (["day", "calls", "cost", "unpriced calls", "input", "cache read", "output"],
-                [[d["period"], fmt.num(d["calls"]), fmt.money(d["cost"]), fmt.num(d["unpriced"]),
+                [[d["period"], fmt.num(d["calls"]), fmt.money(d["cost"], d["unpriced"], note=False), fmt.num(d["unpriced"]),
                   fmt.tokens(d["input"]), fmt.tokens(d["cache_read"]), fmt.tokens(d["output"])] for d in rows])
     if key == "experiments_per_week":
         return (["week of", "person", "experiments"],
                 [[d["week"], d["user"], fmt.num(d["experiments"])] for d in rows])
     dim = key[3:]
     return ([dim, *DIM_HEADERS],
-            [[d[dim], fmt.num(d["calls"]), fmt.money(d["cost"]) if d["calls"] > d["unpriced"] else "unpriced",
+            [[d[dim], fmt.num(d["calls"]), fmt.money(d["cost"], d["unpriced"], note=False),
               fmt.num(d["unpriced"]), fmt.tokens(d["input"]), fmt.tokens(d["cache_read"]),
               fmt.tokens(d["cache_write"]), fmt.tokens(d["output"]), fmt.pct(d["cache_hit_ratio"]),
               fmt.pct(d["share"])] for d in rows])
 
 
 def eval_rows(ev: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str]]:
-    headers = ["suite", "configuration", "tasks", "samples", "pass rate", "95% CI", "cost/task", "cost/solved",
-               "p50 time"]
-    rows = [[c["suite"] or "", c["config"], fmt.num(c["tasks"]), fmt.num(c["samples"]), fmt.pct(c["pass_rate"]),
-             fmt.ci(c["ci_low"], c["ci_high"]),
-             fmt.money(c["cost_per_task_usd"], c["unpriced_samples"]),
-             fmt.money(c["cost_per_solved_usd"], c["unpriced_samples"]), fmt.duration(c["wall_p50_s"])]
+    """Per (suite, configuration): the summary `eval report` shows (loopmeter.evals.report.config_summary)."""
+    headers = ["suite", "configuration", "tasks", "cells", "passed", "pass rate", "95% CI", "cost",
+               "cost/task", "cost/solved", "p50 time"]
+    rows = [[c["suite"] or "", c["config"], fmt.num(c["n_tasks"]), fmt.num(c["n_cells"]), fmt.num(c["passed"]),
+             fmt.pct(c["pass_rate"]), fmt.ci(*(c["pass_rate_ci"] or (None, None))),
+             fmt.money(c["cost_usd"], c["unpriced_cells"], what="cell"),
+             fmt.money(c["cost_per_task_usd"], c["unpriced_cells"], note=False),
+             fmt.money(c["cost_per_solved_usd"], c["unpriced_cells"], note=False), fmt.duration(c["p50_wall_s"])]
             for c in ev["configs"]]
     comps = [comparison_text(c) for c in ev["comparisons"]]
     if ev.get("stats") == "unavailable":
@@ -66,6 +70,7 @@ def eval_rows(ev: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str]
 def comparison_text(c: dict[str, Any]) -> str:
     ci = c["ci"]
     interval = f"[{ci[0] * 100:+.0f}, {ci[1] * 100:+.0f}] pts" if ci else "no interval"
+    p = "p = —" if c["p_value"] is None else f"p = {c['p_value']:.3g} ({c['p_method']})"
     return (f"{c['suite']}: {c['b']} minus {c['a']} = {c['diff'] * 100:+.1f} pts, 95% CI {interval}, "
-            f"p = {c['p_value']:.3g} ({c['p_method']}), MDE {c['mde'] * 100:.0f} pts over {c['n_tasks']} tasks "
-            f"-> {c['verdict']}")
+            f"{p}, MDE {c['mde'] * 100:.0f} pts over {c['n_tasks']} tasks -> {c['verdict']}"
+            + ("" if c.get("paired", True) else " (unpaired)"))

@@ -17,7 +17,7 @@ KEYS = ("hour", "agent", "model", "provider", "source", "project", "user", "cost
 MEASURES = ("calls", "unpriced", "cost", "input", "cache_read", "cache_write", "output", "reasoning")
 _DIMS = KEYS[1:]  # usage columns of the same names
 
-_HOUR = {
+HOUR_OF_TS = {  # the usage_hour key of a usage row's ts
     # SQLite holds ts as 'YYYY-MM-DD HH:MM:SS.ffffff' in UTC
     "sqlite": "substr(ts, 1, 13)",
     "postgresql": "to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')",
@@ -43,7 +43,7 @@ def _sum_sql(dialect: str, where: str) -> str:
     # ORDER BY: concurrent PostgreSQL writers lock hours in the same order (no deadlock)
     return (
         f"INSERT INTO usage_hour ({', '.join(_q(k) for k in KEYS)}, {', '.join(MEASURES)}) "
-        f"SELECT {_HOUR[dialect]}, {dims}, {sums} FROM usage WHERE {where} "
+        f"SELECT {HOUR_OF_TS[dialect]}, {dims}, {sums} FROM usage WHERE {where} "
         f"GROUP BY {groups} ORDER BY {groups} "
         f"ON CONFLICT ({', '.join(_q(k) for k in KEYS)}) DO UPDATE SET {updates}"
     )

@@ -35,7 +35,7 @@ class EvalsTab(DataTab):
 
     def on_mount(self) -> None:
         self.query_one("#evals-table", DataTable).add_columns(
-            "suite", "configuration", "n", "pass", "95% CI", "0%" + " " * (WHISKER_WIDTH - 6) + "100%", "$/task")
+            "suite", "configuration", "tasks", "pass", "95% CI", "0%" + " " * (WHISKER_WIDTH - 6) + "100%", "$/task")
 
     def fetch(self, filters: Any) -> dict[str, Any]:
         from loopmeter.analytics.evals import eval_summary, load_results
@@ -46,9 +46,10 @@ class EvalsTab(DataTab):
         table = self.query_one("#evals-table", DataTable)
         table.clear()
         for c in ev["configs"]:
-            table.add_row((c["suite"] or "")[:12], c["config"][-22:], str(c["tasks"]), fmt.pct(c["pass_rate"]),
-                          fmt.ci(c["ci_low"], c["ci_high"]), whisker(c["pass_rate"], c["ci_low"], c["ci_high"]),
-                          fmt.money(c["cost_per_task_usd"], c["unpriced_samples"]))
+            lo, hi = c["pass_rate_ci"] or (None, None)
+            table.add_row((c["suite"] or "")[:12], c["config"][-22:], str(c["n_tasks"]), fmt.pct(c["pass_rate"]),
+                          fmt.ci(lo, hi), whisker(c["pass_rate"], lo, hi),
+                          fmt.money(c["cost_per_task_usd"], c["unpriced_cells"], note=False))
         lines = [comparison_text(c) for c in ev["comparisons"]]
         if ev.get("stats") == "unavailable":
             lines = ["eval statistics: unavailable in this build"]

@@ -45,16 +45,18 @@ class OverviewTab(DataTab):
         h = result["head"]
         s, o, c, v, roi = h["spend"], h["outcomes"], h["cost_per_outcome"], h["velocity"], h["roi"]
         unpriced = f"\n[dim]{fmt.unpriced_note(s['unpriced_calls'])}[/]" if s["unpriced_calls"] else "\n[dim]all priced[/]"
-        self.query_one("#kpi-spend", Static).update(f"[b]{fmt.money(s['cost_usd'], s['unpriced_calls'])}[/]{unpriced}")
+        self.query_one("#kpi-spend", Static).update(
+            f"[b]{fmt.money(s['cost_usd'], s['unpriced_calls'], note=False)}[/]{unpriced}")
         self.query_one("#kpi-outcomes", Static).update(
             f"[b]{o['verified']:,}[/] ({fmt.pct(v['success_rate'])} of {o['finished']:,})\n{o['merged']:,} merged")
         self.query_one("#kpi-cpo", Static).update(
-            f"[b]{fmt.money(c['per_verified_usd'])}[/]\nmerged {fmt.money(c['per_merged_usd'])}")
+            f"[b]{fmt.money_per(c['per_verified_usd'], c['cost_usd'], c['unpriced_calls'])}[/]\n"
+            f"merged {fmt.money_per(c['per_merged_usd'], c['cost_usd'], c['unpriced_calls'])}")
         self.query_one("#kpi-green", Static).update(
             f"p50 [b]{fmt.duration(v['time_to_green_p50_s'])}[/]\np90 {fmt.duration(v['time_to_green_p90_s'])}")
         if roi["shown"]:
-            basis = (f"${self.lm.value.value_per_merged_outcome:,.0f}/merged" if roi["model"] == "per_merged_outcome"
-                     else f"${self.lm.value.hourly_rate:,.0f}/human hour")
+            basis = (f"{fmt.money(self.lm.value.value_per_merged_outcome)}/merged"
+                     if roi["model"] == "per_merged_outcome" else f"{fmt.money(self.lm.value.hourly_rate)}/human hour")
             self.query_one("#kpi-roi", Static).update(f"[b]{fmt.roi_text(roi)}[/]\n[dim]{basis}[/]")
         else:
             self.query_one("#kpi-roi", Static).update("not shown\n[dim]no value model[/]")
@@ -63,9 +65,9 @@ class OverviewTab(DataTab):
         table.clear()
         for a in result["agents"].to_dict(orient="records"):
             table.add_row(a["agent"], fmt.num(a["attempts"]), fmt.pct(a["success_rate"]),
-                          fmt.money(a["per_verified_usd"], a["unpriced_calls"]) if a["cost_usd"] is not None
-                          else "unpriced", fmt.duration(a["time_to_green_p50_s"]), fmt.pct(a["cache_hit_ratio"]),
-                          fmt.money(a["wasted_usd"], a["unpriced_calls"]), key=a["agent"])
+                          fmt.money_per(a["per_verified_usd"], a["cost_usd"], a["unpriced_calls"]),
+                          fmt.duration(a["time_to_green_p50_s"]), fmt.pct(a["cache_hit_ratio"]),
+                          fmt.money(a["wasted_usd"], a["unpriced_calls"], note=False), key=a["agent"])
 
     def _chart(self, daily: Any) -> None:
         chart = self.query_one("#spend-chart", BarChart)

@@ -82,7 +82,7 @@ class UsageTab(DataTab):
             view = result["view"] = self._view(result, self.dimension, self.sort_key, self.search)
         s = result["summary"]
         self.query_one("#usage-total", Static).update(
-            f"{fmt.money(s['cost_usd'], s['unpriced_calls'])} {fmt.unpriced_note(s['unpriced_calls'])}  ·  "
+            f"{fmt.money(s['cost_usd'], s['unpriced_calls'])}  ·  "
             f"{s['calls']:,} calls  ·  cache hit {fmt.pct(s['cache_hit_ratio'])}  ·  grouped by "
             f"[b]{self.dimension}[/], sorted by [b]{self.sort_key}[/]")
         _key, frame, cells, chart = view
@@ -108,7 +108,8 @@ class UsageTab(DataTab):
         table = self.query_one("#usage-table", DataTable)
         table.clear(columns=True)
         table.add_columns("period", "calls", "cost", "unpriced", "input", "cache rd", "output", "hit")
-        table.add_rows([(str(r["label"])[-28:], fmt.num(r["calls"]), fmt.money(r["cost_usd"], r["unpriced_calls"]),
+        table.add_rows([(str(r["label"])[-28:], fmt.num(r["calls"]),
+                         fmt.money(r["cost_usd"], r["unpriced_calls"], note=False),
                          fmt.num(r["unpriced_calls"]), fmt.tokens(r["input_tokens"]),
                          fmt.tokens(r["cache_read_tokens"]), fmt.tokens(r["output_tokens"]),
                          fmt.pct(r["cache_hit_ratio"])) for r in reversed(data["rows"])])
@@ -130,7 +131,7 @@ class UsageTab(DataTab):
         key = next((k for label, k in COLUMNS if sort_key in (label, k)), None) or dim
         frame = frame.sort_values(key, ascending=key == dim, na_position="last")
         cells = [(str(row[dim])[-28:], fmt.num(row["calls"]),
-                  fmt.money(row["cost"]) if row["calls"] > row["unpriced"] else "unpriced",
+                  fmt.money(row["cost"], row["unpriced"], note=False),
                   fmt.num(row["unpriced"]), fmt.tokens(row["input"]), fmt.tokens(row["cache_read"]),
                   fmt.tokens(row["output"]), fmt.pct(row["cache_hit_ratio"]), fmt.pct(row["share"]))
                  for row in frame.to_dict(orient="records")]

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from loopmeter.analytics.usage import Query, offset_segments, resolve_tz, usage_report
+from loopmeter.analytics.usage import Query, resolve_tz, usage_report
 from loopmeter.errors import LoopmeterError
 from loopmeter.records import COST_CALCULATED, COST_UNPRICED, UsageRow
 
@@ -140,10 +140,7 @@ def test_five_hour_blocks_and_the_active_burn_rate(store):
     assert out[0]["burn_rate"] is None
 
 
-def test_offset_segments_find_the_change_to_the_second():
-    paris = resolve_tz("Europe/Paris")
-    segs = offset_segments(paris, datetime(2026, 10, 20, tzinfo=UTC), datetime(2026, 10, 30, tzinfo=UTC))
-    assert segs == [(datetime(2026, 10, 25, 1, 0, tzinfo=UTC), 7200), (None, 3600)]
+def test_an_unknown_time_zone_is_refused():
     with pytest.raises(LoopmeterError):
         resolve_tz("Mars/Olympus")
 
@@ -182,9 +179,13 @@ def test_days_from_the_hourly_rollup_equal_days_from_the_rows(store, sqlite_url,
     assert from_rows[0]["totals"]["calls"] == 900 and from_rows[1]["totals"]["calls"] < 900
 
 
-def test_whole_hour_zones_read_the_rollup_and_others_read_the_rows(dst_store, sqlite_url):
+def test_hours_a_local_day_begins_inside_are_read_from_the_rows(dst_store, sqlite_url):
+    # Kolkata's days begin at 18:30 UTC: the 18:00 hour is read from the calls, other hours from the rollup
+    dst_store.add_usage([_row("d", "2026-10-25T18:45:00+00:00", inp=8)])
     with dst_store.engine.begin() as conn:  # same call count, different tokens: tells which was read
         conn.exec_driver_sql("UPDATE usage_hour SET input = input + 1000")
-    assert usage_report(sqlite_url, Query(period="daily", tz="Europe/Paris")).totals.input_tokens == 3007
-    assert usage_report(sqlite_url, Query(period="daily", tz="Asia/Kolkata")).totals.input_tokens == 7
-    assert usage_report(sqlite_url, Query(period="session", tz="UTC")).totals.input_tokens == 7
+    assert usage_report(sqlite_url, Query(period="daily", tz="Europe/Paris")).totals.input_tokens == 4015
+    kolkata = usage_report(sqlite_url, Query(period="daily", tz="Asia/Kolkata"))
+    assert kolkata.totals.input_tokens == 3015
+    assert _days(kolkata) == {"2026-10-25": 1001, "2026-10-26": 2014}
+    assert usage_report(sqlite_url, Query(period="session", tz="UTC")).totals.input_tokens == 15
