@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -49,18 +50,23 @@ def command_paths() -> list[list[str]]:
     return list(walk(typer.main.get_command(app), []))
 
 
-def once(args: list[str], tree: Path, first_start: bool) -> float:
-    """Wall time of one fresh `python -m loopmeter ARGS` run from TREE with a new LOOPMETER_HOME, in ms."""
+def once(args: list[str], tree: Path, first_start: bool) -> tuple[float, float]:
+    """Wall and CPU (user + system) time of one fresh `python -m loopmeter ARGS` run from TREE
+    with a new LOOPMETER_HOME, in ms. CPU time moves less than wall time when the cores are shared."""
     with tempfile.TemporaryDirectory() as scratch:
         env = dict(os.environ, LOOPMETER_HOME=os.path.join(scratch, "home"))
         env.pop("PYTHONPATH", None)
         if first_start:
             shutil.copytree(tree / "loopmeter", Path(scratch, "loopmeter"), ignore=shutil.ignore_patterns("__pycache__"))
             tree = Path(scratch)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "loopmeter", *args], env=env, cwd=tree,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        return (time.perf_counter() - t0) * 1000
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return wall * 1000, cpu * 1000
 
 
 def measure(args: list[str], runs: int, baseline: Path | None, first_start: bool = False) -> str:
@@ -69,11 +75,14 @@ def measure(args: list[str], runs: int, baseline: Path | None, first_start: bool
         if baseline is not None:
             theirs.append(once(args, baseline, first_start))
         ours.append(once(args, HERE, first_start))
-    line = f"loopmeter {' '.join(args):<24} median {statistics.median(ours):6.0f} ms  " \
-           f"min {min(ours):6.0f}  max {max(ours):6.0f}"
+    wall, cpu = zip(*ours, strict=True)
+    line = f"loopmeter {' '.join(args):<24} median {statistics.median(wall):5.0f} ms  " \
+           f"min {min(wall):5.0f}  max {max(wall):5.0f}  cpu {statistics.median(cpu):5.0f}"
     if baseline is not None:
-        won = sum(a < b for a, b in zip(ours, theirs, strict=True))
-        line += f"  | baseline median {statistics.median(theirs):6.0f} ms; faster in {won} of {runs} pairs"
+        base_wall, base_cpu = zip(*theirs, strict=True)
+        won = sum(a < b for a, b in zip(wall, base_wall, strict=True))
+        line += f"  | baseline median {statistics.median(base_wall):5.0f} ms  cpu {statistics.median(base_cpu):5.0f}" \
+                f"; faster in {won} of {runs} pairs"
     return line
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import os
 import pkgutil
 import sys
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
@@ -28,20 +30,26 @@ from typer.core import TyperGroup
 from loopmeter import __version__
 
 
+@dataclass(frozen=True)
+class _Mounted:
+    module_app: typer.Typer  # the app its module registered it on
+    summary: str  # the first paragraph of its help, read from the registration
+
+
+_MOUNTED: dict[str, _Mounted] = {}  # command name -> where it is and what it does
+
+
 class _Commands(Mapping[str, Any]):
     """Command name -> click command, built from its module's app on first lookup."""
 
-    def __init__(self, apps: Mapping[str, typer.Typer]) -> None:
-        self._apps = apps
-
-    def __getitem__(self, name: str) -> Any:
-        return _build(self._apps[name]).commands[name]
-
     def __iter__(self) -> Iterator[str]:
-        return iter(self._apps)
+        return iter(_MOUNTED)
 
     def __len__(self) -> int:
-        return len(self._apps)
+        return len(_MOUNTED)
+
+    def __getitem__(self, name: str) -> Any:
+        return _build(_MOUNTED[name].module_app).commands[name]
 
 
 @functools.cache
@@ -61,13 +69,16 @@ def _summarise(command: Any) -> None:
         _summarise(sub)
 
 
-_MODULE_APPS: dict[str, typer.Typer] = {}  # command name -> the app its module registered it on
-
-
 class _RootGroup(TyperGroup):
+    """Builds a command when it is looked up, and lists them all without building any."""
+
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
-        self.commands = _Commands(_MODULE_APPS)  # type: ignore[assignment]
+        self.commands = _Commands()  # type: ignore[assignment]
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, mounted.summary) for name, mounted in _MOUNTED.items()])
 
 
 app = typer.Typer(
@@ -111,11 +122,12 @@ def _mount() -> None:
             continue
         module_app = typer.Typer(rich_markup_mode=None)
         register(module_app)
-        names = [c.name for c in module_app.registered_commands] + [g.name for g in module_app.registered_groups]
-        for name in names:
+        helps = [(c.name, c.help or inspect.getdoc(c.callback)) for c in module_app.registered_commands]
+        helps += [(g.name, typer.main.solve_typer_info_help(g)) for g in module_app.registered_groups]
+        for name, text in helps:
             if not isinstance(name, str):
                 raise RuntimeError(f"{module.__name__}.register: name every command and group")
-            _MODULE_APPS[name] = module_app
+            _MOUNTED[name] = _Mounted(module_app, inspect.cleandoc(text or "").split("\n\n")[0])
 
 
 _mount()
