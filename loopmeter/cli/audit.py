@@ -81,8 +81,14 @@ def log(
     from loopmeter.safe_text import printable
 
     for r in rows:
+        times = ""
+        if r["detail"] and '"summary"' in r["detail"]:  # a rate-limit summary: how many it stands for
+            try:
+                times = f"  (x{int(json.loads(r['detail'])['count'])})"
+            except (ValueError, KeyError, TypeError):
+                times = ""
         typer.echo(f"{r['seq']:>6} {r['ts'][:19]} {printable(r['layer']):<6} {printable(r['action']):<10} "
-                   f"{printable(r['decision']):<5} {printable(r['target'], 60):<60} {printable(r['rule_id'])}")
+                   f"{printable(r['decision']):<5} {printable(r['target'], 60):<60} {printable(r['rule_id'])}{times}")
     if not rows:
         typer.echo("(no audit records)")
 

@@ -164,11 +164,11 @@ class _Plan:
 
     def add(self, g: DenialGroup) -> None:
         rule = g.rule_id or ""
-        if g.target == OTHER_TARGETS or g.target.startswith("("):
+        if rule in NOT_POLICY:
+            self.note(g, NOT_POLICY[rule])
+        elif g.target == OTHER_TARGETS or g.target.startswith("("):
             self.note(g, "these denials were counted without their targets (over the per-command record limit); "
                          "`loopmeter audit summary` lists the ones that were kept")
-        elif rule in NOT_POLICY:
-            self.note(g, NOT_POLICY[rule])
         elif has_unsafe(g.target):
             self.note(g, "the target holds control characters; never allowed by a suggestion")
         elif rule.startswith("rules."):

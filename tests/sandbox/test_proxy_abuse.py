@@ -359,6 +359,9 @@ def test_10000_denied_connects_leave_a_bounded_number_of_rows_with_the_right_cou
     summary = json.loads(subprocess.run(loopmeter_cmd("audit", "summary", f"hammer-{mode}", "--json"),
                                         capture_output=True, text=True).stdout)
     assert summary["total"] == n and summary["by_kind"] == [{"layer": "proxy", "action": "connect", "count": n}]
+    log = subprocess.run(loopmeter_cmd("audit", "log", "--run", f"hammer-{mode}"), capture_output=True, text=True)
+    assert len(log.stdout.splitlines()) == bound + 1  # the exec record, the denials, the summary ...
+    assert log.stdout.splitlines()[-1].endswith(f"(x{n if mode == 'same' else n - PER_COMMAND})")  # ... and its count
     # the chain stays intact with summary records in it
     verify = subprocess.run(loopmeter_cmd("audit", "verify", "--json"), capture_output=True, text=True)
     assert json.loads(verify.stdout)["ok"] is True, verify.stdout
