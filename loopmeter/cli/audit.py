@@ -108,12 +108,50 @@ def verify(json_out: Annotated[bool, typer.Option("--json", help="JSON output.")
         typer.echo(json.dumps(result.as_dict(), indent=2))
     elif result.ok:
         typer.echo(f"audit log intact: {result.records} records, head seq {result.head_seq}"
-                   + (f", matches the anchor {result.anchor}" if result.anchor else " (no anchor file yet)"))
+                   + (f", matches the anchor {result.anchor}" if result.anchor else " (no anchor file yet)")
+                   + (f"; {result.reason}" if result.reason else ""))
     elif result.first_bad_seq is None:
         typer.echo(f"audit log NOT VERIFIED: {result.reason}", err=True)
     else:
         typer.echo(f"audit log BROKEN at seq {result.first_bad_seq}: {result.reason}", err=True)
     raise typer.Exit(0 if result.ok else 1)
+
+
+@app.command("accept")
+def accept(reason: Annotated[str, typer.Option("--reason", help="Why: what you checked (kept in the log).")],
+           json_out: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """Accept the anchor mismatches verify reports (a missing anchor or copy, records past the anchored head,
+    e.g. the one record a crash can leave): appends a record saying so, as `user`, after the evidence.
+    Look at the records first (`audit log --denied`); a broken chain (edited, deleted, reordered) is never
+    accepted."""
+    from loopmeter.config import load_settings
+    from loopmeter.policies.audit import ACCEPT_RULE, AuditLog, verify_chain
+    from loopmeter.store import open_store
+
+    settings = load_settings()
+    store = open_store(settings.db_url)
+    try:
+        before = verify_chain(store, settings.audit_anchor, settings.audit_anchor_copy)
+        if before.problem in ("gap", "order", "prev", "edited"):
+            typer.echo(f"not accepted: the chain itself is broken at seq {before.first_bad_seq}: {before.reason}",
+                       err=True)
+            raise typer.Exit(1)
+        if before.ok:
+            typer.echo("nothing to accept: the audit log is intact")
+            return
+        log = AuditLog(store, settings.audit_anchor, settings.audit_anchor_copy)
+        seq = log.append(layer="policy", action="audit", decision="allow", actor="user", rule_id=ACCEPT_RULE,
+                         target="anchor", detail={"reason": reason, "accepted": before.reason,
+                                                  "problem": before.problem})
+        after = verify_chain(store, settings.audit_anchor, settings.audit_anchor_copy)
+    finally:
+        store.dispose()
+    if json_out:
+        typer.echo(json.dumps({"accepted_by": seq, "before": before.as_dict(), "after": after.as_dict()}, indent=2))
+    else:
+        typer.echo(f"record {seq} accepts: {before.reason}")
+        typer.echo("audit log " + ("intact" if after.ok else f"still failing: {after.reason}"))
+    raise typer.Exit(0 if after.ok else 1)
 
 
 @app.command("summary")

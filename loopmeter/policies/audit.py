@@ -42,6 +42,7 @@ from loopmeter.store import Audit, Store, as_utc
 
 GENESIS = "0" * 64
 EVIDENCE_RULE = "audit.anchor-mismatch"
+ACCEPT_RULE = "audit.accept"  # a person accepted the evidence records before it (`loopmeter audit accept`)
 FIELDS = ("seq", "ts", "sandbox_id", "run_id", "attempt_id", "actor", "layer", "action", "target",
           "decision", "rule_id", "policy_sha256", "detail", "prev")
 _table = Audit.__table__  # type: ignore[attr-defined]
@@ -266,12 +267,17 @@ def verify_chain(store: Store, anchor_path: Path | None = None, copy_path: Path 
     is given must exist once the log holds a record). The first record that does not fit is named."""
     expected_seq, prev, count = 1, GENESIS, 0
     last_hash: str | None = None
-    evidence: list[tuple[int, str | None]] = []  # (seq, detail) of the first evidence records
+    evidence: list[tuple[int, str | None]] = []  # (seq, detail) of evidence records not accepted (the first 100)
+    accepted, accepted_at, pending = 0, 0, 0
     for row in _rows(store):
         count += 1
         seq = row["seq"]
-        if row["rule_id"] == EVIDENCE_RULE and len(evidence) < 100:
-            evidence.append((seq, row["detail"]))
+        if row["rule_id"] == EVIDENCE_RULE:
+            pending += 1
+            if len(evidence) < 100:
+                evidence.append((seq, row["detail"]))
+        elif row["rule_id"] == ACCEPT_RULE and row["actor"] == "user":
+            evidence, accepted_at, accepted, pending = [], seq, accepted + pending, 0
         if seq != expected_seq:
             why = "missing (deleted)" if seq > expected_seq else "out of order"
             return VerifyResult(False, count, seq, row["hash"], expected_seq, f"record {expected_seq} is {why}",
@@ -316,7 +322,9 @@ def verify_chain(store: Store, anchor_path: Path | None = None, copy_path: Path 
         first = problems[0]
         first.reason = "; ".join(r.reason or "" for r in problems)
         return first
-    return VerifyResult(True, count, head_seq, last_hash, None, None,
+    note = (f"{accepted} anchor mismatch(es) recorded as evidence were accepted by a person "
+            f"(`loopmeter audit accept`, record {accepted_at})") if accepted else None
+    return VerifyResult(True, count, head_seq, last_hash, None, note,
                         str(anchor_path) if anchor_path and anchor_path.is_file() else None)
 
 

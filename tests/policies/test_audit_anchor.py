@@ -152,6 +152,35 @@ def test_a_later_honest_append_does_not_bless_what_was_done_before_it(loopmeter_
     assert [r["rule_id"] for r in rows] == ["audit.anchor-mismatch"]  # and the reviewer sees it in the log
 
 
+def test_a_person_accepts_a_crash_leftover_and_only_that(loopmeter_home: Path) -> None:
+    db = loopmeter_home / "loopmeter.db"
+    _sandboxed_records(loopmeter_home, n=1)
+    _forge(db, 1, target="the record a crash left")
+    assert _verify_cli()[1]["problem"] == "past-head"
+    res = subprocess.run(loopmeter_cmd("audit", "accept", "--reason", "crash at 12:03, record checked"),
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+    code, data, text = _verify_cli()
+    assert code == 0 and data["ok"] and "accepted by a person" in data["reason"], data
+    rows = json.loads(subprocess.run(loopmeter_cmd("audit", "log", "--json"), capture_output=True, text=True).stdout)
+    accept = [r for r in rows if r["rule_id"] == "audit.accept"]
+    assert len(accept) == 1 and accept[0]["actor"] == "user" and "crash at 12:03" in accept[0]["detail"]
+    assert rows[-2]["rule_id"] == "audit.anchor-mismatch"  # the evidence comes first, then the acceptance
+    # it accepts what came before it, nothing after
+    _forge(db, 1)
+    assert _verify_cli()[1]["problem"] == "past-head"
+    _sandboxed_records(loopmeter_home, n=1)
+    assert _verify_cli()[1]["problem"] == "past-head"  # now as evidence, after the acceptance
+    # a broken chain is never accepted
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE audit SET target = 'rewritten' WHERE seq = 2")
+    conn.commit()
+    conn.close()
+    refused = subprocess.run(loopmeter_cmd("audit", "accept", "--reason", "please"), capture_output=True, text=True)
+    assert refused.returncode == 1 and "chain itself is broken" in refused.stderr
+    assert _verify_cli()[1]["problem"] == "edited"
+
+
 def test_a_record_appended_by_a_writer_with_another_anchor_fails_verify(loopmeter_home: Path, tmp_path: Path) -> None:
     _sandboxed_records(loopmeter_home, n=1)
     store = open_store(f"sqlite:///{loopmeter_home / 'loopmeter.db'}")
