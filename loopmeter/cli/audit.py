@@ -1,4 +1,5 @@
-"""`loopmeter audit`: read, verify, summarise and export the hash-chained log of sandbox decisions.
+"""`loopmeter audit`: read, verify, summarise, accept anchor mismatches in, and export the hash-chained
+log of sandbox decisions.
 
 `audit log --json`: `[{seq, ts, sandbox_id, run_id, attempt_id, actor, layer, action, target, decision,
 rule_id, policy_sha256, detail, prev, hash}]`; `audit verify --json`: `{ok, records, head_seq, head_hash,
