@@ -94,9 +94,11 @@ def usage_of(store: Store, attempt_id: str) -> list[dict[str, Any]]:
 
 
 def list_runs(store: Store, limit: int = 50) -> list[dict[str, Any]]:
-    """Newest first: {"id", "kind", "status", "task", "started_at", "ended_at", "agents", "winner", "cost_usd"}."""
+    """Newest first: {"id", "kind", "status", "task", "started_at", "ended_at", "agents", "winner", "cost_usd",
+    "unpriced_calls"}; `cost_usd` is analytics.work.work_cost ($0 for a run that made no model call)."""
     from sqlmodel import select
 
+    from loopmeter.analytics.work import work_cost
     from loopmeter.store import Attempt, Run
 
     with store.session() as s:
@@ -110,8 +112,11 @@ def list_runs(store: Store, limit: int = 50) -> list[dict[str, Any]]:
     for r in runs:
         atts = sorted(by_run.get(r.id, []), key=lambda a: a.id)
         costs = [a.cost_usd for a in atts if a.cost_usd is not None]
+        unpriced = sum(a.unpriced_calls for a in atts)
         out.append({"id": r.id, "kind": r.kind, "status": r.status, "task": r.task,
                     "started_at": _iso(r.started_at), "ended_at": _iso(r.ended_at),
                     "agents": [f"{a.agent}:{a.model}" if a.model else a.agent for a in atts],
-                    "winner": r.winner_attempt_id, "cost_usd": round(sum(costs), 6) if costs else None})
+                    "winner": r.winner_attempt_id,
+                    "cost_usd": work_cost(round(sum(costs), 6) if costs else None, unpriced),
+                    "unpriced_calls": unpriced})
     return out

@@ -36,9 +36,10 @@ def summary(cube: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _unpriced_is_unknown(frame: pd.DataFrame) -> pd.DataFrame:
-    """A group whose calls are all unpriced has no cost (NaN, None in records), never $0."""
-    frame["cost"] = frame["cost"].where(frame["calls"] > frame["unpriced"])
+def _priced_cost(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each group's cost: its priced calls' sum to the micro-dollar, as `loopmeter usage` gives it; a
+    group whose calls are all unpriced has none (NaN, None in records), never $0."""
+    frame["cost"] = frame["cost"].round(6).where(frame["calls"] > frame["unpriced"])
     return frame
 
 
@@ -50,7 +51,7 @@ def by_dimension(cube: pd.DataFrame, dim: str) -> pd.DataFrame:
     frame = cube.assign(**{dim: cube[dim].fillna("(unknown)")}).groupby(dim, as_index=False)[cols[1:]].sum()
     denom = frame["input"] + frame["cache_read"] + frame["cache_write"]
     frame["cache_hit_ratio"] = (frame["cache_read"] / denom.where(denom > 0)).astype(float)
-    frame = _unpriced_is_unknown(frame)
+    frame = _priced_cost(frame)
     total = frame["cost"].sum()
     frame["share"] = frame["cost"] / total if total > 0 else None
     return frame.sort_values(["cost", "calls", dim], ascending=[False, False, True], na_position="last") \
@@ -70,7 +71,7 @@ def over_time(cube: pd.DataFrame, period: days.Period = "day", by: str | None = 
     if by:
         frame[by] = frame[by].fillna("(unknown)")
     frame = frame.groupby(keys, as_index=False)[cols].sum().sort_values(keys).reset_index(drop=True)
-    return _unpriced_is_unknown(frame)
+    return _priced_cost(frame)
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ def runs(ctx: typer.Context,
 @app.command("list")
 def list_cmd(
     json_out: Annotated[bool, typer.Option("--json", help="JSON list: id, kind, status, task, started_at, "
-                                           "ended_at, agents, winner, cost_usd.")] = False,
+                                           "ended_at, agents, winner, cost_usd, unpriced_calls.")] = False,
     limit: Annotated[int, typer.Option("--limit", help="How many runs.")] = 50,
 ) -> None:
     """Runs, newest first."""
@@ -49,7 +49,8 @@ def list_cmd(
         table.add_column(col)
     for r in rows:
         table.add_row(r["id"], r["kind"], r["status"], str(r["started_at"] or "")[:19], ", ".join(r["agents"]),
-                      (r["winner"] or "-").rsplit("-", 1)[-1], money(r["cost_usd"]), (r["task"] or "")[:50])
+                      (r["winner"] or "-").rsplit("-", 1)[-1], money(r["cost_usd"], r["unpriced_calls"]),
+                      (r["task"] or "")[:50])
     Console().print(table)
 
 

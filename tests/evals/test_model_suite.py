@@ -62,6 +62,8 @@ def test_unreachable_model_server_counts_infra_errors_in_the_denominator(tmp_pat
     (cfg,) = summary["configs"]
     assert cfg["n_cells"] == len(ITEMS) and cfg["pass_rate"] == 0.0
     assert cfg["errors"] == len(ITEMS) and cfg["error_kinds"] == {"infra": len(ITEMS)}
+    # no call reached a model: nothing was spent, and that is known (docs/evals.md), not unpriced
+    assert (cfg["cost_usd"], cfg["unpriced_cells"], cfg["cost_per_task_usd"]) == (0.0, 0, 0.0)
 
 
 def test_bad_dataset_line_names_file_and_line(tmp_path: Path) -> None:
