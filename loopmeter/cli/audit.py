@@ -96,7 +96,8 @@ def log(
 
 @app.command("verify")
 def verify(json_out: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
-    """Check the hash chain and the anchor: exit 0 intact, 1 with the first bad seq named."""
+    """Check the hash chain and the anchors: exit 0 intact; 1 with the problem named (the first bad seq, a
+    missing anchor or copy, records past the anchored head)."""
     from loopmeter.config import load_settings
     from loopmeter.policies.audit import verify_chain
     from loopmeter.store import open_store
