@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from loopmeter.agents.base import StepContext, StepResult
-from loopmeter.records import COST_CALCULATED, COST_UNPRICED, ExecResult, UsageRow, utcnow
+from loopmeter.records import COST_UNPRICED, ExecResult, UsageRow, utcnow
 
 # Handed to an agent whose model server is on loopback: such servers ignore keys,
 # and the user's real key must not leak to them.
@@ -311,24 +311,6 @@ def row(ctx: StepContext, key: str, source: str, **fields: Any) -> UsageRow:
     )
     base.update(fields)
     return UsageRow(**base)
-
-
-def price_row(r: UsageRow) -> UsageRow:
-    """Price a row from the table when its model is known; otherwise leave it unpriced."""
-    if r.model is None or r.input_tokens is None and r.output_tokens is None:
-        r.cost_usd, r.cost_source = None, COST_UNPRICED
-        return r
-    from loopmeter.telemetry.pricing import default_price_table
-
-    table = default_price_table()
-    cost = table.cost(r.model, input_tokens=r.input_tokens or 0, output_tokens=r.output_tokens or 0,
-                      cache_read_tokens=r.cache_read_tokens or 0, cache_write_tokens=r.cache_write_tokens or 0,
-                      cache_write_1h_tokens=r.cache_write_1h_tokens or 0, provider=r.provider)
-    if cost is None:
-        r.cost_usd, r.cost_source = None, COST_UNPRICED
-    else:
-        r.cost_usd, r.cost_source, r.price_table_sha256 = cost, COST_CALCULATED, table.sha256
-    return r
 
 
 def json_lines(text: str) -> tuple[list[dict[str, Any]], int]:

@@ -27,7 +27,9 @@ import re
 
 from loopmeter.agents import _cli
 from loopmeter.agents.base import StepContext, StepResult
-from loopmeter.records import COST_REPORTED, UsageRow
+from loopmeter.records import UsageRow
+from loopmeter.telemetry.costs import price_row
+from loopmeter.telemetry.pricing import default_price_table
 
 SOURCE = "aider-text"
 BINARY = "aider"
@@ -144,10 +146,7 @@ def parse_text(stdout: str, ctx: StepContext, exit_code: int = 0) -> StepResult:
         r = _cli.row(ctx, _cli.loop_key(ctx, len(rows) + 1), SOURCE, model=model,
                      provider="anthropic" if _anthropic(model) else None, input_tokens=max(non_cached, 0),
                      cache_write_tokens=cache_write, cache_read_tokens=cache_hit, output_tokens=received)
-        if m.group(9) is not None:
-            r.cost_usd, r.cost_source = float(m.group(9)), COST_REPORTED
-        else:
-            _cli.price_row(r)
+        price_row(r, default_price_table(), None if m.group(9) is None else float(m.group(9)))
         rows.append(r)
         out.transcript.append({"type": "usage", "line": line.strip()})
     if not rows and exit_code == 0 and kept and not any(a in stdout for a in AUTH_ERRORS):

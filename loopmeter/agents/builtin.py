@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from loopmeter.agents.base import StepContext, StepResult
 from loopmeter.agents.tools import SCHEMAS, Toolbox, clip, shell_argv
-from loopmeter.records import COST_CALCULATED, COST_UNPRICED, UsageRow, utcnow
+from loopmeter.records import UsageRow, utcnow
 
 if TYPE_CHECKING:
     from loopmeter.telemetry.otel import Telemetry
@@ -237,6 +237,7 @@ class _Session:
         return key
 
     def _usage_row(self, resp: Any, n: int, latency_ms: float) -> UsageRow:
+        from loopmeter.telemetry.costs import price_row
         from loopmeter.telemetry.pricing import default_price_table
 
         ctx = self.ctx
@@ -249,18 +250,14 @@ class _Session:
         cache_write = getattr(usage, "cache_creation_input_tokens", None) or 0
         reasoning = getattr(cdetails, "reasoning_tokens", None)
         input_tokens = None if prompt is None else max(prompt - cached - cache_write, 0)
-        table = default_price_table()
-        cost = table.cost(self.model, input_tokens=input_tokens or 0, output_tokens=completion or 0,
-                          cache_read_tokens=cached, cache_write_tokens=cache_write, provider=self.provider)
-        return UsageRow(
+        return price_row(UsageRow(
             key=f"loop:{ctx.attempt_id}:{ctx.iteration}:{n}", source="loop", ts=utcnow(),
             model=self.model, agent="builtin", provider=self.provider or "openai", session_id=ctx.attempt_id,
             project=ctx.project, user=ctx.user, input_tokens=input_tokens, cache_read_tokens=cached,
             cache_write_tokens=cache_write, output_tokens=completion, reasoning_tokens=reasoning,
-            cost_usd=cost, cost_source=COST_CALCULATED if cost is not None else COST_UNPRICED,
             latency_ms=round(latency_ms, 2), request_id=getattr(resp, "id", None), run_id=ctx.run_id,
-            attempt_id=ctx.attempt_id, price_table_sha256=table.sha256 if cost is not None else None,
-        )
+            attempt_id=ctx.attempt_id,
+        ), default_price_table())
 
     # -- tools ------------------------------------------------------------------
     def _tool(self, call: dict[str, Any]) -> str:

@@ -25,6 +25,8 @@ from typing import Any
 from loopmeter.agents import _cli
 from loopmeter.agents.base import StepContext, StepResult
 from loopmeter.records import COST_REPORTED, UsageRow, utcnow
+from loopmeter.telemetry.costs import price_row
+from loopmeter.telemetry.pricing import default_price_table
 
 SOURCE = "claude-json"
 BINARY = "claude"
@@ -239,7 +241,7 @@ def parse_stream(events: list[dict[str, Any]], ctx: StepContext,
     if not rows:
         rows = _stream_rows(events, out.session_id, ctx)
     if result is None:
-        out.usage = [_cli.price_row(r) for r in rows]
+        out.usage = [price_row(r, default_price_table()) for r in rows]
         out.error = "claude ended without a result"
         out.error_kind = "agent"
         return out
@@ -291,7 +293,7 @@ def _reconcile(rows: list[UsageRow], result: dict[str, Any], ctx: StepContext,
             if result.get("total_cost_usd") is not None:
                 rows[0].cost_usd, rows[0].cost_source = float(result["total_cost_usd"]), COST_REPORTED
                 return rows
-        return [_cli.price_row(r) for r in rows]
+        return [price_row(r, default_price_table()) for r in rows]
     out: list[UsageRow] = []
     n = 0
     by_model: dict[str, list[UsageRow]] = {}
@@ -309,17 +311,17 @@ def _reconcile(rows: list[UsageRow], result: dict[str, Any], ctx: StepContext,
                                  provider="anthropic", **remainder))
         cost = totals.get("costUSD")
         if cost is None:
-            out.extend(_cli.price_row(r) for r in mine)
+            out.extend(price_row(r, default_price_table()) for r in mine)
         else:
             _apportion(mine, float(cost))
             out.extend(mine)
     for leftover in by_model.values():  # a model the result did not list: price it ourselves
-        out.extend(_cli.price_row(r) for r in leftover)
+        out.extend(price_row(r, default_price_table()) for r in leftover)
     return out
 
 
 def _apportion(rows: list[UsageRow], cost: float) -> None:
-    priced = [(_cli.price_row(_copy(r)).cost_usd or 0.0) for r in rows]
+    priced = [(price_row(_copy(r), default_price_table()).cost_usd or 0.0) for r in rows]
     weights = priced if sum(priced) > 0 else [float(r.total_tokens) for r in rows]
     total = sum(weights)
     for r, w in zip(rows, weights, strict=True):

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 from loopmeter.agents import _cli
 from loopmeter.agents.base import StepContext, StepResult
 from loopmeter.records import UsageRow
+from loopmeter.telemetry.costs import price_row
+from loopmeter.telemetry.pricing import default_price_table
 
 SOURCE = "codex-json"
 BINARY = "codex"
@@ -154,7 +156,7 @@ def usage_row(ctx: StepContext, n: int, usage: dict[str, Any], model: str | None
     r = _cli.row(ctx, _cli.loop_key(ctx, n), SOURCE, model=model, provider="openai", session_id=session,
                  input_tokens=non_cached, cache_read_tokens=cached, cache_write_tokens=cache_write,
                  output_tokens=usage.get("output_tokens"), reasoning_tokens=usage.get("reasoning_output_tokens"))
-    return _cli.price_row(r)
+    return price_row(r, default_price_table())
 
 
 def parse_events(events: list[dict[str, Any]], ctx: StepContext, model: str | None) -> StepResult:

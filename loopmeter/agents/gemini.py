@@ -24,6 +24,8 @@ from typing import Any
 
 from loopmeter.agents import _cli
 from loopmeter.agents.base import StepContext, StepResult
+from loopmeter.telemetry.costs import price_row
+from loopmeter.telemetry.pricing import default_price_table
 
 SOURCE = "gemini-json"
 BINARY = "gemini"
@@ -126,7 +128,7 @@ def parse_output(doc: dict[str, Any] | None, err_doc: dict[str, Any] | None, ctx
                      input_tokens=max(prompt - cached, 0) + _int(tokens.get("tool")), cache_read_tokens=cached,
                      output_tokens=_int(tokens.get("candidates")) + thoughts, reasoning_tokens=thoughts,
                      latency_ms=float(latency) if isinstance(latency, int | float) else None)
-        out.usage.append(_cli.price_row(r))
+        out.usage.append(price_row(r, default_price_table()))
     if not out.usage and "response" in doc:
         out.usage.append(_cli.unreported_row(ctx, SOURCE, provider="gemini", session_id=out.session_id))
     if stats:

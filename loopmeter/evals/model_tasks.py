@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from loopmeter.errors import ConfigError
 from loopmeter.evals.scorers import get_scorer, score
 from loopmeter.evals.task import Task
-from loopmeter.records import COST_CALCULATED, COST_UNPRICED, UsageRow, utcnow
+from loopmeter.records import UsageRow, utcnow
 
 if TYPE_CHECKING:
     from loopmeter.telemetry.otel import Telemetry
@@ -132,6 +132,7 @@ def call_model(model: str, messages: list[dict[str, Any]], *, api_base: str | No
 
 
 def usage_row(resp: Any, model: str, key: str, latency_ms: float, run_id: str, attempt_id: str) -> UsageRow:
+    from loopmeter.telemetry.costs import price_row
     from loopmeter.telemetry.pricing import default_price_table
 
     usage = getattr(resp, "usage", None)
@@ -140,17 +141,12 @@ def usage_row(resp: Any, model: str, key: str, latency_ms: float, run_id: str, a
     cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None) or 0
     reasoning = getattr(getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None)
     input_tokens = None if prompt is None else max(prompt - cached, 0)
-    table = default_price_table()
-    cost = table.cost(model, input_tokens=input_tokens or 0, output_tokens=completion or 0,
-                      cache_read_tokens=cached)
-    return UsageRow(
+    return price_row(UsageRow(
         key=key, source="loop", ts=utcnow(), model=model, agent="model-eval", provider=_provider(model),
         session_id=attempt_id, input_tokens=input_tokens, cache_read_tokens=cached, cache_write_tokens=0,
-        output_tokens=completion, reasoning_tokens=reasoning, cost_usd=cost,
-        cost_source=COST_CALCULATED if cost is not None else COST_UNPRICED, latency_ms=round(latency_ms, 2),
+        output_tokens=completion, reasoning_tokens=reasoning, latency_ms=round(latency_ms, 2),
         request_id=getattr(resp, "id", None), run_id=run_id, attempt_id=attempt_id,
-        price_table_sha256=table.sha256 if cost is not None else None,
-    )
+    ), default_price_table())
 
 
 def run_item(task: Task, item: Item, model: str, *, run_id: str, attempt_id: str,

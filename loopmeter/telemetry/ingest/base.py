@@ -22,8 +22,9 @@ from typing import Annotated, Any, BinaryIO
 
 import msgspec
 
-from loopmeter.records import COST_CALCULATED, COST_REPORTED, COST_UNPRICED, USAGE_FIELDS
+from loopmeter.records import USAGE_FIELDS
 from loopmeter.store.sqlite_writer import sqlite_time
+from loopmeter.telemetry.costs import price_call
 
 # msgspec decodes the candidate lines: generic decoding is as fast as orjson's, and a
 # source's typed decoder (msgspec.Struct) skips the fields it does not name without
@@ -292,21 +293,10 @@ def usage_params(
     cache_write_tokens: int, cache_write_1h_tokens: int | None, output_tokens: int, reasoning_tokens: int | None,
     request_id: str | None = None, reported: float | None = None,
 ) -> tuple[Any, ...]:
-    """One call as store parameters, priced: the source's own figure (`reported`), else the
-    price table at the call's date (`ts`), else unpriced (cost None, never 0)."""
-    sha = None
-    if reported is not None:
-        cost: float | None = float(reported)
-        cost_source = COST_REPORTED
-    else:
-        cost = None if table is None else table.cost_of(
-            model, provider, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
-            cache_write_1h_tokens or 0, ts)  # at the price of the call's date
-        if cost is None:
-            cost_source = COST_UNPRICED
-        else:
-            cost_source = COST_CALCULATED
-            sha = table.sha256
+    """One call as store parameters, priced by `costs.price_call`: the source's own figure
+    (`reported`), else the price table at the call's date (`ts`), else unpriced (never 0)."""
+    cost, cost_source, sha = price_call(table, model, provider, ts, input_tokens, output_tokens, cache_read_tokens,
+                                        cache_write_tokens, cache_write_1h_tokens, reported)
     return (key, source, ts, model, agent, provider, session_id, project, user, input_tokens, cache_read_tokens,
             cache_write_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens, cost, cost_source, None,
             request_id, None, None, sha)

@@ -32,7 +32,8 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from loopmeter.records import COST_CALCULATED, COST_REPORTED, COST_UNPRICED, UsageRow
+from loopmeter.records import UsageRow
+from loopmeter.telemetry.costs import price_row
 
 SIGNALS = ("logs", "metrics", "traces")
 SOURCE = "otlp"
@@ -518,22 +519,6 @@ def _str(*values: Any) -> str | None:
     return None
 
 
-def _price(row: UsageRow, prices: Any, reported: float | None) -> UsageRow:
-    if reported is not None:
-        row.cost_usd, row.cost_source = reported, COST_REPORTED
-        return row
-    cost = None
-    if prices is not None:
-        cost = prices.cost(row.model, input_tokens=row.input_tokens, output_tokens=row.output_tokens,
-                           cache_read_tokens=row.cache_read_tokens, cache_write_tokens=row.cache_write_tokens,
-                           provider=row.provider)
-    if cost is None:
-        row.cost_usd, row.cost_source = None, COST_UNPRICED
-    else:
-        row.cost_usd, row.cost_source, row.price_table_sha256 = cost, COST_CALCULATED, prices.sha256
-    return row
-
-
 def _project(rec: LogRecord) -> str | None:
     # OTLP carries no working directory; people may tag one with OTEL_RESOURCE_ATTRIBUTES=project=...
     return _str(rec.resource.get("project"), rec.resource.get("loopmeter.project"), rec.attributes.get("project"))
@@ -571,7 +556,7 @@ def _claude_code(rec: LogRecord, prices: Any) -> UsageRow | None:
     )
     if model == "<synthetic>" and not row.total_tokens:
         return None
-    return _price(row, prices, _number(a, "cost_usd"))
+    return price_row(row, prices, _number(a, "cost_usd"))
 
 
 def _codex(rec: LogRecord, prices: Any) -> UsageRow:
@@ -595,7 +580,7 @@ def _codex(rec: LogRecord, prices: Any) -> UsageRow:
         output_tokens=_tokens(a, "output_token_count"), reasoning_tokens=_tokens(a, "reasoning_token_count"),
         latency_ms=_number(a, "duration_ms") or None,
     )
-    return _price(row, prices, None)
+    return price_row(row, prices)
 
 
 def _gemini(rec: LogRecord, prices: Any) -> UsageRow:
@@ -620,4 +605,4 @@ def _gemini(rec: LogRecord, prices: Any) -> UsageRow:
         output_tokens=None if out is None and thoughts is None else (out or 0) + (thoughts or 0),
         reasoning_tokens=thoughts, latency_ms=_number(a, "duration_ms"),
     )
-    return _price(row, prices, None)
+    return price_row(row, prices)

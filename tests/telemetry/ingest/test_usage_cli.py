@@ -23,7 +23,7 @@ def test_table_fits_80_columns_and_shows_unpriced_calls_beside_the_cost(env_with
     assert all(len(line) <= 80 for line in lines), proc.stdout
     assert any(line.strip().startswith("2026-11-09") for line in lines)
     i = next(n for n, line in enumerate(lines) if line.strip().startswith("Total"))
-    assert "+1" in lines[i] and "unpriced" in lines[i + 1]  # the cost cell wraps at 80 columns
+    assert "+ 1" in lines[i] and "unpriced" in lines[i + 1]  # the cost cell wraps at 80 columns
     assert "$0.00" not in proc.stdout
     # malformed lines are reported per file on stderr; no progress bar on a pipe
     assert f"1 malformed line skipped in {logs / CLAUDE_FILE}" in proc.stderr
