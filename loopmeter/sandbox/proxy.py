@@ -17,7 +17,6 @@ The proxy is the sandbox's only way out, and whatever the sandbox sends it is ho
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import queue
 import re
@@ -60,8 +59,11 @@ class ConnectionRecord:
 
 
 def _private(addr: str) -> bool:
-    ip = ipaddress.ip_address(addr)
-    return ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
+    """A private, loopback, link-local, shared (100.64/10), metadata or otherwise non-public address:
+    the policies' one definition (loopmeter.policies.netguard)."""
+    from loopmeter.policies.netguard import blocked_address
+
+    return blocked_address(addr) is not None
 
 
 class EgressProxy:

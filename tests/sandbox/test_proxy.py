@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
+
 from loopmeter.policies import parse_policy
 from loopmeter.sandbox.proxy import EgressProxy
 
@@ -35,6 +37,20 @@ def test_allowlisted_name_resolving_to_a_private_address_is_refused(tmp_path: Pa
         proxy.close()
     assert answer.startswith(b"HTTP/1.1 403") and b"private or loopback" in answer
     assert records[0].decision.rule_id == "network.private-address"
+
+
+@pytest.mark.parametrize("address", ["100.100.100.200", "100.64.0.7", "169.254.169.254", "fd00:ec2::254",
+                                     "64:ff9b::a00:1", "10.1.2.3", "::ffff:127.0.0.1"])
+def test_allowlisted_name_resolving_to_any_non_public_address_is_refused(tmp_path: Path, address: str) -> None:
+    """DNS rebinding onto shared (100.64/10), metadata, NAT64-mapped or private addresses."""
+    records = []
+    proxy = EgressProxy(_policy(tmp_path), "agent:x", on_record=records.append,
+                        resolve=lambda host, port: [address])
+    try:
+        answer = _ask(proxy, b"CONNECT models.test:443 HTTP/1.1\r\nHost: models.test:443\r\n\r\n")
+    finally:
+        proxy.close()
+    assert answer.startswith(b"HTTP/1.1 403") and records[0].decision.rule_id == "network.private-address"
 
 
 def test_plain_http_is_forwarded_with_byte_counts(tmp_path: Path, host_server: int) -> None:
