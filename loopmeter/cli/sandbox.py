@@ -34,6 +34,7 @@ def exec_(
     """Run CMD in the sandbox. Exit code = the command's; 124 timeout; 125 sandbox could not start."""
     from loopmeter.config import load_settings
     from loopmeter.policies import load_policy
+    from loopmeter.safe_text import printable
     from loopmeter.sandbox import make_runner
     from loopmeter.store import open_store
 
@@ -65,7 +66,8 @@ def exec_(
     if res.denials:
         sys.stderr.write(f"loopmeter: {len(res.denials)} denied by policy {pol.name}:\n")
         for d in res.denials:
-            sys.stderr.write(f"  {d['layer']} {d['action']} {d['target']}: {d['reason']} ({d['rule_id']})\n")
+            sys.stderr.write(f"  {d['layer']} {d['action']} {printable(d['target'], 300)}: "
+                             f"{printable(d['reason'], 300)} ({d['rule_id']})\n")
     if res.timed_out:
         sys.stderr.write(f"loopmeter: killed at the wall-clock limit after {res.wall_s:.1f}s\n")
     store.dispose()

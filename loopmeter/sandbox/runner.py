@@ -21,6 +21,7 @@ from typing import IO, Any
 from loopmeter.hostgit import GitLayout
 from loopmeter.policies.policy import Policy
 from loopmeter.records import ExecResult
+from loopmeter.safe_text import printable
 from loopmeter.sandbox.errors import SandboxUnavailable
 from loopmeter.sandbox.probe import INSTALL_HINT, probe_bwrap
 
@@ -121,7 +122,7 @@ class Runner:
             self._audit(ctx, layer="policy", action="exec", target=target, decision=decision.decision,
                         rule_id=decision.rule_id, detail={"reason": decision.reason, "runner": self.kind})
             msg = f"loopmeter: policy {policy.name} {'needs approval for' if decision.decision == 'ask' else 'denies'}"
-            return ExecResult(EXIT_DENIED, "", f"{msg} {target}: {decision.reason}\n",
+            return ExecResult(EXIT_DENIED, "", f"{msg} {printable(target, 300)}: {printable(decision.reason, 300)}\n",
                               denials=[{"layer": "policy", "action": "exec", "target": target,
                                         "decision": decision.decision, "rule_id": decision.rule_id,
                                         "reason": decision.reason}])

@@ -155,3 +155,13 @@ def test_ordinary_checks_still_run_under_a_deny_rule(runner, tmp_path: Path) -> 
         assert res.exit_code == 0, (i, check, res.stderr)
     assert (work / "note.txt").read_text() == "touch m\n" and not (work / "m").exists()
     assert (work / "doc.txt").read_text() == "touch m\n"
+
+
+def test_a_refusal_prints_the_command_with_its_control_bytes_escaped(runner, tmp_path: Path) -> None:
+    """A refused argv is shown on the caller's terminal: ESC, CR and bidi overrides cannot spoof lines."""
+    work = _fresh(tmp_path, "escaped")
+    res = runner.run(["touch", "m\x1b[2J\rloopmeter: all good\u202e"], workdir=work,
+                     policy=_policy(tmp_path, DENY_TOUCH), **CHECK)
+    assert res.exit_code == 126 and not (work / "m").exists()
+    assert "\\x1b[2J\\x0d" in res.stderr or "\\x1b[2J\\r" in res.stderr
+    assert not any(c in res.stderr for c in ("\x1b", "\r", "\u202e"))
