@@ -10,9 +10,11 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-COST_REPORTED = "reported"
-COST_CALCULATED = "calculated"
-COST_UNPRICED = "unpriced"
+from loopmeter.vocab import CostSource
+
+COST_REPORTED = CostSource.REPORTED
+COST_CALCULATED = CostSource.CALCULATED
+COST_UNPRICED = CostSource.UNPRICED
 
 
 @dataclass(slots=True)  # slots: ~150k of these per GB of logs, built and read field by field
@@ -35,7 +37,7 @@ class UsageRow:
     output_tokens: int | None = None  # reasoning included
     reasoning_tokens: int | None = None
     cost_usd: float | None = None
-    cost_source: str = COST_UNPRICED
+    cost_source: CostSource = CostSource.UNPRICED
     latency_ms: float | None = None
     request_id: str | None = None
     run_id: str | None = None

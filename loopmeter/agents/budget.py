@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from loopmeter.vocab import StopKind
+
 
 @dataclass
 class Budgets:
@@ -31,19 +33,43 @@ class Spent:
     wall_s: float = 0.0
 
 
-def exceeded(budgets: Budgets | None, spent: Spent, scope: str = "attempt") -> str | None:
-    """The stop reason when a budget is spent ("budget: usd 2.01 >= 2.00 (attempt)"), else None."""
+@dataclass(frozen=True)
+class Stop:
+    """Why an attempt stops: the kind decides its status, the reason is for people."""
+
+    kind: StopKind
+    reason: str  # "budget: usd 2.01 >= 2.00 (attempt)"
+
+
+def exceeded(budgets: Budgets | None, spent: Spent, scope: str = "attempt") -> Stop | None:
+    """The first budget that is spent, else None."""
     if budgets is None:
         return None
     if budgets.max_usd is not None and spent.usd >= budgets.max_usd:
-        return f"budget: usd {spent.usd:.4f} >= {budgets.max_usd:.4f} ({scope})"
+        return Stop(StopKind.USD, f"budget: usd {spent.usd:.4f} >= {budgets.max_usd:.4f} ({scope})")
     if budgets.max_tokens is not None and spent.tokens >= budgets.max_tokens:
-        return f"budget: tokens {spent.tokens} >= {budgets.max_tokens} ({scope})"
+        return Stop(StopKind.TOKENS, f"budget: tokens {spent.tokens} >= {budgets.max_tokens} ({scope})")
     if budgets.max_minutes is not None and spent.wall_s >= budgets.max_minutes * 60:
-        return f"budget: wall time {spent.wall_s:.1f}s >= {budgets.max_minutes * 60:.1f}s ({scope})"
+        return Stop(StopKind.WALL_TIME,
+                    f"budget: wall time {spent.wall_s:.1f}s >= {budgets.max_minutes * 60:.1f}s ({scope})")
     if budgets.max_iters is not None and spent.iterations >= budgets.max_iters:
-        return f"budget: iterations {spent.iterations} >= {budgets.max_iters} ({scope})"
+        return Stop(StopKind.ITERATIONS, f"budget: iterations {spent.iterations} >= {budgets.max_iters} ({scope})")
     return None
+
+
+# A backend's StepResult.stopped_by code -> the limit it names. Codes not listed (max_turns,
+# max_minutes, cancelled, memory, output...) are the agent's own limits: status "budget".
+_BACKEND_STOPS = {
+    "timeout": StopKind.WALL_TIME, "budget: wall time": StopKind.WALL_TIME,
+    "max_usd": StopKind.USD, "budget: usd": StopKind.USD,
+    "max_tokens": StopKind.TOKENS, "budget: tokens": StopKind.TOKENS,
+}
+
+
+def backend_stop(stopped_by: str) -> Stop:
+    """The stop a backend reported when it ended its step at a limit."""
+    reason = stopped_by if stopped_by.startswith("budget") else f"budget: {stopped_by}"
+    return Stop(_BACKEND_STOPS.get(stopped_by, StopKind.AGENT_LIMIT), reason)
 
 
 def remaining(budgets: Budgets | None, spent: Spent) -> tuple[float | None, float | None, int | None]:

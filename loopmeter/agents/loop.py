@@ -27,9 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
-from loopmeter.agents.budget import Budgets, Spent, exceeded, remaining, tighter
+from loopmeter.agents.budget import Budgets, Spent, Stop, backend_stop, exceeded, remaining, tighter
 from loopmeter.errors import LoopmeterError
 from loopmeter.records import utcnow
+from loopmeter.vocab import AttemptStatus, RunStatus, StopKind
 
 if TYPE_CHECKING:
     from loopmeter.config import Settings
@@ -121,7 +122,7 @@ class AttemptRecord:
 @dataclass
 class RunResult:
     run_id: str
-    status: str  # passed, failed, waiting, cancelled, error
+    status: str  # a RunStatus value
     attempts: list[AttemptRecord]
     winner: str | None
     approvals: list[dict[str, Any]] = field(default_factory=list)  # pending questions when waiting
@@ -197,7 +198,7 @@ def start_run(req: RunRequest, *, store: Store | None = None, settings: Settings
         attempts.append(Attempt(
             id=attempt_id, run_id=run_id, agent=spec.name, model=spec.model, role=spec.role,
             task_id=req.task.id if req.task else None, user=req.user or settings.user, project=req.project,
-            branch=branch, base_commit=base_commit, status="pending",
+            branch=branch, base_commit=base_commit, status=AttemptStatus.PENDING,
             worktree=str(settings.worktrees_dir / run_id / branch.rsplit("/", 1)[-1]),
             epoch=(req.eval_meta or {}).get("epoch"),
         ))
@@ -213,14 +214,14 @@ def start_run(req: RunRequest, *, store: Store | None = None, settings: Settings
     run = Run(
         id=run_id, kind=req.kind, task=req.instruction, task_id=req.task.id if req.task else None,
         suite=(req.eval_meta or {}).get("suite"), repo=str(repo_root), base_commit=base_commit,
-        user=req.user or settings.user, policy=policy.name, policy_sha256=policy.sha256, status="running",
+        user=req.user or settings.user, policy=policy.name, policy_sha256=policy.sha256, status=RunStatus.RUNNING,
         config=json.dumps(config), started_at=utcnow(), active_s=0.0,
     )
     store.save(run, *attempts)
     try:
         runtime = _Runtime(store, settings, run_id, config, policy, req.on_event, req.approver)
     except BaseException:  # e.g. the sandbox cannot start: the run ends before any attempt
-        run.status, run.ended_at = "error", utcnow()
+        run.status, run.ended_at = RunStatus.ERROR, utcnow()
         store.save(run)
         raise
     return runtime.drive({"attempt_ids": [a.id for a in attempts]})
@@ -319,7 +320,7 @@ class _Runtime:
         self.cancel = threading.Event()  # the whole run: Ctrl-C or cancel_run
         # per attempt: set on cancel, or when a stored usage row spends a USD/token budget mid-step
         self.stop_events: dict[str, threading.Event] = {}
-        self.stop_reasons: dict[str, str] = {}
+        self.stop_reasons: dict[str, Stop] = {}
         _active[run_id] = self
         self.telemetry = setup(store)
         self.runner = _TracedRunner(make_runner(config["sandbox"], store=store), self.telemetry.tracer,
@@ -396,7 +397,7 @@ class _Runtime:
 
         def after_gate(state: RunState) -> Any:
             answers = state.get("answers") or {}
-            waiting = [a for a, r in state.get("results", {}).items() if r.get("status") == "waiting"]
+            waiting = [a for a, r in state.get("results", {}).items() if r.get("status") == AttemptStatus.WAITING]
             if not waiting:
                 return "compare"
             return [Send("attempt", {"attempt_id": a, "resume": answers.get(a, {})}) for a in waiting]
@@ -446,7 +447,7 @@ class _Runtime:
         else:
             return {"results": {attempt_id: _summary(snap.values)}}
         if snap.values:  # resuming: it may have been marked cancelled or waiting meanwhile
-            self._set_attempt(attempt_id, status="running", stop_reason=None)
+            self._set_attempt(attempt_id, status=AttemptStatus.RUNNING, stop_reason=None)
         try:
             self.attempt_graph.invoke(payload, cfg)
         except (_Cancelled, KeyboardInterrupt):
@@ -458,9 +459,10 @@ class _Runtime:
                 raise
             # an infrastructure failure (git, store, sandbox) ends this attempt, not the whole run
             reason = exc.message if isinstance(exc, LoopmeterError) else f"{type(exc).__name__}: {exc}"
-            self._set_attempt(attempt_id, status="error", stop_reason=f"error: {reason}"[:2000], ended_at=utcnow())
-            self.emit(attempt_id, "done", status="error", stop_reason=reason)
-            return {"results": {attempt_id: {"status": "error", "stop_reason": reason}}}
+            self._set_attempt(attempt_id, status=AttemptStatus.ERROR, stop_reason=f"error: {reason}"[:2000],
+                              ended_at=utcnow())
+            self.emit(attempt_id, "done", status=AttemptStatus.ERROR.value, stop_reason=reason)
+            return {"results": {attempt_id: {"status": AttemptStatus.ERROR.value, "stop_reason": reason}}}
         if self.cancel.is_set():
             raise _Cancelled()
         snap = self.attempt_graph.get_state(cfg)
@@ -468,9 +470,9 @@ class _Runtime:
             questions = [{**(i.value or {}), "id": i.id} for i in snap.interrupts]
             for q in questions:
                 self._audit_question(attempt_id, q, "ask")
-            self._set_attempt(attempt_id, status="waiting")
+            self._set_attempt(attempt_id, status=AttemptStatus.WAITING)
             self.emit(attempt_id, "waiting")
-            return {"results": {attempt_id: {"status": "waiting", "questions": questions}}}
+            return {"results": {attempt_id: {"status": AttemptStatus.WAITING.value, "questions": questions}}}
         return {"results": {attempt_id: _summary(snap.values)}}
 
     def _audit_question(self, attempt_id: str, question: dict[str, Any], decision: str) -> None:
@@ -489,7 +491,7 @@ class _Runtime:
     def _gate(self, state: RunState) -> dict[str, Any]:
         from langgraph.types import interrupt
 
-        questions = [q for r in state.get("results", {}).values() if r.get("status") == "waiting"
+        questions = [q for r in state.get("results", {}).values() if r.get("status") == AttemptStatus.WAITING
                      for q in r.get("questions", [])]
         if not questions:
             return {"answers": {}}
@@ -507,11 +509,11 @@ class _Runtime:
 
             rows = list(s.exec(select(Attempt).where(Attempt.run_id == self.run_id)))
         ranked = sorted((a for a in rows if a.role == "primary"), key=_rank)
-        winner = ranked[0].id if ranked and ranked[0].status == "passed" else None
+        winner = ranked[0].id if ranked and ranked[0].status == AttemptStatus.PASSED else None
         run = self.store.get(Run, self.run_id)
         if run is not None:
             run.winner_attempt_id = winner
-            run.status = "passed" if winner else "failed"
+            run.status = RunStatus.PASSED if winner else RunStatus.FAILED
             run.ended_at = utcnow()
             self.store.save(run)
         self.emit(None, "finished", winner=winner)
@@ -524,7 +526,7 @@ class _Runtime:
         run = self.store.get(Run, self.run_id)
         self._active_before = run.active_s if run is not None else None
         self._drive_t0 = time.monotonic()
-        self._set_run(status="running", ended_at=None)
+        self._set_run(status=RunStatus.RUNNING, ended_at=None)
         restore = _install_sigint(self.cancel_all)
         try:
             while True:
@@ -532,8 +534,8 @@ class _Runtime:
                     self.run_graph.invoke(payload, self._cfg(self.run_id))
                 except (_Cancelled, KeyboardInterrupt) as exc:
                     self.cancel_all()
-                    self._set_run(status="cancelled", ended_at=utcnow())
-                    self._mark_unfinished("cancelled")
+                    self._set_run(status=RunStatus.CANCELLED, ended_at=utcnow())
+                    self._mark_unfinished(AttemptStatus.CANCELLED)
                     if isinstance(exc, KeyboardInterrupt):
                         raise
                     return self.result([])
@@ -541,7 +543,7 @@ class _Runtime:
                 if not pending:
                     return self.result([])
                 if self.approver is None:
-                    self._set_run(status="waiting")
+                    self._set_run(status=RunStatus.WAITING)
                     return self.result(pending)
                 payload = self.resume_command(_fill(pending, self.approver(pending)))
         finally:
@@ -586,18 +588,18 @@ class _Runtime:
     def _check_live_budgets(self, attempt_id: str) -> None:
         """Stop an agent mid-step as soon as its stored spend reaches a USD or token budget."""
         usd, tokens, _ = self.spent(attempt_id)
-        reason = exceeded(Budgets(None, self.budgets.max_usd, self.budgets.max_tokens, None),
+        stop = exceeded(Budgets(None, self.budgets.max_usd, self.budgets.max_tokens, None),
                           Spent(0, usd, tokens, 0.0), "attempt")
         targets = [attempt_id]
-        if reason is None and self.run_budgets is not None and (
+        if stop is None and self.run_budgets is not None and (
                 self.run_budgets.max_usd is not None or self.run_budgets.max_tokens is not None):
             run_usd, run_tokens, _ = self.spent(None)
-            reason = exceeded(Budgets(None, self.run_budgets.max_usd, self.run_budgets.max_tokens, None),
+            stop = exceeded(Budgets(None, self.run_budgets.max_usd, self.run_budgets.max_tokens, None),
                               Spent(0, run_usd, run_tokens, 0.0), "run")
             targets = list(self.stop_events)
-        if reason is not None:
+        if stop is not None:
             for target in targets:
-                self.stop_reasons.setdefault(target, reason)
+                self.stop_reasons.setdefault(target, stop)
                 self.stop_event(target).set()
 
     def resume_command(self, answers: dict[str, bool]) -> Any:
@@ -622,7 +624,7 @@ class _Runtime:
         run = self.store.get(Run, self.run_id)
         with self.store.session() as s:
             rows = list(s.exec(select(Attempt).where(Attempt.run_id == self.run_id).order_by(Attempt.id)))
-        return RunResult(run_id=self.run_id, status=run.status if run else "error",
+        return RunResult(run_id=self.run_id, status=run.status if run else RunStatus.ERROR,
                          attempts=[attempt_record(a) for a in rows],
                          winner=run.winner_attempt_id if run else None, approvals=pending)
 
@@ -656,14 +658,14 @@ class _Runtime:
                     setattr(row, k, v)
                 self.store.save(row)
 
-    def _mark_unfinished(self, status: str) -> None:
+    def _mark_unfinished(self, status: AttemptStatus) -> None:
         from sqlmodel import select
 
         from loopmeter.store import Attempt
 
         with self.store.session() as s:
             for row in s.exec(select(Attempt).where(Attempt.run_id == self.run_id)):
-                if row.status in ("pending", "running", "waiting"):
+                if not AttemptStatus(row.status).finished:
                     row.status = status
                     row.stop_reason = "interrupted (resume with `loopmeter resume`)"
                     s.add(row)
@@ -774,7 +776,7 @@ class _AttemptSteps:
         rt = self.rt
         row = self._row(state["attempt_id"])
         worktree = create_worktree(Path(rt.config["repo"]), row.base_commit, row.branch, Path(row.worktree))
-        rt._set_attempt(row.id, status="running", started_at=row.started_at or utcnow(), worktree=str(worktree))
+        rt._set_attempt(row.id, status=AttemptStatus.RUNNING, started_at=row.started_at or utcnow(), worktree=str(worktree))
         rt.emit(row.id, "prepared", agent=row.agent, model=row.model, branch=row.branch)
         return {"iteration": state.get("iteration", 0), "active_s": state.get("active_s", 0.0)}
 
@@ -854,8 +856,12 @@ class _AttemptSteps:
                 span.set_attribute("error.type", result.error_kind or "agent")
         if rt.cancel.is_set():
             raise _Cancelled()
+        halt: Stop | None = None
         if stop.is_set() and row.id in rt.stop_reasons:  # a budget spent mid-step stopped the agent
-            result.stopped_by = rt.stop_reasons[row.id]
+            halt = rt.stop_reasons[row.id]
+            result.stopped_by = halt.reason
+        elif result.stopped_by:
+            halt = backend_stop(result.stopped_by)
         for u in result.usage:  # rows the backend did not already hand over live
             u.run_id, u.attempt_id = rt.run_id, row.id
         rt.store.add_usage(result.usage)
@@ -863,7 +869,8 @@ class _AttemptSteps:
         rt._upsert_iteration(row.id, n, act_exit=result.exit_code,
                              act_summary=(result.error or result.summary or "")[:4000])
         last_act = {"exit": result.exit_code, "error": result.error, "error_kind": result.error_kind,
-                    "stopped_by": result.stopped_by}
+                    "stopped_by": result.stopped_by, "stop_kind": halt.kind.value if halt else None,
+                    "stop_reason": halt.reason if halt else None}
         return {"iteration": n, "active_s": state.get("active_s", 0.0) + elapsed, "last_act": last_act,
                 "spent_before": [spent_before[0], spent_before[1], spent_before[2]]}
 
@@ -917,32 +924,27 @@ class _AttemptSteps:
         last_check = state.get("last_check") or {}
         attempt_id = state["attempt_id"]
         if last_check.get("passed"):
-            return {"status": "passed", "stop_reason": "check passed"}
+            return {"status": AttemptStatus.PASSED.value, "stop_reason": "check passed"}
         if last_act.get("denied"):
-            return {"status": "cancelled", "stop_reason": f"denied: {last_act['denied']}"}
+            return {"status": AttemptStatus.CANCELLED.value, "stop_reason": f"denied: {last_act['denied']}"}
         if last_act.get("error_kind") in ("auth", "not_installed", "infra"):
-            return {"status": "error", "stop_reason": f"{last_act['error_kind']}: {last_act.get('error')}"}
+            return {"status": AttemptStatus.ERROR.value,
+                    "stop_reason": f"{last_act['error_kind']}: {last_act.get('error')}"}
         usd, tokens, _ = rt.spent(attempt_id)
         rt.save_active_time()
         spent = Spent(state.get("iteration", 0), usd, tokens, state.get("active_s", 0.0))
-        reason = exceeded(rt.budgets, spent, "attempt")
-        if reason is None and rt.run_budgets is not None:
+        stop = exceeded(rt.budgets, spent, "attempt")
+        if stop is None and rt.run_budgets is not None:
             run_usd, run_tokens, _ = rt.spent(None)
-            reason = exceeded(rt.run_budgets, Spent(0, run_usd, run_tokens, rt.run_wall_s()), "run")
-        if reason is None and spent.iterations >= HARD_MAX_ITERS:
-            reason = f"budget: iterations {spent.iterations} >= {HARD_MAX_ITERS} (loopmeter's hard cap)"
-        stopped_by = last_act.get("stopped_by")
-        if reason is None and stopped_by:
-            reason = stopped_by if stopped_by.startswith("budget") else f"budget: {stopped_by}"
-        if reason is None:
+            stop = exceeded(rt.run_budgets, Spent(0, run_usd, run_tokens, rt.run_wall_s()), "run")
+        if stop is None and spent.iterations >= HARD_MAX_ITERS:
+            stop = Stop(StopKind.ITERATIONS,
+                        f"budget: iterations {spent.iterations} >= {HARD_MAX_ITERS} (loopmeter's hard cap)")
+        if stop is None and last_act.get("stopped_by"):
+            stop = _act_stop(last_act)
+        if stop is None:
             return {}
-        if reason.startswith("budget: iterations"):
-            status = "failed"
-        elif "wall time" in reason or "timeout" in reason:
-            status = "timeout"
-        else:
-            status = "budget"
-        return {"status": status, "stop_reason": reason}
+        return {"status": stop.kind.status.value, "stop_reason": stop.reason}
 
     def finish(self, state: AttemptState) -> dict[str, Any]:
         from loopmeter.agents.worktree import commit_all, diffstat
@@ -959,7 +961,7 @@ class _AttemptSteps:
             state = {**state, "stop_reason": f"{state.get('stop_reason')}; commit failed: {exc}"}
         totals = rt.totals(row.id)
         rt._set_attempt(
-            row.id, status=state.get("status") or "failed", stop_reason=state.get("stop_reason"),
+            row.id, status=state.get("status") or AttemptStatus.FAILED, stop_reason=state.get("stop_reason"),
             iterations=state.get("iteration", 0), wall_s=round(state.get("active_s", 0.0), 3),
             time_to_signal_s=state.get("time_to_signal_s"), time_to_green_s=state.get("time_to_green_s"),
             iterations_to_green=state.get("iterations_to_green"), head_commit=head,
@@ -969,15 +971,22 @@ class _AttemptSteps:
         return {}
 
 
+def _act_stop(last_act: dict[str, Any]) -> Stop:
+    """The limit that ended the last act (a checkpoint from before stop kinds were kept has only the code)."""
+    if last_act.get("stop_kind"):
+        return Stop(StopKind(last_act["stop_kind"]), last_act["stop_reason"])
+    return backend_stop(last_act["stopped_by"])
+
+
 def _summary(values: dict[str, Any]) -> dict[str, Any]:
-    return {"status": values.get("status") or "failed", "stop_reason": values.get("stop_reason")}
+    return {"status": values.get("status") or AttemptStatus.FAILED.value, "stop_reason": values.get("stop_reason")}
 
 
 def _rank(a: Any) -> tuple[Any, ...]:
     diff = json.loads(a.diffstat) if a.diffstat else {}
     size = int(diff.get("insertions", 0)) + int(diff.get("deletions", 0))
     cost = a.cost_usd
-    return (a.status != "passed", cost is None, cost or 0.0, a.wall_s or 0.0, size, a.id)
+    return (a.status != AttemptStatus.PASSED, cost is None, cost or 0.0, a.wall_s or 0.0, size, a.id)
 
 
 def attempt_record(a: Any) -> AttemptRecord:

@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loopmeter.records import COST_CALCULATED, COST_REPORTED, COST_UNPRICED, UsageRow
+from loopmeter.vocab import CostSource
 
 
 def price_call(table: Any, model: str | None, provider: str | None, at: str | datetime,
                input_tokens: int | None, output_tokens: int | None, cache_read_tokens: int | None,
                cache_write_tokens: int | None, cache_write_1h_tokens: int | None,
-               reported: float | None = None) -> tuple[float | None, str, str | None]:
+               reported: float | None = None) -> tuple[float | None, CostSource, str | None]:
     """(cost_usd, cost_source, price_table_sha256) of one call made at `at` (the store's UTC text,
     or a datetime): the source's own figure when it `reported` one; else its tokens at the price
     of the call's UTC date in `table` (telemetry/pricing.py), whose sha256 is kept; else unpriced —

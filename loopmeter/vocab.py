@@ -1,0 +1,67 @@
+"""The words loopmeter records: run and attempt status, why an attempt stopped, where a cost came from.
+
+Each is a `StrEnum` whose values are the strings the store and `--json` output have always
+held, so a member compares equal to the stored text and serialises as it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    """A `loopmeter run` or `eval run` as a whole."""
+
+    RUNNING = "running"
+    WAITING = "waiting"  # an attempt asked a question a person has not answered yet
+    PASSED = "passed"  # a primary attempt passed: the run has a winner
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ERROR = "error"  # the run could not start (e.g. the sandbox)
+    COMPLETED = "completed"  # an eval run that ran all its cells
+    BUDGET = "budget"  # an eval run whose USD budget ran out before all its cells ran
+
+
+class AttemptStatus(StrEnum):
+    """One agent on one task in its own worktree and sandbox (docs/concepts.md)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    WAITING = "waiting"
+    PASSED = "passed"
+    FAILED = "failed"  # the check never passed within the iterations allowed
+    BUDGET = "budget"  # a USD or token budget ran out, or the agent stopped at a limit of its own
+    TIMEOUT = "timeout"  # the wall-time budget ran out
+    ERROR = "error"  # the agent or the infrastructure failed
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (AttemptStatus.PENDING, AttemptStatus.RUNNING, AttemptStatus.WAITING)
+
+
+class StopKind(StrEnum):
+    """Which limit stopped an attempt."""
+
+    ITERATIONS = "iterations"
+    USD = "usd"
+    TOKENS = "tokens"
+    WALL_TIME = "wall_time"
+    AGENT_LIMIT = "agent_limit"  # the agent or its process hit a limit of its own (turns, memory, output...)
+
+    @property
+    def status(self) -> AttemptStatus:
+        """The status an attempt stopped this way ends with."""
+        if self is StopKind.ITERATIONS:
+            return AttemptStatus.FAILED
+        if self is StopKind.WALL_TIME:
+            return AttemptStatus.TIMEOUT
+        return AttemptStatus.BUDGET
+
+
+class CostSource(StrEnum):
+    """Where a usage row's cost came from."""
+
+    REPORTED = "reported"  # the agent or the API said so
+    CALCULATED = "calculated"  # tokens x the price table (its sha256 is kept on the row)
+    UNPRICED = "unpriced"  # no known price: cost_usd is NULL, never $0
