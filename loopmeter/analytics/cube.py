@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,13 +152,49 @@ def load_cube(store: Store, filters: Filters, home: Path | None = None, *, deep:
     """Usage for `filters` in sums that each lie inside one local day of `filters.tz`: columns
     "start" (the UTC start of the sum's hour or piece, see loopmeter/analytics/days.py), the
     dimensions (None where unknown) and MEASURES. `home` holds the frame's snapshot for the next process."""
-    full = _read_full(store, refresh_rollup(store, deep=deep), home)
-    hours = full["hour"].cat
-    if not len(hours.categories):
+    token = refresh_rollup(store, deep=deep)
+    bounds = _bounds(store, filters)
+    if bounds is None:
         return pd.DataFrame({"start": [], **{k: [] for k in KEYS[1:]}, **{m: [] for m in MEASURES}})
-    lo = to_utc(filters.since) or days.parse_key(hours.categories[0])
-    hi = to_utc(filters.until) or days.parse_key(hours.categories[-1]) + days.HOUR
-    plan = days.plan(filters.tz, lo, hi)
+    plan = days.plan(filters.tz, *bounds)
+    selected = {dim: value for dim in DIMS if (value := _dim_filter(filters, dim)) is not None}
+    where = " AND ".join(["1=1", *(f'"{dim}" = :{dim}' for dim in selected)])
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopmeter-pieces") as pool:
+        # the pieces' calls are read while the hourly sums load (SQLite runs without the GIL)
+        pieces = pool.submit(_piece_rows, store, plan, where, selected)
+        frame = _whole_hours(_read_full(store, token, home), plan, selected)
+        rows = pieces.result()
+    if rows:
+        extra = pd.DataFrame(rows, columns=["start", *KEYS[1:], *MEASURES])
+        for k in KEYS[1:]:
+            extra[k] = extra[k].replace("", None)
+        frame = pd.concat([frame, extra], ignore_index=True) if len(frame) else extra
+    return frame
+
+
+def _piece_rows(store: Store, plan: days.Plan, where: str, selected: dict[str, str]) -> list[tuple[Any, ...]]:
+    db = Db(store)
+    try:  # dimensions as the rollup keys them: '' for unknown
+        return piece_sums(db, plan.pieces, [f"coalesce(\"{k}\", '')" for k in KEYS[1:]], where, selected)
+    finally:
+        db.close()
+
+
+def _bounds(store: Store, filters: Filters) -> tuple[datetime, datetime] | None:
+    """The filters' range; an open end is the first or last stored hour. None: no usage at all."""
+    since, until = to_utc(filters.since), to_utc(filters.until)
+    if since is not None and until is not None:
+        return since, until
+    with store.engine.connect() as conn:
+        first, last = conn.exec_driver_sql("SELECT min(hour), max(hour) FROM usage_hour").one()
+    if first is None:
+        return None
+    return since or days.parse_key(first), until or days.parse_key(last) + days.HOUR
+
+
+def _whole_hours(full: pd.DataFrame, plan: days.Plan, selected: dict[str, str]) -> pd.DataFrame:
+    """The hourly sums the plan reads, for the selected dimension values, decoded."""
+    hours = full["hour"].cat
     codes = hours.codes.to_numpy()
     mask = np.zeros(len(full), dtype=bool)
     if plan.first_hour is not None and plan.end_hour is not None:
@@ -164,27 +202,13 @@ def load_cube(store: Store, filters: Filters, home: Path | None = None, *, deep:
             & (codes < hours.categories.searchsorted(days.hour_key(plan.end_hour)))
         split = hours.categories.get_indexer(sorted(plan.split))
         mask &= ~np.isin(codes, split[split >= 0])
-    where, params = ["1=1"], {}
-    for dim in DIMS:
-        value = _dim_filter(filters, dim)
-        if value is not None:
-            cats = full[dim].cat.categories
-            code = cats.get_loc(value) if value in cats else -2
-            mask &= full[dim].cat.codes.to_numpy() == code
-            where.append(f'"{dim}" = :{dim}')
-            params[dim] = value
+    for dim, value in selected.items():
+        cats = full[dim].cat.categories
+        mask &= full[dim].cat.codes.to_numpy() == (cats.get_loc(value) if value in cats else -2)
     picked = full[mask]
-    frame = pd.DataFrame({
+    return pd.DataFrame({
         "start": _decode(picked["hour"]), **{k: _decode(picked[k]) for k in KEYS[1:]},
         **{m: picked[m].to_numpy() for m in MEASURES}})
-    dims = [f"coalesce(\"{k}\", '')" for k in KEYS[1:]]
-    pieces = piece_sums(Db(store), plan.pieces, dims, " AND ".join(where), params)
-    if pieces:
-        extra = pd.DataFrame(pieces, columns=["start", *KEYS[1:], *MEASURES])
-        for k in KEYS[1:]:
-            extra[k] = extra[k].replace("", None)
-        frame = pd.concat([frame, extra], ignore_index=True) if len(frame) else extra
-    return frame
 
 
 def _decode(col: pd.Series) -> np.ndarray:

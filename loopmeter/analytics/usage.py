@@ -301,7 +301,7 @@ def _rollup_current(db: Db) -> bool:
 def _stored_range(db: Db, rollup_current: bool) -> tuple[datetime, datetime] | None:
     """[first stored call's hour, the hour after the last one's), or None for an empty store."""
     if rollup_current:
-        first, last = db.rows("SELECT min(hour), max(hour) FROM usage_hour WHERE calls > 0", {})[0]
+        first, last = db.rows("SELECT min(hour), max(hour) FROM usage_hour", {})[0]
     else:
         first, last = db.rows("SELECT min(ts), max(ts) FROM usage", {})[0]
     if first is None:
