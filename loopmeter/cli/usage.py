@@ -197,7 +197,7 @@ def _print_table(report: UsageReport, breakdown: bool) -> None:
     for name in ("Input", "Output", "Reason", "C.Write", "C.Read"):
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("Hit", justify="right", no_wrap=True)
-    table.add_column("Cost", justify="right", max_width=11)
+    table.add_column("Cost", justify="right", max_width=14)
     table.add_column("Models", min_width=17, overflow="fold", ratio=1)
     t = report.totals
     for col, val in zip(table.columns[1:], [t.input_tokens, t.output_tokens, t.reasoning_tokens,

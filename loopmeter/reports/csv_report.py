@@ -38,5 +38,15 @@ def render(r: dict[str, Any]) -> str:
     for c in (r.get("evals") or {}).get("configs", []):
         for k, v in c.items():
             if k not in ("suite", "config"):
-                w.writerow(["eval", f"{c['suite']}/{c['config']}", k, "" if v is None else v])
+                for metric, value in _flat(k, v):
+                    w.writerow(["eval", f"{c['suite']}/{c['config']}", metric, "" if value is None else value])
     return buf.getvalue()
+
+
+def _flat(key: str, value: Any) -> list[tuple[str, Any]]:
+    """A nested value as (key.sub, value) rows: pass_rate_ci.0, pass_at_k.1, error_kinds.infra."""
+    if isinstance(value, dict):
+        return [row for k, v in value.items() for row in _flat(f"{key}.{k}", v)]
+    if isinstance(value, list):
+        return [row for i, v in enumerate(value) for row in _flat(f"{key}.{i}", v)]
+    return [(key, value)]

@@ -24,7 +24,7 @@ svg.chart text{font:11px system-ui,sans-serif;fill:#445}svg .grid{stroke:#e4e6ee
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     if not rows:
         return '<p class="empty">no data</p>'
-    numeric = [all(c[:1] in "$0123456789-+—[u" and c != "" for c in col) and i > 0
+    numeric = [all(c[:1] in "$<0123456789-+—[u" and c != "" for c in col) and i > 0
                for i, col in enumerate(zip(*rows, strict=True))]
     head = "".join(f'<th class="{"n" if numeric[i] else ""}">{escape(h)}</th>' for i, h in enumerate(headers))
     body = "".join("<tr>" + "".join(f'<td class="{"n" if numeric[i] else ""}">{escape(str(c))}</td>'
