@@ -140,11 +140,16 @@ class Plan:
     split: frozenset[str]  # hour keys a local day begins inside (not on the hour)
     pieces: tuple[tuple[datetime, datetime], ...]  # [start, end), UTC, each inside one local day
 
+    def hour_keys(self) -> tuple[str, str] | None:
+        """[first, end) of the whole hours as usage_hour keys; None when there is none."""
+        if self.first_hour is None or self.end_hour is None:
+            return None
+        return hour_key(self.first_hour), hour_key(self.end_hour)
+
     def reads_hour(self, key: str) -> bool:
         """Whether the hourly sum of this hour key is part of the range."""
-        if self.first_hour is None or self.end_hour is None or key in self.split:
-            return False
-        return hour_key(self.first_hour) <= key < hour_key(self.end_hour)
+        keys = self.hour_keys()
+        return keys is not None and keys[0] <= key < keys[1] and key not in self.split
 
 
 def plan(tz: tzinfo, lo: datetime, hi: datetime) -> Plan:

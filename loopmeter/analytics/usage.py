@@ -278,13 +278,17 @@ def _by_day(db: Db, q: Query, tz: tzinfo) -> list[PeriodRow]:
         lo, hi = lo or stored[0], hi or stored[1]
     plan = days.plan(tz, lo, hi)
     where, params = _filters(q)
-    rows = [r for r in _hour_rows(db, plan, where, params, rollup_current) if plan.reads_hour(r[0])]
+    rows = [r for r in _hour_rows(db, plan, where, params, rollup_current) if r[0] not in plan.split]
     rows += piece_sums(db, plan.pieces, [_MODEL, "source"], where, params)
-    names = days.labels((r[0] for r in rows), tz, PERIOD_OF[q.period])
+    names = days.labels({r[0] for r in rows}, tz, PERIOD_OF[q.period])
+    sums: dict[tuple[str, str, str], list[Any]] = {}
+    for key, model, source, *measured in rows:
+        acc = sums.setdefault((names[key], model, source), [0] * len(measured))
+        for i, v in enumerate(measured):
+            acc[i] += v
     out: dict[str, PeriodRow] = {}
-    for key, model, source, *sums in rows:
-        label = names[key]
-        out.setdefault(label, PeriodRow(label)).add(model, source, _totals(sums))
+    for (label, model, source), measured in sums.items():
+        out.setdefault(label, PeriodRow(label)).add(model, source, _totals(measured))
     return [out[k] for k in sorted(out)]
 
 
@@ -315,10 +319,11 @@ def _hour_rows(db: Db, plan: days.Plan, where: str, params: dict[str, Any],
                rollup_current: bool) -> list[tuple[Any, ...]]:
     """(hour key, model, source, *measures) for the plan's whole hours, from usage_hour when it is
     current, else from the rows."""
-    if plan.first_hour is None or plan.end_hour is None:
+    keys = plan.hour_keys()
+    if keys is None or plan.first_hour is None or plan.end_hour is None:
         return []
     if rollup_current:
-        bound = {**params, "h0": days.hour_key(plan.first_hour), "h1": days.hour_key(plan.end_hour)}
+        bound = {**params, "h0": keys[0], "h1": keys[1]}
         sql = (f"SELECT hour, {_MODEL}, source, {HOUR_SUMS} FROM usage_hour "
                f"WHERE hour >= :h0 AND hour < :h1 AND {where} GROUP BY 1, 2, 3")
     else:
