@@ -20,6 +20,7 @@ import argparse
 import http.client
 import json
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -183,15 +184,21 @@ def main() -> int:
             return 2
         time.sleep(0.05)
 
+    with open(f"/proc/{collector.pid}/stat") as fh:  # CPU spent starting, told apart from the load's
+        fields = fh.read().rsplit(")", 1)[1].split()
+    startup_cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     content_type = "application/json" if args.encoding == "json" else "application/x-protobuf"
     load = Load(port, payloads, args.batch, args.rate, args.workers, content_type)
     print(f"offering {args.rate:.0f} records/s for {args.seconds:.0f} s to {collector.pid} on 127.0.0.1:{port}",
           flush=True)
     wall = load.run()
     t_stop = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     collector.send_signal(signal.SIGTERM)
     out, err = collector.communicate(timeout=300)
     drain = time.perf_counter() - t_stop
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the collector, reaped: its CPU and peak RSS
+    cpu = usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime
     stats = json.loads(out) if out.strip() else {}
     stored = count_stored(db_url, run)
 
@@ -207,6 +214,9 @@ def main() -> int:
     print(f"accepted rate      {rate:.0f} records/s over {wall:.1f} s ({len(lat)} requests)")
     print(f"request latency    p50 {p50:.1f} ms   p99 {p99:.1f} ms   max {lat[-1] * 1000:.1f} ms")
     print(f"stop + flush       {drain:.2f} s  (stored end to end: {stored / (wall + drain):.0f} records/s)")
+    print(f"collector CPU      {startup_cpu:.2f} s to start, {cpu - startup_cpu:.2f} s for the load "
+          f"({1e6 * (cpu - startup_cpu) / max(stored, 1):.0f} ms per 1000 records); peak RSS "
+          f"{usage.ru_maxrss / 1024:.0f} MB")
     if load.errors or collector.returncode != 0:
         print(f"errors: {load.errors[:5]} collector exit {collector.returncode} {err[-500:]}", file=sys.stderr)
     ok = lost == 0 and stored == load.accepted == sent and rate >= TARGET_RATE

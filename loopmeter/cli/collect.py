@@ -6,7 +6,8 @@ in Claude Code, Codex or Gemini CLI so they send here.
 
 `--json` prints the final counts when stopping, with the keys: requests, bad_requests,
 overloaded, log_records, metric_points, spans_received, usage_accepted, usage_new,
-usage_duplicate, spans_stored, rejected_records, write_errors, events {name: count}.
+usage_duplicate, spans_stored, rejected_records, write_errors, dead_lettered (records the
+store refused, set aside in $LOOPMETER_HOME/collect-dead-letter.jsonl), events {name: count}.
 """
 
 from __future__ import annotations
@@ -87,6 +88,10 @@ def collect(
         help="Print what to set in claude-code, codex or gemini to send telemetry here, then exit.")] = None,
     queue_size: Annotated[int, typer.Option(
         "--queue-size", min=1, help="Requests held between HTTP and the writer before answering 503.")] = 1024,
+    memory_budget: Annotated[int, typer.Option(
+        "--memory-budget", min=16, metavar="MIB",
+        help="Memory for requests at once (bodies, decoding, rows waiting for the store), in MiB; "
+             "beyond it requests get 503 + Retry-After.")] = 256,
     json_out: Annotated[bool, typer.Option("--json", help="Print the final counts as JSON when stopping.")] = False,
 ) -> None:
     """Receive OTLP/HTTP (protobuf or JSON) on /v1/logs, /v1/metrics, /v1/traces until Ctrl-C or SIGTERM."""
@@ -101,8 +106,8 @@ def collect(
     tty = sys.stderr.isatty()
     settings = load_settings()
     store = open_store(settings.db_url)
-    receiver = Receiver(store, host, port, queue_size=queue_size, log=stderr_log,
-                        summary_every_s=60.0 if tty else None, spill_dir=settings.home)
+    receiver = Receiver(store, host, port, queue_size=queue_size, memory_budget=memory_budget << 20,
+                        log=stderr_log, summary_every_s=60.0 if tty else None, spill_dir=settings.home)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -123,7 +128,8 @@ def collect(
         typer.echo(json.dumps(stats, sort_keys=True))
     elif tty:
         stderr_log(f"loopmeter collect: stopped; {stats['usage_new']} new usage rows, {stats['spans_stored']} spans, "
-                   f"{stats['bad_requests']} bad requests, {stats['overloaded']} answered busy")
+                   f"{stats['bad_requests']} bad requests, {stats['overloaded']} answered busy, "
+                   f"{stats['dead_lettered']} records set aside")
     if receiver.unsaved is not None:
         raise LoopmeterError(f"the store did not take everything received; the rest is in {receiver.unsaved}",
                              hint="check LOOPMETER_DB_URL, then load the file again", exit_code=1)

@@ -81,11 +81,19 @@ class Decoded:
 # -- decoding entry point ----------------------------------------------------
 
 
-def decode(signal: str, body: bytes, content_type: str, prices: Any = None) -> Decoded:
+def decode(signal: str, body: bytes | bytearray, content_type: str, prices: Any = None) -> Decoded:
     """Decode one export request; raises PayloadError when the body is not OTLP.
 
     `prices` is a PriceTable (or None) used when an event reports tokens but no cost.
+    Callers that must bound memory call `count_values` first: decoding builds every value.
     """
+    try:
+        return _decode(signal, body, content_type, prices)
+    except RecursionError:  # JSON arrays or values nested hundreds deep
+        raise PayloadError("body is nested too deeply") from None
+
+
+def _decode(signal: str, body: bytes | bytearray, content_type: str, prices: Any) -> Decoded:
     kind = content_type.split(";", 1)[0].strip().lower()
     out = Decoded(signal)
     if kind == "application/json":
@@ -124,6 +132,135 @@ def decode(signal: str, body: bytes, content_type: str, prices: Any = None) -> D
     else:
         raise PayloadError(f"unknown signal {signal!r}")
     return out
+
+
+# -- how much a body decodes to ---------------------------------------------
+
+MAX_PROTO_DEPTH = 100  # nested messages a large protobuf body may have (the walk below refuses more)
+MAX_VALUE_DEPTH = 32  # arrays and key-value lists within one attribute or body value (no agent nests any)
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def count_values(signal: str, body: bytes | bytearray, content_type: str, limit: int) -> int:
+    """How many values decoding `body` builds, at most: for OTLP/JSON the objects, arrays,
+    members and elements (the bytes that start one: `{ [ , :` outside strings); for protobuf
+    the messages (a wire-format walk, with the request's schema, that builds nothing).
+
+    Cheap next to decoding, and it stops once past `limit`: a caller refuses such a body
+    before it costs memory. Raises PayloadError for a protobuf body that is not well formed.
+    """
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind == "application/json":
+        return _count_json(body, limit)
+    if kind in ("application/x-protobuf", "application/protobuf"):
+        return _count_proto(body, _proto_schema(signal), limit)
+    raise PayloadError(f"unsupported Content-Type {content_type!r}")
+
+
+def _count_json(body: bytes | bytearray, limit: int) -> int:
+    n = body.count(b"{") + body.count(b"[") + body.count(b",") + body.count(b":") + 1
+    if n > limit and body.count(b'"') > 1:  # text with many commas can make the quick count too high
+        stripped = _JSON_STRING.sub(b'""', body)
+        n = stripped.count(b"{") + stripped.count(b"[") + stripped.count(b",") + stripped.count(b":") + 1
+    return n
+
+
+_Schema = dict[int, "_Schema"]  # field number -> the schema of a message-typed field
+
+
+@lru_cache(maxsize=3)
+def _proto_schema(signal: str) -> _Schema:
+    if signal == "logs":
+        from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest as Req
+    elif signal == "traces":
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # type: ignore[assignment]
+            ExportTraceServiceRequest as Req,
+        )
+    elif signal == "metrics":
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (  # type: ignore[assignment]
+            ExportMetricsServiceRequest as Req,
+        )
+    else:
+        raise PayloadError(f"unknown signal {signal!r}")
+    memo: dict[str, _Schema] = {}
+
+    def schema(desc: Any) -> _Schema:
+        if desc.full_name not in memo:
+            out: _Schema = {}
+            memo[desc.full_name] = out  # before its fields: an AnyValue holds AnyValues
+            for f in desc.fields:
+                if f.message_type is not None:
+                    out[f.number] = schema(f.message_type)
+        return memo[desc.full_name]
+
+    return schema(Req.DESCRIPTOR)
+
+
+def _count_proto(buf: bytes | bytearray, schema: _Schema, limit: int) -> int:
+    """Messages in a protobuf body by its wire format: tags and lengths only."""
+    count = 0
+    stack: list[tuple[int, int, _Schema]] = []
+    pos, end = 0, len(buf)
+    try:
+        while True:
+            if pos >= end:
+                if pos > end:
+                    raise PayloadError("body is not a protobuf message: a field runs past its end")
+                if not stack:
+                    return count
+                pos, end, schema = stack.pop()
+                continue
+            tag = buf[pos]
+            pos += 1
+            if tag & 0x80:
+                tag &= 0x7F
+                shift = 7
+                while True:
+                    b = buf[pos]
+                    pos += 1
+                    tag |= (b & 0x7F) << shift
+                    if not b & 0x80:
+                        break
+                    shift += 7
+            wire = tag & 7
+            if wire == 2:  # length-delimited: a message, a string, bytes or packed numbers
+                n = buf[pos]
+                pos += 1
+                if n & 0x80:
+                    n &= 0x7F
+                    shift = 7
+                    while True:
+                        b = buf[pos]
+                        pos += 1
+                        n |= (b & 0x7F) << shift
+                        if not b & 0x80:
+                            break
+                        shift += 7
+                if pos + n > end:
+                    raise PayloadError("body is not a protobuf message: a field runs past its end")
+                child = schema.get(tag >> 3)
+                if child is None:
+                    pos += n
+                    continue
+                count += 1
+                if count > limit:
+                    return count
+                if len(stack) >= MAX_PROTO_DEPTH:
+                    raise PayloadError(f"body nests messages more than {MAX_PROTO_DEPTH} deep")
+                stack.append((pos + n, end, schema))
+                end, schema = pos + n, child
+            elif wire == 0:
+                while buf[pos] & 0x80:
+                    pos += 1
+                pos += 1
+            elif wire == 1:
+                pos += 8
+            elif wire == 5:
+                pos += 4
+            else:
+                raise PayloadError(f"body is not an OTLP protobuf message: wire type {wire}")
+    except IndexError:
+        raise PayloadError("body is not a protobuf message: it ends inside a field") from None
 
 
 # -- shared helpers ----------------------------------------------------------
@@ -234,7 +371,7 @@ class _JsonWalker(_Walker):
     def __init__(self, doc: dict[str, Any]):
         self.doc = doc
 
-    def _value(self, v: Any, where: str) -> Any:
+    def _value(self, v: Any, where: str, depth: int = 0) -> Any:
         v = _obj(v, where)
         if not v:
             return None
@@ -261,20 +398,22 @@ class _JsonWalker(_Walker):
                 raise PayloadError(f"{where}.bytesValue: expected a base64 string")
             return raw
         if key in ("arrayValue", "array_value"):
-            return [self._value(x, f"{where}.arrayValue.values[{i}]")
+            _check_depth(depth, where)
+            return [self._value(x, f"{where}.arrayValue.values[{i}]", depth + 1)
                     for i, x in enumerate(_list(_obj(raw, where), "values", where))]
         if key in ("kvlistValue", "kvlist_value"):
-            return self._attrs(_list(_obj(raw, where), "values", where), f"{where}.kvlistValue")
+            _check_depth(depth, where)
+            return self._attrs(_list(_obj(raw, where), "values", where), f"{where}.kvlistValue", depth + 1)
         raise PayloadError(f"{where}: unknown value field {key!r}")
 
-    def _attrs(self, items: list[Any], where: str) -> dict[str, Any]:
+    def _attrs(self, items: list[Any], where: str, depth: int = 0) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for i, kv in enumerate(items):
             kv = _obj(kv, f"{where}[{i}]")
             key = kv.get("key")
             if not isinstance(key, str):
                 raise PayloadError(f"{where}[{i}].key: expected a string")
-            out[key] = self._value(kv.get("value"), f"{where}[{i}].value")
+            out[key] = self._value(kv.get("value"), f"{where}[{i}].value", depth)
         return out
 
     def _resource(self, res: Any, where: str) -> dict[str, Any]:
@@ -338,6 +477,11 @@ class _JsonWalker(_Walker):
             yield name, points
 
 
+def _check_depth(depth: int, where: str) -> None:
+    if depth >= MAX_VALUE_DEPTH:
+        raise PayloadError(f"{where}: arrays and key-value lists nested more than {MAX_VALUE_DEPTH} deep")
+
+
 def _enum(value: Any, names: list[str], prefix: str, where: str) -> str:
     if value is None:
         return names[0]
@@ -353,7 +497,7 @@ def _enum(value: Any, names: list[str], prefix: str, where: str) -> str:
 
 
 class _ProtoWalker(_Walker):
-    def __init__(self, signal: str, body: bytes):
+    def __init__(self, signal: str, body: bytes | bytearray):
         from google.protobuf.message import DecodeError
 
         if signal == "logs":
@@ -372,20 +516,22 @@ class _ProtoWalker(_Walker):
         except (DecodeError, ValueError) as exc:
             raise PayloadError(f"body is not a protobuf {Req.__name__}: {exc}") from exc
 
-    def _value(self, v: Any) -> Any:
+    def _value(self, v: Any, depth: int = 0) -> Any:
         which = v.WhichOneof("value")
         if which is None:
             return None
         if which == "array_value":
-            return [self._value(x) for x in v.array_value.values]
+            _check_depth(depth, "a value")
+            return [self._value(x, depth + 1) for x in v.array_value.values]
         if which == "kvlist_value":
-            return self._attrs(v.kvlist_value.values)
+            _check_depth(depth, "a value")
+            return self._attrs(v.kvlist_value.values, depth + 1)
         if which == "bytes_value":
             return base64.b64encode(v.bytes_value).decode()
         return getattr(v, which)
 
-    def _attrs(self, kvs: Any) -> dict[str, Any]:
-        return {kv.key: self._value(kv.value) for kv in kvs}
+    def _attrs(self, kvs: Any, depth: int = 0) -> dict[str, Any]:
+        return {kv.key: self._value(kv.value, depth) for kv in kvs}
 
     def logs(self) -> Iterator[LogRecord]:
         for rl in self.req.resource_logs:  # type: ignore[attr-defined]
