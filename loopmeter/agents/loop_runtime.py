@@ -1,0 +1,563 @@
+"""The runtime of one run: its store, policy, sandbox and telemetry, the two graphs wired over one
+checkpointer, the run graph's nodes, and driving them to the end or to a question."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loopmeter.agents.budget import Budgets, Spent, Stop, exceeded
+from loopmeter.agents.loop_records import (
+    RECURSION_LIMIT,
+    AttemptState,
+    RunResult,
+    RunState,
+    _Cancelled,
+    attempt_record,
+)
+from loopmeter.agents.loop_steps import _AttemptSteps, _summary
+from loopmeter.errors import LoopmeterError
+from loopmeter.records import utcnow
+from loopmeter.vocab import AttemptStatus, RunStatus
+
+if TYPE_CHECKING:
+    from loopmeter.config import Settings
+    from loopmeter.evals.task import Task
+    from loopmeter.store import Store
+
+_active: dict[str, _Runtime] = {}  # the runs this process drives, for cancel_run
+
+
+def cancel_run(run_id: str) -> None:
+    """Cancel a run driven by this process: its agents and checks are killed; resume continues it."""
+    runtime = _active.get(run_id)
+    if runtime is not None:
+        runtime.cancel_all()
+
+
+class _Runtime:
+    def __init__(self, store: Store, settings: Settings, run_id: str, config: dict[str, Any], policy: Any,
+                 on_event: Callable[[dict[str, Any]], None] | None,
+                 approver: Callable[[list[dict[str, Any]]], dict[str, bool]] | None):
+        from loopmeter.sandbox import make_runner
+        from loopmeter.telemetry.otel import setup
+
+        self.store = store
+        self.settings = settings
+        self.run_id = run_id
+        self.config = config
+        self.policy = policy
+        self.on_event = on_event
+        self.approver = approver
+        self.budgets = Budgets.from_dict(config["budgets"]) or Budgets()
+        self.run_budgets = Budgets.from_dict(config.get("run_budgets"))
+        self.cancel = threading.Event()  # the whole run: Ctrl-C or cancel_run
+        # per attempt: set on cancel, or when a stored usage row spends a USD/token budget mid-step
+        self.stop_events: dict[str, threading.Event] = {}
+        self.stop_reasons: dict[str, Stop] = {}
+        _active[run_id] = self
+        self.telemetry = setup(store)
+        self.runner = _TracedRunner(make_runner(config["sandbox"], store=store), self.telemetry.tracer,
+                                    self.git_layout)
+        self.task = _load_task(config.get("task"))
+        self._lock = threading.Lock()
+        self._layouts: dict[str, Any] = {}
+        self._conn: Any = None
+        # the run's driven time: what earlier drives recorded, plus this one's (see run_wall_s)
+        self._active_before: float | None = None
+        self._drive_t0 = time.monotonic()
+        self.run_graph, self.attempt_graph = self._build()
+
+    @classmethod
+    def load(cls, run_id: str, store: Store | None, settings: Settings | None,
+             on_event: Callable[[dict[str, Any]], None] | None,
+             approver: Callable[[list[dict[str, Any]]], dict[str, bool]] | None) -> _Runtime:
+        from loopmeter.config import load_settings
+        from loopmeter.policies import load_policy
+        from loopmeter.store import Run, default_store
+
+        settings = settings or load_settings()
+        store = store or default_store()
+        run = store.get(Run, run_id)
+        if run is None:
+            raise LoopmeterError(f"no run {run_id}", hint="`loopmeter runs list` shows the runs")
+        config = json.loads(run.config or "{}")
+        if "agents" not in config:
+            raise LoopmeterError(f"run {run_id} was not made by `loopmeter run`", hint="nothing to resume")
+        policy = load_policy(config.get("policy_ref") or run.policy or "default")
+        if run.policy_sha256 and policy.sha256 != run.policy_sha256:
+            raise LoopmeterError(f"the policy of run {run_id} changed since it started",
+                                 hint=f"restore the policy with sha256 {run.policy_sha256} to resume it")
+        return cls(store, settings, run_id, config, policy, on_event, approver)
+
+    # -- graphs -------------------------------------------------------------
+    def _checkpointer(self) -> Any:
+        import sqlite3
+
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        from loopmeter.store.engine import ensure_wal
+
+        path = self.settings.checkpoint_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+        ensure_wal(self._conn)  # several runs in one eval open this file at once
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        return SqliteSaver(self._conn)
+
+    def _build(self) -> tuple[Any, Any]:
+        from langgraph.graph import END, START, StateGraph
+        from langgraph.types import Send
+
+        saver = self._checkpointer()
+        steps = _AttemptSteps(self)
+
+        ag = StateGraph(AttemptState)
+        ag.add_node("prepare", steps.prepare)
+        ag.add_node("act", steps.act)
+        ag.add_node("verify", steps.verify)
+        ag.add_node("decide", steps.decide)
+        ag.add_node("finish", steps.finish)
+        ag.add_edge(START, "prepare")
+        ag.add_edge("prepare", "act")
+        ag.add_edge("act", "verify")
+        ag.add_edge("verify", "decide")
+        ag.add_conditional_edges("decide", lambda s: "finish" if s.get("status") else "act", ["act", "finish"])
+        ag.add_edge("finish", END)
+        attempt_graph = ag.compile(checkpointer=saver)
+
+        def fan_out(state: RunState) -> Any:
+            return [Send("attempt", {"attempt_id": a}) for a in state["attempt_ids"]]
+
+        def after_gate(state: RunState) -> Any:
+            answers = state.get("answers") or {}
+            waiting = [a for a, r in state.get("results", {}).items() if r.get("status") == AttemptStatus.WAITING]
+            if not waiting:
+                return "compare"
+            return [Send("attempt", {"attempt_id": a, "resume": answers.get(a, {})}) for a in waiting]
+
+        rg = StateGraph(RunState)
+        rg.add_node("start", lambda s: {"rounds": 0})
+        rg.add_node("attempt", self._attempt_node)  # type: ignore[arg-type]  # takes a Send payload
+        rg.add_node("gate", self._gate)
+        rg.add_node("compare", self._compare)
+        rg.add_edge(START, "start")
+        rg.add_conditional_edges("start", fan_out, ["attempt"])
+        rg.add_edge("attempt", "gate")
+        rg.add_conditional_edges("gate", after_gate, ["attempt", "compare"])
+        rg.add_edge("compare", END)
+        return rg.compile(checkpointer=saver), attempt_graph
+
+    def _cfg(self, thread: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": thread}, "recursion_limit": RECURSION_LIMIT,
+                "max_concurrency": max(int(self.config.get("concurrency") or 1), 1)}
+
+    def attempt_cfg(self, attempt_id: str) -> dict[str, Any]:
+        return self._cfg(f"{self.run_id}/{attempt_id}")
+
+    def finished(self) -> bool:
+        snap = self.run_graph.get_state(self._cfg(self.run_id))
+        return bool(snap.values) and not snap.next and not snap.interrupts
+
+    def has_checkpoint(self) -> bool:
+        return bool(self.run_graph.get_state(self._cfg(self.run_id)).values)
+
+    # -- run graph nodes -------------------------------------------------------
+    def _attempt_node(self, inp: dict[str, Any]) -> dict[str, Any]:
+        from langgraph.types import Command
+
+        attempt_id = inp["attempt_id"]
+        cfg = self.attempt_cfg(attempt_id)
+        snap = self.attempt_graph.get_state(cfg)
+        payload: Any
+        if snap.interrupts and inp.get("resume"):
+            answer = bool(inp["resume"].get(snap.interrupts[0].id, False))
+            self._audit_question(attempt_id, snap.interrupts[0].value or {}, "allow" if answer else "deny")
+            payload = Command(resume=answer)
+        elif not snap.values:
+            payload = {"attempt_id": attempt_id, "iteration": 0, "active_s": 0.0}
+        elif snap.next or snap.interrupts:
+            payload = None
+        else:
+            return {"results": {attempt_id: _summary(snap.values)}}
+        if snap.values:  # resuming: it may have been marked cancelled or waiting meanwhile
+            self._set_attempt(attempt_id, status=AttemptStatus.RUNNING, stop_reason=None)
+        try:
+            self.attempt_graph.invoke(payload, cfg)
+        except (_Cancelled, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            from langgraph.errors import GraphBubbleUp
+
+            if isinstance(exc, GraphBubbleUp) or self.cancel.is_set():
+                raise
+            # an infrastructure failure (git, store, sandbox) ends this attempt, not the whole run
+            reason = exc.message if isinstance(exc, LoopmeterError) else f"{type(exc).__name__}: {exc}"
+            self._set_attempt(attempt_id, status=AttemptStatus.ERROR, stop_reason=f"error: {reason}"[:2000],
+                              ended_at=utcnow())
+            self.emit(attempt_id, "done", status=AttemptStatus.ERROR.value, stop_reason=reason)
+            return {"results": {attempt_id: {"status": AttemptStatus.ERROR.value, "stop_reason": reason}}}
+        if self.cancel.is_set():
+            raise _Cancelled()
+        snap = self.attempt_graph.get_state(cfg)
+        if snap.interrupts:
+            questions = [{**(i.value or {}), "id": i.id} for i in snap.interrupts]
+            for q in questions:
+                self._audit_question(attempt_id, q, "ask")
+            self._set_attempt(attempt_id, status=AttemptStatus.WAITING)
+            self.emit(attempt_id, "waiting")
+            return {"results": {attempt_id: {"status": AttemptStatus.WAITING.value, "questions": questions}}}
+        return {"results": {attempt_id: _summary(snap.values)}}
+
+    def _audit_question(self, attempt_id: str, question: dict[str, Any], decision: str) -> None:
+        """The audit log gets the policy's `ask` and then the person's answer (action "approve")."""
+        audit = getattr(self.runner.inner, "audit", None)
+        if audit is None:
+            return
+        asked = decision == "ask"
+        audit.append(layer="policy", action=question.get("action", "") if asked else "approve",
+                     decision=decision, target=str(question.get("target", ""))[:2000],
+                     actor=f"agent:{question.get('agent')}" if asked else f"user:{self.settings.user}",
+                     rule_id=question.get("rule_id"), policy_sha256=self.policy.sha256, run_id=self.run_id,
+                     attempt_id=attempt_id, detail={"question": question.get("action"),
+                                                    "iteration": question.get("iteration")})
+
+    def _gate(self, state: RunState) -> dict[str, Any]:
+        from langgraph.types import interrupt
+
+        questions = [q for r in state.get("results", {}).values() if r.get("status") == AttemptStatus.WAITING
+                     for q in r.get("questions", [])]
+        if not questions:
+            return {"answers": {}}
+        answers = interrupt({"approvals": questions})
+        by_attempt: dict[str, dict[str, bool]] = {}
+        for q in questions:
+            by_attempt.setdefault(q["attempt_id"], {})[q["id"]] = bool((answers or {}).get(q["id"], False))
+        return {"answers": by_attempt, "rounds": 1}
+
+    def _compare(self, state: RunState) -> dict[str, Any]:
+        from loopmeter.store import Attempt, Run
+
+        with self.store.session() as s:
+            from sqlmodel import select
+
+            rows = list(s.exec(select(Attempt).where(Attempt.run_id == self.run_id)))
+        ranked = sorted((a for a in rows if a.role == "primary"), key=_rank)
+        winner = ranked[0].id if ranked and ranked[0].status == AttemptStatus.PASSED else None
+        run = self.store.get(Run, self.run_id)
+        if run is not None:
+            run.winner_attempt_id = winner
+            run.status = RunStatus.PASSED if winner else RunStatus.FAILED
+            run.ended_at = utcnow()
+            self.store.save(run)
+        self.emit(None, "finished", winner=winner)
+        return {"winner": winner}
+
+    # -- driving ----------------------------------------------------------------
+    def drive(self, payload: Any) -> RunResult:
+        from loopmeter.store import Run
+
+        run = self.store.get(Run, self.run_id)
+        self._active_before = run.active_s if run is not None else None
+        self._drive_t0 = time.monotonic()
+        self._set_run(status=RunStatus.RUNNING, ended_at=None)
+        restore = _install_sigint(self.cancel_all)
+        try:
+            while True:
+                try:
+                    self.run_graph.invoke(payload, self._cfg(self.run_id))
+                except (_Cancelled, KeyboardInterrupt) as exc:
+                    self.cancel_all()
+                    self._set_run(status=RunStatus.CANCELLED, ended_at=utcnow())
+                    self._mark_unfinished(AttemptStatus.CANCELLED)
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise
+                    return self.result([])
+                pending = self.pending()
+                if not pending:
+                    return self.result([])
+                if self.approver is None:
+                    self._set_run(status=RunStatus.WAITING)
+                    return self.result(pending)
+                payload = self.resume_command(_fill(pending, self.approver(pending)))
+        finally:
+            restore()
+            with contextlib.suppress(Exception):  # never hide the error that ended the drive
+                self.save_active_time()
+            self.close()
+
+    def close(self) -> None:
+        self.telemetry.flush()
+        self.telemetry.shutdown()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        _active.pop(self.run_id, None)
+
+    def cancel_all(self) -> None:
+        self.cancel.set()
+        for event in list(self.stop_events.values()):
+            event.set()
+
+    def git_layout(self, workdir: Path) -> Any:
+        """The git layout of one of this run's worktrees, from the repository's own records."""
+        from loopmeter.hostgit import worktree_layout
+
+        key = os.path.abspath(workdir)
+        with self._lock:
+            if key not in self._layouts:
+                try:
+                    self._layouts[key] = worktree_layout(Path(self.config["repo"]), Path(key))
+                except LoopmeterError:
+                    self._layouts[key] = None  # not a worktree of the run's repository: the runner checks it
+            return self._layouts[key]
+
+    def stop_event(self, attempt_id: str) -> threading.Event:
+        with self._lock:
+            event = self.stop_events.setdefault(attempt_id, threading.Event())
+        if self.cancel.is_set():
+            event.set()
+        return event
+
+    def _check_live_budgets(self, attempt_id: str) -> None:
+        """Stop an agent mid-step as soon as its stored spend reaches a USD or token budget."""
+        usd, tokens, _ = self.spent(attempt_id)
+        stop = exceeded(Budgets(None, self.budgets.max_usd, self.budgets.max_tokens, None),
+                          Spent(0, usd, tokens, 0.0), "attempt")
+        targets = [attempt_id]
+        if stop is None and self.run_budgets is not None and (
+                self.run_budgets.max_usd is not None or self.run_budgets.max_tokens is not None):
+            run_usd, run_tokens, _ = self.spent(None)
+            stop = exceeded(Budgets(None, self.run_budgets.max_usd, self.run_budgets.max_tokens, None),
+                              Spent(0, run_usd, run_tokens, 0.0), "run")
+            targets = list(self.stop_events)
+        if stop is not None:
+            for target in targets:
+                self.stop_reasons.setdefault(target, stop)
+                self.stop_event(target).set()
+
+    def resume_command(self, answers: dict[str, bool]) -> Any:
+        """Answers to the gate's interrupt ({question id: yes?}), addressed by the gate's interrupt id."""
+        from langgraph.types import Command
+
+        snap = self.run_graph.get_state(self._cfg(self.run_id))
+        return Command(resume={intr.id: answers for intr in snap.interrupts})
+
+    def pending(self) -> list[dict[str, Any]]:
+        snap = self.run_graph.get_state(self._cfg(self.run_id))
+        out = []
+        for intr in snap.interrupts:
+            out.extend((intr.value or {}).get("approvals", []))
+        return out
+
+    def result(self, pending: list[dict[str, Any]]) -> RunResult:
+        from sqlmodel import select
+
+        from loopmeter.store import Attempt, Run
+
+        run = self.store.get(Run, self.run_id)
+        with self.store.session() as s:
+            rows = list(s.exec(select(Attempt).where(Attempt.run_id == self.run_id).order_by(Attempt.id)))
+        return RunResult(run_id=self.run_id, status=run.status if run else RunStatus.ERROR,
+                         attempts=[attempt_record(a) for a in rows],
+                         winner=run.winner_attempt_id if run else None, approvals=pending)
+
+    # -- records ----------------------------------------------------------------
+    def emit(self, attempt_id: str | None, state: str, **extra: Any) -> None:
+        if self.on_event is None:
+            return
+        event = {"run_id": self.run_id, "attempt_id": attempt_id, "state": state, **extra}
+        try:
+            self.on_event(event)
+        except Exception:  # a progress display must never break a run
+            pass
+
+    def _set_run(self, **fields: Any) -> None:
+        from loopmeter.store import Run
+
+        with self._lock:
+            run = self.store.get(Run, self.run_id)
+            if run is not None:
+                for k, v in fields.items():
+                    setattr(run, k, v)
+                self.store.save(run)
+
+    def _set_attempt(self, attempt_id: str, **fields: Any) -> None:
+        from loopmeter.store import Attempt
+
+        with self._lock:
+            row = self.store.get(Attempt, attempt_id)
+            if row is not None:
+                for k, v in fields.items():
+                    setattr(row, k, v)
+                self.store.save(row)
+
+    def _mark_unfinished(self, status: AttemptStatus) -> None:
+        from sqlmodel import select
+
+        from loopmeter.store import Attempt
+
+        with self.store.session() as s:
+            for row in s.exec(select(Attempt).where(Attempt.run_id == self.run_id)):
+                if not AttemptStatus(row.status).finished:
+                    row.status = status
+                    row.stop_reason = "interrupted (resume with `loopmeter resume`)"
+                    s.add(row)
+            s.commit()
+
+    def spent(self, attempt_id: str | None) -> tuple[float, int, int]:
+        """(usd, tokens, unpriced calls) stored for an attempt, or for the whole run when None."""
+        from sqlalchemy import func, select
+
+        from loopmeter.store import Usage
+
+        c = Usage.__table__.c  # type: ignore[attr-defined]
+        tokens = (func.coalesce(c.input_tokens, 0) + func.coalesce(c.output_tokens, 0)
+                  + func.coalesce(c.cache_read_tokens, 0) + func.coalesce(c.cache_write_tokens, 0))
+        stmt = select(func.coalesce(func.sum(c.cost_usd), 0.0), func.coalesce(func.sum(tokens), 0),
+                      func.count() - func.count(c.cost_usd)).where(c.run_id == self.run_id)
+        if attempt_id is not None:
+            stmt = stmt.where(c.attempt_id == attempt_id)
+        with self.store.engine.connect() as conn:
+            usd, total, unpriced = conn.execute(stmt).one()
+        return float(usd or 0.0), int(total or 0), int(unpriced or 0)
+
+    def totals(self, attempt_id: str) -> dict[str, Any]:
+        """Attempt totals from the stored usage rows (so a replayed step cannot count twice)."""
+        from sqlalchemy import func, select
+
+        from loopmeter.store import Usage
+
+        c = Usage.__table__.c  # type: ignore[attr-defined]
+        kinds = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "reasoning_tokens")
+        cols = [func.sum(c[k]) for k in kinds]  # NULL when no row reported that kind
+        stmt = select(*cols, func.sum(c.cost_usd), func.count(), func.count(c.cost_usd)).where(
+            c.attempt_id == attempt_id)
+        with self.store.engine.connect() as conn:
+            row = conn.execute(stmt).one()
+        calls, priced = int(row[-2] or 0), int(row[-1] or 0)
+        cost = row[-3]
+        # tokens an agent never reported stay missing (None), not 0; no calls at all is 0
+        out: dict[str, Any] = {k: (int(v) if v is not None else (0 if calls == 0 else None))
+                               for k, v in zip(kinds, row[:5], strict=True)}
+        # no calls at all costs nothing; calls that all lack a price are unpriced, not $0
+        out["cost_usd"] = 0.0 if calls == 0 else (float(cost) if cost is not None else None)
+        out["unpriced_calls"] = calls - priced
+        return out
+
+    def usage_sink(self, attempt_id: str) -> Callable[[Any], None]:
+        """What a backend calls as each model call is known: store it, show the running totals."""
+
+        def add(row: Any) -> None:
+            row.run_id, row.attempt_id = self.run_id, attempt_id
+            self.store.add_usage([row])
+            self._check_live_budgets(attempt_id)
+            if self.on_event is not None:
+                usd, tokens, unpriced = self.spent(attempt_id)
+                self.emit(attempt_id, "act", tokens=tokens, cost_usd=None if unpriced and not usd else usd)
+
+        return add
+
+    def _upsert_iteration(self, attempt_id: str, n: int, **fields: Any) -> None:
+        from sqlmodel import select
+
+        from loopmeter.store import Iteration
+
+        with self._lock, self.store.session() as s:
+            row = s.exec(select(Iteration).where(Iteration.attempt_id == attempt_id, Iteration.n == n)).first()
+            if row is None:
+                row = Iteration(attempt_id=attempt_id, n=n)
+            for k, v in fields.items():
+                setattr(row, k, v)
+            s.add(row)
+            s.commit()
+
+    def run_wall_s(self) -> float:
+        """Seconds the run has been driven: by earlier `run`/`resume` calls (as recorded) and by
+        this one. Hours spent waiting for an approval, or crashed, do not count. A run recorded
+        before the store kept this falls back to the time since it started."""
+        if self._active_before is None:
+            from loopmeter.store import Run, as_utc
+
+            run = self.store.get(Run, self.run_id)
+            if run is None or run.started_at is None:
+                return 0.0
+            return (utcnow() - as_utc(run.started_at)).total_seconds()
+        return self._active_before + (time.monotonic() - self._drive_t0)
+
+    def save_active_time(self) -> None:
+        """Record the driven time (after every iteration and when a drive ends: a crash loses
+        at most the step it was in)."""
+        if self._active_before is not None:
+            self._set_run(active_s=round(self.run_wall_s(), 3))
+
+
+def _fill(pending: list[dict[str, Any]], answers: dict[str, bool]) -> dict[str, bool]:
+    return {q["id"]: bool(answers.get(q["id"], False)) for q in pending}
+
+
+def _rank(a: Any) -> tuple[Any, ...]:
+    diff = json.loads(a.diffstat) if a.diffstat else {}
+    size = int(diff.get("insertions", 0)) + int(diff.get("deletions", 0))
+    cost = a.cost_usd
+    return (a.status != AttemptStatus.PASSED, cost is None, cost or 0.0, a.wall_s or 0.0, size, a.id)
+
+
+def _load_task(path: str | None) -> Task | None:
+    if not path:
+        return None
+    from loopmeter.evals.task import load_task
+
+    return load_task(Path(path))
+
+
+def _install_sigint(cancel: Callable[[], None]) -> Callable[[], Any]:
+    """Ctrl-C cancels the run first, so sandboxed processes are killed at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        cancel()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
+
+
+class _TracedRunner:
+    """The sandbox runner, with a `sandbox.exec` span around every command and the git
+    layout of the run's worktrees from loopmeter's records (see hostgit)."""
+
+    def __init__(self, inner: Any, tracer: Any, git_layout: Callable[[Path], Any]):
+        self.inner = inner
+        self.tracer = tracer
+        self.git_layout = git_layout
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def run(self, argv: list[str], **kw: Any) -> Any:
+        from loopmeter.telemetry.otel import ATTEMPT_ID, RUN_ID
+
+        attrs = {"loopmeter.sandbox.role": kw.get("role", ""), "loopmeter.sandbox.actor": kw.get("actor", ""),
+                 "process.command": os.path.basename(argv[0]) if argv else ""}
+        if kw.get("run_id"):
+            attrs[RUN_ID] = kw["run_id"]
+        if kw.get("attempt_id"):
+            attrs[ATTEMPT_ID] = kw["attempt_id"]
+        if kw.get("git") is None and kw.get("workdir") is not None:
+            kw["git"] = self.git_layout(Path(kw["workdir"]))
+        with self.tracer.start_as_current_span("sandbox.exec", attributes=attrs) as span:
+            res = self.inner.run(argv, **kw)
+            span.set_attribute("process.exit.code", res.exit_code)
+            if res.timed_out or res.killed_reason:
+                span.set_attribute("loopmeter.sandbox.killed", res.killed_reason or "timeout")
+            return res
