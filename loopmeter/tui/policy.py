@@ -74,12 +74,13 @@ class PolicyTab(DataTab):
 
     def fetch(self, filters: Any) -> dict[str, Any]:
         from loopmeter.analytics.policy import audit_records, decision_counts
+        from loopmeter.safe_text import printable
 
         store = self.lm.store
         frame = audit_records(store, filters, decision=self.decision_filter, layer=self.layer_filter,
                               run_id=self.run_filter, limit=ROW_LIMIT)
         cells = [(str(r["seq"]), r["ts"].strftime("%m-%d %H:%M"), (r["run_id"] or "—")[-6:], r["layer"], r["action"],
-                  (r["target"] or "")[:22],
+                  Text(printable(r["target"] or "", 22)),
                   Text(r["decision"], style={"deny": "bold red", "ask": "yellow"}.get(r["decision"], "")),
                   (r["rule_id"] or "")[:18]) for r in frame.to_dict(orient="records")]
         return {"cells": cells,
