@@ -197,9 +197,10 @@ def _whole_hours(full: pd.DataFrame, plan: days.Plan, selected: dict[str, str]) 
     hours = full["hour"].cat
     codes = hours.codes.to_numpy()
     mask = np.zeros(len(full), dtype=bool)
-    if plan.first_hour is not None and plan.end_hour is not None:
-        mask = (codes >= hours.categories.searchsorted(days.hour_key(plan.first_hour))) \
-            & (codes < hours.categories.searchsorted(days.hour_key(plan.end_hour)))
+    keys = plan.hour_keys()
+    if keys is not None:
+        first, end = hours.categories.searchsorted(list(keys))
+        mask = (codes >= first) & (codes < end)
         split = hours.categories.get_indexer(sorted(plan.split))
         mask &= ~np.isin(codes, split[split >= 0])
     for dim, value in selected.items():
