@@ -12,11 +12,18 @@ accepted records per second, and p50 / p99 / max request latency.
     python benchmarks/collect.py [--rate 3000] [--seconds 20] [--batch 50] [--workers 4] [--encoding proto|json]
 
 Target (issue 3): >= 2,000 records/s accepted and stored, zero loss.
+
+`--hostile` instead sends, to a fresh collector each, bodies meant to break it (a string
+the store cannot encode, a number it cannot hold, deep nesting, truncated protobuf and
+gzip, a gzip bomb, floods of tiny records, several large bodies at once) between good
+requests, and prints each one's answers, the collector's peak RSS (VmHWM) and how many
+of the good records were stored. Records the store refused are counted as set aside.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import json
 import os
@@ -29,7 +36,10 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -152,6 +162,154 @@ def count_stored(db_url: str, run: str) -> int:
     return value
 
 
+def start_collector(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], int] | None:
+    port = free_port()
+    collector = subprocess.Popen([sys.executable, "-m", "loopmeter", "collect", "--port", str(port), "--json", *args],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return collector, port
+        if collector.poll() is not None or time.time() > deadline:
+            print("collector did not start:", collector.communicate()[1], file=sys.stderr)
+            return None
+        time.sleep(0.05)
+
+
+# -- hostile bodies ------------------------------------------------------------------
+
+MB = 1 << 20
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    from google.protobuf.internal.encoder import _VarintBytes
+
+    return _VarintBytes(number << 3 | 2) + _VarintBytes(len(payload)) + payload
+
+
+def _json_with(run: str, tag: str, attr: str, value: dict[str, str]) -> bytes:
+    """A JSON request of three good records and one whose `attr` is set to `value`."""
+    doc = json.loads(build_payload(0, 4, "json", f"{run}_{tag}"))
+    record = doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"][1]
+    for kv in record["attributes"]:
+        if kv["key"] == attr:
+            kv["value"] = value
+    return json.dumps(doc).encode()
+
+
+def _deep_json(depth: int) -> bytes:
+    body = '{"arrayValue":{"values":[' * depth + '{"stringValue":"x"}' + "]}}" * depth
+    return ('{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"timeUnixNano":"1","body":' + body + "}]}]}]}").encode()
+
+
+def _gzip_zeros(n: int) -> bytes:
+    z = zlib.compressobj(1, wbits=31)
+    return b"".join([z.compress(bytes(MB)) for _ in range(n // MB)] + [z.flush()])
+
+
+def _big_json(run: str, i: int, size: int) -> bytes:
+    doc = json.loads(build_payload(10_000 + i, 1, "json", run))
+    doc["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]["attributes"].append(
+        {"key": "tool_output", "value": {"stringValue": "PLACEHOLDER"}})
+    return json.dumps(doc).encode().replace(b"PLACEHOLDER", b"a" * size)
+
+
+def hostile_cases(run: str) -> list[tuple[str, list[tuple[bytes, str, str | None]], int]]:
+    """(name, [(body, content type, content encoding), ...] sent at once, good records in them)."""
+    js, pb = "application/json", "application/x-protobuf"
+    flood_json = b'{"resourceLogs":[{"scopeLogs":[{"logRecords":[' + b",".join([b"{}"] * 5_000_000) + b"]}]}]}"
+    flood_pb = _field(1, _field(2, b"\x12\x00" * 7_500_000))
+    good = build_payload(0, 3, "proto", f"{run}_trunc")
+    return [
+        ("a lone surrogate in one of 4 records", [(_json_with(run, "sur", "session.id", {"stringValue": "s\ud800"}),
+                                                   js, None)], 3),
+        ("10**30 tokens in one of 4 records", [(_json_with(run, "big", "input_tokens", {"intValue": str(10**30)}),
+                                                js, None)], 3),
+        ("100k nested JSON arrays", [(b'{"resourceLogs":' + b"[" * 100_000 + b"]" * 100_000 + b"}", js, None)], 0),
+        ("JSON values nested 5000 deep", [(_deep_json(5000), js, None)], 0),
+        ("truncated protobuf", [(good[:-7], pb, None)], 0),
+        ("garbage gzip", [(b"\x1f\x8b\x08\x00garbage" * 100, pb, "gzip")], 0),
+        ("truncated gzip", [(gzip.compress(good)[:-12], pb, "gzip")], 0),
+        ("gzip bomb: 1 GB of zeros in 1 MB", [(_gzip_zeros(1024 * MB), pb, "gzip")], 0),
+        ("15 MB of empty JSON records", [(flood_json, js, None)], 0),
+        ("15 MB of empty protobuf records", [(flood_pb, pb, None)], 0),
+        ("three 15 MB JSON floods at once", [(flood_json, js, None)] * 3, 0),
+        ("six 60 MB bodies at once (503s retried)", [(_big_json(run, i, 60 * MB), js, None) for i in range(6)], 6),
+    ]
+
+
+def _post(port: int, body: bytes, content_type: str, encoding: str | None) -> tuple[Any, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    headers = {"Content-Type": content_type, **({"Content-Encoding": encoding} if encoding else {})}
+    try:
+        conn.request("POST", "/v1/logs", body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read()
+    except (OSError, http.client.HTTPException) as exc:
+        return type(exc).__name__, {}, b""
+    finally:
+        conn.close()
+
+
+def _send_retrying(port: int, body: bytes, ctype: str, enc: str | None, answers: list[str], i: int) -> None:
+    status, headers, _ = _post(port, body, ctype, enc)
+    tries = 1
+    while status == 503 and tries < 30:  # an exporter retries after Retry-After
+        time.sleep(float(headers.get("Retry-After", "1")))
+        status, headers, _ = _post(port, body, ctype, enc)
+        tries += 1
+    answers[i] = f"{status}" if tries == 1 else f"503x{tries - 1}>{status}"
+
+
+def _peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def hostile() -> int:
+    run = f"h{os.getpid()}{int(time.time())}"
+    print(f"{'body':42} {'answers':36} {'peak RSS':>9} {'good stored':>12} {'set aside':>9}")
+    failed = False
+    for n, (name, bodies, in_bodies) in enumerate(hostile_cases(run)):
+        home = Path(tempfile.mkdtemp(prefix="lm-collect-hostile-"))
+        db_url = f"sqlite:///{home / 'loopmeter.db'}"
+        started = start_collector({**os.environ, "LOOPMETER_HOME": str(home), "LOOPMETER_DB_URL": db_url})
+        if started is None:
+            return 2
+        collector, port = started
+        tag = f"{run}_{n}"
+        good = 0
+        for k in range(2):  # good records before
+            good += 10 * (_post(port, build_payload(k, 10, "proto", f"{tag}_a"), "application/x-protobuf",
+                                None)[0] == 200)
+        answers: list[str] = [""] * len(bodies)
+        threads = [threading.Thread(target=_send_retrying, args=(port, *b, answers, i)) for i, b in enumerate(bodies)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        peak = _peak_rss_mb(collector.pid)
+        for k in range(2):  # and after
+            good += 10 * (_post(port, build_payload(k, 10, "proto", f"{tag}_b"), "application/x-protobuf",
+                                None)[0] == 200)
+        collector.send_signal(signal.SIGTERM)
+        out, err = collector.communicate(timeout=300)
+        stats = json.loads(out) if out.strip() else {}
+        stored = count_stored(db_url, run)  # a store of its own: every good record of this run
+        expected = good + in_bodies
+        failed |= stored != expected or good != 40 or collector.returncode != 0
+        counts = Counter(answers)
+        shown = ", ".join(f"{k}" if v == 1 else f"{v}x {k}" for k, v in counts.items())
+        print(f"{name:42} {shown:36} {peak:>6.0f} MB {stored:>6}/{expected:<5} {stats.get('dead_lettered', '?'):>9}",
+              flush=True)
+    print("FAIL: good records were lost" if failed else "PASS: every good record sent around them was stored")
+    return 1 if failed else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=3000, help="log records per second to offer (default 3000)")
@@ -160,7 +318,10 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=4, help="concurrent keep-alive connections (default 4)")
     ap.add_argument("--encoding", choices=["proto", "json"], default="proto")
     ap.add_argument("--db-url", help="store to write to (default: SQLite in a temporary LOOPMETER_HOME)")
+    ap.add_argument("--hostile", action="store_true", help="send hostile bodies instead of a load (see above)")
     args = ap.parse_args()
+    if args.hostile:
+        return hostile()
 
     home = Path(tempfile.mkdtemp(prefix="lm-collect-bench-"))
     db_url = args.db_url or f"sqlite:///{home / 'loopmeter.db'}"
@@ -171,18 +332,10 @@ def main() -> int:
     payloads = [build_payload(i, args.batch, args.encoding, run) for i in range(n_requests)]
     sent = n_requests * args.batch
 
-    port = free_port()
-    collector = subprocess.Popen([sys.executable, "-m", "loopmeter", "collect", "--port", str(port), "--json"],
-                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 30
-    while True:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        if collector.poll() is not None or time.time() > deadline:
-            print("collector did not start:", collector.communicate()[1], file=sys.stderr)
-            return 2
-        time.sleep(0.05)
+    started = start_collector(env)
+    if started is None:
+        return 2
+    collector, port = started
 
     with open(f"/proc/{collector.pid}/stat") as fh:  # CPU spent starting, told apart from the load's
         fields = fh.read().rsplit(")", 1)[1].split()

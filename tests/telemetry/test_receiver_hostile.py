@@ -448,3 +448,53 @@ def test_a_body_that_would_need_more_than_the_whole_budget_gets_413(store):
     finally:
         receiver.stop()
     assert set(usage_rows(store)) == _good_keys("fits", 5) and span_rows(store) == []
+
+
+# -- HTTP kept through the move to aiohttp -------------------------------------------
+
+
+def _read_response(sock: Any) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    return data
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(store):
+    import socket
+
+    receiver = Receiver(store, "127.0.0.1", 0, prices=PRICES, max_body=1 * MB, log=lambda line: None)
+    receiver.start()
+    try:
+        body = _good("expect", 5)
+        with socket.create_connection(("127.0.0.1", receiver.port), timeout=30) as sock:
+            sock.sendall(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                         b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % len(body))
+            assert _read_response(sock).startswith(b"HTTP/1.1 100 Continue")  # as curl waits for
+            sock.sendall(body)
+            assert _read_response(sock).startswith(b"HTTP/1.1 200")
+        with socket.create_connection(("127.0.0.1", receiver.port), timeout=30) as sock:
+            sock.sendall(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                         b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (2 * MB))
+            assert _read_response(sock).startswith(b"HTTP/1.1 413")  # refused before a byte of it is sent
+    finally:
+        receiver.stop()
+    assert set(usage_rows(store)) == _good_keys("expect", 5)
+
+
+def test_malformed_chunked_framing_is_a_400_and_the_receiver_carries_on(store):
+    import socket
+
+    receiver = Receiver(store, "127.0.0.1", 0, prices=PRICES, log=lambda line: None)
+    receiver.start()
+    try:
+        with socket.create_connection(("127.0.0.1", receiver.port), timeout=30) as sock:
+            sock.sendall(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n")
+            assert b" 400 " in _read_response(sock).split(b"\r\n")[0]  # aiohttp's parser answers it
+        assert post(receiver.port, "/v1/logs", _good("chunk", 3), chunked=True)[0] == 200
+    finally:
+        receiver.stop()
+    assert set(usage_rows(store)) == _good_keys("chunk", 3)
