@@ -52,7 +52,8 @@ class RunScreen(Screen[None]):
         self._load()
 
     def reload(self) -> None:
-        self._load()
+        if self.is_mounted:  # before that, its tables have no columns yet and on_mount loads it anyway
+            self._load()
 
     @work(thread=True, exclusive=True)
     def _load(self) -> None:
