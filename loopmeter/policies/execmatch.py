@@ -303,6 +303,15 @@ def _ansi_c(s: str, i: int) -> tuple[int, str]:
     raise _Unparseable("unterminated $'")
 
 
+def _expansion(s: str, i: int) -> tuple[int, str, bool, list[str]]:
+    """The `$...` or backquoted expansion at s[i]: (end, text, dynamic, substitution scripts)."""
+    if s[i] == "`":
+        body, end = _backtick(s, i + 1)
+        return end, "`" + body + "`", True, [body]
+    end, text, found, dyn = _dollar(s, i)
+    return end, text, dyn, found
+
+
 def _dquote(s: str, i: int) -> tuple[int, str, bool, list[str]]:
     """Inside "...", starting after the quote: (end, value, dynamic, substitution scripts)."""
     parts: list[str] = []
@@ -317,17 +326,11 @@ def _dquote(s: str, i: int) -> tuple[int, str, bool, list[str]]:
                 parts.append(s[i + 1])
             i += 2
             continue
-        if c == "$":
-            i, text, found, dyn = _dollar(s, i)
+        if c in "$`":
+            i, text, dyn, found = _expansion(s, i)
             parts.append(text)
             dynamic |= dyn
             subs += found
-            continue
-        if c == "`":
-            body, i = _backtick(s, i + 1)
-            subs.append(body)
-            parts.append("`" + body + "`")
-            dynamic = True
             continue
         parts.append(c)
         i += 1
@@ -356,33 +359,21 @@ def _word(s: str, i: int) -> tuple[_Word, int]:
             value.append(s[i + 1:j])
             i = j + 1
             continue
-        if c == '"':
-            i, part, dyn, found = _dquote(s, i + 1)
+        if s.startswith("$'", i):
+            i, part = _ansi_c(s, i + 2)
+            value.append(part)
+            continue
+        if c == '"' or s.startswith('$"', i):  # $"..." is a "..." to translate
+            i, part, dyn, found = _dquote(s, i + 2 if c == "$" else i + 1)
             value.append(part)
             dynamic |= dyn
             subs += found
             continue
-        if c == "$":
-            if s.startswith("'", i + 1):
-                i, part = _ansi_c(s, i + 2)
-                value.append(part)
-                continue
-            if s.startswith('"', i + 1):
-                i, part, dyn, found = _dquote(s, i + 2)
-                value.append(part)
-                dynamic |= dyn
-                subs += found
-                continue
-            i, text, found, dyn = _dollar(s, i)
+        if c in "$`":
+            i, text, dyn, found = _expansion(s, i)
             value.append(text)
             dynamic |= dyn
             subs += found
-            continue
-        if c == "`":
-            body, i = _backtick(s, i + 1)
-            subs.append(body)
-            value.append("`" + body + "`")
-            dynamic = True
             continue
         if c in "*?[":
             is_glob = True
