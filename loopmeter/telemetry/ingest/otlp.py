@@ -196,6 +196,18 @@ def _proto_schema(signal: str) -> _Schema:
     return schema(Req.DESCRIPTOR)
 
 
+def _varint(buf: bytes | bytearray, pos: int) -> tuple[int, int]:
+    """(value, position after it) of the base-128 varint at `pos`; IndexError when the body ends inside it."""
+    value = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return value, pos
+        shift += 7
+
+
 def _count_proto(buf: bytes | bytearray, schema: _Schema, limit: int) -> int:
     """Messages in a protobuf body by its wire format: tags and lengths only."""
     count = 0
@@ -210,32 +222,10 @@ def _count_proto(buf: bytes | bytearray, schema: _Schema, limit: int) -> int:
                     return count
                 pos, end, schema = stack.pop()
                 continue
-            tag = buf[pos]
-            pos += 1
-            if tag & 0x80:
-                tag &= 0x7F
-                shift = 7
-                while True:
-                    b = buf[pos]
-                    pos += 1
-                    tag |= (b & 0x7F) << shift
-                    if not b & 0x80:
-                        break
-                    shift += 7
+            tag, pos = _varint(buf, pos)
             wire = tag & 7
             if wire == 2:  # length-delimited: a message, a string, bytes or packed numbers
-                n = buf[pos]
-                pos += 1
-                if n & 0x80:
-                    n &= 0x7F
-                    shift = 7
-                    while True:
-                        b = buf[pos]
-                        pos += 1
-                        n |= (b & 0x7F) << shift
-                        if not b & 0x80:
-                            break
-                        shift += 7
+                n, pos = _varint(buf, pos)
                 if pos + n > end:
                     raise PayloadError("body is not a protobuf message: a field runs past its end")
                 child = schema.get(tag >> 3)
@@ -250,9 +240,7 @@ def _count_proto(buf: bytes | bytearray, schema: _Schema, limit: int) -> int:
                 stack.append((pos + n, end, schema))
                 end, schema = pos + n, child
             elif wire == 0:
-                while buf[pos] & 0x80:
-                    pos += 1
-                pos += 1
+                _, pos = _varint(buf, pos)
             elif wire == 1:
                 pos += 8
             elif wire == 5:
