@@ -19,7 +19,7 @@ read is the one the user wrote.
 from __future__ import annotations
 
 import os
-import shutil
+import stat
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -169,8 +169,6 @@ def _read_small(path: Path, limit: int = 4096) -> str | None:
     except OSError:
         return None
     try:
-        import stat
-
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
         return os.read(fd, limit).decode("utf-8", errors="replace")
@@ -180,8 +178,6 @@ def _read_small(path: Path, limit: int = 4096) -> str | None:
 
 def _real_dir(path: Path) -> bool:
     try:
-        import stat
-
         return stat.S_ISDIR(os.lstat(path).st_mode)
     except OSError:
         return False
@@ -271,13 +267,6 @@ def restore_dotgit(layout: GitLayout) -> bool:
 
 def remove_path(path: Path) -> None:
     """Remove a file, link or folder without following any link (a link goes, not its target)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    import stat
+    from loopmeter import safefs
 
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)  # fd-based on Linux: links inside are removed, never followed
-    else:
-        os.unlink(path)
+    safefs.remove(path.parent, path.name)

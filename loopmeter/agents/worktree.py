@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from loopmeter.hostgit import HostGit
 
 __all__ = ["GIT_IDENTITY", "CACHE_EXCLUDES", "attempt_git", "commit_all", "create_worktree", "diffstat",
-           "open_repo", "remove_worktree", "repo_from_dir"]
+           "open_repo", "repo_from_dir"]
 
 # byproducts of running a check, not the agent's work
 CACHE_EXCLUDES = (":(exclude,glob)**/__pycache__/**", ":(exclude,glob)**/.pytest_cache/**", ":(exclude,glob)**/*.pyc")
@@ -134,17 +134,3 @@ def diffstat(repo_path: Path, worktree: Path, base_commit: str) -> dict[str, Any
         insertions += int(parts[0]) if parts[0].isdigit() else 0
         deletions += int(parts[1]) if parts[1].isdigit() else 0
     return {"files": files, "insertions": insertions, "deletions": deletions}
-
-
-def remove_worktree(repo_path: Path, worktree: Path) -> None:
-    """Remove the worktree's folder and the repository's record of it, following no link."""
-    from loopmeter.hostgit import remove_path, worktree_layout
-
-    with _WORKTREE_LOCK:
-        try:
-            layout = worktree_layout(repo_path, worktree)
-        except LoopmeterError:
-            layout = None
-        remove_path(worktree)
-        if layout is not None:
-            remove_path(layout.git_dir)
