@@ -59,11 +59,35 @@ def m0004_run_active_time(conn: Connection) -> None:
     _add_column(conn, "run", "active_s", "FLOAT")
 
 
+def _create(conn: Connection, *tables: type[SQLModel]) -> None:
+    for table in tables:
+        table.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
+    _create_missing_indexes(conn)
+
+
+def m0005_sessions(conn: Connection) -> None:
+    # where each agent session worked (cwd, branch, repository), once per session
+    _create(conn, models.Session)
+
+
+def m0006_pull_requests(conn: Connection) -> None:
+    # code-host outcomes: pull requests, commits on default branches, sync cursors
+    _create(conn, models.PullRequest, models.RepoCommit, models.SyncCursor)
+
+
+def m0007_vendor_usage(conn: Connection) -> None:
+    # usage and charges read from the vendors' admin APIs
+    _create(conn, models.VendorUsage)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_initial", m0001_initial),
     ("0002_price_hash_and_iterations", m0002_price_hash_and_iterations),
     ("0003_usage_hour", m0003_usage_hour),
     ("0004_run_active_time", m0004_run_active_time),
+    ("0005_sessions", m0005_sessions),
+    ("0006_pull_requests", m0006_pull_requests),
+    ("0007_vendor_usage", m0007_vendor_usage),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # a current SQLite store is recognised, and a new one created, without this module

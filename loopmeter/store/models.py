@@ -285,6 +285,118 @@ class Outcome(SQLModel, table=True):
     merged_at: datetime | None = None
 
 
+class Session(SQLModel, table=True):
+    """Where one agent session worked, stored once per session (not per usage row): its
+    working directory, branch and commit, resolved to a repository identity (the normalised
+    remote URL when known, else the git top-level path). Usage rows join on
+    (source, session_id). Filled by ingest (agent logs, OTLP) and by loop runs (schema 5)."""
+
+    __tablename__ = "session"
+    __table_args__ = (Index("ix_session_repo_branch", "repo", "branch"),)
+
+    source: str = Field(primary_key=True, max_length=64)  # the usage rows' `source`
+    session_id: str = Field(primary_key=True, max_length=256)
+    agent: str | None = Field(default=None, max_length=128)
+    user: str | None = Field(default=None, max_length=128)
+    cwd: str | None = Field(default=None, sa_column=Column(Text))
+    branch: str | None = Field(default=None, max_length=256)
+    commit: str | None = Field(default=None, max_length=64)
+    repo: str | None = Field(default=None, sa_column=Column(Text))  # identity: see loopmeter.outcomes
+    repo_url: str | None = Field(default=None, sa_column=Column(Text))
+    first_ts: datetime | None = None
+    last_ts: datetime | None = None
+
+
+class PullRequest(SQLModel, table=True):
+    """One pull request (or merge request) on a code host, or a branch landed on the default
+    branch seen in local git, with what tied it to an agent (schema 6)."""
+
+    __tablename__ = "pull_request"
+    __table_args__ = (Index("ix_pull_request_branch", "repo", "branch"),)
+
+    repo: str = Field(primary_key=True, max_length=512)  # repository identity
+    number: int = Field(primary_key=True)
+    host: str = Field(default="github", max_length=32)  # github | gitlab | git
+    title: str | None = Field(default=None, sa_column=Column(Text))
+    branch: str | None = Field(default=None, max_length=256)
+    base: str | None = Field(default=None, max_length=256)
+    state: str = Field(default="open", max_length=16)  # open | merged | closed
+    author: str | None = Field(default=None, max_length=256)
+    author_is_bot: bool = False
+    created_at: datetime | None = None
+    merged_at: datetime | None = None
+    closed_at: datetime | None = None
+    merge_sha: str | None = Field(default=None, max_length=64)
+    first_review_at: datetime | None = None
+    changes_requested: int = 0
+    commits_after_review: int = 0
+    agents: str | None = Field(default=None, sa_column=Column(Text))  # JSON list of agent names
+    runs: str | None = Field(default=None, sa_column=Column(Text))  # JSON list of Loopmeter-Run ids
+    reverted_at: datetime | None = None
+    reverted_by: str | None = Field(default=None, max_length=128)  # the revert's PR number or sha
+    updated_at: datetime | None = None
+
+
+class RepoCommit(SQLModel, table=True):
+    """A commit on a repository's default branch: when it landed there, the agents its
+    trailers name, and the commit it reverts (schema 6)."""
+
+    __tablename__ = "repo_commit"
+
+    repo: str = Field(primary_key=True, max_length=512)
+    sha: str = Field(primary_key=True, max_length=64)
+    landed_at: datetime | None = None
+    authored_at: datetime | None = None
+    author: str | None = Field(default=None, max_length=256)
+    agents: str | None = Field(default=None, sa_column=Column(Text))  # JSON list
+    run_id: str | None = Field(default=None, max_length=32)
+    reverts: str | None = Field(default=None, max_length=64)
+    pr_number: int | None = None
+
+
+class SyncCursor(SQLModel, table=True):
+    """How far a code host or vendor API has been read, per (source, scope): incremental
+    sync, last error and when (schema 6)."""
+
+    __tablename__ = "sync_cursor"
+
+    source: str = Field(primary_key=True, max_length=64)  # e.g. github, git, anthropic-admin
+    scope: str = Field(primary_key=True, max_length=512)  # a repository, an organisation, a report
+    cursor: str | None = Field(default=None, sa_column=Column(Text))  # JSON
+    synced_at: datetime | None = None
+    rows: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    last_error_at: datetime | None = None
+
+
+class VendorUsage(SQLModel, table=True):
+    """One figure from a vendor's admin API: a day (or event) of usage or charges for a
+    user and model, with its provenance tier (`billed` or `vendor`). `key` makes a re-sync
+    replace, never add (schema 7)."""
+
+    __tablename__ = "vendor_usage"
+    __table_args__ = (Index("ix_vendor_usage_date", "date", "vendor"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(sa_column_kwargs={"unique": True}, max_length=512)
+    vendor: str = Field(max_length=32)  # anthropic | openai | cursor | windsurf | copilot
+    report: str = Field(max_length=64)  # which endpoint it came from
+    date: str = Field(max_length=10)  # YYYY-MM-DD, UTC, as the vendor buckets it
+    ts: datetime | None = None  # for per-event rows
+    tier: str = Field(max_length=16)  # billed | vendor
+    vendor_user: str | None = Field(default=None, max_length=256)  # email, key name, id
+    user: str | None = Field(default=None, max_length=128)  # mapped loopmeter user
+    model: str | None = Field(default=None, max_length=256)
+    cost_usd: float | None = None
+    credits: float | None = None
+    input_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
+    output_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
+    cache_read_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
+    cache_write_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
+    requests: int | None = Field(default=None, sa_column=Column(BigInteger))
+    extra: str | None = Field(default=None, sa_column=Column(Text))  # JSON: what else the vendor said
+
+
 class Meta(SQLModel, table=True):
     """Applied migrations (name -> time)."""
 
@@ -294,4 +406,7 @@ class Meta(SQLModel, table=True):
     applied_at: datetime
 
 
-ALL_TABLES = [Usage, UsageHour, Run, Attempt, Iteration, Span, Audit, EvalResult, IngestCursor, Outcome, Meta]
+ALL_TABLES = [
+    Usage, UsageHour, Run, Attempt, Iteration, Span, Audit, EvalResult, IngestCursor, Outcome,
+    Session, PullRequest, RepoCommit, SyncCursor, VendorUsage, Meta,
+]

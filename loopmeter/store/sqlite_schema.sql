@@ -105,9 +105,9 @@ CREATE TABLE attempt (
 	applied_at DATETIME, 
 	PRIMARY KEY (id)
 );
-CREATE INDEX ix_attempt_run ON attempt (run_id);
 CREATE INDEX ix_attempt_started ON attempt (started_at);
 CREATE INDEX ix_attempt_agent ON attempt (agent, model);
+CREATE INDEX ix_attempt_run ON attempt (run_id);
 CREATE TABLE iteration (
 	id INTEGER NOT NULL, 
 	attempt_id VARCHAR(64) NOT NULL, 
@@ -162,8 +162,8 @@ CREATE TABLE audit (
 	PRIMARY KEY (seq)
 );
 CREATE INDEX ix_audit_decision ON audit (decision);
-CREATE INDEX ix_audit_ts ON audit (ts);
 CREATE INDEX ix_audit_run ON audit (run_id);
+CREATE INDEX ix_audit_ts ON audit (ts);
 CREATE TABLE eval_result (
 	id INTEGER NOT NULL, 
 	run_id VARCHAR(32) NOT NULL, 
@@ -214,4 +214,89 @@ CREATE TABLE outcome (
 	PRIMARY KEY (sha)
 );
 CREATE INDEX ix_outcome_run ON outcome (run_id);
+CREATE TABLE session (
+	source VARCHAR(64) NOT NULL, 
+	session_id VARCHAR(256) NOT NULL, 
+	agent VARCHAR(128), 
+	user VARCHAR(128), 
+	cwd TEXT, 
+	branch VARCHAR(256), 
+	"commit" VARCHAR(64), 
+	repo TEXT, 
+	repo_url TEXT, 
+	first_ts DATETIME, 
+	last_ts DATETIME, 
+	PRIMARY KEY (source, session_id)
+);
+CREATE INDEX ix_session_repo_branch ON session (repo, branch);
+CREATE TABLE pull_request (
+	repo VARCHAR(512) NOT NULL, 
+	number INTEGER NOT NULL, 
+	host VARCHAR(32) NOT NULL, 
+	title TEXT, 
+	branch VARCHAR(256), 
+	base VARCHAR(256), 
+	state VARCHAR(16) NOT NULL, 
+	author VARCHAR(256), 
+	author_is_bot BOOLEAN NOT NULL, 
+	created_at DATETIME, 
+	merged_at DATETIME, 
+	closed_at DATETIME, 
+	merge_sha VARCHAR(64), 
+	first_review_at DATETIME, 
+	changes_requested INTEGER NOT NULL, 
+	commits_after_review INTEGER NOT NULL, 
+	agents TEXT, 
+	runs TEXT, 
+	reverted_at DATETIME, 
+	reverted_by VARCHAR(128), 
+	updated_at DATETIME, 
+	PRIMARY KEY (repo, number)
+);
+CREATE INDEX ix_pull_request_branch ON pull_request (repo, branch);
+CREATE TABLE repo_commit (
+	repo VARCHAR(512) NOT NULL, 
+	sha VARCHAR(64) NOT NULL, 
+	landed_at DATETIME, 
+	authored_at DATETIME, 
+	author VARCHAR(256), 
+	agents TEXT, 
+	run_id VARCHAR(32), 
+	reverts VARCHAR(64), 
+	pr_number INTEGER, 
+	PRIMARY KEY (repo, sha)
+);
+CREATE TABLE sync_cursor (
+	source VARCHAR(64) NOT NULL, 
+	scope VARCHAR(512) NOT NULL, 
+	cursor TEXT, 
+	synced_at DATETIME, 
+	rows INTEGER NOT NULL, 
+	last_error TEXT, 
+	last_error_at DATETIME, 
+	PRIMARY KEY (source, scope)
+);
+CREATE TABLE vendor_usage (
+	id INTEGER NOT NULL, 
+	"key" VARCHAR(512) NOT NULL, 
+	vendor VARCHAR(32) NOT NULL, 
+	report VARCHAR(64) NOT NULL, 
+	date VARCHAR(10) NOT NULL, 
+	ts DATETIME, 
+	tier VARCHAR(16) NOT NULL, 
+	vendor_user VARCHAR(256), 
+	user VARCHAR(128), 
+	model VARCHAR(256), 
+	cost_usd FLOAT, 
+	credits FLOAT, 
+	input_tokens BIGINT, 
+	output_tokens BIGINT, 
+	cache_read_tokens BIGINT, 
+	cache_write_tokens BIGINT, 
+	requests BIGINT, 
+	extra TEXT, 
+	PRIMARY KEY (id), 
+	UNIQUE ("key")
+);
+CREATE INDEX ix_vendor_usage_date ON vendor_usage (date, vendor);
 CREATE INDEX ix_usage_run ON usage (run_id, attempt_id) WHERE run_id IS NOT NULL;
