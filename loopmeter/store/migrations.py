@@ -62,7 +62,8 @@ def m0004_run_active_time(conn: Connection) -> None:
 def _create(conn: Connection, *tables: type[SQLModel]) -> None:
     for table in tables:
         table.__table__.create(conn, checkfirst=True)  # type: ignore[attr-defined]
-    _create_missing_indexes(conn)
+        for index in table.__table__.indexes:  # type: ignore[attr-defined]
+            index.create(conn, checkfirst=True)
 
 
 def m0005_sessions(conn: Connection) -> None:
