@@ -24,7 +24,10 @@ def _add_column(conn: Connection, table: str, column: str, ddl_type: str) -> Non
 
 
 def _create_missing_indexes(conn: Connection) -> None:
+    existing = set(inspect(conn).get_table_names())
     for table in SQLModel.metadata.sorted_tables:
+        if table.name not in existing:  # a later migration creates it, with its indexes
+            continue
         for index in table.indexes:
             index.create(conn, checkfirst=True)
 
