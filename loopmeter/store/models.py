@@ -335,6 +335,8 @@ class PullRequest(SQLModel, table=True):
     reverted_at: datetime | None = None
     reverted_by: str | None = Field(default=None, max_length=128)  # the revert's PR number or sha
     updated_at: datetime | None = None
+    reverts: int | None = None  # the PR number this PR reverts ("Reverts owner/repo#N")
+    shas: str | None = Field(default=None, sa_column=Column(Text))  # JSON list of the PR's commit shas
 
 
 class RepoCommit(SQLModel, table=True):

@@ -105,8 +105,8 @@ CREATE TABLE attempt (
 	applied_at DATETIME, 
 	PRIMARY KEY (id)
 );
-CREATE INDEX ix_attempt_started ON attempt (started_at);
 CREATE INDEX ix_attempt_agent ON attempt (agent, model);
+CREATE INDEX ix_attempt_started ON attempt (started_at);
 CREATE INDEX ix_attempt_run ON attempt (run_id);
 CREATE TABLE iteration (
 	id INTEGER NOT NULL, 
@@ -161,8 +161,8 @@ CREATE TABLE audit (
 	hash VARCHAR(64) NOT NULL, 
 	PRIMARY KEY (seq)
 );
-CREATE INDEX ix_audit_decision ON audit (decision);
 CREATE INDEX ix_audit_run ON audit (run_id);
+CREATE INDEX ix_audit_decision ON audit (decision);
 CREATE INDEX ix_audit_ts ON audit (ts);
 CREATE TABLE eval_result (
 	id INTEGER NOT NULL, 
@@ -251,6 +251,8 @@ CREATE TABLE pull_request (
 	reverted_at DATETIME, 
 	reverted_by VARCHAR(128), 
 	updated_at DATETIME, 
+	reverts INTEGER, 
+	shas TEXT, 
 	PRIMARY KEY (repo, number)
 );
 CREATE INDEX ix_pull_request_branch ON pull_request (repo, branch);
