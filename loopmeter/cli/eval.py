@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from loopmeter.errors import LoopmeterError
+from loopmeter.vocab import RunStatus
 
 app = typer.Typer(help="Evals: run a gold suite against agents or models and compare them.", no_args_is_help=True)
 
@@ -69,9 +70,9 @@ def _finish(outcome: Any, store: Any, json_out: bool, started_wall: float) -> No
     if not json_out:
         typer.echo(f"run {outcome.run_id}: {outcome.status}, {outcome.ran} cell(s) run in {outcome.wall_s:.1f}s"
                    + (f", {outcome.already} from before" if outcome.already else ""))
-    if outcome.status == "cancelled":
+    if outcome.status == RunStatus.CANCELLED:
         raise typer.Exit(130)
-    if outcome.status == "budget":
+    if outcome.status == RunStatus.BUDGET:
         typer.echo(f"stopped: --max-usd spent; `loopmeter eval resume {outcome.run_id} --max-usd X` continues",
                    err=True)
         raise typer.Exit(1)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from loopmeter.errors import LoopmeterError
+from loopmeter.vocab import RunStatus
 
 if TYPE_CHECKING:
     from loopmeter.agents.loop import RunResult
@@ -215,10 +216,10 @@ def _finish(result: RunResult, json_out: bool) -> None:
         typer.echo(json.dumps(run_object(default_store(), result.run_id), indent=2, default=str))
     else:
         print_attempts(result)
-    if result.status == "waiting":
+    if result.status == RunStatus.WAITING:
         typer.echo(f"run {result.run_id} is waiting for approval: `loopmeter approve {result.run_id}` "
                    f"or `loopmeter deny {result.run_id}`", err=True)
-    raise typer.Exit(0 if result.status == "passed" else 1)
+    raise typer.Exit(0 if result.status == RunStatus.PASSED else 1)
 
 
 def print_attempts(result: RunResult) -> None:
@@ -246,7 +247,7 @@ def print_attempts(result: RunResult) -> None:
         win = next(a for a in result.attempts if a.id == result.winner)
         typer.echo(f"winner: {win.agent}{':' + win.model if win.model else ''} on branch {win.branch}"
                    f" — `loopmeter apply {result.run_id}` merges it")
-    elif result.status != "waiting":
+    elif result.status != RunStatus.WAITING:
         typer.echo("no attempt passed its check")
 
 

@@ -28,6 +28,7 @@ from loopmeter.analytics.work import work_cost
 from loopmeter.errors import LoopmeterError
 from loopmeter.evals.suite import Suite, load_suite
 from loopmeter.evals.task import Task, task_policy
+from loopmeter.vocab import AttemptStatus, RunStatus
 
 Event = Callable[[dict[str, Any]], None]
 
@@ -125,7 +126,7 @@ class CellResult:
 class EvalOutcome:
     run_id: str
     suite: str
-    status: str  # completed, budget, cancelled
+    status: RunStatus  # completed, budget, cancelled
     ran: int  # cells run now
     already: int  # cells found stored (resume)
     total: int
@@ -233,13 +234,13 @@ def _coding_attempt(cell: Cell, run_id: str, options: EvalOptions, store: Any, r
     if not options.keep_worktrees and att.worktree:
         shutil.rmtree(att.worktree, ignore_errors=True)
     error_kind = None
-    if att.status == "error":
+    if att.status == AttemptStatus.ERROR:
         # the loop writes "infra: ...", "auth: ...", "not_installed: ..." or "error: ..." (git, store, sandbox)
         prefix = (att.stop_reason or "").split(":", 1)[0].strip().lower()
         error_kind = prefix if prefix in INFRA_STOPS else "infra"
-    elif att.status == "cancelled":
+    elif att.status == AttemptStatus.CANCELLED:
         error_kind = "cancelled"
-    passed = att.status == "passed"
+    passed = att.status == AttemptStatus.PASSED
     cost = work_cost(att.cost_usd, att.unpriced_calls)  # no model call (oracle, nop, a crash) costs $0
     return CellResult(
         passed=passed, score=1.0 if passed else 0.0, wall_s=att.wall_s, attempt_id=att.id,
@@ -334,7 +335,7 @@ def start_eval(suite_ref: str | Path, agent_specs: list[str], options: EvalOptio
               "cells_total": len(plan(suite, configs, options.epochs))}
     from loopmeter.config import load_settings
 
-    store.save(Run(id=run_id, kind="eval", task=f"eval {suite.name}", suite=suite.name, status="running",
+    store.save(Run(id=run_id, kind="eval", task=f"eval {suite.name}", suite=suite.name, status=RunStatus.RUNNING,
                    user=load_settings().user, policy=options.policy, config=json.dumps(config),
                    started_at=utcnow()))
     return _execute(run_id, suite, configs, options, store=store, on_event=on_event, cancel=cancel)
@@ -356,7 +357,7 @@ def resume_eval(run_id: str, *, store: Any, concurrency: int | None = None, max_
     ref = config.get("suite_ref", "")
     suite = load_suite(ref if ref == "gold" else config.get("suite_path", ref))
     configs = parse_configs(config.get("agents", []), suite.kind)
-    run.status, run.ended_at = "running", None
+    run.status, run.ended_at = RunStatus.RUNNING, None
     run.config = json.dumps({**config, "options": asdict(options)})
     store.save(run)
     return _execute(run_id, suite, configs, options, store=store, on_event=on_event, cancel=cancel)
@@ -377,7 +378,7 @@ def _execute(run_id: str, suite: Suite, configs: list[EvalConfig], options: Eval
     cancel = cancel or threading.Event()
     spent = _spent(store, run_id)
     lock = threading.Lock()
-    status = "completed"
+    status = RunStatus.COMPLETED
     ran = 0
 
     def one(cell: Cell) -> CellResult:
@@ -401,11 +402,11 @@ def _execute(run_id: str, suite: Suite, configs: list[EvalConfig], options: Eval
             while queue or running:
                 while queue and len(running) < options.concurrency and not cancel.is_set():
                     if options.max_usd is not None and spent >= options.max_usd:
-                        status = "budget"
+                        status = RunStatus.BUDGET
                         break
                     cell = queue.pop(0)
                     running[pool.submit(one, cell)] = cell
-                if status == "budget" or cancel.is_set():
+                if status == RunStatus.BUDGET or cancel.is_set():
                     queue.clear()
                 if not running:
                     break
@@ -424,9 +425,9 @@ def _execute(run_id: str, suite: Suite, configs: list[EvalConfig], options: Eval
                           "done": already + ran, "total": len(cells)})
     except KeyboardInterrupt:
         cancel.set()
-        status = "cancelled"
+        status = RunStatus.CANCELLED
     if cancel.is_set():
-        status = "cancelled"
+        status = RunStatus.CANCELLED
     run = store.get(Run, run_id)
     if run is not None:
         run.status = status
