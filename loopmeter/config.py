@@ -85,6 +85,10 @@ class Settings:
     max_minutes: float = 20.0
     audit_anchor_copy: Path | None = None
     value: ValueModel = field(default_factory=ValueModel)
+    # [vendors.NAME] tables (api_url, and what a connector reads, e.g. credit_usd), your own file only
+    vendors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # [people]: a vendor's user (email, API key name) -> the loopmeter user, your own file only
+    people: dict[str, str] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)  # where each setting came from
     ignored: list[IgnoredSetting] = field(default_factory=list)  # repo settings that were not applied
 
@@ -158,11 +162,34 @@ def _apply(settings: Settings, data: dict[str, Any], origin: str) -> None:
                 raise ConfigError(f"{origin}: setting '{key}' has a bad value {raw!r}: {exc}") from exc
         elif key_n == "value" and isinstance(raw, dict):
             _apply(settings, raw, origin)
+        elif key_n in _TABLE_KEYS:
+            _apply_table(settings, key_n, raw, origin)
         else:
             raise ConfigError(
                 f"{origin}: unknown setting '{key}'",
-                hint="known settings: " + ", ".join(sorted([*_SIMPLE_KEYS, *_VALUE_KEYS])),
+                hint="known settings: " + ", ".join(sorted([*_SIMPLE_KEYS, *_VALUE_KEYS, *_TABLE_KEYS])),
             )
+
+
+# Tables only the user's own loopmeter.toml may hold: a repository choosing where a vendor key
+# is sent could read the key, and one renaming people could move spend between them.
+_TABLE_KEYS = ("vendors", "people")
+
+
+def _apply_table(settings: Settings, key: str, raw: Any, origin: str) -> None:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{origin}: [{key}] must be a table", hint=f"e.g. [{key}.anthropic] or [{key}]")
+    if key == "people":
+        for name, user in raw.items():
+            if not isinstance(user, str) or not user:
+                raise ConfigError(f"{origin}: [people] {name!r} must name a loopmeter user (a string), not {user!r}",
+                                  hint='e.g. "alice@example.com" = "alice"')
+            settings.people[str(name)] = user
+        return
+    for vendor, table in raw.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{origin}: [vendors.{vendor}] must be a table", hint='e.g. api_url = "https://..."')
+        settings.vendors.setdefault(str(vendor).lower(), {}).update(table)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -229,6 +256,8 @@ def _repo_section(settings: Settings, section: dict[str, Any], pyproject: Path, 
         reason = None
         if key_n == TRUST_KEY:
             reason, allow = "only your own loopmeter.toml can trust a repository", f"set it in {home_file}"
+        elif key_n in _TABLE_KEYS:
+            reason, allow = "only your own loopmeter.toml sets vendor endpoints and people", f"set it in {home_file}"
         elif key_n in REPO_GUARDED and key_n not in trusted:
             if _convert(key_n, raw, origin) != getattr(settings, key_n):  # asking for what is set anyway is fine
                 reason = REPO_GUARDED[key_n]

@@ -25,6 +25,19 @@ PROVIDERS: dict[str, str] = {
     "together": "TOGETHER_API_KEY",
 }
 
+# vendor admin/analytics keys (loopmeter/vendors/): read by `loopmeter vendors sync` on the host only,
+# never handed to a sandbox (loopmeter/sandbox/runner.py refuses them whatever a policy says)
+VENDOR_KEYS: dict[str, str] = {
+    "anthropic-admin": "ANTHROPIC_ADMIN_API_KEY",
+    "openai-admin": "OPENAI_ADMIN_KEY",
+    "cursor-admin": "CURSOR_ADMIN_API_KEY",
+    "windsurf": "WINDSURF_SERVICE_KEY",
+    "github": "GITHUB_TOKEN",
+}
+# admin keys no sandbox ever gets, whatever a policy says (GITHUB_TOKEN is also an ordinary token
+# a policy may hand to an agent on purpose)
+NEVER_IN_SANDBOX = tuple(var for name, var in VENDOR_KEYS.items() if name != "github")
+
 
 @dataclass
 class KeyStatus:
@@ -37,12 +50,14 @@ class KeyStatus:
 def env_var(provider: str) -> str:
     from loopmeter.errors import LoopmeterError
 
-    try:
-        return PROVIDERS[provider.lower()]
-    except KeyError:
-        raise LoopmeterError(
-            f"unknown provider '{provider}'", hint="known providers: " + ", ".join(sorted(PROVIDERS))
-        ) from None
+    name = provider.lower()
+    if name in PROVIDERS:
+        return PROVIDERS[name]
+    if name in VENDOR_KEYS:
+        return VENDOR_KEYS[name]
+    raise LoopmeterError(
+        f"unknown provider '{provider}'", hint="known providers: " + ", ".join(sorted([*PROVIDERS, *VENDOR_KEYS]))
+    )
 
 
 def keyring_usable() -> tuple[bool, str]:
@@ -91,7 +106,7 @@ def get_key(provider: str, env: Mapping[str, str] | None = None) -> tuple[str | 
 def status(env: Mapping[str, str] | None = None, use_keyring: bool = True) -> list[KeyStatus]:
     environ: Mapping[str, str] = os.environ if env is None else env
     out = []
-    for provider, var in PROVIDERS.items():
+    for provider, var in [*PROVIDERS.items(), *VENDOR_KEYS.items()]:
         if environ.get(var):
             out.append(KeyStatus(provider, var, True, "env"))
         elif use_keyring and _from_keyring(provider):

@@ -65,3 +65,19 @@ class CostSource(StrEnum):
     REPORTED = "reported"  # the agent or the API said so
     CALCULATED = "calculated"  # tokens x the price table (its sha256 is kept on the row)
     UNPRICED = "unpriced"  # no known price: cost_usd is NULL, never $0
+
+
+class Tier(StrEnum):
+    """Where a spend figure comes from, best first: a vendor's charge, the vendor's own usage or
+    estimate, what an agent said, tokens times the price table. The same calls seen at two tiers
+    are never summed: loopmeter/analytics/tiers.py takes the best tier per day and vendor."""
+
+    BILLED = "billed"
+    VENDOR = "vendor"
+    REPORTED = "reported"  # = CostSource.REPORTED
+    CALCULATED = "calculated"  # = CostSource.CALCULATED
+
+    @property
+    def rank(self) -> int:
+        """0 for billed, the best; higher is weaker."""
+        return list(Tier).index(self)

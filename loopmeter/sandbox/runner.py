@@ -73,6 +73,14 @@ class Runner:
             if name in out:
                 out.pop(name)
                 refused.add(name)
+        # vendor admin keys (loopmeter vendors sync) never enter a sandbox, whatever a policy says
+        from loopmeter.secrets import NEVER_IN_SANDBOX
+
+        for name in NEVER_IN_SANDBOX:
+            for found in (out, handed):
+                if name in found:
+                    found.pop(name)
+                    refused.add(name)
         return out, handed, sorted(refused)
 
     def run(self, argv: list[str], *, workdir: Path, policy: Policy, role: str, actor: str,

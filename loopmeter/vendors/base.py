@@ -1,0 +1,655 @@
+"""What every vendor connector shares: the protocol, the registry, one HTTP client, keys, the sync.
+
+Adding a connector
+------------------
+1. Write `loopmeter/vendors/<name>.py` with a module-level `CONNECTOR = Connector(...)`:
+
+       CONNECTOR = Connector(
+           name="cursor",                       # `loopmeter vendors sync cursor`, vendor_usage.vendor
+           title="Cursor Admin API",            # used in messages
+           key_name="cursor-admin",             # `loopmeter auth set cursor-admin`; env var in secrets.VENDOR_KEYS
+           default_url="https://api.cursor.com",
+           auth=lambda key: Auth(headers={"Authorization": basic(key, "")}),   # or Auth(body={...})
+           reports=(Report("filtered-usage-events", fetch_events),
+                    Report("spend", fetch_spend, window=False)),
+       )
+
+   and add `<name>` to `BUILTIN` below if it is not there (a listed module that does not
+   exist yet is skipped, so the list may run ahead of the code).
+2. A report's `fetch(ctx)` yields `VendorRow`s for the UTC days `ctx.start`..`ctx.end`
+   (inclusive), calling the vendor only through `ctx.http` (`get`, `post`, `paginate`,
+   `download`): it follows the vendor's paging, waits on 429 (`Retry-After`, capped), retries
+   5xx and network errors a bounded number of times, and turns 401/403 into one line naming
+   the key and how to set it. Never build another httpx client.
+3. Every number from the server goes through `count`, `amount` (with its unit: cents or
+   dollars, strings or numbers) and `day`; a result that fails raises ValueError/TypeError/
+   KeyError inside `ctx.each(items, parse)`, which counts it as malformed and skips it.
+4. Each row has a `key` unique within its report (the sync prefixes vendor and report);
+   the same figure must get the same key on every sync. Rows of a `window` report replace
+   everything stored for that report on the days synced (a vendor's late corrections win);
+   `window=False` reports (a snapshot, e.g. a billing cycle so far) replace by key only.
+   Aggregate per day, user and model where the vendor gives events: a row is a figure
+   people read, not a call.
+5. `tier` is `billed` for what the vendor charges, `vendor` for its own usage figures and
+   estimates (vocab.Tier). Leave a field None when the vendor does not say it (never 0).
+   Windsurf-like credits go in `credits`; `cost_usd` only when the user configured a price
+   (`ctx.options`, from `[vendors.NAME]` in loopmeter.toml).
+6. A scripted server following the documented shapes goes in tests/servers/, a test in
+   tests/vendors/.
+
+The sync (`sync`) keeps one `sync_cursor` row per (vendor, report): the last day read in
+full, when, how many rows, the last error. The next sync starts `overlap_days` before it.
+The key is read from the keyring or the environment here, given to the client for its
+headers or body, and never written to the store, a log, an error message or a sandbox.
+"""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import urlsplit
+
+from loopmeter.errors import ConfigError, LoopmeterError
+from loopmeter.vocab import Tier
+
+# connector modules under loopmeter/vendors/, in the order `vendors sync` runs them
+BUILTIN = ("anthropic", "openai", "cursor", "windsurf", "copilot")
+
+MAX_PAGES = 10_000  # a server that never stops paging is an error, not a hang
+MAX_RESPONSE_BYTES = 64 << 20
+MAX_RETRY_AFTER_S = 60.0
+MAX_429_WAITS = 8
+RETRIES_5XX = 3
+BACKOFF_S = 0.5  # before the first retry of a 5xx or a network error; doubled each time
+MAX_AMOUNT = 1e12  # dollars, cents or credits beyond this are malformed
+MAX_COUNT = 10**15
+
+
+class VendorError(LoopmeterError):
+    """A vendor API answered with an error or something unreadable; one line, key never in it."""
+
+    exit_code = 1
+
+
+class VendorAuthError(VendorError):
+    """No key, or the vendor refused it (401/403)."""
+
+
+@dataclass(frozen=True)
+class Auth:
+    """How the key travels: in headers (most vendors) or merged into every JSON body (Windsurf)."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class VendorRow:
+    """One figure from a vendor; becomes a `vendor_usage` row (store/models.py VendorUsage)."""
+
+    key: str  # unique within its (vendor, report); stable across syncs
+    date: str  # YYYY-MM-DD, the vendor's (UTC) day
+    tier: str  # vocab.Tier: billed | vendor
+    vendor_user: str | None = None  # email, API key name or id, as the vendor says it
+    model: str | None = None
+    cost_usd: float | None = None
+    credits: float | None = None
+    input_tokens: int | None = None  # uncached input only (cache reads and writes apart)
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    requests: int | None = None
+    ts: datetime | None = None  # for a per-event row
+    extra: dict[str, Any] | None = None  # what else the vendor said (sessions, commits, lines...)
+
+
+@dataclass
+class SyncContext:
+    """What a report's fetch gets: the client, the days to read, options, the previous cursor."""
+
+    vendor: str
+    report: str
+    http: VendorHttp
+    start: date  # first UTC day to read
+    end: date  # last UTC day to read (today, usually)
+    now: datetime
+    options: dict[str, Any] = field(default_factory=dict)  # [vendors.NAME] in loopmeter.toml, without api_url
+    cursor: dict[str, Any] = field(default_factory=dict)  # what the previous sync saved
+    cursor_out: dict[str, Any] = field(default_factory=dict)  # extra state to save (besides "through")
+    malformed: int = 0
+
+    def each(self, items: Any, parse: Callable[[Any], Iterable[VendorRow] | VendorRow | None]) -> Iterator[VendorRow]:
+        """parse(item) for every item of a list; a malformed item (or a non-list) is counted and skipped."""
+        if not isinstance(items, list):
+            if items is not None:
+                self.malformed += 1
+            return
+        for item in items:
+            try:
+                out = parse(item)
+                rows = [] if out is None else [out] if isinstance(out, VendorRow) else list(out)
+            except (ValueError, TypeError, KeyError, AttributeError, ArithmeticError):
+                self.malformed += 1
+                continue
+            yield from rows
+
+    def days(self, step: int = 1) -> Iterator[tuple[date, date]]:
+        """(first, last) day chunks of at most `step` days covering start..end."""
+        first = self.start
+        while first <= self.end:
+            last = min(first + timedelta(days=step - 1), self.end)
+            yield first, last
+            first = last + timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Report:
+    """One endpoint (or a family) of a vendor: its sync_cursor scope and how to read it."""
+
+    name: str  # sync_cursor.scope and vendor_usage.report, e.g. "usage_report/messages"
+    fetch: Callable[[SyncContext], Iterable[VendorRow]]
+    window: bool = True  # rows replace what the report stored on the days synced; False: by key only
+
+
+@dataclass(frozen=True)
+class Connector:
+    """A vendor: its name, key, default base URL and reports."""
+
+    name: str  # anthropic, openai, cursor, windsurf, copilot
+    title: str
+    key_name: str  # `loopmeter auth set KEY_NAME`; its env var is secrets.VENDOR_KEYS[key_name]
+    default_url: str
+    auth: Callable[[str], Auth]
+    reports: tuple[Report, ...]
+    lookback_days: int = 30  # the first sync reads this far back (unless --since)
+    overlap_days: int = 3  # later syncs re-read this many days before the last one read
+
+    @property
+    def env_var(self) -> str:
+        from loopmeter.secrets import VENDOR_KEYS
+
+        return VENDOR_KEYS[self.key_name]
+
+    def key_hint(self) -> str:
+        return f"set it with `loopmeter auth set {self.key_name}` or the environment variable {self.env_var}"
+
+
+# -- registry ---------------------------------------------------------------
+
+_REGISTRY: dict[str, Connector] = {}
+
+
+def register(connector: Connector) -> Connector:
+    """Add a connector (built-ins register through BUILTIN; a test or plugin may call this)."""
+    _REGISTRY[connector.name] = connector
+    return connector
+
+
+def connectors() -> dict[str, Connector]:
+    """Every connector by name: the built-in modules that exist, then any registered by hand."""
+    for name in BUILTIN:
+        if name in _REGISTRY:
+            continue
+        module_name = f"loopmeter.vendors.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # not written yet
+                continue
+            raise
+        register(module.CONNECTOR)
+    order = {n: i for i, n in enumerate(BUILTIN)}
+    return dict(sorted(_REGISTRY.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
+def get_connector(name: str) -> Connector:
+    found = connectors()
+    try:
+        return found[name.lower()]
+    except KeyError:
+        raise LoopmeterError(f"unknown vendor '{name}'", hint="vendors: " + ", ".join(found)) from None
+
+
+# -- keys and endpoints -------------------------------------------------------
+
+def vendor_key(connector: Connector, env: Mapping[str, str] | None = None) -> str:
+    """The connector's key from the environment or the keyring; a one-line error without one."""
+    from loopmeter.secrets import get_key
+
+    value, _ = get_key(connector.key_name, env)
+    if not value:
+        raise VendorAuthError(f"{connector.name}: no {connector.key_name} key", hint=connector.key_hint())
+    return value
+
+
+def check_api_url(url: str, origin: str) -> str:
+    """An https URL, or http to a loopback address (a key never crosses a network in clear)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    loopback = host == "localhost"
+    try:
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if parts.scheme == "https" and host or parts.scheme == "http" and loopback:
+        return url.rstrip("/")
+    raise ConfigError(f"{origin}: api_url {url!r} must be https:// (or http:// to this machine)",
+                      hint="e.g. https://api.anthropic.com, or http://127.0.0.1:8080 for a local gateway")
+
+
+def api_url(connector: Connector, options: Mapping[str, Any], override: str | None = None) -> str:
+    """--api-url, else [vendors.NAME] api_url, else the vendor's own."""
+    if override:
+        return check_api_url(override, "--api-url")
+    configured = options.get("api_url")
+    if configured is not None:
+        if not isinstance(configured, str):
+            raise ConfigError(f"[vendors.{connector.name}] api_url must be a string")
+        return check_api_url(configured, f"[vendors.{connector.name}]")
+    return connector.default_url.rstrip("/")
+
+
+# -- people -------------------------------------------------------------------
+
+def person(people: Mapping[str, str], vendor_user: str | None) -> str | None:
+    """The loopmeter user for a vendor's user ([people] in loopmeter.toml; emails match in any case),
+    else the vendor's identity as it is."""
+    if vendor_user is None:
+        return None
+    if vendor_user in people:
+        return people[vendor_user]
+    lowered = {k.lower(): v for k, v in people.items()}
+    return lowered.get(vendor_user.lower(), vendor_user)
+
+
+# -- values from a hostile server ----------------------------------------------
+
+def count(value: Any) -> int | None:
+    """A non-negative count from an int, an integral float or a decimal string; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError("boolean count")
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            value = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValueError(f"bad count {value!r}") from None
+    if isinstance(value, Decimal):
+        if not value.is_finite() or value != value.to_integral_value():
+            raise ValueError(f"bad count {value!r}")
+        value = int(value)
+    elif isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"fractional count {value!r}")
+        value = int(value)
+    if not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise ValueError(f"bad count {value!r}")
+    return value
+
+
+def amount(value: Any, unit: str) -> float | None:
+    """Money or credits in dollars (or credits): `unit` is "usd" or "cents" (of a dollar or of a
+    credit). Numbers or decimal strings; None stays None. Negative amounts (credits, refunds) pass."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError("boolean amount")
+    if isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValueError(f"bad amount {value!r}") from None
+    elif isinstance(value, int | float):
+        number = Decimal(str(value))
+    else:
+        raise TypeError(f"bad amount {value!r}")
+    if not number.is_finite() or abs(number) > Decimal(MAX_AMOUNT):
+        raise ValueError(f"bad amount {value!r}")
+    if unit == "cents":
+        number = number / 100
+    elif unit != "usd":
+        raise ValueError(f"unknown unit {unit}")
+    return float(number)
+
+
+def day(value: Any) -> str:
+    """YYYY-MM-DD (UTC) from an RFC 3339 time, a date, unix seconds or epoch milliseconds (numbers or strings)."""
+    if isinstance(value, bool):
+        raise TypeError("boolean time")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("bad time")
+        seconds = value / 1000 if value > 10**11 else value  # epoch ms past 1973, seconds before 5138
+        return datetime.fromtimestamp(seconds, UTC).date().isoformat()
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) == 10:
+            return date.fromisoformat(text).isoformat()
+        ts = datetime.fromisoformat(text)
+        return (ts if ts.tzinfo is None else ts.astimezone(UTC)).date().isoformat()
+    raise TypeError(f"bad time {value!r}")
+
+
+def text(value: Any, limit: int = 256) -> str | None:
+    """A string field, cut to `limit` characters; anything else is None."""
+    return value[:limit] if isinstance(value, str) and value else None
+
+
+def rfc3339(d: date) -> str:
+    return f"{d.isoformat()}T00:00:00Z"
+
+
+def unix(d: date) -> int:
+    return int(datetime(d.year, d.month, d.day, tzinfo=UTC).timestamp())
+
+
+# -- HTTP ---------------------------------------------------------------------
+
+NextPage = Callable[[Any], dict[str, Any] | None]
+
+
+def token_paging(has_more: str = "has_more", next_field: str = "next_page", param: str = "page") -> NextPage:
+    """Anthropic/OpenAI paging: while `has_more`, pass `next_page` back as `page`."""
+    def next_page(page: Any) -> dict[str, Any] | None:
+        if not isinstance(page, dict) or page.get(has_more) is not True:
+            return None
+        token = page.get(next_field)
+        if not isinstance(token, str | int) or token == "":
+            raise VendorError(f"has_more without a usable {next_field}")
+        return {param: token}
+    return next_page
+
+
+class VendorHttp:
+    """The one HTTP client of every connector (httpx): auth, paging, 429 and 5xx, errors without the key."""
+
+    def __init__(self, connector: Connector, base_url: str, key: str, *, timeout: float = 30.0,
+                 retries_5xx: int = RETRIES_5XX, max_429_waits: int = MAX_429_WAITS,
+                 max_retry_after_s: float = MAX_RETRY_AFTER_S, backoff_s: float = BACKOFF_S,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        import httpx
+
+        self.connector = connector
+        self.base_url = base_url
+        self._auth = connector.auth(key)
+        self._secrets = [key] + [v for v in (*self._auth.headers.values(), *self._auth.body.values()) if v]
+        self.retries_5xx, self.max_429_waits = retries_5xx, max_429_waits
+        self.max_retry_after_s, self.backoff_s, self._sleep = max_retry_after_s, backoff_s, sleep
+        self.requests = 0
+        self.waited_s = 0.0
+        self._client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False,
+                                    headers={"User-Agent": "loopmeter", "Accept": "application/json"})
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> VendorHttp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def scrub(self, message: str) -> str:
+        """The message with the key (and anything derived from it, e.g. a Basic header) masked."""
+        for secret in self._secrets:
+            if len(secret) >= 4:
+                message = message.replace(secret, "***")
+        return message
+
+    def _error(self, message: str, hint: str | None = None, auth: bool = False) -> VendorError:
+        from loopmeter.safe_text import printable
+
+        cls = VendorAuthError if auth else VendorError
+        return cls(printable(self.scrub(f"{self.connector.name}: {message}"))[:500], hint=hint)
+
+    def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        return self.request("POST", path, json_body=body)
+
+    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                json_body: Mapping[str, Any] | None = None) -> Any:
+        """The decoded JSON reply of METHOD base_url+path."""
+        body = None if json_body is None and method == "GET" else {**(json_body or {}), **self._auth.body}
+        raw = self._send(method, self.base_url + path, params=params, json_body=body, with_auth=True)
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise self._error(f"{method} {path}: the reply is not JSON") from None
+
+    def download(self, url: str) -> bytes:
+        """An absolute URL (e.g. a signed report link) fetched WITHOUT the key, same retry rules."""
+        check_api_url(url, f"{self.connector.name} download link")
+        return self._send("GET", url, params=None, json_body=None, with_auth=False)
+
+    def paginate(self, method: str, path: str, next_page: NextPage, *, params: Mapping[str, Any] | None = None,
+                 json_body: Mapping[str, Any] | None = None, max_pages: int = MAX_PAGES) -> Iterator[Any]:
+        """Each page's JSON, following `next_page(page)`: what to merge into the query (GET) or the body
+        (POST) for the next page, or None after the last. A repeated page or too many pages is an error."""
+        params, json_body = dict(params or {}), dict(json_body or {}) if json_body is not None else None
+        seen: set[str] = set()
+        for _ in range(max_pages):
+            page = self.request(method, path, params=params, json_body=json_body)
+            yield page
+            more = next_page(page)
+            if more is None:
+                return
+            marker = json.dumps(more, sort_keys=True, default=str)
+            if marker in seen:
+                raise self._error(f"{path}: the server sent the same page twice ({marker[:80]})")
+            seen.add(marker)
+            if method == "GET" or json_body is None:
+                params.update(more)
+            else:
+                json_body.update(more)
+        raise self._error(f"{path}: more than {max_pages} pages")
+
+    def _send(self, method: str, url: str, *, params: Mapping[str, Any] | None, json_body: Any,
+              with_auth: bool) -> bytes:
+        import httpx
+
+        path = urlsplit(url).path
+        headers = dict(self._auth.headers) if with_auth else {}
+        failures = waits = 0
+        while True:
+            self.requests += 1
+            try:
+                status, reply_headers, raw = self._once(method, url, params, json_body, headers)
+            except httpx.HTTPError as exc:
+                failures += 1
+                if failures > self.retries_5xx:
+                    raise self._error(f"{method} {path}: {type(exc).__name__}: {exc}") from None
+                self._wait(self.backoff_s * 2 ** (failures - 1))
+                continue
+            if status < 300:
+                return raw
+            if status in (401, 403):
+                raise self._error(f"the server refused the {self.connector.key_name} key ({status} on {path})",
+                                  hint=self.connector.key_hint(), auth=True)
+            if status == 429:
+                waits += 1
+                if waits > self.max_429_waits:
+                    raise self._error(f"{method} {path}: still rate-limited (429) after {waits - 1} waits",
+                                      hint="sync again later")
+                self._wait(self._retry_after(reply_headers.get("retry-after"), waits))
+                continue
+            if status >= 500:
+                failures += 1
+                if failures > self.retries_5xx:
+                    raise self._error(f"{method} {path}: {status} after {failures} tries")
+                self._wait(self.backoff_s * 2 ** (failures - 1))
+                continue
+            snippet = raw[:200].decode("utf-8", "replace")
+            raise self._error(f"{method} {path}: {status}: {snippet}")
+
+    def _once(self, method: str, url: str, params: Any, json_body: Any,
+              headers: dict[str, str]) -> tuple[int, Any, bytes]:
+        with self._client.stream(method, url, params=params, json=json_body, headers=headers) as reply:
+            chunks, size = [], 0
+            for chunk in reply.iter_bytes():
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise self._error(f"{method} {urlsplit(url).path}: reply larger than {MAX_RESPONSE_BYTES} bytes")
+                chunks.append(chunk)
+            return reply.status_code, reply.headers, b"".join(chunks)
+
+    def _retry_after(self, value: str | None, waits: int) -> float:
+        """Retry-After in seconds (or an HTTP date), capped; without one, a growing pause."""
+        seconds: float | None = None
+        if value:
+            try:
+                seconds = float(value)
+            except ValueError:
+                from email.utils import parsedate_to_datetime
+
+                try:
+                    seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+                except (TypeError, ValueError):
+                    seconds = None
+        if seconds is None or not math.isfinite(seconds):
+            seconds = self.backoff_s * 2 ** (waits - 1)
+        return min(max(seconds, 0.0), self.max_retry_after_s)
+
+    def _wait(self, seconds: float) -> None:
+        self.waited_s += seconds
+        if seconds > 0:
+            self._sleep(seconds)
+
+
+# -- the sync -----------------------------------------------------------------
+
+@dataclass
+class SyncResult:
+    vendor: str
+    report: str
+    rows: int = 0
+    malformed: int = 0
+    error: str | None = None
+    hint: str | None = None
+    start: str | None = None
+    end: str | None = None
+    seconds: float = 0.0
+    requests: int = 0
+
+
+def _store_row(vendor: str, report: str, row: VendorRow, people: Mapping[str, str]) -> dict[str, Any]:
+    import hashlib
+
+    key = f"{vendor}/{report}/{row.key}"
+    if len(key) > 400:
+        key = f"{vendor}/{report}/sha256:" + hashlib.sha256(row.key.encode()).hexdigest()
+    tier = Tier(row.tier)
+    if tier not in (Tier.BILLED, Tier.VENDOR):
+        raise ValueError(f"a vendor row is billed or vendor, not {tier}")
+    return {
+        "key": key, "vendor": vendor, "report": report, "date": day(row.date), "ts": row.ts, "tier": tier.value,
+        "vendor_user": text(row.vendor_user), "user": text(person(people, text(row.vendor_user)), 128),
+        "model": text(row.model), "cost_usd": row.cost_usd, "credits": row.credits,
+        "input_tokens": row.input_tokens, "output_tokens": row.output_tokens,
+        "cache_read_tokens": row.cache_read_tokens, "cache_write_tokens": row.cache_write_tokens,
+        "requests": row.requests,
+        "extra": json.dumps(row.extra, sort_keys=True, default=str)[:65536] if row.extra else None,
+    }
+
+
+def sync(store: Any, settings: Any, names: list[str] | None = None, *, api_url_override: str | None = None,
+         since: date | None = None, now: datetime | None = None, env: Mapping[str, str] | None = None,
+         http_options: Mapping[str, Any] | None = None,
+         progress: Callable[[SyncResult], None] | None = None) -> list[SyncResult]:
+    """Read each named vendor (all with a key when none is named) into vendor_usage; one result per
+    report. Errors are results (and the cursor's last_error), never exceptions, except bad input."""
+    from loopmeter.store import vendors as vstore
+
+    now = now or datetime.now(UTC)
+    every = connectors()
+    chosen = [get_connector(n) for n in names] if names else list(every.values())
+    if api_url_override and len(chosen) != 1:
+        raise LoopmeterError("--api-url needs exactly one VENDOR", hint="or set api_url under [vendors.NAME]")
+    results: list[SyncResult] = []
+    for conn in chosen:
+        options = dict(settings.vendors.get(conn.name, {}))
+        base = api_url(conn, options, api_url_override)
+        options.pop("api_url", None)
+        try:
+            key = vendor_key(conn, env)
+        except VendorAuthError as exc:
+            if not names:
+                continue  # not set up: `vendors status` shows it
+            for report in conn.reports:
+                result = SyncResult(conn.name, report.name, error=exc.message, hint=exc.hint)
+                vstore.save_cursor(store, conn.name, report.name, synced_at=None, error=exc.message, now=now)
+                results.append(result)
+                if progress:
+                    progress(result)
+            continue
+        with VendorHttp(conn, base, key, **dict(http_options or {})) as http:
+            for report in conn.reports:
+                result = _sync_report(store, conn, report, http, options, settings.people, since, now)
+                results.append(result)
+                if progress:
+                    progress(result)
+                if result.error and result.hint == conn.key_hint():
+                    break  # a refused key is refused by every report
+    return results
+
+
+def _sync_report(store: Any, conn: Connector, report: Report, http: VendorHttp, options: dict[str, Any],
+                 people: Mapping[str, str], since: date | None, now: datetime) -> SyncResult:
+    from loopmeter.store import vendors as vstore
+
+    started = time.monotonic()
+    requests_before = http.requests
+    previous = vstore.get_cursor(store, conn.name, report.name)
+    state: dict[str, Any] = {}
+    if previous is not None and previous.cursor:
+        try:
+            loaded = json.loads(previous.cursor)
+            state = loaded if isinstance(loaded, dict) else {}
+        except ValueError:
+            state = {}
+    today = now.astimezone(UTC).date()
+    start = today - timedelta(days=conn.lookback_days)
+    through = state.get("through")
+    if isinstance(through, str):
+        try:
+            start = date.fromisoformat(through) - timedelta(days=conn.overlap_days)
+        except ValueError:
+            pass
+    if since is not None:
+        start = since
+    start = min(start, today)
+    ctx = SyncContext(conn.name, report.name, http, start, today, now, options, state)
+    result = SyncResult(conn.name, report.name, start=start.isoformat(), end=today.isoformat())
+    try:
+        rows = []
+        for row in report.fetch(ctx):
+            try:
+                rows.append(_store_row(conn.name, report.name, row, people))
+            except (ValueError, TypeError):
+                ctx.malformed += 1
+        window = (start.isoformat(), today.isoformat()) if report.window else None
+        result.rows = vstore.replace_rows(store, conn.name, report.name, rows, window)
+        result.malformed = ctx.malformed
+        cursor = {**ctx.cursor_out, "through": today.isoformat()}
+        vstore.save_cursor(store, conn.name, report.name, cursor=cursor, synced_at=now, rows=result.rows,
+                           error=None, now=now)
+    except VendorError as exc:
+        result.error, result.hint = http.scrub(exc.message), exc.hint
+        vstore.save_cursor(store, conn.name, report.name, synced_at=None, error=result.error, now=now)
+    result.seconds = time.monotonic() - started
+    result.requests = http.requests - requests_before
+    return result
