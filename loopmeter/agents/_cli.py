@@ -18,7 +18,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from loopmeter.agents.base import StepContext, StepResult
-from loopmeter.records import COST_UNPRICED, ExecResult, UsageRow, utcnow
+from loopmeter.records import ExecResult, UsageRow, utcnow
+from loopmeter.vocab import CostSource
 
 # Handed to an agent whose model server is on loopback: such servers ignore keys,
 # and the user's real key must not leak to them.
@@ -297,7 +298,7 @@ def finish(ctx: StepContext, out: StepResult, bad_lines: int = 0) -> StepResult:
 def unreported_row(ctx: StepContext, source: str, **fields: Any) -> UsageRow:
     """The agent ran and made model calls but reported no usage: NULL tokens, unpriced."""
     fields.setdefault("model", ctx.model)
-    return row(ctx, loop_key(ctx, 1), source, cost_source=COST_UNPRICED, **fields)
+    return row(ctx, loop_key(ctx, 1), source, cost_source=CostSource.UNPRICED, **fields)
 
 
 def loop_key(ctx: StepContext, n: int) -> str:

@@ -24,9 +24,10 @@ from typing import Any
 
 from loopmeter.agents import _cli
 from loopmeter.agents.base import StepContext, StepResult
-from loopmeter.records import COST_REPORTED, UsageRow, utcnow
+from loopmeter.records import UsageRow, utcnow
 from loopmeter.telemetry.costs import price_row
 from loopmeter.telemetry.pricing import default_price_table
+from loopmeter.vocab import CostSource
 
 SOURCE = "claude-json"
 BINARY = "claude"
@@ -291,7 +292,7 @@ def _reconcile(rows: list[UsageRow], result: dict[str, Any], ctx: StepContext,
                              cache_write_tokens=u.get("cache_creation_input_tokens"),
                              output_tokens=u.get("output_tokens"))]
             if result.get("total_cost_usd") is not None:
-                rows[0].cost_usd, rows[0].cost_source = float(result["total_cost_usd"]), COST_REPORTED
+                rows[0].cost_usd, rows[0].cost_source = float(result["total_cost_usd"]), CostSource.REPORTED
                 return rows
         return [price_row(r, default_price_table()) for r in rows]
     out: list[UsageRow] = []
@@ -326,7 +327,7 @@ def _apportion(rows: list[UsageRow], cost: float) -> None:
     total = sum(weights)
     for r, w in zip(rows, weights, strict=True):
         r.cost_usd = cost * (w / total) if total > 0 else cost / len(rows)
-        r.cost_source = COST_REPORTED
+        r.cost_source = CostSource.REPORTED
 
 
 def _copy(r: UsageRow) -> UsageRow:

@@ -15,7 +15,7 @@ from typing import Any
 
 from loopmeter.agents import _cli
 from loopmeter.agents.base import StepContext, StepResult
-from loopmeter.records import COST_UNPRICED
+from loopmeter.vocab import CostSource
 
 SOURCE = "cursor-json"
 BINARY = "cursor-agent"
@@ -89,7 +89,7 @@ def parse_result(doc: dict[str, Any] | None, ctx: StepContext) -> StepResult:
         output_tokens=_first(usage, "outputTokens", "output_tokens"),
         cache_read_tokens=_first(usage, "cacheReadTokens", "cache_read_tokens"),
         cache_write_tokens=_first(usage, "cacheWriteTokens", "cache_write_tokens"),
-        cost_source=COST_UNPRICED,
+        cost_source=CostSource.UNPRICED,
     )
     # Cursor bills by its own plan; list prices would be invented numbers.
     out.usage = [r]

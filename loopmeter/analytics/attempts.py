@@ -13,12 +13,13 @@ from loopmeter.analytics.filters import Filters, to_utc
 from loopmeter.analytics.work import work_cost
 from loopmeter.store import Store
 from loopmeter.store.models import Attempt, Outcome, Run
+from loopmeter.vocab import AttemptStatus
 
 _A: Any = Attempt.__table__.c  # type: ignore[attr-defined]  # typed columns for SQL
 _R: Any = Run.__table__.c  # type: ignore[attr-defined]  # typed columns for SQL
 _O: Any = Outcome.__table__.c  # type: ignore[attr-defined]  # typed columns for SQL
 
-FINISHED = ("passed", "failed", "error", "budget", "timeout", "cancelled")
+FINISHED = tuple(s for s in AttemptStatus if s.finished)
 COLUMNS = ["id", "run_id", "agent", "model", "user", "project", "status", "iterations", "wall_s",
            "time_to_signal_s", "time_to_green_s", "iterations_to_green", "input_tokens", "cache_read_tokens",
            "cache_write_tokens", "output_tokens", "reasoning_tokens", "cost_usd", "unpriced_calls",

@@ -13,13 +13,14 @@ from loopmeter.analytics.filters import Filters, to_utc
 from loopmeter.analytics.work import iterations_done, work_cost
 from loopmeter.store import Store
 from loopmeter.store.models import Attempt, Iteration, Run, Span
+from loopmeter.vocab import AttemptStatus, RunStatus
 
 _A: Any = Attempt.__table__.c  # type: ignore[attr-defined]  # typed columns for SQL
 _R: Any = Run.__table__.c  # type: ignore[attr-defined]  # typed columns for SQL
 _I: Any = Iteration.__table__.c  # type: ignore[attr-defined]  # typed columns for SQL
 _S: Any = Span.__table__.c  # type: ignore[attr-defined]  # typed columns for SQL
 
-ACTIVE = ("pending", "running")
+ACTIVE = (RunStatus.RUNNING,)  # a run row is written when the run starts
 RUN_COLUMNS = ["id", "kind", "task", "user", "repo", "status", "started_at", "ended_at", "attempts", "passed",
                "cost_usd", "unpriced_calls"]
 
@@ -50,7 +51,7 @@ def list_runs(store: Store, filters: Filters, limit: int = 500, status: str | No
     ) if c is not None]
     agg = (
         select(_A.run_id, func.count().label("n"),
-               func.sum(case((_A.status == "passed", 1), else_=0)).label("ok"),
+               func.sum(case((_A.status == AttemptStatus.PASSED, 1), else_=0)).label("ok"),
                func.sum(_A.cost_usd).label("cost"), func.sum(_A.unpriced_calls).label("unpriced"))
         .where(*att_where)
         .group_by(_A.run_id)

@@ -16,6 +16,7 @@ from typing import Any
 from loopmeter.analytics.work import work_cost
 from loopmeter.errors import LoopmeterError
 from loopmeter.evals import stats
+from loopmeter.vocab import AttemptStatus
 
 TOKEN_KINDS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 
@@ -171,16 +172,16 @@ def _attempt_rows(store: Any, run_ids: list[str], role: str | None = None) -> li
     for a in sorted(attempts, key=lambda a: (a.started_at is None, a.started_at, a.id)):
         if role is not None and a.role != role:
             continue
-        if a.status in ("pending", "running", "waiting"):
+        if a.status in (AttemptStatus.PENDING, AttemptStatus.RUNNING, AttemptStatus.WAITING):
             continue
         run = runs.get(a.run_id)
         task = (run.task_id if run and run.task_id else None) or a.task_id or a.run_id
         config = f"{a.agent}:{a.model}" if a.model else a.agent
         epoch = epochs[(config, task)]
         epochs[(config, task)] += 1
-        error = a.stop_reason if a.status in ("error",) else None
-        rows.append(CellRow(config, a.agent, a.model, task, epoch, a.status == "passed",
-                            1.0 if a.status == "passed" else 0.0, a.wall_s, None,
+        error = a.stop_reason if a.status == AttemptStatus.ERROR else None
+        passed = a.status == AttemptStatus.PASSED
+        rows.append(CellRow(config, a.agent, a.model, task, epoch, passed, 1.0 if passed else 0.0, a.wall_s, None,
                             {k: getattr(a, k) for k in TOKEN_KINDS}, work_cost(a.cost_usd, a.unpriced_calls),
                             "agent" if error else None))
     return rows

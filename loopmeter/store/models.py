@@ -11,6 +11,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from loopmeter.vocab import AttemptStatus, CostSource, RunStatus
+
 
 class Usage(SQLModel, table=True):
     """One model call, whatever its origin (loop, agent log, OTLP, agent JSON)."""
@@ -43,7 +45,7 @@ class Usage(SQLModel, table=True):
     output_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
     reasoning_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
     cost_usd: float | None = None
-    cost_source: str = Field(default="unpriced", max_length=16)
+    cost_source: str = Field(default=CostSource.UNPRICED, max_length=16)
     latency_ms: float | None = None
     request_id: str | None = Field(default=None, max_length=256)
     run_id: str | None = Field(default=None, max_length=32)
@@ -96,7 +98,7 @@ class Run(SQLModel, table=True):
     user: str | None = Field(default=None, max_length=128)
     policy: str | None = Field(default=None, max_length=256)
     policy_sha256: str | None = Field(default=None, max_length=64)
-    status: str = Field(default="pending", max_length=16)  # pending, running, passed, failed, error, cancelled
+    status: str = Field(default=RunStatus.RUNNING, max_length=16)  # a RunStatus
     winner_attempt_id: str | None = Field(default=None, max_length=64)
     config: str | None = Field(default=None, sa_column=Column(Text))  # JSON: agents, budgets, check
     started_at: datetime | None = None
@@ -129,7 +131,7 @@ class Attempt(SQLModel, table=True):
     branch: str | None = Field(default=None, max_length=256)
     base_commit: str | None = Field(default=None, max_length=64)
     head_commit: str | None = Field(default=None, max_length=64)
-    status: str = Field(default="pending", max_length=16)  # passed, failed, error, budget, timeout, cancelled
+    status: str = Field(default=AttemptStatus.PENDING, max_length=16)  # an AttemptStatus
     stop_reason: str | None = Field(default=None, sa_column=Column(Text))
     iterations: int = 0
     wall_s: float | None = None

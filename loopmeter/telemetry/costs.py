@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from loopmeter.records import COST_CALCULATED, COST_REPORTED, COST_UNPRICED, UsageRow
+from loopmeter.records import UsageRow
 from loopmeter.vocab import CostSource
 
 
@@ -22,15 +22,15 @@ def price_call(table: Any, model: str | None, provider: str | None, at: str | da
     of the call's UTC date in `table` (telemetry/pricing.py), whose sha256 is kept; else unpriced —
     no price for the model then, no table, or no token count at all — with cost None, never 0."""
     if reported is not None:
-        return float(reported), COST_REPORTED, None
+        return float(reported), CostSource.REPORTED, None
     if table is None or (input_tokens is None and output_tokens is None):
-        return None, COST_UNPRICED, None
+        return None, CostSource.UNPRICED, None
     day = at if isinstance(at, str) else (at.astimezone(UTC) if at.tzinfo else at).strftime("%Y-%m-%d")
     cost = table.cost_of(model, provider, input_tokens or 0, output_tokens or 0, cache_read_tokens or 0,
                          cache_write_tokens or 0, cache_write_1h_tokens or 0, day)
     if cost is None:
-        return None, COST_UNPRICED, None
-    return cost, COST_CALCULATED, table.sha256
+        return None, CostSource.UNPRICED, None
+    return cost, CostSource.CALCULATED, table.sha256
 
 
 def price_row(row: UsageRow, table: Any, reported: float | None = None) -> UsageRow:

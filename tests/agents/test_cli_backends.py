@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from loopmeter.agents.base import StepContext, get_backend
-from loopmeter.records import COST_CALCULATED, COST_REPORTED, COST_UNPRICED
+from loopmeter.vocab import CostSource
 from tests.agents.conftest import git_repo
 from tests.conftest import FIXTURES
 
@@ -80,7 +80,7 @@ def test_cursor_success_edits_worktree_and_stores_a_row_with_null_tokens(worktre
     assert len(result.usage) == 1
     row = result.usage[0]
     assert (row.input_tokens, row.output_tokens, row.cache_read_tokens, row.cost_usd) == (None, None, None, None)
-    assert row.cost_source == COST_UNPRICED and row.source == "cursor-json"
+    assert row.cost_source == CostSource.UNPRICED and row.source == "cursor-json"
     assert row.request_id and row.session_id == result.session_id and row.latency_ms == 4210
     assert row.key == "loop:att1:1:1" and row.model == "gpt-5"
     store.add_usage(result.usage)
@@ -142,9 +142,9 @@ def test_gemini_reports_tokens_per_model(worktree, runner, store, keys):
         expected = table.cost(r.model, input_tokens=r.input_tokens, output_tokens=r.output_tokens,
                               cache_read_tokens=r.cache_read_tokens)
         if expected is None:
-            assert r.cost_usd is None and r.cost_source == COST_UNPRICED
+            assert r.cost_usd is None and r.cost_source == CostSource.UNPRICED
         else:
-            assert r.cost_usd == pytest.approx(expected) and r.cost_source == COST_CALCULATED
+            assert r.cost_usd == pytest.approx(expected) and r.cost_source == CostSource.CALCULATED
     assert store.add_usage(result.usage) == 2
     argv = calls(worktree, "gemini")[0]["argv"]
     assert argv[0] == "-p" and argv[2:] == ["--output-format", "json", "--approval-mode", "yolo", "--skip-trust"]
@@ -167,7 +167,7 @@ def test_gemini_without_stats_stores_missing_usage(worktree, runner, keys):
     result = get_backend("gemini").step(make_ctx("gemini", worktree, runner, scenario="no-stats", model="gemini-2.5-pro"))
     assert result.error is None
     [row] = result.usage
-    assert row.input_tokens is None and row.output_tokens is None and row.cost_source == COST_UNPRICED
+    assert row.input_tokens is None and row.output_tokens is None and row.cost_source == CostSource.UNPRICED
     assert row.model == "gemini-2.5-pro"
 
 
@@ -181,7 +181,7 @@ def test_aider_parses_rounded_tokens_and_reported_cost(worktree, runner, store, 
     [row] = result.usage
     # "2.4k sent, 1.2k cache write, 12k cache hit, 311 received": Anthropic's "sent" excludes hits
     assert (row.input_tokens, row.cache_write_tokens, row.cache_read_tokens, row.output_tokens) == (1200, 1200, 12000, 311)
-    assert row.cost_usd == pytest.approx(0.0093) and row.cost_source == COST_REPORTED
+    assert row.cost_usd == pytest.approx(0.0093) and row.cost_source == CostSource.REPORTED
     assert row.source == "aider-text" and row.provider == "anthropic"
     argv = calls(worktree, "aider")[0]["argv"]
     assert argv[:2] == ["--message", "create hello.txt containing hi"]
@@ -205,7 +205,7 @@ def test_aider_unpriced_line_is_priced_only_from_the_table(worktree, runner, key
     result = get_backend("aider").step(make_ctx("aider", worktree, runner, scenario="unpriced", model="openai/local-model"))
     [row] = result.usage
     assert (row.input_tokens, row.output_tokens) == (1800, 120)
-    assert row.cost_usd is None and row.cost_source == COST_UNPRICED
+    assert row.cost_usd is None and row.cost_source == CostSource.UNPRICED
 
 
 def test_aider_auth_error_in_text(worktree, runner, keys):
@@ -217,7 +217,7 @@ def test_aider_auth_error_in_text(worktree, runner, keys):
 def test_aider_without_usage_line_stores_missing_usage(worktree, runner, keys):
     result = get_backend("aider").step(make_ctx("aider", worktree, runner, scenario="no-usage"))
     [row] = result.usage
-    assert row.input_tokens is None and row.output_tokens is None and row.cost_source == COST_UNPRICED
+    assert row.input_tokens is None and row.output_tokens is None and row.cost_source == CostSource.UNPRICED
 
 
 # -- shared behaviour ----------------------------------------------------------------------------
@@ -285,7 +285,7 @@ def test_claude_stream_without_transcript_reconciles_to_model_usage():
     assert sum(r.cache_read_tokens for r in out.usage) == 50
     assert sum(r.cache_write_tokens for r in out.usage) == 10
     assert sum(r.cost_usd for r in out.usage) == pytest.approx(0.0016035)
-    assert {r.cost_source for r in out.usage} == {COST_REPORTED}
+    assert {r.cost_source for r in out.usage} == {CostSource.REPORTED}
     assert {r.model for r in out.usage} == {"claude-opus-4-8"}
 
 
@@ -299,4 +299,4 @@ def test_claude_result_missing_prices_rows_from_the_table_or_leaves_them_unprice
     out = parse_stream(events, ctx)
     assert out.error_kind == "agent" and "without a result" in (out.error or "")
     [row] = out.usage
-    assert row.cost_usd is None and row.cost_source == COST_UNPRICED
+    assert row.cost_usd is None and row.cost_source == CostSource.UNPRICED

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from loopmeter.agents.base import StepContext, get_backend
-from loopmeter.records import COST_REPORTED
+from loopmeter.vocab import CostSource
 from tests.agents.conftest import git_repo
 from tests.fixtures.agents.gemini_server import GeminiServer, call_turn
 from tests.fixtures.agents.gemini_server import text_turn as gemini_text
@@ -124,7 +124,7 @@ def test_real_claude_code_edits_in_sandbox_and_usage_matches_server(worktree, ru
         assert sum(r.output_tokens or 0 for r in mine) == totals["output_tokens"]
         assert sum(r.cache_read_tokens or 0 for r in mine) == totals["cache_read_input_tokens"]
         assert sum(r.cache_write_tokens or 0 for r in mine) == totals["cache_creation_input_tokens"]
-    assert all(r.cost_source == COST_REPORTED and r.source == "claude-json" for r in rows)
+    assert all(r.cost_source == CostSource.REPORTED and r.source == "claude-json" for r in rows)
     assert sum(r.cost_usd for r in rows) == pytest.approx(result.cost_usd)
     assert all(r.run_id == "run1" and r.attempt_id == "att1" and r.agent == "claude-code" for r in rows)
     # the model server was reached through the egress proxy, allowed for exactly that host:port

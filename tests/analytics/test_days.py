@@ -14,7 +14,8 @@ from loopmeter.analytics import days, spend
 from loopmeter.analytics.cube import load_cube
 from loopmeter.analytics.filters import Filters
 from loopmeter.analytics.usage import Query, usage_report
-from loopmeter.records import COST_CALCULATED, UsageRow
+from loopmeter.records import UsageRow
+from loopmeter.vocab import CostSource
 
 US = timedelta(microseconds=1)
 # +05:30, +05:45, -03:30 with DST, +09:30/+10:30, +10:30/+11 (a 30-minute DST change), a whole-hour DST zone
@@ -75,7 +76,7 @@ def test_cube_and_usage_bucket_each_call_on_its_local_day(store, sqlite_url, loo
     else:
         calls += [datetime(2026, 10, 28, tzinfo=UTC) + i * timedelta(minutes=23) for i in range(600)]
     store.add_usage([UsageRow(key=f"d{i}", source="claude-code-log", ts=t, model="m", agent="a", input_tokens=1,
-                              cost_usd=0.01, cost_source=COST_CALCULATED) for i, t in enumerate(calls)])
+                              cost_usd=0.01, cost_source=CostSource.CALCULATED) for i, t in enumerate(calls)])
     tz = ZoneInfo(name)
     want = Counter(t.astimezone(tz).date().isoformat() for t in calls)
     want_weeks = Counter((t.astimezone(tz).date() - timedelta(days=t.astimezone(tz).weekday())).isoformat()

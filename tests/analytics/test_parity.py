@@ -24,7 +24,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from loopmeter.records import COST_CALCULATED, COST_UNPRICED, UsageRow
+from loopmeter.records import UsageRow
+from loopmeter.vocab import CostSource
 from tests.conftest import loopmeter_cmd
 
 ZONES = ["UTC", "Asia/Kolkata", "Asia/Kathmandu", "America/New_York"]
@@ -46,7 +47,7 @@ def _calls() -> list[UsageRow]:
         rows.append(UsageRow(key=f"parity:{n}", source=source, ts=ts, model=model, agent=agent, provider="p",
                              input_tokens=1000 + n, output_tokens=10 + n, cache_read_tokens=n, cache_write_tokens=1,
                              reasoning_tokens=n % 3, cost_usd=cost,
-                             cost_source=COST_CALCULATED if cost is not None else COST_UNPRICED))
+                             cost_source=CostSource.CALCULATED if cost is not None else CostSource.UNPRICED))
 
     i = 0
     for zone in ZONES:

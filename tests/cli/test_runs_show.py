@@ -7,7 +7,8 @@ import os
 import subprocess
 from datetime import UTC, datetime, timedelta
 
-from loopmeter.records import COST_UNPRICED, UsageRow
+from loopmeter.records import UsageRow
+from loopmeter.vocab import CostSource
 from tests.conftest import loopmeter_cmd
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -42,7 +43,7 @@ def test_no_model_call_is_zero_dollars_unpriced_stays_unpriced_and_cancelled_cou
         s.add(Iteration(attempt_id="01RUNSHOW-1", n=1, started_at=T0, act_exit=0, check_exit=1, check_passed=False))
         s.commit()
     store.add_usage([UsageRow(key="runshow:1", source="codex-json", ts=T0, model="no-such-model", agent="codex",
-                              input_tokens=10, cost_source=COST_UNPRICED, run_id="01RUNSHOW",
+                              input_tokens=10, cost_source=CostSource.UNPRICED, run_id="01RUNSHOW",
                               attempt_id="01RUNSHOW-1")])
 
     attempts = _attempt_lines(_show("show", "01RUNSHOW"))

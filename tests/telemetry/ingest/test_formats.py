@@ -7,10 +7,10 @@ import pwd
 import sqlite3
 from pathlib import Path
 
-from loopmeter.records import COST_CALCULATED, COST_REPORTED, COST_UNPRICED
 from loopmeter.telemetry.ingest import ingest
 from loopmeter.telemetry.ingest.base import MAX_LINE_BYTES
 from loopmeter.telemetry.pricing import default_price_table
+from loopmeter.vocab import CostSource
 from tests.telemetry.ingest.conftest import (
     CLAUDE_FILE,
     CODEX_FILE,
@@ -59,10 +59,10 @@ def test_claude_code_cost_provenance_reported_calculated_unpriced(logs, agent_en
     rows = {r["key"]: r for r in _rows(loopmeter_home)}
     assert set(rows) == {f"anthropic-req:req_{x}" for x in "ABCDE"}
     # old transcripts carry their own dollar figure
-    assert rows["anthropic-req:req_C"]["cost_source"] == COST_REPORTED
+    assert rows["anthropic-req:req_C"]["cost_source"] == CostSource.REPORTED
     assert rows["anthropic-req:req_C"]["cost_usd"] == 0.0123
     # a model the price table does not know: unpriced, never $0
-    assert rows["anthropic-req:req_D"]["cost_source"] == COST_UNPRICED
+    assert rows["anthropic-req:req_D"]["cost_source"] == CostSource.UNPRICED
     assert rows["anthropic-req:req_D"]["cost_usd"] is None
     # 500 five-minute and 1500 one-hour cache writes are priced at their own rates
     table = default_price_table()
@@ -72,7 +72,7 @@ def test_claude_code_cost_provenance_reported_calculated_unpriced(logs, agent_en
                 + 500 * entry["cache_creation_input_token_cost"]
                 + 1500 * entry["cache_creation_input_token_cost_above_1hr"])
     e = rows["anthropic-req:req_E"]
-    assert e["cost_source"] == COST_CALCULATED
+    assert e["cost_source"] == CostSource.CALCULATED
     assert abs(e["cost_usd"] - expected) < 1e-12
     assert e["cache_write_1h_tokens"] == 1500
     assert e["price_table_sha256"] == table.sha256
@@ -95,7 +95,7 @@ def test_codex_cumulative_totals_become_per_call_deltas(logs, agent_env, loopmet
     keys = [r["key"] for r in _rows(loopmeter_home)]
     assert all(k.startswith("codex:0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b:") for k in keys)
     assert {r["project"] for r in _rows(loopmeter_home)} == {"/home/dev/svc"}
-    assert {r["cost_source"] for r in _rows(loopmeter_home)} == {COST_CALCULATED}
+    assert {r["cost_source"] for r in _rows(loopmeter_home)} == {CostSource.CALCULATED}
     # the log's owner is the person the usage is attributed to
     owner = pwd.getpwuid((logs / CODEX_FILE).stat().st_uid).pw_name
     assert {r["user"] for r in _rows(loopmeter_home)} == {owner}

@@ -8,7 +8,8 @@ import pytest
 
 from loopmeter.analytics.usage import Query, resolve_tz, usage_report
 from loopmeter.errors import LoopmeterError
-from loopmeter.records import COST_CALCULATED, COST_UNPRICED, UsageRow
+from loopmeter.records import UsageRow
+from loopmeter.vocab import CostSource
 
 
 def _row(key: str, ts: str, *, model: str = "m1", source: str = "claude-code-log", inp: int = 10, out: int = 5,
@@ -17,7 +18,7 @@ def _row(key: str, ts: str, *, model: str = "m1", source: str = "claude-code-log
     return UsageRow(key=key, source=source, ts=datetime.fromisoformat(ts), model=model, session_id=session,
                     project=project, input_tokens=inp, output_tokens=out, cache_write_tokens=cw,
                     cache_read_tokens=cr, reasoning_tokens=rs, cost_usd=cost,
-                    cost_source=COST_CALCULATED if cost is not None else COST_UNPRICED)
+                    cost_source=CostSource.CALCULATED if cost is not None else CostSource.UNPRICED)
 
 
 @pytest.fixture
