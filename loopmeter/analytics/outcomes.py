@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,9 +9,8 @@ from typing import Any
 import pandas as pd
 
 from loopmeter.analytics.attempts import FINISHED
-
-TRAILER = re.compile(r"^Loopmeter-Run:\s*(\S+)\s*$", re.MULTILINE)
-ATTEMPT_TRAILER = re.compile(r"^Loopmeter-Attempt:\s*(\S+)\s*$", re.MULTILINE)
+from loopmeter.outcomes.gitlocal import default_branch
+from loopmeter.outcomes.trailers import ATTEMPT_TRAILER, TRAILER
 
 
 def outcomes(attempts: pd.DataFrame) -> dict[str, Any]:
@@ -30,23 +28,6 @@ def outcomes(attempts: pd.DataFrame) -> dict[str, Any]:
         "lead_time_to_merge_p50_s": float(lead.quantile(0.5)) if len(lead) else None,
         "lead_time_to_merge_p90_s": float(lead.quantile(0.9)) if len(lead) else None,
     }
-
-
-def default_branch(repo: Any) -> str | None:
-    """origin/HEAD's target if there is a remote, else main, master, or the checked-out branch."""
-    try:
-        ref = repo.git.symbolic_ref("refs/remotes/origin/HEAD")
-        return ref.removeprefix("refs/remotes/")
-    except Exception:  # noqa: BLE001 - no remote HEAD is the common local case
-        pass
-    names = {h.name for h in repo.heads}
-    for name in ("main", "master"):
-        if name in names:
-            return name
-    try:
-        return repo.active_branch.name
-    except TypeError:  # detached HEAD
-        return None
 
 
 def scan_repo(path: Path) -> list[dict[str, Any]]:

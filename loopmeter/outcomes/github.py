@@ -1,0 +1,287 @@
+"""GitHub REST through httpx: pull requests, their reviews and commits, for `outcomes sync`.
+
+One `Client` per sync: `Link` pagination, waits on rate limits (`Retry-After`, else
+`X-RateLimit-Reset`) up to `max_wait_s` per wait, retries 5xx and dropped connections
+`retries` times, and turns a bad token, a refusal or a body that is not JSON into one
+`GitHubError` line. A PR's reviews and commits are read by a few threads at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from loopmeter.errors import LoopmeterError
+from loopmeter.outcomes import trailers
+
+PUBLIC_API = "https://api.github.com"
+MAX_PAGES = 1000  # 100,000 PRs at 100 a page: a Link loop cannot run forever
+MAX_BODY = 32 * 1024 * 1024
+_LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
+_REPO = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+class GitHubError(LoopmeterError):
+    """The code host refused or answered something unreadable: one line, with a hint."""
+
+
+def api_url(flag: str | None, env: dict[str, str] | None = None) -> str:
+    """--api-url, else GITHUB_API_URL, else the public API."""
+    environ = os.environ if env is None else env
+    return (flag or environ.get("GITHUB_API_URL") or PUBLIC_API).rstrip("/")
+
+
+def token(env: dict[str, str] | None = None) -> str | None:
+    """`loopmeter auth set github` (keyring) or GITHUB_TOKEN; the environment wins."""
+    from loopmeter.secrets import get_key
+
+    value, _where = get_key("github", env)
+    return value
+
+
+def check_repo(name: str) -> str:
+    if not _REPO.match(name):
+        raise LoopmeterError(f"--github {name!r} is not OWNER/REPO", hint="e.g. --github octo-org/widgets")
+    return name
+
+
+def parse_ts(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        ts = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+@dataclass
+class Client:
+    base_url: str
+    token: str | None
+    max_wait_s: float = 60.0
+    retries: int = 3
+    backoff_s: float = 0.5
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.time
+    requests: int = 0
+    waited_s: float = 0.0
+    _http: httpx.Client = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28",
+                   "User-Agent": "loopmeter"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=30.0,
+                                  follow_redirects=False, limits=httpx.Limits(max_connections=16))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _rate_wait(self, resp: httpx.Response) -> float | None:
+        """Seconds to wait when `resp` is a rate limit, else None (a plain 403 is a refusal)."""
+        if resp.status_code not in (403, 429):
+            return None
+        retry_after = resp.headers.get("Retry-After")
+        if retry_after is not None:
+            try:
+                return max(0.0, float(retry_after))
+            except ValueError:
+                return 60.0
+        if resp.headers.get("X-RateLimit-Remaining") == "0" and resp.headers.get("X-RateLimit-Reset"):
+            try:
+                return max(0.0, float(resp.headers["X-RateLimit-Reset"]) - self.clock()) + 1.0
+            except ValueError:
+                return 60.0
+        return 60.0 if resp.status_code == 429 else None
+
+    def get(self, url: str, params: dict[str, Any] | None = None) -> tuple[Any, httpx.Response]:
+        """One GET as JSON, with the waits and retries; GitHubError when it cannot be had."""
+        failures = 0
+        while True:
+            self.requests += 1
+            try:
+                resp = self._http.get(url, params=params)
+            except httpx.TransportError as exc:
+                failures += 1
+                if failures > self.retries:
+                    raise GitHubError(f"GitHub at {self.base_url} unreachable: {type(exc).__name__}",
+                                      hint="check --api-url / GITHUB_API_URL and the network") from None
+                self.sleep(self.backoff_s * 2 ** (failures - 1))
+                continue
+            wait = self._rate_wait(resp)
+            if wait is not None:
+                if wait > self.max_wait_s:
+                    raise GitHubError(f"GitHub rate limit: the next request is allowed in {wait:.0f} s",
+                                      hint=f"sync waits at most {self.max_wait_s:.0f} s; run it again later")
+                self.waited_s += wait
+                self.sleep(wait)
+                continue
+            if resp.status_code >= 500:
+                failures += 1
+                if failures > self.retries:
+                    raise GitHubError(f"GitHub answered {resp.status_code} to {_path(url)} "
+                                      f"{failures} times", hint="the code host is failing; try again later")
+                self.sleep(self.backoff_s * 2 ** (failures - 1))
+                continue
+            if resp.status_code == 401:
+                raise GitHubError("GitHub refused the token (401 Bad credentials)",
+                                  hint="loopmeter auth set github, or set GITHUB_TOKEN to a valid token")
+            if resp.status_code in (403, 404):
+                raise GitHubError(f"GitHub answered {resp.status_code} to {_path(url)}",
+                                  hint="check OWNER/REPO and that the token can read it")
+            if resp.status_code != 200:
+                raise GitHubError(f"GitHub answered {resp.status_code} to {_path(url)}")
+            if len(resp.content) > MAX_BODY:
+                raise GitHubError(f"GitHub's answer to {_path(url)} is over {MAX_BODY // 2**20} MiB")
+            try:
+                return resp.json(), resp
+            except ValueError:
+                raise GitHubError(f"GitHub's answer to {_path(url)} is not JSON",
+                                  hint="check --api-url points at a GitHub REST API") from None
+
+    def pages(self, url: str, params: dict[str, Any] | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Each page of a list endpoint, following `Link: rel="next"`."""
+        next_url: str | None = url
+        for _ in range(MAX_PAGES):
+            if next_url is None:
+                return
+            body, resp = self.get(next_url, params)
+            params = None  # the next link carries the query
+            if not isinstance(body, list):
+                raise GitHubError(f"GitHub's answer to {_path(next_url)} is not a list")
+            yield [item for item in body if isinstance(item, dict)]
+            m = _LINK_NEXT.search(resp.headers.get("Link", ""))
+            next_url = m.group(1) if m else None
+            if next_url and not _same_origin(next_url, self.base_url):
+                raise GitHubError(f"GitHub's next-page link leaves {self.base_url}")
+
+    def all(self, url: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return [item for page in self.pages(url, params) for item in page]
+
+
+def _path(url: str) -> str:
+    return httpx.URL(url).path
+
+
+def _same_origin(url: str, base: str) -> bool:
+    a, b = httpx.URL(url), httpx.URL(base)
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
+
+
+# -- one repository ------------------------------------------------------------------------
+
+def _login(user: Any) -> tuple[str | None, bool]:
+    if not isinstance(user, dict):
+        return None, False
+    login = user.get("login")
+    return (str(login)[:256] if login else None), user.get("type") == "Bot"
+
+
+def pr_row(identity: str, item: dict[str, Any], reviews: list[dict[str, Any]],
+           commits: list[dict[str, Any]]) -> dict[str, Any]:
+    """A pull_request row from the list item, its reviews and its commits."""
+    author, is_bot = _login(item.get("user"))
+    created, merged = parse_ts(item.get("created_at")), parse_ts(item.get("merged_at"))
+    closed = parse_ts(item.get("closed_at"))
+    state = "merged" if merged else ("closed" if closed or item.get("state") == "closed" else "open")
+    others = [r for r in reviews if _login(r.get("user"))[0] != author and not _login(r.get("user"))[1]
+              and r.get("state") in ("APPROVED", "CHANGES_REQUESTED", "COMMENTED", "DISMISSED")]
+    times = sorted(t for t in (parse_ts(r.get("submitted_at")) for r in others) if t)
+    first_review = times[0] if times else None
+    agents: set[str] = set()
+    runs: list[str] = []
+    shas: list[str] = []
+    after_review = 0
+    for c in commits:
+        info: dict[str, Any] = c["commit"] if isinstance(c.get("commit"), dict) else {}
+        message = str(info.get("message") or "")[:65536]
+        agents.update(trailers.agents_in_message(message))
+        runs += [r for r in trailers.run_ids(message) if r not in runs]
+        bot = trailers.bot_agent(_login(c.get("author"))[0])
+        if bot:
+            agents.add(bot)
+        if isinstance(c.get("sha"), str):
+            shas.append(c["sha"][:64].lower())
+        committer: dict[str, Any] = info["committer"] if isinstance(info.get("committer"), dict) else {}
+        when = parse_ts(committer.get("date"))
+        if first_review and when and when > first_review:
+            after_review += 1
+    bot = trailers.bot_agent(author)
+    if bot:
+        agents.add(bot)
+    head: dict[str, Any] = item["head"] if isinstance(item.get("head"), dict) else {}
+    base: dict[str, Any] = item["base"] if isinstance(item.get("base"), dict) else {}
+    return {
+        "repo": identity, "number": int(item["number"]), "host": "github",
+        "title": str(item.get("title") or "")[:1000], "branch": str(head.get("ref") or "")[:256] or None,
+        "base": str(base.get("ref") or "")[:256] or None, "state": state, "author": author,
+        "author_is_bot": is_bot, "created_at": created, "merged_at": merged, "closed_at": closed,
+        "merge_sha": (str(item["merge_commit_sha"])[:64].lower() if merged and item.get("merge_commit_sha") else None),
+        "first_review_at": first_review,
+        "changes_requested": sum(1 for r in others if r.get("state") == "CHANGES_REQUESTED"),
+        "commits_after_review": after_review, "agents": json.dumps(sorted(agents)), "runs": json.dumps(runs),
+        "updated_at": parse_ts(item.get("updated_at")),
+        "reverts": trailers.reverted_pr(item.get("body") if isinstance(item.get("body"), str) else None),
+        "shas": json.dumps(shas),
+    }
+
+
+@dataclass
+class RepoSync:
+    repo: str  # OWNER/REPO
+    identity: str
+    prs: int = 0
+    requests: int = 0
+    waited_s: float = 0.0
+    cursor: str | None = None
+
+
+def fetch_repo(client: Client, repo: str, identity_of: Callable[[str], str], *, since: datetime | None,
+               workers: int = 8) -> tuple[RepoSync, list[dict[str, Any]]]:
+    """PRs updated after `since` (all when None), newest update first, with reviews and commits."""
+    changed: list[dict[str, Any]] = []
+    done = False
+    for page in client.pages(f"/repos/{repo}/pulls",
+                             {"state": "all", "sort": "updated", "direction": "desc", "per_page": 100}):
+        for item in page:
+            updated = parse_ts(item.get("updated_at"))
+            if since and updated and updated < since:
+                done = True
+                break
+            if isinstance(item.get("number"), int):
+                changed.append(item)
+        if done:
+            break
+    html = next((((i.get("base") or {}).get("repo") or {}).get("html_url") for i in changed
+                 if isinstance(i.get("base"), dict) and isinstance(i["base"].get("repo"), dict)), None)
+    identity = identity_of(html if isinstance(html, str) and html else f"https://github.com/{repo}")
+
+    def details(item: dict[str, Any]) -> dict[str, Any]:
+        n = item["number"]
+        reviews = client.all(f"/repos/{repo}/pulls/{n}/reviews", {"per_page": 100})
+        commits = client.all(f"/repos/{repo}/pulls/{n}/commits", {"per_page": 100})
+        return pr_row(identity, item, reviews, commits)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="github") as pool:
+        rows = list(pool.map(details, changed))
+    newest = max((r["updated_at"] for r in rows if r["updated_at"]), default=since)
+    result = RepoSync(repo, identity, len(rows), client.requests, client.waited_s,
+                      newest.isoformat() if newest else None)
+    return result, rows
