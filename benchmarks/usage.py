@@ -1,6 +1,6 @@
 """`loopmeter usage` against ccusage on a generated corpus of Claude Code and Codex logs.
 
-    python benchmarks/usage.py [--mb 1024] [--layout many|single] [--runs 3] [--keep DIR]
+    python benchmarks/usage.py [--mb 1024] [--layout many|single] [--runs 3] [--keep DIR] [--against CHECKOUT]
 
 Generates about --mb MB of logs (many session files, or --layout single: one Claude
 Code transcript of that size), then prints for loopmeter:
@@ -14,6 +14,11 @@ runs alternate, --runs of each, so that both see the same machine; medians are
 compared, with the range. It also checks that both report identical tokens per day
 and model for each agent.
 Targets on 2 cores for 1 GB: cold no slower than ccusage, warm <= 1 s, RSS <= 300 MB.
+
+--against CHECKOUT compares two versions instead: cold runs of this checkout and of another
+one (e.g. `git worktree add /tmp/before <commit>`) alternate, each started from its own
+folder; prints both medians, in how many pairs this one was faster, and whether both
+stored the same calls and tokens.
 """
 
 from __future__ import annotations
@@ -56,11 +61,12 @@ def _tree_rss_kb(pid: int) -> int:
     return total
 
 
-def measure(argv: list[str], env: dict[str, str]) -> dict[str, float | str]:
+def measure(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> dict[str, float | str]:
     """Wall seconds, peak RSS of the largest process and of the whole tree (MB), and stdout."""
     out_file = tempfile.TemporaryFile()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=out_file, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, env=env, stdout=out_file, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            cwd=cwd)
     peak_tree = 0
     done = threading.Event()
 
@@ -105,6 +111,29 @@ def line(name: str, m: dict[str, float | str]) -> str:
             f" {float(m['tree_rss_mb']):6.0f} MB (tree)")
 
 
+def compare(other: Path, env: dict[str, str], lm_home: Path, runs: int) -> None:
+    """Paired cold runs: this checkout and `other` alternate (which goes first alternates too),
+    each started from its own folder so that `python -m loopmeter` imports its own code."""
+    here = Path(__file__).resolve().parent.parent
+    versions = {"this": here, "other": other}
+    walls: dict[str, list[float]] = {"this": [], "other": []}
+    totals: dict[str, set[str]] = {"this": set(), "other": set()}
+    for i in range(runs):
+        for name in (("this", "other") if i % 2 == 0 else ("other", "this")):
+            shutil.rmtree(lm_home, ignore_errors=True)
+            m = measure(loopmeter_argv(), {**env, "PYTHONPATH": str(versions[name])}, cwd=versions[name])
+            walls[name].append(float(m["wall_s"]))
+            totals[name].add(json.dumps(json.loads(str(m["stdout"]))["totals"], sort_keys=True))
+    for name, folder in versions.items():
+        w = walls[name]
+        print(f"  {name:<6} {folder}: cold median {statistics.median(w):.3f} s [{min(w):.2f}-{max(w):.2f} s]")
+    wins = sum(a < b for a, b in zip(walls["this"], walls["other"], strict=True))
+    ratio = statistics.median(walls["this"]) / statistics.median(walls["other"])
+    print(f"  this / other (medians): {ratio:.3f}; this faster in {wins} of {runs} pairs")
+    same = len(totals["this"] | totals["other"]) == 1
+    print(f"  totals (calls, tokens, cost): {'identical' if same else 'DIFFERENT'} in every run")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=float, default=1024, help="corpus size in MB (default 1024)")
@@ -112,6 +141,7 @@ def main() -> None:
                     help="many session files (Claude Code + Codex), or one Claude Code transcript")
     ap.add_argument("--runs", type=int, default=5, help="cold, warm and ccusage runs each (medians reported)")
     ap.add_argument("--keep", type=Path, help="generate into this folder and keep it")
+    ap.add_argument("--against", type=Path, help="another checkout: paired cold runs of both versions")
     args = ap.parse_args()
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="loopmeter-usage-bench-"))
@@ -131,6 +161,9 @@ def main() -> None:
         env.update(HOME=str(home), LOOPMETER_HOME=str(lm_home), CLAUDE_CONFIG_DIR=str(root / "corpus" / "claude"),
                    CODEX_HOME=str(root / "corpus" / "codex"), LITELLM_LOCAL_MODEL_COST_MAP="True")
 
+        if args.against is not None:
+            compare(args.against.resolve(), env, lm_home, args.runs)
+            return
         path, why = ccusage_status()
         cc_argv = [path, "daily", "--json", "--offline", "--timezone", "UTC"] if path else None
         colds: list[dict[str, float | str]] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from loopmeter.vocab import CostSource
 
@@ -58,6 +58,39 @@ class UsageRow:
 
 
 USAGE_FIELDS = tuple(f.name for f in fields(UsageRow))  # also the usage table's columns, but id
+
+
+class UsageParams(NamedTuple):
+    """One model call as the store writes it: UsageRow's fields in the same order, the time
+    as the store's text (naive UTC, `sqlite_writer.sqlite_time`). What log parsers yield: a
+    plain tuple underneath (a GB of logs holds ~150k calls; an object per call cost a third
+    of a worker's time), so it goes to the database driver and MessagePack as it is."""
+
+    key: str
+    source: str
+    ts: str
+    model: str | None
+    agent: str | None
+    provider: str | None
+    session_id: str | None
+    project: str | None
+    user: str | None
+    input_tokens: int | None
+    cache_read_tokens: int | None
+    cache_write_tokens: int | None
+    cache_write_1h_tokens: int | None
+    output_tokens: int | None
+    reasoning_tokens: int | None
+    cost_usd: float | None
+    cost_source: CostSource
+    latency_ms: float | None
+    request_id: str | None
+    run_id: str | None
+    attempt_id: str | None
+    price_table_sha256: str | None
+
+
+assert UsageParams._fields == USAGE_FIELDS, "UsageParams holds UsageRow's fields in its order"
 
 
 def utcnow() -> datetime:

@@ -57,11 +57,10 @@ def upsert_sql() -> str:
             f"ON CONFLICT ({', '.join(_q(k) for k in KEYS)}) DO UPDATE SET {updates}")
 
 
-def add_newest_sql(dialect: str, inserted: int) -> str:
-    """SQL adding the `inserted` rows just written in this SQLite transaction: the highest ids,
-    as a table without AUTOINCREMENT numbers new rows max(id)+1 and this transaction is the
-    only writer."""
-    return _sum_sql(dialect, f"id > (SELECT max(id) FROM usage) - {int(inserted)}")
+# SQL adding the rows just written in this SQLite transaction, their number bound as its one
+# parameter: the highest ids, as a table without AUTOINCREMENT numbers new rows max(id)+1 and
+# this transaction is the only writer.
+ADD_NEWEST_SQLITE = _sum_sql("sqlite", "id > (SELECT max(id) FROM usage) - ?")
 
 
 def add_ids(conn: Connection, dialect: str, ids: list[int]) -> None:

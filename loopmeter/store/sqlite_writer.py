@@ -18,28 +18,25 @@ from itertools import chain
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from loopmeter.records import USAGE_FIELDS, UsageRow
+from loopmeter.records import USAGE_FIELDS, UsageParams, UsageRow
 from loopmeter.store import rollup
 
 # how long a SQLite writer waits for another process's lock before "database is locked"
 BUSY_TIMEOUT_MS = int(os.environ.get("LOOPMETER_BUSY_TIMEOUT_MS", "10000"))
-TS_INDEX = USAGE_FIELDS.index("ts")
 _values = attrgetter(*USAGE_FIELDS)
 
 
-def _usage_insert(values: list[str], rows: int = 1) -> str:
-    """INSERT of `rows` usage rows (ignoring stored keys), `values` being SQL for each column.
+def _usage_insert(rows: list[list[str]]) -> str:
+    """INSERT of usage rows (ignoring stored keys), each row given as one placeholder per column.
 
     OR IGNORE rather than ON CONFLICT (key) DO NOTHING: a statement that may abort halfway
     (a NOT NULL column) makes SQLite copy every page it touches to a statement journal
     first, which for a GB of logs wrote 380 MB to a temporary file (parent write() bytes
     535 -> 179 MB). The rows written here always hold their NOT NULL columns."""
-    row = f"({', '.join(values)})"
-    return (f"INSERT OR IGNORE INTO usage ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in USAGE_FIELDS)}) "
-            f"VALUES {', '.join([row] * rows)}")
+    values = ", ".join(f"({', '.join(row)})" for row in rows)
+    return f"INSERT OR IGNORE INTO usage ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in USAGE_FIELDS)}) VALUES {values}"
 
 
-USAGE_INSERT = _usage_insert(["?"] * len(USAGE_FIELDS))
 CURSOR_FIELDS = ("path", "source", "inode", "size", "offset", "mtime", "malformed_lines", "state", "updated_at")
 CURSOR_UPSERT = (
     f"INSERT INTO ingest_cursor ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in CURSOR_FIELDS)}) "
@@ -55,15 +52,10 @@ def sqlite_time(ts: datetime) -> str:
     return ts.isoformat(sep=" ", timespec="microseconds")
 
 
-def params_of(rows: Iterable[UsageRow]) -> list[tuple[Any, ...]]:
-    """Rows as store parameters: USAGE_FIELDS order, the time as `sqlite_time` text (what the
-    log parsers yield directly, see telemetry/ingest/base.py)."""
-    params = []
-    for row in rows:
-        values = list(_values(row))
-        values[TS_INDEX] = sqlite_time(row.ts)
-        params.append(tuple(values))
-    return params
+def params_of(rows: Iterable[UsageRow]) -> list[UsageParams]:
+    """Rows as the store writes them, the time as `sqlite_time` text (what the log parsers
+    yield directly, see telemetry/ingest/base.py)."""
+    return [UsageParams(*_values(row))._replace(ts=sqlite_time(row.ts)) for row in rows]
 
 
 _TOKEN_INDEX = [USAGE_FIELDS.index(f) for f in ("input_tokens", "cache_read_tokens", "cache_write_tokens",
@@ -71,17 +63,17 @@ _TOKEN_INDEX = [USAGE_FIELDS.index(f) for f in ("input_tokens", "cache_read_toke
 _UPSERT_HOURS = rollup.upsert_sql()
 
 
-def row_of(params: tuple[Any, ...]) -> UsageRow:
+def row_of(params: UsageParams) -> UsageRow:
     """The UsageRow of store parameters (for a store other than a SQLite file)."""
-    row = UsageRow(*params)
-    row.ts = datetime.fromisoformat(params[TS_INDEX]).replace(tzinfo=UTC)
-    return row
+    values: dict[str, Any] = params._asdict()
+    values["ts"] = datetime.fromisoformat(params.ts).replace(tzinfo=UTC)
+    return UsageRow(**values)
 
 
 # Columns that hold one value for most of a batch (a file's source, agent, provider and
 # user; the price table; nothing for latency and runs). Rows are inserted in groups sharing
-# them, with those values written into the statement: binding six text values per row
-# (each copied under a lock by SQLite) was a quarter of the insert time.
+# them, those values bound once per statement of MULTI_ROWS rows: binding six text values
+# per row (each copied under a lock by SQLite) was a quarter of the insert time.
 CONST_FIELDS = ("source", "agent", "provider", "user", "cost_source", "latency_ms", "run_id", "attempt_id",
                 "price_table_sha256")
 _CONST_INDEX = [USAGE_FIELDS.index(c) for c in CONST_FIELDS]
@@ -91,13 +83,13 @@ _var_of = itemgetter(*_VAR_INDEX)
 Group = tuple[tuple[Any, ...], list[tuple[Any, ...]]]  # (CONST_FIELDS values, rows of the other columns)
 
 
-def first_of_each_key(params: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def first_of_each_key(params: list[UsageParams]) -> list[UsageParams]:
     """The rows whose key has not come earlier in the batch: what inserting them one by one
     would keep. Grouped inserts do not keep the batch's order, so repeats go first."""
     seen: set[Any] = set()
     out = []
     for p in params:
-        key = p[0]
+        key = p.key
         if key not in seen:
             seen.add(key)
             out.append(p)
@@ -106,7 +98,7 @@ def first_of_each_key(params: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return out if len(out) < len(params) else params
 
 
-def group_params(params: Iterable[tuple[Any, ...]]) -> list[Group]:
+def group_params(params: Iterable[UsageParams]) -> list[Group]:
     """Rows split by their CONST_FIELDS values, in order within each group. Keys must be
     unique within `params` (see first_of_each_key)."""
     groups: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
@@ -119,68 +111,46 @@ def group_params(params: Iterable[tuple[Any, ...]]) -> list[Group]:
     return list(groups.items())
 
 
-def _literal(value: Any) -> str | None:
-    """A SQL literal for NULL or a string (quotes doubled); None for anything else."""
-    if value is None:
-        return "NULL"
-    if isinstance(value, str) and "\x00" not in value:
-        return "'" + value.replace("'", "''") + "'"
-    return None
-
-
 # Rows per INSERT statement: stepping one statement per row cost more than the rows' own
 # work (measured on 136k rows: 0.47 s with one row per statement, 0.40 s with 64).
 MULTI_ROWS = 64
 CHECKPOINT_ROWS = 25_000  # about 40 MB of WAL (rows and the index pages they touch)
-_group_sql: dict[tuple[Any, ...], tuple[str, str] | None] = {}
 _SOURCE, _COST_SOURCE = CONST_FIELDS.index("source"), CONST_FIELDS.index("cost_source")
 
 
-def _insert_sql(const: tuple[Any, ...]) -> tuple[str, str] | None:
-    """The INSERTs of a group's rows (one row, and MULTI_ROWS rows) with its constant values
-    in the statement, or None when a value cannot be written as a literal (the rows are
-    then bound whole)."""
-    if const in _group_sql:
-        return _group_sql[const]
+def _group_insert(rows: int) -> str:
+    """INSERT of `rows` rows of one group. Parameters: the group's CONST_FIELDS values (?1..?9,
+    the same in every row of the statement), then each row's other columns."""
+    n_const, n_var = len(_CONST_INDEX), len(_VAR_INDEX)
+    values = []
+    for r in range(rows):
+        row = [""] * len(USAGE_FIELDS)
+        for j, column in enumerate(_CONST_INDEX):
+            row[column] = f"?{1 + j}"
+        for j, column in enumerate(_VAR_INDEX):
+            row[column] = f"?{1 + n_const + r * n_var + j}"
+        values.append(row)
+    return _usage_insert(values)
+
+
+INSERT_ONE, INSERT_MANY = _group_insert(1), _group_insert(MULTI_ROWS)
+
+
+def _insert_group(conn: Any, const: tuple[Any, ...], rows: list[tuple[Any, ...]]) -> int:
+    """Insert a group's rows, MULTI_ROWS per statement and the rest one by one; returns how many were new."""
     if const[_SOURCE] is None or const[_COST_SOURCE] is None:  # NOT NULL: OR IGNORE would drop the rows
         raise ValueError(f"usage rows without a source or cost source: {const}")
-    literals = [_literal(v) for v in const]
-    sql = None
-    if None not in literals:
-        values = ["?"] * len(USAGE_FIELDS)
-        for i, lit in zip(_CONST_INDEX, literals, strict=True):
-            values[i] = lit  # type: ignore[assignment]
-        sql = _usage_insert(values), _usage_insert(values, MULTI_ROWS)
-    if len(_group_sql) < 256:
-        _group_sql[const] = sql
-    return sql
-
-
-def _insert_rows(conn: Any, sql: tuple[str, str], rows: list[tuple[Any, ...]]) -> int:
-    """Insert a group's rows, MULTI_ROWS per statement and the rest one by one; returns how many were new."""
-    one, many = sql
+    const = tuple(const)
     whole = len(rows) - len(rows) % MULTI_ROWS
     added = 0
     if whole:
-        cur = conn.executemany(many, [tuple(chain.from_iterable(rows[i:i + MULTI_ROWS]))
-                                      for i in range(0, whole, MULTI_ROWS)])
+        cur = conn.executemany(INSERT_MANY, [const + tuple(chain.from_iterable(rows[i:i + MULTI_ROWS]))
+                                             for i in range(0, whole, MULTI_ROWS)])
         added += max(cur.rowcount or 0, 0)
     if whole < len(rows):
-        cur = conn.executemany(one, rows[whole:])
+        cur = conn.executemany(INSERT_ONE, [const + tuple(row) for row in rows[whole:]])
         added += max(cur.rowcount or 0, 0)
     return added
-
-
-def _whole(const: tuple[Any, ...], rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    out = []
-    for var in rows:
-        full: list[Any] = [None] * len(USAGE_FIELDS)
-        for i, v in zip(_CONST_INDEX, const, strict=True):
-            full[i] = v
-        for i, v in zip(_VAR_INDEX, var, strict=True):
-            full[i] = v
-        out.append(tuple(full))
-    return out
 
 
 # Where the rollup's dimensions are: in a group's CONST_FIELDS values, or in its rows.
@@ -194,7 +164,7 @@ assert rollup.KEYS == ("hour", "agent", "model", "provider", "source", "project"
 
 
 def hour_sums(groups: list[Group]) -> list[tuple[Any, ...]]:
-    """The rollup rows of grouped rows (as rollup.add_newest_sql sums them in SQL), computed
+    """The rollup rows of grouped rows (as rollup.ADD_NEWEST_SQLITE sums them in SQL), computed
     where the batch is made: an ingest worker, not the one writer. A group's constant values
     hold most of the rollup's dimensions, so each row adds to a key of three."""
     out: list[tuple[Any, ...]] = []
@@ -223,14 +193,14 @@ def hour_sums(groups: list[Group]) -> list[tuple[Any, ...]]:
     return out
 
 
-def prepare(params: list[tuple[Any, ...]]) -> tuple[list[Group], list[tuple[Any, ...]]]:
+def prepare(params: list[UsageParams]) -> tuple[list[Group], list[tuple[Any, ...]]]:
     """A batch ready for `insert_groups`: the first row of each key, grouped, and its
     `hour_sums` (computed wherever the batch is made: in an ingest worker, not the writer)."""
     groups = group_params(first_of_each_key(params))
     return groups, hour_sums(groups)
 
 
-def insert_usage(conn: Any, params: list[tuple[Any, ...]]) -> int:
+def insert_usage(conn: Any, params: list[UsageParams]) -> int:
     """Insert (ignoring stored keys) and add the new rows to the rollup; `conn` is a DB-API
     connection inside a write transaction. Returns how many rows were new."""
     return insert_groups(conn, *prepare(params))
@@ -241,19 +211,14 @@ def insert_groups(conn: Any, groups: list[Group], hours: list[tuple[Any, ...]]) 
     every row was new; otherwise SQL sums the rows that were."""
     added = total = 0
     for const, rows in groups:
-        if not rows:
-            continue
-        sql = _insert_sql(tuple(const))
-        if sql is None:
-            added += max(conn.executemany(USAGE_INSERT, _whole(const, rows)).rowcount or 0, 0)
-        else:
-            added += _insert_rows(conn, sql, rows)
-        total += len(rows)
+        if rows:
+            added += _insert_group(conn, const, rows)
+            total += len(rows)
     if added == total:
         if hours:
             conn.executemany(_UPSERT_HOURS, hours)
     elif added:
-        conn.execute(rollup.add_newest_sql("sqlite", added))
+        conn.execute(rollup.ADD_NEWEST_SQLITE, (added,))
     return added
 
 
@@ -294,7 +259,7 @@ class SqliteUsageWriter:
         self._wake = threading.Event()
         self._closing = False
 
-    def write(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]]) -> int:
+    def write(self, params: list[UsageParams], cursors: list[dict[str, Any]]) -> int:
         """Rows as store parameters (`params_of`) and file cursors, in one transaction."""
         return self.write_groups(*prepare(params), cursors)
 

@@ -5,9 +5,10 @@ live), `files(root)` (its log files under a root) and `parse(lines, ctx)` (usage
 from candidate lines). The runner (runner.py) decides which bytes of which file to
 read, and only `loopmeter.store` writes what the parsers return.
 
-Parsers yield rows as store parameters (`usage_params`: a tuple in USAGE_FIELDS order,
-the time as the store's text), not UsageRow objects: a GB of logs holds ~150k calls,
-and building an object per call and converting it again cost a third of a worker's time.
+Parsers yield rows as `records.UsageParams` (made by `usage_params`: a named tuple in
+USAGE_FIELDS order, the time as the store's text), not UsageRow objects: a GB of logs
+holds ~150k calls, and building an object per call and converting it again cost a third
+of a worker's time.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Annotated, Any, BinaryIO
 
 import msgspec
 
-from loopmeter.records import USAGE_FIELDS
+from loopmeter.records import UsageParams
 from loopmeter.store.sqlite_writer import sqlite_time
 from loopmeter.telemetry.costs import price_call
 
@@ -45,6 +46,8 @@ class FileContext:
 
     path: Path
     source: str  # the usage row `source`, e.g. "claude-code-log"
+    agent: str | None = None  # the rows' agent and provider (the Source's)
+    provider: str | None = None
     state: dict[str, Any] = field(default_factory=dict)  # saved in ingest_cursor.state
     malformed: int = 0
     price_table: Any = None  # loopmeter.telemetry.pricing.PriceTable, or None for no pricing
@@ -61,10 +64,12 @@ class Source:
 
     name: str  # claude-code, codex, gemini (the `--source` value)
     tag: str  # usage row source, e.g. claude-code-log
+    agent: str  # usage row agent, e.g. claude-code
+    provider: str  # usage row provider, e.g. anthropic
     roots: Callable[[dict[str, str]], list[Path]]
     files: Callable[[Path], Iterator[Path]]
-    # usage_params tuples from candidate lines (bytes or memoryview, each valid until the next)
-    parse: Callable[[Iterable[bytes | memoryview], FileContext], Iterator[tuple[Any, ...]]]
+    # UsageParams rows from candidate lines (bytes or memoryview, each valid until the next)
+    parse: Callable[[Iterable[bytes | memoryview], FileContext], Iterator[UsageParams]]
     markers: tuple[bytes, ...]  # a line that can matter contains one of these
     splittable: bool = False  # lines are independent: a big file may be read in byte ranges
     whole_file_suffix: str | None = None  # such files are one JSON document, re-read whole when changed
@@ -280,23 +285,23 @@ def ts_text(value: Any) -> str | None:
     return None if ts is None else sqlite_time(ts)
 
 
-_EXPECTED_FIELDS = ("key", "source", "ts", "model", "agent", "provider", "session_id", "project", "user",
-                    "input_tokens", "cache_read_tokens", "cache_write_tokens", "cache_write_1h_tokens",
-                    "output_tokens", "reasoning_tokens", "cost_usd", "cost_source", "latency_ms", "request_id",
-                    "run_id", "attempt_id", "price_table_sha256")
-assert USAGE_FIELDS == _EXPECTED_FIELDS, "usage_params builds its tuple in this order"
-
-
 def usage_params(
-    table: Any, key: str, source: str, ts: str, model: str | None, agent: str, provider: str,
-    session_id: str | None, project: str | None, user: str | None, input_tokens: int, cache_read_tokens: int,
-    cache_write_tokens: int, cache_write_1h_tokens: int | None, output_tokens: int, reasoning_tokens: int | None,
-    request_id: str | None = None, reported: float | None = None,
-) -> tuple[Any, ...]:
-    """One call as store parameters, priced by `costs.price_call`: the source's own figure
-    (`reported`), else the price table at the call's date (`ts`), else unpriced (never 0)."""
-    cost, cost_source, sha = price_call(table, model, provider, ts, input_tokens, output_tokens, cache_read_tokens,
-                                        cache_write_tokens, cache_write_1h_tokens, reported)
-    return (key, source, ts, model, agent, provider, session_id, project, user, input_tokens, cache_read_tokens,
-            cache_write_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens, cost, cost_source, None,
-            request_id, None, None, sha)
+    ctx: FileContext, *, key: str, ts: str, model: str | None, session_id: str | None, project: str | None,
+    input_tokens: int, cache_read_tokens: int, cache_write_tokens: int = 0, cache_write_1h_tokens: int | None = None,
+    output_tokens: int, reasoning_tokens: int | None = None, request_id: str | None = None,
+    reported: float | None = None,
+) -> UsageParams:
+    """One call read from the file of `ctx` (its source, agent, provider and user) as a store
+    row, priced by `costs.price_call`: the source's own figure (`reported`), else the file's
+    price table at the call's date (`ts`), else unpriced (never 0).
+
+    Parsers name every argument; keep the parameters few: CPython 3.11 compiles a call with
+    more keyword arguments than about a dozen into one that builds a dict first, and this
+    call is made once per row."""
+    provider = ctx.provider
+    cost_usd, cost_source, price_table_sha256 = price_call(
+        ctx.price_table, model, provider, ts, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
+        cache_write_1h_tokens, reported)
+    return UsageParams(key, ctx.source, ts, model, ctx.agent, provider, session_id, project, ctx.user, input_tokens,
+                       cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens,
+                       cost_usd, cost_source, None, request_id, None, None, price_table_sha256)

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from loopmeter.records import UsageParams
 from loopmeter.telemetry.ingest.base import (
     STRUCT_ERRORS,
     FileContext,
@@ -142,12 +143,11 @@ def _quick_request_id(line: bytes | memoryview) -> bytes | None:
     return None if m is None else m.group(1)
 
 
-def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[tuple[Any, ...]]:
+def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[UsageParams]:
     # Request ids already counted, as raw bytes: a repeated line (one per content block)
     # is skipped before JSON parsing. Only ids confirmed by a full parse are added.
     parsed_ids: set[bytes] = set()
     seen = ctx.seen
-    table, user = ctx.price_table, ctx.user
     default_session, default_project = ctx.path.stem, ctx.path.parent.name or None
     for line in lines:
         quick = _quick_request_id(line)
@@ -178,14 +178,17 @@ def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[tup
         if when is None:
             ctx.bad_line()
             continue
-        yield usage_params(table, key, SOURCE_TAG, when, model, "claude-code", "anthropic",
-                           session or default_session, cwd or default_project, user, inp, cr, cw, cw1h, out,
-                           None, request_id, reported)
+        yield usage_params(ctx, key=key, ts=when, model=model, session_id=session or default_session,
+                           project=cwd or default_project, input_tokens=inp, cache_read_tokens=cr,
+                           cache_write_tokens=cw, cache_write_1h_tokens=cw1h, output_tokens=out,
+                           request_id=request_id, reported=reported)
 
 
 SOURCE = Source(
     name="claude-code",
     tag=SOURCE_TAG,
+    agent="claude-code",
+    provider="anthropic",
     roots=roots,
     files=files,
     parse=parse,

@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from loopmeter.records import UsageParams
 from loopmeter.telemetry.ingest.base import (
     STRUCT_ERRORS,
     FileContext,
@@ -152,9 +153,8 @@ def _saved_total(value: Any) -> Counts | None:
     return None  # none saved (or unreadable): the next event's totals count whole
 
 
-def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[tuple[Any, ...]]:
+def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[UsageParams]:
     st = ctx.state  # saved in the cursor with every checkpoint: kept current before each yield
-    table, user = ctx.price_table, ctx.user
     before = _saved_total(st.get("total"))
     n = st.get("n", 0)
     for line in lines:
@@ -206,13 +206,16 @@ def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[tup
             continue  # the same totals repeated
         cached = min(d_cached, d_input)
         session = st.get("session") or _session_id(ctx)
-        yield usage_params(table, f"codex:{session}:{n}", SOURCE_TAG, when, st.get("model"), "codex", "openai",
-                           session, st.get("cwd"), user, d_input - cached, cached, 0, None, d_output, d_reasoning)
+        yield usage_params(ctx, key=f"codex:{session}:{n}", ts=when, model=st.get("model"), session_id=session,
+                           project=st.get("cwd"), input_tokens=d_input - cached, cache_read_tokens=cached,
+                           output_tokens=d_output, reasoning_tokens=d_reasoning)
 
 
 SOURCE = Source(
     name="codex",
     tag=SOURCE_TAG,
+    agent="codex",
+    provider="openai",
     roots=roots,
     files=files,
     parse=parse,

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from loopmeter.records import UsageParams
 from loopmeter.telemetry.ingest.base import (
     FileContext,
     Source,
@@ -45,7 +46,7 @@ def files(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / name
 
 
-def _message(msg: dict[str, Any], ctx: FileContext) -> tuple[Any, ...] | None:
+def _message(msg: dict[str, Any], ctx: FileContext) -> UsageParams | None:
     if msg.get("type") != "gemini":
         return None
     tokens = msg.get("tokens")
@@ -61,10 +62,10 @@ def _message(msg: dict[str, Any], ctx: FileContext) -> tuple[Any, ...] | None:
     session = ctx.state.get("session") or ctx.path.stem
     model = msg.get("model")
     return usage_params(
-        ctx.price_table, f"gemini:{session}:{msg_id}", SOURCE_TAG, ts, model if isinstance(model, str) else None,
-        "gemini", "gemini", session, ctx.state.get("project"), ctx.user,
-        prompt - cached + as_int(tokens.get("tool")), cached, 0, None,
-        as_int(tokens.get("output")) + thoughts, thoughts,
+        ctx, key=f"gemini:{session}:{msg_id}", ts=ts, model=model if isinstance(model, str) else None,
+        session_id=session, project=ctx.state.get("project"),
+        input_tokens=prompt - cached + as_int(tokens.get("tool")), cache_read_tokens=cached,
+        output_tokens=as_int(tokens.get("output")) + thoughts, reasoning_tokens=thoughts,
     )
 
 
@@ -75,7 +76,7 @@ def _header(obj: dict[str, Any], ctx: FileContext) -> None:
         ctx.state["project"] = obj["projectHash"]
 
 
-def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[tuple[Any, ...]]:
+def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[UsageParams]:
     for line in lines:
         obj = json_object(line, ctx)
         if obj is None:
@@ -100,6 +101,8 @@ def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[tup
 SOURCE = Source(
     name="gemini",
     tag=SOURCE_TAG,
+    agent="gemini",
+    provider="gemini",
     roots=roots,
     files=files,
     parse=parse,

@@ -15,6 +15,7 @@ written again after a kill adds nothing.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from loopmeter.errors import LoopmeterError
+from loopmeter.records import UsageParams
 from loopmeter.telemetry.ingest import claude_code, codex, gemini
 from loopmeter.telemetry.ingest.base import FileContext, ReadStats, Source, read_candidates
 
@@ -283,37 +285,53 @@ def plan(files: list[tuple[Source, Path]], cursors: dict[str, Cursor] | None) ->
 
 # -- reading (in worker processes or inline) -----------------------------------
 
-# Held around each batch write: SQLite has one writer at a time, and its busy handler
-# sleeps up to 100 ms between retries, while a waiter on this lock wakes at once.
-_write_lock: Any = None
-_sinks: dict[str, Any] = {}  # this process's writer per database URL
-# In a worker reading for a SQLite store: where its batches go. The parent is the one
-# writer: SQLite has one writer at a time anyway, and each commit by another connection
-# empties a connection's page cache, so two writers took 1.9 s for what one does in 1.1 s.
-_out_queue: Any = None
-_abort: Any = None  # set by the parent when it stops writing (an error, Ctrl-C): workers stop too
-
-
 class _Aborted(Exception):
     """The parent stopped writing: this task's rows have nowhere to go."""
 
 
-def _init_worker(lock: Any, out_queue: Any = None, abort: Any = None) -> None:
-    global _write_lock, _out_queue, _abort
-    _write_lock, _out_queue, _abort = lock, out_queue, abort
-    # The parent's single SQLite writer goes first when both cores are busy: it then keeps
-    # the queue short and little is left to write when the readers end (measured: cold
-    # `usage` on 1 GB 0.03-0.04 s faster, in 14-17 of 21 paired runs).
-    os.nice(5)
-    _sinks.clear()  # a forked copy of the parent's connections must not be used
-    if out_queue is not None:
-        # A worker must be able to exit with batches still unsent when the parent has
-        # stopped reading them; when it has not, every batch is read before the task's end.
-        out_queue.cancel_join_thread()
-
-
 def _is_sqlite_file(db_url: str) -> bool:
     return db_url.startswith("sqlite:///") and ":memory:" not in db_url
+
+
+@dataclass
+class IngestState:
+    """What reading tasks and writing their rows needs besides the tasks, passed to every
+    call that does it: the parent makes one for itself, and one that its worker processes
+    share (each gets it as its Process argument, copied at fork)."""
+
+    sinks: dict[str, Any] = field(default_factory=dict)  # this process's writer per database URL
+    # In a worker: where it sends each task's end and result, and, for a SQLite store, its
+    # batches: the parent is the one writer. SQLite has one writer at a time anyway, and each
+    # commit by another connection empties a connection's page cache, so two writers took
+    # 1.9 s for what one does in 1.1 s.
+    out_queue: Any = None
+    abort: Any = None  # set by the parent when it stops writing (an error, Ctrl-C): workers stop too
+    write_lock: Any = None  # in workers that write themselves (not SQLite): held around each batch
+
+    def sink(self, db_url: str, store: Store | None) -> Any:
+        """The writer for db_url: SQLite files get a stdlib connection of their own (rows,
+        rollup and cursors in one transaction, no SQLAlchemy per row); anything else goes
+        through the Store handed in, else one opened here."""
+        if store is not None and not _is_sqlite_file(db_url):
+            return _StoreSink(store)
+        sink = self.sinks.get(db_url)
+        if sink is None:
+            if _is_sqlite_file(db_url):
+                from loopmeter.store.sqlite_writer import BUSY_TIMEOUT_MS, SqliteUsageWriter
+
+                sink = SqliteUsageWriter(db_url.removeprefix("sqlite:///"), busy_timeout_ms=BUSY_TIMEOUT_MS,
+                                         cache_kib=PAGE_CACHE_KIB)
+            else:
+                from loopmeter.store import open_store
+
+                sink = _StoreSink(open_store(db_url, migrate=False), owned=True)
+            self.sinks[db_url] = sink
+        return sink
+
+    def close(self) -> None:
+        """Close the writers this process opened (a store handed in stays open)."""
+        while self.sinks:
+            self.sinks.popitem()[1].close()
 
 
 _PACK = msgspec.msgpack.Encoder().encode
@@ -323,35 +341,27 @@ _UNPACK = msgspec.msgpack.Decoder(list[tuple[tuple, list[tuple]]]).decode  # typ
 class _QueueSink:
     """In a worker: hands each batch, already as SQLite parameters, to the parent."""
 
-    def __init__(self, out_queue: Any, task: int):
-        self.queue, self.task = out_queue, task
+    def __init__(self, state: IngestState, task: int):
+        self.state, self.task = state, task
 
-    def write(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]]) -> int:
+    def write(self, params: list[UsageParams], cursors: list[dict[str, Any]]) -> int:
         from loopmeter.store.sqlite_writer import prepare
 
-        if _abort is not None and _abort.is_set():
+        if self.state.abort.is_set():
             raise _Aborted()
         groups, hours = prepare(params)
         # rows as MessagePack: 6x cheaper to make than the queue's pickle, as cheap to read
-        self.queue.put(("batch", self.task, _PACK(groups), hours, cursors))
+        self.state.out_queue.put(("batch", self.task, _PACK(groups), hours, cursors))
         return 0  # the parent counts what is new
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 class _StoreSink:
     """Writes through the Store (PostgreSQL, or a store handed in by the caller)."""
 
-    def __init__(self, store: Store):
-        self.store = store
+    def __init__(self, store: Store, *, owned: bool = False):
+        self.store, self.owned = store, owned
 
-    def write(self, params: list[tuple[Any, ...]], cursors: list[dict[str, Any]]) -> int:
+    def write(self, params: list[UsageParams], cursors: list[dict[str, Any]]) -> int:
         from loopmeter.store import IngestCursor
         from loopmeter.store.sqlite_writer import row_of
 
@@ -360,23 +370,9 @@ class _StoreSink:
             self.store.save(*(IngestCursor(**{**c, "state": json.dumps(c["state"])}) for c in cursors))
         return added
 
-
-def _sink_for(db_url: str, store: Store | None) -> Any:
-    """SQLite files get a stdlib connection of their own (rows, rollup and cursors in one
-    transaction, no SQLAlchemy per row); anything else goes through the Store."""
-    if _is_sqlite_file(db_url):
-        sink = _sinks.get(db_url)
-        if sink is None:
-            from loopmeter.store.sqlite_writer import BUSY_TIMEOUT_MS, SqliteUsageWriter
-
-            sink = _sinks[db_url] = SqliteUsageWriter(db_url.removeprefix("sqlite:///"),
-                                                      busy_timeout_ms=BUSY_TIMEOUT_MS, cache_kib=PAGE_CACHE_KIB)
-        return sink
-    if store is None:
-        from loopmeter.store import open_store
-
-        store = open_store(db_url, migrate=False)
-    return _StoreSink(store)
+    def close(self) -> None:
+        if self.owned:
+            self.store.dispose()
 
 
 def _cursor(w: FileWork, offset: int, malformed: int, state: dict[str, Any], *, mid: bool = False) -> dict[str, Any]:
@@ -400,14 +396,14 @@ def _lines(part: Part, src: Source, fh: Any, stats: ReadStats) -> Iterator[bytes
 
 
 class _Writer:
-    """Rows (store parameters) and cursors of a task, written together in batches under the write lock."""
+    """Rows and cursors of a task, written together in batches (under the write lock, if any)."""
 
-    def __init__(self, sink: Any):
+    def __init__(self, sink: Any, lock: Any = None):
         self.sink = sink
-        self.rows: list[Any] = []
+        self.rows: list[UsageParams] = []
         self.cursors: list[dict[str, Any]] = []  # cursors of parts whose rows are all in self.rows or stored
         self.added = 0
-        self.lock = _write_lock or _NoLock()
+        self.lock = lock or contextlib.nullcontext()
 
     def flush(self, *extra_cursors: dict[str, Any]) -> None:
         cursors = [*self.cursors, *extra_cursors]
@@ -433,7 +429,8 @@ def _read_part(part: Part, writer: _Writer, price_table: Any, batch_rows: int = 
     w = part.work
     src = SOURCES[w.source]
     # the user usage is attributed to: whose agent logs these are
-    ctx = FileContext(path=w.path, source=src.tag, state=dict(w.state), price_table=price_table, user=_owner(w.path))
+    ctx = FileContext(path=w.path, source=src.tag, agent=src.agent, provider=src.provider, state=dict(w.state),
+                      price_table=price_table, user=_owner(w.path))
     stats = ReadStats(end=part.start)
 
     def bad() -> int:
@@ -457,63 +454,101 @@ def _read_part(part: Part, writer: _Writer, price_table: Any, batch_rows: int = 
     return PartResult(str(w.path), part.start, stats.end, bad())
 
 
-def run_task(t: Task, store: Store | None = None) -> TaskResult:
-    """Read a task's parts; write their rows, and the cursors of the whole files among them."""
+def run_task(t: Task, state: IngestState, store: Store | None = None) -> TaskResult:
+    """Read a task's parts; write their rows, and the cursors of the whole files among them
+    (in a worker for a SQLite store: send them to the parent, which writes them)."""
     from loopmeter.telemetry.pricing import default_price_table
 
-    queued = _out_queue is not None and _is_sqlite_file(t.db_url)
-    writer = _Writer(_QueueSink(_out_queue, t.index) if queued else _sink_for(t.db_url, store))
-    if queued:
-        writer.lock = _NoLock()
-    try:
-        table = default_price_table()
-        results = [_read_part(part, writer, table, t.batch_rows) for part in t.parts]
-        writer.flush()
-    finally:
-        if queued:
-            _out_queue.put(("end", t.index))
+    if state.out_queue is not None and _is_sqlite_file(t.db_url):
+        writer = _Writer(_QueueSink(state, t.index))
+    else:
+        writer = _Writer(state.sink(t.db_url, store), state.write_lock)
+    table = default_price_table()
+    results = [_read_part(part, writer, table, t.batch_rows) for part in t.parts]
+    writer.flush()
     return TaskResult(writer.added, results)
 
 
-def _stop_workers(out_queue: Any, futures: dict[Any, Task], abort: Any) -> None:
+def _worker(tasks: list[Task], next_task: Any, state: IngestState) -> None:
+    """A worker process: run the next task nobody has taken (they come biggest first) until
+    none is left, sending each one's end and result, or its error, to the parent."""
+    # The parent's single SQLite writer goes first when both cores are busy: it then keeps
+    # the queue short and little is left to write when the readers end (measured: cold
+    # `usage` on 1 GB 0.03-0.04 s faster, in 14-17 of 21 paired runs).
+    os.nice(5)
+    try:
+        while not state.abort.is_set():
+            with next_task.get_lock():
+                i = next_task.value
+                next_task.value = i + 1
+            if i >= len(tasks):
+                return
+            state.out_queue.put(("end", i, run_task(tasks[i], state)))
+    except _Aborted:
+        pass
+    except BaseException as exc:  # Ctrl-C included: the parent decides
+        state.out_queue.put(("failed", i, _sendable(exc)))
+        return
+    finally:
+        state.close()
+    # The parent stopped reading: exit without waiting for unsent batches to be read.
+    state.out_queue.cancel_join_thread()
+
+
+def _sendable(exc: BaseException) -> BaseException:
+    """The worker's error itself when it survives pickling, else its type and message."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return LoopmeterError(f"ingest worker: {type(exc).__name__}: {exc}")
+
+
+def _collect(state: IngestState, sink: Any, tasks: list[Task], procs: list[Any], progress: Progress | None,
+             total: int) -> tuple[list[TaskResult], int]:
+    """The parent's side: write the workers' batches as they come (SQLite) and take each task's
+    result until every task has ended; returns the results and the rows the batches added."""
+    import queue
+
+    results: dict[int, TaskResult] = {}
+    added = done = 0
+    while len(results) < len(tasks):
+        try:
+            item = state.out_queue.get(timeout=0.2)
+        except queue.Empty:
+            # a worker that died (killed) sends nothing; one that ended sent all it had
+            if any(p.exitcode not in (None, 0) for p in procs) or not any(p.is_alive() for p in procs):
+                codes = ", ".join(str(p.exitcode) for p in procs)
+                raise LoopmeterError(f"an ingest worker stopped before its work was done (exit codes {codes})",
+                                     hint="run the same command again: nothing is counted twice") from None
+            continue
+        if item[0] == "batch":
+            added += sink.write_groups(_UNPACK(item[2]), item[3], item[4])  # groups, hours, cursors
+        elif item[0] == "failed":
+            raise item[2]
+        else:
+            results[item[1]] = item[2]
+            done += tasks[item[1]].size
+            if progress:
+                progress(done, total)
+    return [results[i] for i in sorted(results)], added
+
+
+def _stop_workers(state: IngestState, procs: list[Any]) -> None:
     """After the parent stopped writing (an error, Ctrl-C): tell the workers to stop and drain
     the queue until they have, so that none is left blocked on a full queue."""
     import queue
 
-    abort.set()
-    for fut in futures:
-        fut.cancel()
-    while not all(fut.done() for fut in futures):
+    state.abort.set()
+    while any(p.is_alive() for p in procs):
         try:
-            out_queue.get(timeout=0.05)
+            state.out_queue.get(timeout=0.05)
         except queue.Empty:
             pass
-
-
-def _write_batches(out_queue: Any, sink: Any, tasks: list[Task], futures: dict[Any, Task],
-                   progress: Progress | None, total: int) -> int:
-    """The parent's side: write the workers' batches as they come until every task has ended."""
-    import queue
-
-    by_index = {t.index: t for t in tasks}
-    open_tasks = set(by_index)
-    added = done = 0
-    while open_tasks:
-        try:
-            item = out_queue.get(timeout=0.2)
-        except queue.Empty:
-            for fut in futures:  # a worker that died sends no end marker
-                if fut.done() and fut.exception() is not None:
-                    fut.result()  # raises the worker's error
-            continue
-        if item[0] == "batch":
-            added += sink.write_groups(_UNPACK(item[2]), item[3], item[4])  # groups, hours, cursors
-        else:
-            open_tasks.discard(item[1])
-            done += by_index[item[1]].size
-            if progress:
-                progress(done, total)
-    return added
+    for p in procs:
+        p.join()
 
 
 def _boundary(path: Path, near: int) -> int:
@@ -568,52 +603,48 @@ def tasks_for(db_url: str, work: list[FileWork], split_bytes: int = SPLIT_BYTES,
 
 def _run_tasks(
     store: Store | Callable[[], Store | None] | None, db_url: str, tasks: list[Task], workers: int | None,
-    progress: Progress | None, pool_min_bytes: int, report: IngestReport,
+    progress: Progress | None, pool_min_bytes: int, state: IngestState, report: IngestReport,
 ) -> tuple[list[TaskResult], Store | None]:
-    """Run the tasks on a pool of forked workers (or here, when small); returns their results
+    """Run the tasks on forked worker processes (or here, when small); returns their results
     and the store opened meanwhile."""
     from loopmeter.telemetry.pricing import default_price_table
 
     total = sum(t.size for t in tasks)
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     default_price_table()  # loaded once here, inherited by forked workers
-    results: list[TaskResult] = []
-    done = 0
     if progress:
         progress(0, total)
     if workers > 1 and len(tasks) > 1 and total >= pool_min_bytes:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         ctx = multiprocessing.get_context("fork")
-        out_queue = ctx.Queue(maxsize=8) if _is_sqlite_file(db_url) else None  # bounded: memory stays flat
-        abort = ctx.Event()
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(ctx.Lock(), out_queue, abort)) as pool:
-            futures = {pool.submit(run_task, t): t for t in tasks}
-            try:
-                opened = store() if callable(store) else store  # while the workers read
-                if out_queue is not None:
-                    report.rows_added += _write_batches(out_queue, _sink_for(db_url, opened), tasks, futures,
-                                                        progress, total)
-                    results = [f.result() for f in futures]
-                else:
-                    for fut in as_completed(futures):
-                        results.append(fut.result())
-                        done += futures[fut].size
-                        if progress:
-                            progress(done, total)
-            except BaseException:
-                if out_queue is not None:
-                    _stop_workers(out_queue, futures, abort)
-                raise
-    else:
-        opened = store() if callable(store) else store
-        for t in tasks:
-            results.append(run_task(t, opened))
-            done += t.size
-            if progress:
-                progress(done, total)
+        queued = _is_sqlite_file(db_url)
+        shared = IngestState(out_queue=ctx.Queue(maxsize=8),  # bounded: memory stays flat
+                             abort=ctx.Event(), write_lock=None if queued else ctx.Lock())
+        next_task = ctx.Value("i", 0)
+        procs = [ctx.Process(target=_worker, args=(tasks, next_task, shared), name=f"loopmeter-ingest-{i}")
+                 for i in range(min(workers, len(tasks)))]
+        for proc in procs:
+            proc.start()
+        try:
+            opened = store() if callable(store) else store  # while the workers read
+            sink = state.sink(db_url, opened) if queued else None
+            results, added = _collect(shared, sink, tasks, procs, progress, total)
+        except BaseException:
+            _stop_workers(shared, procs)
+            raise
+        for proc in procs:
+            proc.join()
+        report.rows_added += added
+        return results, opened
+    opened = store() if callable(store) else store
+    results = []
+    done = 0
+    for t in tasks:
+        results.append(run_task(t, state, opened))
+        done += t.size
+        if progress:
+            progress(done, total)
     return results, opened
 
 
@@ -636,15 +667,15 @@ def run(
     # again and again (5% of all CPU). Forked workers inherit it switched off.
     gc_was_on = gc.isenabled()
     gc.disable()
+    state = IngestState()
     try:
-        results, opened = _run_tasks(store, db_url, tasks, workers, progress, pool_min_bytes, report)
+        results, opened = _run_tasks(store, db_url, tasks, workers, progress, pool_min_bytes, state, report)
         parts = [p for r in results for p in r.parts]
-        _finish_split_files(opened, db_url, work, tasks, parts)
+        _finish_split_files(state, opened, db_url, work, tasks, parts)
     finally:
         if gc_was_on:
             gc.enable()
-        while _sinks:  # this process's connections: the caller's store is the one to keep
-            _sinks.popitem()[1].close()
+        state.close()
     for r in results:
         report.rows_added += r.rows_added
     for p in parts:
@@ -657,7 +688,7 @@ def run(
     return report
 
 
-def _finish_split_files(store: Store | None, db_url: str, work: list[FileWork], tasks: list[Task],
+def _finish_split_files(state: IngestState, store: Store | None, db_url: str, work: list[FileWork], tasks: list[Task],
                         results: list[PartResult]) -> None:
     """Save the cursor of a file read in ranges once every range is stored."""
     by_path: dict[str, list[PartResult]] = {}
@@ -675,7 +706,7 @@ def _finish_split_files(store: Store | None, db_url: str, work: list[FileWork], 
         end = pieces[-1].end if pieces else w.start
         cursors.append(_cursor(w, end, w.malformed_before + sum(r.malformed for r in pieces), {}))
     if cursors:
-        _sink_for(db_url, store).write([], cursors)
+        state.sink(db_url, store).write([], cursors)
 
 
 def ingest(
