@@ -22,6 +22,8 @@ from loopmeter.vocab import RunStatus
 app = typer.Typer(help="Evals: run a gold suite against agents or models and compare them.", no_args_is_help=True)
 
 FORMATS = ("text", "md", "json", "html")
+EXECUTOR_HELP = "Where cells run: local (threads here) or ray (a Ray cluster; needs loopmeter[ray])."
+RAY_ADDRESS_HELP = "The Ray cluster for --executor ray: HOST:PORT (else RAY_ADDRESS), or auto to start one here."
 
 
 def register(root: typer.Typer) -> None:
@@ -33,14 +35,17 @@ def _progress(json_out: bool) -> Any:
     if json_out or not sys.stderr.isatty():
         return None
 
+    from loopmeter.safe_text import printable
+
     def show(event: dict[str, Any]) -> None:
         if event["event"] == "start":
             typer.echo(f"eval {event['run_id']}: {event['todo']} cell(s) to run"
                        + (f", {event['already']} already done" if event["already"] else ""), err=True)
         elif event["event"] == "cell":
             mark = "pass" if event["passed"] else ("ERR " if event["error_kind"] else "fail")
+            where = f" on {printable(event['node'], 80)}" if event.get("node") else ""
             typer.echo(f"[{event['done']}/{event['total']}] {mark} {event['config']} {event['task_id']}"
-                       f" (epoch {event['epoch']})", err=True)
+                       f" (epoch {event['epoch']}){where}", err=True)
 
     return show
 
@@ -96,6 +101,8 @@ def run_cmd(
     keep_worktrees: Annotated[bool, typer.Option(help="Keep each attempt's scratch repo and worktree.")] = False,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue eval RUN (same as `eval resume RUN`).")]
     = None,
+    executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="JSON summary (stable keys).")] = False,
 ) -> None:
     """Run every (configuration, task, epoch) of SUITE through the agent loop and sandbox, then summarise."""
@@ -108,7 +115,7 @@ def run_cmd(
     store = default_store()
     if resume:
         outcome = resume_eval(resume, store=store, concurrency=concurrency, max_usd=max_usd,
-                              on_event=_progress(json_out))
+                              on_event=_progress(json_out), executor=executor, ray_address=ray_address)
         _finish(outcome, store, json_out, started)
         return
     if not suite:
@@ -117,7 +124,8 @@ def run_cmd(
         raise LoopmeterError(f"unknown sandbox '{sandbox}'", hint="--sandbox bwrap or --sandbox none")
     options = EvalOptions(epochs=epochs, concurrency=concurrency, max_usd=max_usd, policy=policy, sandbox=sandbox,
                           api_base=api_base, max_iters=max_iters, keep_worktrees=keep_worktrees)
-    outcome = start_eval(suite, list(agent or []), options, store=store, on_event=_progress(json_out))
+    outcome = start_eval(suite, list(agent or []), options, store=store, on_event=_progress(json_out),
+                         executor=executor, ray_address=ray_address)
     _finish(outcome, store, json_out, started)
 
 
@@ -126,6 +134,8 @@ def resume_cmd(
     run_id: Annotated[str, typer.Argument(help="The eval run to continue.")],
     concurrency: Annotated[int | None, typer.Option(help="Cells run at the same time.")] = None,
     max_usd: Annotated[float | None, typer.Option(help="A new spending cap for the whole eval.")] = None,
+    executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="JSON summary (stable keys).")] = False,
 ) -> None:
     """Run the cells of an interrupted eval that have no result yet."""
@@ -137,8 +147,30 @@ def resume_cmd(
     started = time.monotonic()
     store = default_store()
     outcome = resume_eval(run_id, store=store, concurrency=concurrency, max_usd=max_usd,
-                          on_event=_progress(json_out))
+                          on_event=_progress(json_out), executor=executor, ray_address=ray_address)
     _finish(outcome, store, json_out, started)
+
+
+@app.command("status")
+def status_cmd(
+    run_id: Annotated[str, typer.Argument(help="An eval run (a unique prefix is enough).")],
+    json_out: Annotated[bool, typer.Option("--json", help="JSON (stable keys).")] = False,
+) -> None:
+    """Cells of an eval: pending, running (and on which node), done and failed."""
+    from loopmeter.evals.status import eval_status
+    from loopmeter.safe_text import printable
+    from loopmeter.store import default_store
+
+    st = eval_status(default_store(), run_id)
+    if json_out:
+        typer.echo(json.dumps(st, indent=2))
+        return
+    typer.echo(f"eval {st['run_id']} ({st['suite']}, {st['status']}): {st['total']} cells: {st['pending']} pending, "
+               f"{len(st['running'])} running, {st['done']} done ({st['passed']} passed), {st['failed']} failed "
+               f"({st['errors']} errors)")
+    for cell in st["running"]:
+        typer.echo(f"  running {printable(cell['config'], 80)} {printable(cell['task_id'], 120)} "
+                   f"(epoch {cell['epoch']}) on {printable(cell['node'] or '?', 80)}  child run {cell['child_run']}")
 
 
 @app.command("report")

@@ -19,8 +19,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -182,8 +181,11 @@ INFRA_STOPS = ("infra", "not_installed", "auth")
 
 
 def run_coding_cell(cell: Cell, run_id: str, options: EvalOptions, store: Any,
-                    remaining_usd: float | None, suite_name: str | None = None) -> CellResult:
-    """One attempt through the agent loop (same loop and sandbox as `loopmeter run`), in a scratch repo."""
+                    remaining_usd: float | None, suite_name: str | None = None,
+                    cell_meta: dict[str, Any] | None = None) -> CellResult:
+    """One attempt through the agent loop (same loop and sandbox as `loopmeter run`), in a scratch repo.
+
+    `cell_meta` (the cell's id, the node running it) joins the child run's eval_meta (`eval status`)."""
     import shutil
     import tempfile
 
@@ -193,14 +195,14 @@ def run_coding_cell(cell: Cell, run_id: str, options: EvalOptions, store: Any,
     scratch = Path(tempfile.mkdtemp(prefix=f"loopmeter-eval-{task.id}-"))
     try:
         repo = repo_from_dir(task.repo_dir, scratch / "repo") if task.repo_dir else None
-        return _coding_attempt(cell, run_id, options, store, remaining_usd, suite_name, repo)
+        return _coding_attempt(cell, run_id, options, store, remaining_usd, suite_name, repo, cell_meta or {})
     finally:
         if not options.keep_worktrees:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _coding_attempt(cell: Cell, run_id: str, options: EvalOptions, store: Any, remaining_usd: float | None,
-                    suite_name: str | None, repo: Path | None) -> CellResult:
+                    suite_name: str | None, repo: Path | None, cell_meta: dict[str, Any]) -> CellResult:
     import shutil
 
     from sqlmodel import select
@@ -217,7 +219,7 @@ def _coding_attempt(cell: Cell, run_id: str, options: EvalOptions, store: Any, r
         budgets=Budgets(max_iters=options.max_iters, max_usd=max_usd, max_minutes=task.time_limit_s / 60.0),
         concurrency=1, kind="eval", sandbox=options.sandbox, api_base=options.api_base,
         eval_meta={"eval_run_id": run_id, "suite": suite_name, "config": cell.config.name, "task_id": task.id,
-                   "epoch": cell.epoch},
+                   "epoch": cell.epoch, **cell_meta},
     )
     started = time.monotonic()
     try:
@@ -286,7 +288,7 @@ def _spent(store: Any, run_id: str) -> float:
     return float(total or 0.0)
 
 
-def _save_result(store: Any, run_id: str, suite: str, cell: Cell, res: CellResult) -> None:
+def save_result(store: Any, run_id: str, suite: str, cell: Cell, res: CellResult) -> None:
     from sqlalchemy.exc import IntegrityError
 
     from loopmeter.records import utcnow
@@ -306,9 +308,27 @@ def _save_result(store: Any, run_id: str, suite: str, cell: Cell, res: CellResul
         pass
 
 
+def _open_executor(executor: Any, store: Any, options: EvalOptions, ray_address: str | None) -> tuple[Any, bool]:
+    """(the executor, whether this call owns it): a name is opened here, an Executor is the caller's."""
+    if not isinstance(executor, str):
+        return executor, False
+    from loopmeter.executors import make_executor
+
+    return make_executor(executor, store=store, concurrency=options.concurrency, ray_address=ray_address), True
+
+
+def cell_specs(run_id: str, suite: Suite, cells: list[Cell], options: EvalOptions, store: Any) -> list[Any]:
+    """The cells as they travel to an executor (loopmeter/executors/base.py CellSpec)."""
+    from loopmeter.executors.base import CellSpec, public_store_url
+
+    url = public_store_url(store)
+    return [CellSpec(c.attempt_key(run_id), run_id, suite.name, c, options, None, url) for c in cells]
+
+
 def start_eval(suite_ref: str | Path, agent_specs: list[str], options: EvalOptions, *, store: Any,
-               on_event: Event | None = None, cancel: threading.Event | None = None) -> EvalOutcome:
-    """Create the eval run and run every cell."""
+               on_event: Event | None = None, cancel: threading.Event | None = None,
+               executor: Any = "local", ray_address: str | None = None) -> EvalOutcome:
+    """Create the eval run and run every cell (`executor`: "local", "ray", or an Executor)."""
     from loopmeter.records import utcnow
     from loopmeter.store import Run
 
@@ -329,21 +349,29 @@ def start_eval(suite_ref: str | Path, agent_specs: list[str], options: EvalOptio
         for ref in sorted({str(task_policy(t, options.policy)) for t in suite.tasks}):
             load_policy(ref)  # a bad policy is bad input (exit 2), not an infra error in every cell
     run_id = _new_id()
-    config = {"suite_ref": str(suite_ref), "suite_path": str(suite.path), "suite": suite.name,
-              "suite_kind": suite.kind, "agents": agent_specs, "configs": [c.name for c in configs],
-              "options": asdict(options), "skipped_tasks": suite.skipped,
-              "cells_total": len(plan(suite, configs, options.epochs))}
-    from loopmeter.config import load_settings
+    cells = plan(suite, configs, options.epochs)
+    ex, owned = _open_executor(executor, store, options, ray_address)
+    try:
+        ex.prepare(cell_specs(run_id, suite, cells, options, store))  # fails fast, before the run is stored
+        config = {"suite_ref": str(suite_ref), "suite_path": str(suite.path), "suite": suite.name,
+                  "suite_kind": suite.kind, "agents": agent_specs, "configs": [c.name for c in configs],
+                  "options": asdict(options), "skipped_tasks": suite.skipped, "cells_total": len(cells),
+                  "executor": ex.name}
+        from loopmeter.config import load_settings
 
-    store.save(Run(id=run_id, kind="eval", task=f"eval {suite.name}", suite=suite.name, status=RunStatus.RUNNING,
-                   user=load_settings().user, policy=options.policy, config=json.dumps(config),
-                   started_at=utcnow()))
-    return _execute(run_id, suite, configs, options, store=store, on_event=on_event, cancel=cancel)
+        store.save(Run(id=run_id, kind="eval", task=f"eval {suite.name}", suite=suite.name,
+                       status=RunStatus.RUNNING, user=load_settings().user, policy=options.policy,
+                       config=json.dumps(config), started_at=utcnow()))
+        return _execute(run_id, suite, configs, options, ex, store=store, on_event=on_event, cancel=cancel)
+    finally:
+        if owned:
+            ex.close()
 
 
 def resume_eval(run_id: str, *, store: Any, concurrency: int | None = None, max_usd: float | None = None,
-                on_event: Event | None = None, cancel: threading.Event | None = None) -> EvalOutcome:
-    """Run the cells of an earlier eval that have no result yet."""
+                on_event: Event | None = None, cancel: threading.Event | None = None,
+                executor: Any = "local", ray_address: str | None = None) -> EvalOutcome:
+    """Run the cells of an earlier eval that have no result yet (on any executor)."""
     from loopmeter.evals.report import find_eval_run
 
     run = find_eval_run(store, run_id)
@@ -357,13 +385,18 @@ def resume_eval(run_id: str, *, store: Any, concurrency: int | None = None, max_
     ref = config.get("suite_ref", "")
     suite = load_suite(ref if ref == "gold" else config.get("suite_path", ref))
     configs = parse_configs(config.get("agents", []), suite.kind)
-    run.status, run.ended_at = RunStatus.RUNNING, None
-    run.config = json.dumps({**config, "options": asdict(options)})
-    store.save(run)
-    return _execute(run_id, suite, configs, options, store=store, on_event=on_event, cancel=cancel)
+    ex, owned = _open_executor(executor, store, options, ray_address)
+    try:
+        run.status, run.ended_at = RunStatus.RUNNING, None
+        run.config = json.dumps({**config, "options": asdict(options)})
+        store.save(run)
+        return _execute(run_id, suite, configs, options, ex, store=store, on_event=on_event, cancel=cancel)
+    finally:
+        if owned:
+            ex.close()
 
 
-def _execute(run_id: str, suite: Suite, configs: list[EvalConfig], options: EvalOptions, *, store: Any,
+def _execute(run_id: str, suite: Suite, configs: list[EvalConfig], options: EvalOptions, ex: Any, *, store: Any,
              on_event: Event | None, cancel: threading.Event | None) -> EvalOutcome:
     from loopmeter.records import utcnow
     from loopmeter.store import Run
@@ -373,58 +406,50 @@ def _execute(run_id: str, suite: Suite, configs: list[EvalConfig], options: Eval
     done = _done_cells(store, run_id)
     todo = [c for c in cells if (c.config.name, c.task_id, c.epoch) not in done]
     already = len(cells) - len(todo)
+    queue = ex.prepare(cell_specs(run_id, suite, todo, options, store))
     emit = on_event or (lambda _e: None)
-    emit({"event": "start", "run_id": run_id, "total": len(cells), "todo": len(todo), "already": already})
+    emit({"event": "start", "run_id": run_id, "total": len(cells), "todo": len(todo), "already": already,
+          "executor": ex.name})
     cancel = cancel or threading.Event()
     spent = _spent(store, run_id)
-    lock = threading.Lock()
     status = RunStatus.COMPLETED
     ran = 0
-
-    def one(cell: Cell) -> CellResult:
-        remaining = None if options.max_usd is None else max(options.max_usd - spent, 0.0)
-        try:
-            if cell.task.kind == "model":
-                return run_model_cell(cell, run_id, options, store)
-            return run_coding_cell(cell, run_id, options, store, remaining, suite.name)
-        except LoopmeterError:
-            raise
-        except Exception as exc:  # an infrastructure failure of this one cell: recorded, the eval goes on
-            import traceback
-
-            return CellResult(False, 0.0, error_kind="infra", detail={
-                "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=12)[-4000:]})
-
-    queue = list(todo)
-    running: dict[Future[CellResult], Cell] = {}
+    running: dict[Any, Any] = {}  # handle -> CellSpec
+    cancel_sent = False
     try:
-        with ThreadPoolExecutor(max_workers=options.concurrency, thread_name_prefix="eval") as pool:
-            while queue or running:
-                while queue and len(running) < options.concurrency and not cancel.is_set():
-                    if options.max_usd is not None and spent >= options.max_usd:
-                        status = RunStatus.BUDGET
-                        break
-                    cell = queue.pop(0)
-                    running[pool.submit(one, cell)] = cell
-                if status == RunStatus.BUDGET or cancel.is_set():
-                    queue.clear()
-                if not running:
+        while queue or running:
+            while queue and len(running) < options.concurrency and not cancel.is_set():
+                if options.max_usd is not None and spent >= options.max_usd:
+                    status = RunStatus.BUDGET
                     break
-                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    cell = running.pop(fut)
-                    res = fut.result()
-                    if res.error_kind == "cancelled" and cancel.is_set():
-                        continue  # left unstored, so a resume runs it again
-                    _save_result(store, run_id, suite.name, cell, res)
-                    with lock:
-                        spent += res.cost_usd or 0.0
-                        ran += 1
-                    emit({"event": "cell", "config": cell.config.name, "task_id": cell.task_id,
-                          "epoch": cell.epoch, "passed": res.passed, "error_kind": res.error_kind,
-                          "done": already + ran, "total": len(cells)})
+                remaining = None if options.max_usd is None else max(options.max_usd - spent, 0.0)
+                spec = replace(queue.pop(0), remaining_usd=remaining)
+                running[ex.submit(spec)] = spec
+            if status == RunStatus.BUDGET or cancel.is_set():
+                queue.clear()
+            if cancel.is_set() and running and not cancel_sent:
+                ex.cancel(list(running))  # a cell that still finishes is stored; a cancelled one is not
+                cancel_sent = True
+            if not running:
+                break
+            finished, still = ex.wait(list(running), timeout=1.0)
+            for handle in set(running) - {h for h, _ in finished} - set(still):
+                running.pop(handle)  # cancelled: nothing to store, a resume runs it again
+            for handle, res in finished:
+                spec = running.pop(handle)
+                if res.error_kind == "cancelled" and cancel.is_set():
+                    continue  # left unstored, so a resume runs it again
+                if not ex.saves_results:
+                    save_result(store, run_id, suite.name, spec.cell, res)
+                spent += res.cost_usd or 0.0
+                ran += 1
+                emit({"event": "cell", "config": spec.cell.config.name, "task_id": spec.cell.task_id,
+                      "epoch": spec.cell.epoch, "passed": res.passed, "error_kind": res.error_kind,
+                      "node": res.detail.get("node"), "done": already + ran, "total": len(cells)})
     except KeyboardInterrupt:
         cancel.set()
+        if running:
+            ex.cancel(list(running))
         status = RunStatus.CANCELLED
     if cancel.is_set():
         status = RunStatus.CANCELLED

@@ -1,0 +1,276 @@
+"""The `ray` executor: one Ray task per cell on a cluster (the `loopmeter[ray]` extra).
+
+- Capability: a coding cell asks for one unit of the custom resource `loopmeter_sandbox`, which a
+  node advertises when it has bubblewrap and the agent CLIs (`ray start --resources=...`); the
+  units are that node's cells at a time. A cluster where no node offers it fails before any cell.
+- Task files travel by content: each task directory is packed once (a deterministic tar), put in
+  the object store once, keyed by its sha256, and unpacked by each node once into
+  `$LOOPMETER_HOME/cache/tasks/<sha>`; the task is loaded (and validated) again from there.
+- Results: the worker writes the child run, attempts, usage and the result row to the shared store
+  itself, so a result survives the driver; the row is unique per cell (`uq_eval_cell`).
+- Faults: a worker or node that dies mid-cell is retried by Ray (`max_retries`, system failures
+  only); the earlier child run is marked abandoned and one result row is left. Cancel interrupts
+  the cell (the loop marks it cancelled, its sandbox is killed), then forces the worker out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import socket
+import tarfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loopmeter.errors import LoopmeterError
+from loopmeter.executors.base import CellSpec, run_cell, store_for
+
+if TYPE_CHECKING:
+    from loopmeter.evals.runner import CellResult
+
+CAPABILITY = "loopmeter_sandbox"
+MAX_TASK_BYTES = 256 * 1024 * 1024  # one task's files, packed
+CANCEL_GRACE_S = 10.0  # an interrupted cell's time to mark itself cancelled before its worker is killed
+
+# Set for a cluster this process starts (`--ray-address auto`) and recommended for `ray start`
+# (docs/deployment.md): no usage report leaves the machine; the memory monitor only acts near a full
+# machine and a cell it kills is retried once, not forever. Not set: the raylet subreaper
+# (`RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper`), under which bubblewrap hangs;
+# a sandbox dies with its worker through `bwrap --die-with-parent` and its own PID namespace.
+NODE_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_memory_usage_threshold": "0.97",
+    "RAY_task_oom_retries": "1",
+}
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise LoopmeterError("--executor ray needs Ray, which is not installed",
+                             hint="pip install 'loopmeter[ray]' (on this machine and every node)") from None
+    return ray
+
+
+# -- task files by content ------------------------------------------------------
+
+def pack_task(task_dir: Path) -> tuple[str, bytes]:
+    """A task directory as a deterministic tar (sorted, no times or owners; links kept as links)."""
+    buf = io.BytesIO()
+    root = Path(task_dir)
+    total = 0
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        paths = sorted(p for p in root.rglob("*") if "__pycache__" not in p.parts)
+        for path in [root, *paths]:
+            rel = Path(root.name) / path.relative_to(root)
+            info = tar.gettarinfo(str(path), arcname=str(rel))
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            if info.isfile():
+                total += info.size
+                if total > MAX_TASK_BYTES:
+                    raise LoopmeterError(f"task {root.name} is over {MAX_TASK_BYTES >> 20} MiB",
+                                         hint="a task's files travel to every node; keep data sets small")
+                with open(path, "rb", opener=_no_follow) as fh:
+                    tar.addfile(info, fh)
+            else:
+                tar.addfile(info)
+    data = buf.getvalue()
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def _no_follow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW)
+
+
+def unpack_task(sha: str, data: bytes, cache: Path) -> Path:
+    """The task directory for `sha` in this node's cache, unpacked once (checked against its hash)."""
+    if hashlib.sha256(data).hexdigest() != sha:
+        raise LoopmeterError(f"task files {sha[:12]} arrived damaged (hash mismatch)")
+    dest = cache / sha
+    if not (dest / ".complete").is_file():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / f".{sha}.{os.getpid()}"
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            tar.extractall(tmp, filter="data")  # no absolute paths, no way out, no devices
+        (tmp / ".complete").write_text(sha)
+        try:
+            tmp.rename(dest)
+        except OSError:  # another worker of this node unpacked it first
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    (top,) = [p for p in dest.iterdir() if p.is_dir()]
+    return top
+
+
+# -- the Ray task -------------------------------------------------------------------
+
+def node_label() -> str:
+    import ray
+
+    return f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"
+
+
+def cell_task(spec: CellSpec, task_files: bytes | None) -> CellResult:
+    """What a worker runs for one cell: load the task from its files, run the cell, store its result."""
+    from loopmeter.config import load_settings
+    from loopmeter.evals.runner import save_result
+    from loopmeter.evals.task import load_task
+
+    os.environ.pop("OMP_NUM_THREADS", None)  # Ray sets it per task; checks and agents should not inherit it
+    node = node_label()
+    if spec.task_sha and task_files is not None:
+        task_dir = unpack_task(spec.task_sha, task_files, load_settings().home / "cache" / "tasks")
+        task = load_task(task_dir)
+        if task.id != spec.cell.task.id:
+            raise LoopmeterError(f"task files {spec.task_sha[:12]} hold task {task.id}, not {spec.cell.task.id}")
+        spec = replace(spec, cell=replace(spec.cell, task=task))
+    store = store_for(spec)
+    try:
+        res = run_cell(spec, store, node=node)
+        res.detail["node"] = node
+        if res.error_kind != "cancelled":
+            save_result(store, spec.run_id, spec.suite, spec.cell, res)
+        return res
+    finally:
+        store.dispose()
+
+
+class RayExecutor:
+    name = "ray"
+    saves_results = True  # each worker stores its cell's row
+
+    def __init__(self, store: Any, address: str | None = None, *, capability: str = CAPABILITY,
+                 num_cpus: float = 0.5, max_retries: int = 2):
+        self.ray = import_ray()
+        self.store = store
+        self.capability = capability
+        self.num_cpus = num_cpus
+        self.max_retries = max_retries
+        self.address = address or os.environ.get("RAY_ADDRESS") or ""
+        if not self.address:
+            raise LoopmeterError("--executor ray needs a cluster to join",
+                                 hint="--ray-address HOST:PORT (or RAY_ADDRESS), or --ray-address auto "
+                                      "to start one on this machine")
+        self._blobs: dict[str, Any] = {}
+        self._remote: Any = None
+        started = time.monotonic()
+        self._connect()
+        self.connect_s = time.monotonic() - started
+
+    def _connect(self) -> None:
+        ray = self.ray
+        for key, value in NODE_ENV.items():
+            os.environ.setdefault(key, value)
+        common = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
+                  "namespace": "loopmeter", "ignore_reinit_error": True}
+        try:
+            if self.address == "auto":  # a one-machine cluster for this command
+                from loopmeter.sandbox.probe import probe_bwrap
+
+                cpus = os.cpu_count() or 1
+                ray.init(address="local", num_cpus=cpus, object_store_memory=100 * 1024 * 1024,
+                         resources={self.capability: cpus} if probe_bwrap().usable else {}, **common)
+            else:
+                common.pop("include_dashboard")
+                ray.init(address=self.address, **common)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise LoopmeterError(f"cannot join the Ray cluster at {self.address}: {str(exc).splitlines()[0]}",
+                                 hint="is `ray start --head` running there? `ray status --address ...` checks") from None
+
+    # -- before the first cell -------------------------------------------------------
+    def nodes(self) -> list[dict[str, Any]]:
+        return [n for n in self.ray.nodes() if n.get("Alive")]
+
+    def check_resources(self, needed: dict[str, float]) -> None:
+        """Fail now, not by waiting forever, when no single live node offers `needed`."""
+        nodes = self.nodes()
+        if any(all(n.get("Resources", {}).get(k, 0) >= v for k, v in needed.items()) for n in nodes):
+            return
+        have = sorted({k for n in nodes for k in n.get("Resources", {})
+                       if not k.startswith("node:") and k not in ("memory", "object_store_memory")})
+        wanted = ", ".join(f"{k}={v:g}" for k, v in needed.items())
+        raise LoopmeterError(
+            f"no node of the Ray cluster at {self.address} offers {wanted} ({len(nodes)} node(s); "
+            f"resources: {', '.join(have) or 'none'})",
+            hint=f"start a node that has bubblewrap and the agent CLIs with "
+                 f"ray start --address HEAD:PORT --resources='{{\"{self.capability}\": 2}}'")
+
+    def check_store(self) -> None:
+        """A SQLite file cannot be one store for several machines."""
+        nodes = self.nodes()
+        if self.store.engine.url.get_backend_name() == "sqlite" and len(nodes) > 1:
+            raise LoopmeterError(
+                f"the Ray cluster has {len(nodes)} nodes but the store is a SQLite file on this machine",
+                hint="set LOOPMETER_DB_URL to one PostgreSQL database on every node (docs/deployment.md); "
+                     "SQLite works only with a one-node cluster (--ray-address auto)")
+
+    def resources_for(self, spec: CellSpec) -> dict[str, float]:
+        return {} if spec.cell.task.kind == "model" else {self.capability: 1}
+
+    def prepare(self, specs: list[CellSpec]) -> list[CellSpec]:
+        self.check_store()
+        for needed in {tuple(sorted(self.resources_for(s).items())) for s in specs}:
+            if needed:
+                self.check_resources(dict(needed))
+        packed: dict[Path, str] = {}
+        out = []
+        for spec in specs:
+            path = spec.cell.task.path
+            if path is None:
+                out.append(spec)
+                continue
+            if path not in packed:
+                sha, data = pack_task(path)
+                if sha not in self._blobs:
+                    self._blobs[sha] = self.ray.put(data)  # once per task; nodes fetch it once
+                packed[path] = sha
+            out.append(replace(spec, task_sha=packed[path]))
+        return out
+
+    # -- running -------------------------------------------------------------------
+    def submit(self, spec: CellSpec) -> Any:
+        if self._remote is None:
+            self._remote = self.ray.remote(cell_task)
+        blob = self._blobs.get(spec.task_sha or "")
+        return self._remote.options(
+            name=spec.cell_id, num_cpus=self.num_cpus, resources=self.resources_for(spec),
+            max_retries=self.max_retries, retry_exceptions=False,
+        ).remote(spec, blob)
+
+    def wait(self, handles: list[Any], timeout: float | None = None) -> tuple[list[tuple[Any, CellResult]], list[Any]]:
+        from loopmeter.evals.runner import CellResult
+
+        ray = self.ray
+        ready, running = ray.wait(handles, num_returns=1, timeout=timeout)
+        done: list[tuple[Any, CellResult]] = []
+        for ref in ready:
+            try:
+                done.append((ref, ray.get(ref)))
+            except ray.exceptions.TaskCancelledError:
+                continue  # unstored: a resume runs it again
+            except ray.exceptions.RayTaskError as exc:
+                if isinstance(exc.cause, LoopmeterError):
+                    raise exc.cause from None
+                done.append((ref, CellResult(False, 0.0, error_kind="infra", detail={
+                    "error": f"{type(exc.cause).__name__}: {exc.cause}"})))
+            except ray.exceptions.RayError as exc:  # the worker or node died more times than max_retries
+                done.append((ref, CellResult(False, 0.0, error_kind="infra", detail={
+                    "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]})))
+        return done, list(running)
+
+    def cancel(self, handles: list[Any]) -> None:
+        """Interrupt every cell (its loop marks it cancelled and kills its sandbox), then kill what is left."""
+        ray = self.ray
+        for ref in handles:
+            ray.cancel(ref, force=False)
+        _, left = ray.wait(handles, num_returns=len(handles), timeout=CANCEL_GRACE_S) if handles else ([], [])
+        for ref in left:
+            ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        self.ray.shutdown()
