@@ -44,8 +44,8 @@ def one_run(iters: int, sandbox: str, task_dir: Path) -> tuple[float, float]:
     from sqlmodel import select
 
     from loopmeter.agents.loop import AgentSpec, Budgets, RunRequest, start_run
-    from loopmeter.evals.task import load_task
     from loopmeter.store import Span, default_store
+    from loopmeter.tasks import load_task
 
     store = default_store()
     task = load_task(task_dir)

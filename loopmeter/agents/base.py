@@ -18,7 +18,7 @@ from loopmeter.errors import LoopmeterError
 from loopmeter.records import UsageRow
 
 if TYPE_CHECKING:
-    from loopmeter.evals.task import Task
+    from loopmeter.tasks import Task
 
 ENTRY_POINT_GROUP = "loopmeter.backends"
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from loopmeter.evals.task import install_test_dir, remove_leftover_tests, remove_tests
 from loopmeter.safefs import UnsafePath
+from loopmeter.tasks import install_test_dir, remove_leftover_tests, remove_tests
 
 TAIL_CHARS = 4000
 

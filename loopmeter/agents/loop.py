@@ -12,8 +12,10 @@ finished step. A policy `ask` interrupts the attempt graph; the run graph's
 person on a TTY or by `loopmeter approve|deny RUN`.
 
 This module is the public surface; the parts live beside it:
-loop_records (request, results, graph states), loop_runtime (the graphs' wiring,
-the run graph's nodes, driving), loop_steps (the attempt graph's steps).
+loop_records (request, results, graph states), loop_graph (the graphs' wiring, the
+checkpointer, the run graph's nodes), loop_steps (the attempt graph's steps),
+loop_runtime (driving a run, its records in the store, budgets) and loop_sandbox (the
+traced sandbox runner).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 from loopmeter.agents.budget import Budgets
 
 if TYPE_CHECKING:
-    from loopmeter.evals.task import Task
+    from loopmeter.tasks import Task
 
 RECURSION_LIMIT = 1000
 HARD_MAX_ITERS = 300  # 3 graph steps per iteration must stay under RECURSION_LIMIT

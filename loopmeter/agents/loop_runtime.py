@@ -1,5 +1,5 @@
-"""The runtime of one run: its store, policy, sandbox and telemetry, the two graphs wired over one
-checkpointer, the run graph's nodes, and driving them to the end or to a question."""
+"""The runtime of one run: its store, policy, sandbox and telemetry, its graphs (loop_graph.py),
+driving them to the end or to a question, and what the run records in the store as it goes."""
 
 from __future__ import annotations
 
@@ -14,23 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loopmeter.agents.budget import Budgets, Spent, Stop, exceeded
-from loopmeter.agents.loop_records import (
-    RECURSION_LIMIT,
-    AttemptState,
-    RunResult,
-    RunState,
-    _Cancelled,
-    attempt_record,
-)
-from loopmeter.agents.loop_steps import _AttemptSteps, _summary
+from loopmeter.agents.loop_graph import build_graphs, open_checkpointer
+from loopmeter.agents.loop_records import RECURSION_LIMIT, RunResult, _Cancelled, attempt_record
+from loopmeter.agents.loop_sandbox import TracedRunner
 from loopmeter.errors import LoopmeterError
 from loopmeter.records import utcnow
 from loopmeter.vocab import AttemptStatus, RunStatus
 
 if TYPE_CHECKING:
     from loopmeter.config import Settings
-    from loopmeter.evals.task import Task
     from loopmeter.store import Store
+    from loopmeter.tasks import Task
 
 _active: dict[str, _Runtime] = {}  # the runs this process drives, for cancel_run
 
@@ -64,16 +58,17 @@ class _Runtime:
         self.stop_reasons: dict[str, Stop] = {}
         _active[run_id] = self
         self.telemetry = setup(store)
-        self.runner = _TracedRunner(make_runner(config["sandbox"], store=store), self.telemetry.tracer,
-                                    self.git_layout)
+        self.runner = TracedRunner(make_runner(config["sandbox"], store=store), self.telemetry.tracer,
+                                   self.git_layout)
         self.task = _load_task(config.get("task"))
         self._lock = threading.Lock()
         self._layouts: dict[str, Any] = {}
-        self._conn: Any = None
         # the run's driven time: what earlier drives recorded, plus this one's (see run_wall_s)
         self._active_before: float | None = None
         self._drive_t0 = time.monotonic()
-        self.run_graph, self.attempt_graph = self._build()
+        conn, saver = open_checkpointer(self.settings.checkpoint_path)
+        self._conn: Any = conn  # closed by close()
+        self.run_graph, self.attempt_graph = build_graphs(self, saver)
 
     @classmethod
     def load(cls, run_id: str, store: Store | None, settings: Settings | None,
@@ -97,64 +92,6 @@ class _Runtime:
                                  hint=f"restore the policy with sha256 {run.policy_sha256} to resume it")
         return cls(store, settings, run_id, config, policy, on_event, approver)
 
-    # -- graphs -------------------------------------------------------------
-    def _checkpointer(self) -> Any:
-        import sqlite3
-
-        from langgraph.checkpoint.sqlite import SqliteSaver
-
-        from loopmeter.store.engine import ensure_wal
-
-        path = self.settings.checkpoint_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
-        ensure_wal(self._conn)  # several runs in one eval open this file at once
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        return SqliteSaver(self._conn)
-
-    def _build(self) -> tuple[Any, Any]:
-        from langgraph.graph import END, START, StateGraph
-        from langgraph.types import Send
-
-        saver = self._checkpointer()
-        steps = _AttemptSteps(self)
-
-        ag = StateGraph(AttemptState)
-        ag.add_node("prepare", steps.prepare)
-        ag.add_node("act", steps.act)
-        ag.add_node("verify", steps.verify)
-        ag.add_node("decide", steps.decide)
-        ag.add_node("finish", steps.finish)
-        ag.add_edge(START, "prepare")
-        ag.add_edge("prepare", "act")
-        ag.add_edge("act", "verify")
-        ag.add_edge("verify", "decide")
-        ag.add_conditional_edges("decide", lambda s: "finish" if s.get("status") else "act", ["act", "finish"])
-        ag.add_edge("finish", END)
-        attempt_graph = ag.compile(checkpointer=saver)
-
-        def fan_out(state: RunState) -> Any:
-            return [Send("attempt", {"attempt_id": a}) for a in state["attempt_ids"]]
-
-        def after_gate(state: RunState) -> Any:
-            answers = state.get("answers") or {}
-            waiting = [a for a, r in state.get("results", {}).items() if r.get("status") == AttemptStatus.WAITING]
-            if not waiting:
-                return "compare"
-            return [Send("attempt", {"attempt_id": a, "resume": answers.get(a, {})}) for a in waiting]
-
-        rg = StateGraph(RunState)
-        rg.add_node("start", lambda s: {"rounds": 0})
-        rg.add_node("attempt", self._attempt_node)  # type: ignore[arg-type]  # takes a Send payload
-        rg.add_node("gate", self._gate)
-        rg.add_node("compare", self._compare)
-        rg.add_edge(START, "start")
-        rg.add_conditional_edges("start", fan_out, ["attempt"])
-        rg.add_edge("attempt", "gate")
-        rg.add_conditional_edges("gate", after_gate, ["attempt", "compare"])
-        rg.add_edge("compare", END)
-        return rg.compile(checkpointer=saver), attempt_graph
-
     def _cfg(self, thread: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": thread}, "recursion_limit": RECURSION_LIMIT,
                 "max_concurrency": max(int(self.config.get("concurrency") or 1), 1)}
@@ -168,97 +105,6 @@ class _Runtime:
 
     def has_checkpoint(self) -> bool:
         return bool(self.run_graph.get_state(self._cfg(self.run_id)).values)
-
-    # -- run graph nodes -------------------------------------------------------
-    def _attempt_node(self, inp: dict[str, Any]) -> dict[str, Any]:
-        from langgraph.types import Command
-
-        attempt_id = inp["attempt_id"]
-        cfg = self.attempt_cfg(attempt_id)
-        snap = self.attempt_graph.get_state(cfg)
-        payload: Any
-        if snap.interrupts and inp.get("resume"):
-            answer = bool(inp["resume"].get(snap.interrupts[0].id, False))
-            self._audit_question(attempt_id, snap.interrupts[0].value or {}, "allow" if answer else "deny")
-            payload = Command(resume=answer)
-        elif not snap.values:
-            payload = {"attempt_id": attempt_id, "iteration": 0, "active_s": 0.0}
-        elif snap.next or snap.interrupts:
-            payload = None
-        else:
-            return {"results": {attempt_id: _summary(snap.values)}}
-        if snap.values:  # resuming: it may have been marked cancelled or waiting meanwhile
-            self._set_attempt(attempt_id, status=AttemptStatus.RUNNING, stop_reason=None)
-        try:
-            self.attempt_graph.invoke(payload, cfg)
-        except (_Cancelled, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            from langgraph.errors import GraphBubbleUp
-
-            if isinstance(exc, GraphBubbleUp) or self.cancel.is_set():
-                raise
-            # an infrastructure failure (git, store, sandbox) ends this attempt, not the whole run
-            reason = exc.message if isinstance(exc, LoopmeterError) else f"{type(exc).__name__}: {exc}"
-            self._set_attempt(attempt_id, status=AttemptStatus.ERROR, stop_reason=f"error: {reason}"[:2000],
-                              ended_at=utcnow())
-            self.emit(attempt_id, "done", status=AttemptStatus.ERROR.value, stop_reason=reason)
-            return {"results": {attempt_id: {"status": AttemptStatus.ERROR.value, "stop_reason": reason}}}
-        if self.cancel.is_set():
-            raise _Cancelled()
-        snap = self.attempt_graph.get_state(cfg)
-        if snap.interrupts:
-            questions = [{**(i.value or {}), "id": i.id} for i in snap.interrupts]
-            for q in questions:
-                self._audit_question(attempt_id, q, "ask")
-            self._set_attempt(attempt_id, status=AttemptStatus.WAITING)
-            self.emit(attempt_id, "waiting")
-            return {"results": {attempt_id: {"status": AttemptStatus.WAITING.value, "questions": questions}}}
-        return {"results": {attempt_id: _summary(snap.values)}}
-
-    def _audit_question(self, attempt_id: str, question: dict[str, Any], decision: str) -> None:
-        """The audit log gets the policy's `ask` and then the person's answer (action "approve")."""
-        audit = getattr(self.runner.inner, "audit", None)
-        if audit is None:
-            return
-        asked = decision == "ask"
-        audit.append(layer="policy", action=question.get("action", "") if asked else "approve",
-                     decision=decision, target=str(question.get("target", ""))[:2000],
-                     actor=f"agent:{question.get('agent')}" if asked else f"user:{self.settings.user}",
-                     rule_id=question.get("rule_id"), policy_sha256=self.policy.sha256, run_id=self.run_id,
-                     attempt_id=attempt_id, detail={"question": question.get("action"),
-                                                    "iteration": question.get("iteration")})
-
-    def _gate(self, state: RunState) -> dict[str, Any]:
-        from langgraph.types import interrupt
-
-        questions = [q for r in state.get("results", {}).values() if r.get("status") == AttemptStatus.WAITING
-                     for q in r.get("questions", [])]
-        if not questions:
-            return {"answers": {}}
-        answers = interrupt({"approvals": questions})
-        by_attempt: dict[str, dict[str, bool]] = {}
-        for q in questions:
-            by_attempt.setdefault(q["attempt_id"], {})[q["id"]] = bool((answers or {}).get(q["id"], False))
-        return {"answers": by_attempt, "rounds": 1}
-
-    def _compare(self, state: RunState) -> dict[str, Any]:
-        from loopmeter.store import Attempt, Run
-
-        with self.store.session() as s:
-            from sqlmodel import select
-
-            rows = list(s.exec(select(Attempt).where(Attempt.run_id == self.run_id)))
-        ranked = sorted((a for a in rows if a.role == "primary"), key=_rank)
-        winner = ranked[0].id if ranked and ranked[0].status == AttemptStatus.PASSED else None
-        run = self.store.get(Run, self.run_id)
-        if run is not None:
-            run.winner_attempt_id = winner
-            run.status = RunStatus.PASSED if winner else RunStatus.FAILED
-            run.ended_at = utcnow()
-            self.store.save(run)
-        self.emit(None, "finished", winner=winner)
-        return {"winner": winner}
 
     # -- driving ----------------------------------------------------------------
     def drive(self, payload: Any) -> RunResult:
@@ -503,17 +349,10 @@ def _fill(pending: list[dict[str, Any]], answers: dict[str, bool]) -> dict[str, 
     return {q["id"]: bool(answers.get(q["id"], False)) for q in pending}
 
 
-def _rank(a: Any) -> tuple[Any, ...]:
-    diff = json.loads(a.diffstat) if a.diffstat else {}
-    size = int(diff.get("insertions", 0)) + int(diff.get("deletions", 0))
-    cost = a.cost_usd
-    return (a.status != AttemptStatus.PASSED, cost is None, cost or 0.0, a.wall_s or 0.0, size, a.id)
-
-
 def _load_task(path: str | None) -> Task | None:
     if not path:
         return None
-    from loopmeter.evals.task import load_task
+    from loopmeter.tasks import load_task
 
     return load_task(Path(path))
 
@@ -530,34 +369,3 @@ def _install_sigint(cancel: Callable[[], None]) -> Callable[[], Any]:
 
     signal.signal(signal.SIGINT, handler)
     return lambda: signal.signal(signal.SIGINT, previous)
-
-
-class _TracedRunner:
-    """The sandbox runner, with a `sandbox.exec` span around every command and the git
-    layout of the run's worktrees from loopmeter's records (see hostgit)."""
-
-    def __init__(self, inner: Any, tracer: Any, git_layout: Callable[[Path], Any]):
-        self.inner = inner
-        self.tracer = tracer
-        self.git_layout = git_layout
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def run(self, argv: list[str], **kw: Any) -> Any:
-        from loopmeter.telemetry.otel import ATTEMPT_ID, RUN_ID
-
-        attrs = {"loopmeter.sandbox.role": kw.get("role", ""), "loopmeter.sandbox.actor": kw.get("actor", ""),
-                 "process.command": os.path.basename(argv[0]) if argv else ""}
-        if kw.get("run_id"):
-            attrs[RUN_ID] = kw["run_id"]
-        if kw.get("attempt_id"):
-            attrs[ATTEMPT_ID] = kw["attempt_id"]
-        if kw.get("git") is None and kw.get("workdir") is not None:
-            kw["git"] = self.git_layout(Path(kw["workdir"]))
-        with self.tracer.start_as_current_span("sandbox.exec", attributes=attrs) as span:
-            res = self.inner.run(argv, **kw)
-            span.set_attribute("process.exit.code", res.exit_code)
-            if res.timed_out or res.killed_reason:
-                span.set_attribute("loopmeter.sandbox.killed", res.killed_reason or "timeout")
-            return res

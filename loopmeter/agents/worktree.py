@@ -59,8 +59,8 @@ def repo_from_dir(source: Path, dest: Path | None = None) -> Path:
     Links in it are copied as links, never followed; a `.git` in it is refused (evals.task.copy_task_repo)."""
     import subprocess
 
-    from loopmeter.evals.task import copy_task_repo
     from loopmeter.hostgit import HostGit, clean_env, repo_layout
+    from loopmeter.tasks import copy_task_repo
 
     dest = Path(tempfile.mkdtemp(prefix="loopmeter-task-")) / "repo" if dest is None else dest
     dest.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ def run(
     settings = load_settings()
     task = None
     if task_dir is not None:
-        from loopmeter.evals.task import load_task, task_policy
+        from loopmeter.tasks import load_task, task_policy
 
         task = load_task(task_dir)
     instruction = task_text or (task.instruction if task else None)

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from loopmeter.errors import ConfigError
 from loopmeter.evals.scorers import get_scorer, score
-from loopmeter.evals.task import Task
 from loopmeter.records import UsageRow, utcnow
+from loopmeter.tasks import Task
 
 if TYPE_CHECKING:
     from loopmeter.telemetry.otel import Telemetry

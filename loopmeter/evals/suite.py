@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loopmeter.errors import ConfigError
-from loopmeter.evals.task import Task, load_task
+from loopmeter.tasks import Task, load_task
 
 GOLD_DIR = Path(__file__).resolve().parent / "gold"
 BUILTIN_SUITES = {"gold": GOLD_DIR, "model-arith": Path(__file__).resolve().parent / "examples" / "model-arith"}

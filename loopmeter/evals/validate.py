@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from loopmeter.errors import LoopmeterError
-from loopmeter.evals.task import Task, copy_repo, copy_solution, install_tests, solve_script
+from loopmeter.tasks import Task, copy_repo, copy_solution, install_tests, solve_script
 
 # (argv, workdir, timeout_s, read-only paths the command needs) -> (exit code, output tail)
 CheckRunner = Callable[[list[str], Path, float, Sequence[Path]], tuple[int, str]]
@@ -36,9 +36,9 @@ def sandbox_check(runner: Any, policy: Any) -> CheckRunner:
 
 def default_check(task: Task, policy: str = "default", runner: Any = None) -> CheckRunner:
     """The bubblewrap sandbox (fails closed) with the task's own policy, else `policy`."""
-    from loopmeter.evals.task import task_policy
     from loopmeter.policies import load_policy
     from loopmeter.sandbox import make_runner
+    from loopmeter.tasks import task_policy
 
     return sandbox_check(runner or make_runner("bwrap"), load_policy(task_policy(task, policy)))
 

@@ -50,7 +50,7 @@ def git_repo(path: Path, readme: str) -> Path:
 
 @pytest.fixture
 def fix_add_task(tmp_path: Path):
-    from loopmeter.evals.task import load_task
+    from loopmeter.tasks import load_task
 
     dest = tmp_path / "fix-add"
     shutil.copytree(TASKS / "fix-add", dest)
@@ -59,7 +59,7 @@ def fix_add_task(tmp_path: Path):
 
 @pytest.fixture
 def slow_task(tmp_path: Path):
-    from loopmeter.evals.task import load_task
+    from loopmeter.tasks import load_task
 
     dest = tmp_path / "slow-solve"
     shutil.copytree(TASKS / "slow-solve", dest)

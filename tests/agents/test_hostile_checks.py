@@ -208,7 +208,7 @@ def test_a_fifo_in_the_tests_is_refused_not_read(worktree: Path, task_tests: Pat
 
 def test_the_loop_ends_the_attempt_when_its_check_swaps_tests_for_a_link(store, tmp_path: Path, host: Path) -> None:
     from loopmeter.agents.loop import AgentSpec, Budgets, RunRequest, start_run
-    from loopmeter.evals.task import load_task
+    from loopmeter.tasks import load_task
 
     task_dir = tmp_path / "evil-task"
     (task_dir / "repo").mkdir(parents=True)

@@ -13,7 +13,7 @@ import pytest
 
 from loopmeter.agents.worktree import repo_from_dir
 from loopmeter.errors import ConfigError
-from loopmeter.evals.task import copy_repo, install_tests, load_task, remove_tests
+from loopmeter.tasks import copy_repo, install_tests, load_task, remove_tests
 
 SECRET = "sk-host-secret-never-copy\n"
 
@@ -120,7 +120,7 @@ def test_a_link_in_the_tests_is_installed_as_a_link_and_removed_as_one(tmp_path:
 
 def test_a_task_may_name_a_preset_but_never_a_policy_file_of_its_own(tmp_path: Path) -> None:
     """A task's policy file could make every path writable: `run --task` and `eval` refuse it."""
-    from loopmeter.evals.task import task_policy
+    from loopmeter.tasks import task_policy
     from tests.conftest import loopmeter_cmd
 
     wide = tmp_path / "task-wide"

@@ -8,7 +8,7 @@ import pytest
 
 from loopmeter.errors import ConfigError
 from loopmeter.evals.suite import load_suite
-from loopmeter.evals.task import (
+from loopmeter.tasks import (
     copy_repo,
     copy_solution,
     install_tests,

@@ -13,8 +13,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from loopmeter.evals.task import load_task
 from loopmeter.evals.validate import validate_task
+from loopmeter.tasks import load_task
 from tests.conftest import loopmeter_cmd
 
 CANARY = "sk-ant-canary-must-not-reach-a-check"
