@@ -19,6 +19,7 @@ read is the one the user wrote.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -174,6 +175,29 @@ def _read_small(path: Path, limit: int = 4096) -> str | None:
         return os.read(fd, limit).decode("utf-8", errors="replace")
     finally:
         os.close(fd)
+
+
+_SECTION = re.compile(r'\[\s*remote\s+"origin"\s*\]', re.IGNORECASE)
+_URL_KEY = re.compile(r"url\s*=\s*(.*)$", re.IGNORECASE)
+
+
+def origin_url(layout: GitLayout) -> str | None:
+    """The `origin` remote's URL in the repository's config, read as plain text (no git
+    process, no include followed; the first `url` of `[remote "origin"]`), or None."""
+    text = _read_small(layout.common_dir / "config", limit=64 << 10)
+    in_origin = False
+    for raw in (text or "").splitlines():
+        line = raw.strip()
+        if line.startswith("["):
+            in_origin = _SECTION.fullmatch(line) is not None
+            continue
+        m = _URL_KEY.match(line) if in_origin else None
+        if m is not None:
+            value = m.group(1).strip()
+            if len(value) >= 2 and value[0] == value[-1] == '"':
+                value = value[1:-1]
+            return value or None
+    return None
 
 
 def _real_dir(path: Path) -> bool:
