@@ -284,3 +284,48 @@ def unpaired_difference(
     p = 2 * (1 - normal_cdf(abs(diff) / se)) if se > 0 else (1.0 if diff == 0 else 0.0)
     return Comparison(a_name, b_name, False, len(set(a) | set(b)), diff, ci, p, "two-sample-z-clustered",
                       se, mde(se), verdict(a_name, b_name, diff, ci))
+
+
+# -- two independent samples (product KPIs: PRs per agent) ----------------------
+
+def proportion_difference(s_a: int, n_a: int, s_b: int, n_b: int,
+                          z: float = Z_975) -> tuple[float, tuple[float, float] | None, float]:
+    """B minus A for two independent proportions: (p_b - p_a, Newcombe's hybrid score interval, SE).
+
+    Interval (Newcombe 1998, method 10), from each arm's Wilson interval (l, u):
+    low = d - sqrt((p_b - l_b)^2 + (u_a - p_a)^2), high = d + sqrt((u_b - p_b)^2 + (p_a - l_a)^2).
+    SE is the pooled one a test of no difference uses: sqrt(p (1 - p) (1/n_a + 1/n_b)).
+    None (no interval) when an arm is empty.
+    """
+    if n_a <= 0 or n_b <= 0:
+        return 0.0, None, 0.0
+    pa, pb = s_a / n_a, s_b / n_b
+    la, ua = wilson(s_a, n_a, z)
+    lb, ub = wilson(s_b, n_b, z)
+    d = pb - pa
+    low = d - math.sqrt((pb - lb) ** 2 + (ua - pa) ** 2)
+    high = d + math.sqrt((ub - pb) ** 2 + (pa - la) ** 2)
+    pooled = (s_a + s_b) / (n_a + n_b)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    return d, (low, high), se
+
+
+def median_difference(a: Sequence[float], b: Sequence[float], n_boot: int = N_BOOT,
+                      seed: int = DEFAULT_SEED) -> tuple[float | None, tuple[float, float] | None, float]:
+    """B minus A in medians: (difference, percentile bootstrap interval, bootstrap SE), each arm
+    resampled on its own. (None, None, 0) when an arm is empty."""
+    xa, xb = list(a), list(b)
+    if not xa or not xb:
+        return None, None, 0.0
+    ma, mb = percentile(xa, 50), percentile(xb, 50)
+    assert ma is not None and mb is not None
+    rng = random.Random(seed)
+    stats: list[float] = []
+    for _ in range(n_boot):
+        ra = percentile(rng.choices(xa, k=len(xa)), 50)
+        rb = percentile(rng.choices(xb, k=len(xb)), 50)
+        assert ra is not None and rb is not None
+        stats.append(rb - ra)
+    mean = sum(stats) / len(stats)
+    se = math.sqrt(sum((s - mean) ** 2 for s in stats) / max(1, len(stats) - 1))
+    return mb - ma, _percentile_interval(stats), se
