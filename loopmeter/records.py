@@ -12,10 +12,6 @@ from typing import Any, NamedTuple
 
 from loopmeter.vocab import CostSource
 
-COST_REPORTED = CostSource.REPORTED
-COST_CALCULATED = CostSource.CALCULATED
-COST_UNPRICED = CostSource.UNPRICED
-
 
 @dataclass(slots=True)  # slots: ~150k of these per GB of logs, built and read field by field
 class UsageRow:

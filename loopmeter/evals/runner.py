@@ -26,7 +26,7 @@ from typing import Any
 from loopmeter.analytics.work import work_cost
 from loopmeter.errors import LoopmeterError
 from loopmeter.evals.suite import Suite, load_suite
-from loopmeter.evals.task import Task, task_policy
+from loopmeter.tasks import Task, task_policy
 from loopmeter.vocab import AttemptStatus, RunStatus
 
 Event = Callable[[dict[str, Any]], None]

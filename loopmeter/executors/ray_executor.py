@@ -119,7 +119,7 @@ def cell_task(spec: CellSpec, task_files: bytes | None) -> CellResult:
     """What a worker runs for one cell: load the task from its files, run the cell, store its result."""
     from loopmeter.config import load_settings
     from loopmeter.evals.runner import save_result
-    from loopmeter.evals.task import load_task
+    from loopmeter.tasks import load_task
 
     os.environ.pop("OMP_NUM_THREADS", None)  # Ray sets it per task; checks and agents should not inherit it
     node = node_label()
