@@ -88,6 +88,7 @@ def measure(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> di
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {stderr[-2000:]}")
     out_file.seek(0)
     return {"wall_s": wall, "rss_mb": usage.ru_maxrss / 1024, "tree_rss_mb": peak_tree / 1024,
+            "cpu_s": usage.ru_utime + usage.ru_stime,  # its worker processes included (it waits for them)
             "stdout": out_file.read().decode()}
 
 
@@ -117,19 +118,23 @@ def compare(other: Path, env: dict[str, str], lm_home: Path, runs: int) -> None:
     here = Path(__file__).resolve().parent.parent
     versions = {"this": here, "other": other}
     walls: dict[str, list[float]] = {"this": [], "other": []}
+    cpus: dict[str, list[float]] = {"this": [], "other": []}
     totals: dict[str, set[str]] = {"this": set(), "other": set()}
     for i in range(runs):
         for name in (("this", "other") if i % 2 == 0 else ("other", "this")):
             shutil.rmtree(lm_home, ignore_errors=True)
             m = measure(loopmeter_argv(), {**env, "PYTHONPATH": str(versions[name])}, cwd=versions[name])
             walls[name].append(float(m["wall_s"]))
+            cpus[name].append(float(m["cpu_s"]))
             totals[name].add(json.dumps(json.loads(str(m["stdout"]))["totals"], sort_keys=True))
     for name, folder in versions.items():
-        w = walls[name]
-        print(f"  {name:<6} {folder}: cold median {statistics.median(w):.3f} s [{min(w):.2f}-{max(w):.2f} s]")
-    wins = sum(a < b for a, b in zip(walls["this"], walls["other"], strict=True))
-    ratio = statistics.median(walls["this"]) / statistics.median(walls["other"])
-    print(f"  this / other (medians): {ratio:.3f}; this faster in {wins} of {runs} pairs")
+        w, c = walls[name], cpus[name]
+        print(f"  {name:<6} {folder}: cold median {statistics.median(w):.3f} s [{min(w):.2f}-{max(w):.2f} s], "
+              f"CPU (user + system, all processes) median {statistics.median(c):.3f} s [{min(c):.2f}-{max(c):.2f} s]")
+    for label, values in (("wall", walls), ("CPU", cpus)):
+        wins = sum(a < b for a, b in zip(values["this"], values["other"], strict=True))
+        ratio = statistics.median(values["this"]) / statistics.median(values["other"])
+        print(f"  {label}: this / other (medians) {ratio:.3f}; this lower in {wins} of {runs} pairs")
     same = len(totals["this"] | totals["other"]) == 1
     print(f"  totals (calls, tokens, cost): {'identical' if same else 'DIFFERENT'} in every run")
 
