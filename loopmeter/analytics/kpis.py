@@ -18,7 +18,7 @@ from loopmeter.analytics import evals as evals_mod
 from loopmeter.analytics import outcomes as outcomes_mod
 from loopmeter.analytics import policy as policy_mod
 from loopmeter.analytics import roi as roi_mod
-from loopmeter.analytics import spend, velocity
+from loopmeter.analytics import spend, tiers, velocity
 from loopmeter.analytics.filters import DIMENSIONS, Filters
 from loopmeter.config import ValueModel
 from loopmeter.store import Store
@@ -43,19 +43,33 @@ def load(store: Store, filters: Filters, home: Path) -> Data:
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopmeter-attempts") as pool:
         attempts = pool.submit(attempts_mod.load_attempts, store, filters)
         cube = cube_mod.load_cube(store, filters, home)
-        return Data(filters, cube, attempts.result())
+        data = Data(filters, cube, attempts.result())
+    data.extra["vendor_figures"] = tiers.vendor_figures(store, filters)
+    return data
+
+
+def tiered_spend(data: Data) -> dict[str, Any]:
+    """Spend under the tier rule (analytics/tiers.py) for the Overview, computed once per Data."""
+    if "tiered" not in data.extra:
+        data.extra["tiered"] = tiers.spend(data.cube, data.extra.get("vendor_figures"))[1]
+    return data.extra["tiered"]  # type: ignore[no-any-return]
 
 
 def headline(data: Data, value: ValueModel) -> dict[str, Any]:
     """The KPI boxes: spend, outcomes, cost per outcome, velocity, ROI, waste."""
     usage = spend.summary(data.cube)
+    tiered = tiered_spend(data)
+    usage["measured_usd"] = usage["cost_usd"]
+    usage["tiers"] = tiered
+    if tiered["vendor_days"]:  # a vendor's figure replaced what was measured on some days
+        usage["cost_usd"] = tiered["cost_usd"]
     outs = outcomes_mod.outcomes(data.attempts)
     return {
         "spend": usage,
         "outcomes": outs,
         "cost_per_outcome": roi_mod.cost_per_outcome(data.attempts, outs["verified"], outs["merged"]),
         "velocity": velocity.velocity(data.attempts, data.filters.tz),
-        "roi": roi_mod.roi(data.attempts, value),
+        "roi": roi_mod.roi(data.attempts, value, tiered if tiered["vendor_days"] else None),
         "wasted": roi_mod.wasted_spend(data.attempts),
     }
 
@@ -88,6 +102,9 @@ def compute(store: Store, filters: Filters, *, value: ValueModel, home: Path, no
         "agents": spend.records(agent_table(data)),
         "experiments_per_week": spend.records(velocity.experiments_per_week(data.attempts, tz)),
     }
+    from loopmeter.outcomes.kpis import headline as pr_headline
+
+    report["pull_requests"] = pr_headline(store, filters.since)  # None until `outcomes sync` ran
     if include_evals:
         report["evals"] = evals_mod.eval_summary(evals_mod.load_results(store, filters))
     if include_audit:

@@ -37,9 +37,11 @@ def cost_per_outcome(attempts: pd.DataFrame, verified: int, merged: int) -> dict
             "per_merged_usd": _div(cost["cost_usd"], merged)}
 
 
-def roi(attempts: pd.DataFrame, value: ValueModel) -> dict[str, Any]:
-    """ROI = (value - cost) / cost with its assumptions; `shown` is False without a value model."""
-    cost = attempt_cost(attempts)["cost_usd"]
+def roi(attempts: pd.DataFrame, value: ValueModel, tiered: dict[str, Any] | None = None) -> dict[str, Any]:
+    """ROI = (value - cost) / cost with its assumptions; `shown` is False without a value model.
+    `tiered`: spend under the tier rule (analytics/tiers.py) when a vendor's figures are in the range:
+    then the cost is what was paid in the range, not the attempts' measured cost."""
+    cost = attempt_cost(attempts)["cost_usd"] if tiered is None else tiered["cost_usd"]
     merged = attempts.drop_duplicates("run_id")
     merged = merged[merged["merged_at"].notna()]
     out: dict[str, Any] = {"shown": False, "model": None, "value_usd": None, "cost_usd": cost, "roi": None,
@@ -62,7 +64,12 @@ def roi(attempts: pd.DataFrame, value: ValueModel) -> dict[str, Any]:
         return out
     out["shown"] = True
     out["roi"] = _div(out["value_usd"] - cost, cost) if cost is not None else None
-    out["assumptions"].append("cost = Σ attempt cost in the range; unpriced calls are not in it")
+    if tiered is None:
+        out["assumptions"].append("cost = Σ attempt cost in the range; unpriced calls are not in it")
+    else:
+        used = ", ".join(f"{t} {money(v)}" for t, v in tiered["by_tier"].items())
+        out["assumptions"].append("cost = spend in the range, per day and vendor from the best tier "
+                                  f"(billed > vendor > reported > calculated): {used}")
     return out
 
 

@@ -126,13 +126,17 @@ class SyncContext:
     cursor_out: dict[str, Any] = field(default_factory=dict)  # extra state to save (besides "through")
     malformed: int = 0
 
+    def items(self, value: Any) -> list[Any]:
+        """A list from the server as it is; anything else is counted as malformed and read as []."""
+        if isinstance(value, list):
+            return value
+        if value is not None:
+            self.malformed += 1
+        return []
+
     def each(self, items: Any, parse: Callable[[Any], Iterable[VendorRow] | VendorRow | None]) -> Iterator[VendorRow]:
         """parse(item) for every item of a list; a malformed item (or a non-list) is counted and skipped."""
-        if not isinstance(items, list):
-            if items is not None:
-                self.malformed += 1
-            return
-        for item in items:
+        for item in self.items(items):
             try:
                 out = parse(item)
                 rows = [] if out is None else [out] if isinstance(out, VendorRow) else list(out)
@@ -566,6 +570,17 @@ def _store_row(vendor: str, report: str, row: VendorRow, people: Mapping[str, st
     }
 
 
+_SUMMED = ("cost_usd", "credits", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+           "requests")
+
+
+def _add_into(acc: dict[str, Any], row: dict[str, Any]) -> None:
+    """Two figures with the same key in one sync (e.g. cost lines with the same dimensions) are one, summed."""
+    for name in _SUMMED:
+        if row[name] is not None:
+            acc[name] = row[name] if acc[name] is None else acc[name] + row[name]
+
+
 def sync(store: Any, settings: Any, names: list[str] | None = None, *, api_url_override: str | None = None,
          since: date | None = None, now: datetime | None = None, env: Mapping[str, str] | None = None,
          http_options: Mapping[str, Any] | None = None,
@@ -635,12 +650,18 @@ def _sync_report(store: Any, conn: Connector, report: Report, http: VendorHttp, 
     ctx = SyncContext(conn.name, report.name, http, start, today, now, options, state)
     result = SyncResult(conn.name, report.name, start=start.isoformat(), end=today.isoformat())
     try:
-        rows = []
+        by_key: dict[str, dict[str, Any]] = {}
         for row in report.fetch(ctx):
             try:
-                rows.append(_store_row(conn.name, report.name, row, people))
+                stored = _store_row(conn.name, report.name, row, people)
             except (ValueError, TypeError):
                 ctx.malformed += 1
+                continue
+            if stored["key"] in by_key:
+                _add_into(by_key[stored["key"]], stored)
+            else:
+                by_key[stored["key"]] = stored
+        rows = list(by_key.values())
         window = (start.isoformat(), today.isoformat()) if report.window else None
         result.rows = vstore.replace_rows(store, conn.name, report.name, rows, window)
         result.malformed = ctx.malformed
