@@ -77,6 +77,7 @@ class VendorError(LoopmeterError):
     """A vendor API answered with an error or something unreadable; one line, key never in it."""
 
     exit_code = 1
+    status: int | None = None  # the HTTP status of a refused request (e.g. 404: no report for that day)
 
 
 class VendorAuthError(VendorError):
@@ -498,7 +499,9 @@ class VendorHttp:
                 self._wait(self.backoff_s * 2 ** (failures - 1))
                 continue
             snippet = raw[:200].decode("utf-8", "replace")
-            raise self._error(f"{method} {path}: {status}: {snippet}")
+            error = self._error(f"{method} {path}: {status}: {snippet}")
+            error.status = status
+            raise error
 
     def _once(self, method: str, url: str, params: Any, json_body: Any,
               headers: dict[str, str]) -> tuple[int, Any, bytes]:

@@ -16,7 +16,8 @@ Endpoints (all POST, JSON bodies):
   and day; pages over users (`pagination.totalUsers`).
 - `/teams/spend` {page, pageSize}: `teamMemberSpend` for the cycle that starts at
   `cycle_start` (default: the first generated day), cents fractional.
-A wrong key gets 401; a bad body 400.
+A wrong key gets 401; a bad body 400. `page_cap` makes every endpoint page after that many
+items (users for daily-usage-data), as a server that caps pageSize does.
 """
 
 from __future__ import annotations
@@ -112,6 +113,14 @@ class CursorTeam:
         }
 
 
+def _in_window(timestamp: Any, start: int, end: int) -> bool:
+    """An event a test broke on purpose (a timestamp that is not a number) is sent whatever the window."""
+    try:
+        return start <= int(timestamp) <= end
+    except (TypeError, ValueError):
+        return True
+
+
 def _cents(value: Any) -> float:
     return float(value)
 
@@ -120,12 +129,13 @@ class CursorAdminServer(ScriptedServer):
     thread_name = "cursor-admin-server"
 
     def __init__(self, team: CursorTeam | None = None, *, key: str = "key_cursor_test", max_range_days: int = 30,
-                 cycle_start: date | None = None, **team_kw: Any) -> None:
+                 cycle_start: date | None = None, page_cap: int | None = None, **team_kw: Any) -> None:
         super().__init__()
         self.team = team or CursorTeam(**team_kw)
         self.key = key
         self.max_range_days = max_range_days
         self.cycle_start = cycle_start or self.team.start
+        self.page_cap = page_cap  # answer at most this many items per page, whatever pageSize asks
         self.faults = Faults()
 
     def fail_next(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
@@ -158,12 +168,16 @@ class CursorAdminServer(ScriptedServer):
             return False
         return user == self.key and password == ""
 
+    def _capped(self, size: int) -> int:
+        return min(size, self.page_cap) if self.page_cap else size
+
     def _events(self, body: dict[str, Any]) -> tuple[int, Any]:
         start, end = int(body["startDate"]), int(body["endDate"])
         page, size = int(body.get("page", 1)), int(body.get("pageSize", 100))
         if size < 1 or size > 1000 or page < 1:
             return 400, {"error": "pageSize must be 1..1000"}
-        picked = [e for e in self.team.events if start <= int(e["timestamp"]) <= end]
+        size = self._capped(size)
+        picked = [e for e in self.team.events if _in_window(e.get("timestamp"), start, end)]
         items, pages = page_of(picked, page, size)
         return 200, {
             "totalUsageEventsCount": len(picked),
@@ -177,7 +191,7 @@ class CursorAdminServer(ScriptedServer):
         start, end = int(body["startDate"]), int(body["endDate"])
         if end < start or end - start > self.max_range_days * DAY_MS:
             return 400, {"error": f"date range must be at most {self.max_range_days} days"}
-        page, size = int(body.get("page", 1)), int(body.get("pageSize", 100))
+        page, size = int(body.get("page", 1)), self._capped(int(body.get("pageSize", 100)))
         rows = [r for r in self.team.daily if start <= r["date"] <= end]
         users = sorted({r["userId"] for r in rows})
         chosen, pages = page_of(users, page, size)
@@ -190,7 +204,7 @@ class CursorAdminServer(ScriptedServer):
         }
 
     def _spend(self, body: dict[str, Any]) -> tuple[int, Any]:
-        page, size = int(body.get("page", 1)), int(body.get("pageSize", 100))
+        page, size = int(body.get("page", 1)), self._capped(int(body.get("pageSize", 100)))
         since = day_ms(self.cycle_start)
         per_user: dict[str, float] = {}
         for e in self.team.events:
