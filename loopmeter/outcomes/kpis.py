@@ -129,3 +129,37 @@ def compare(att: Attribution, a: str, b: str, *, n_boot: int = stats.N_BOOT) -> 
            "diff": d, "ci": list(ci) if ci else None, "mde": stats.mde(se) if se else None, "verdict": ttm_verdict}
     return {"a": a, "b": b, "prs_a": len(pa), "prs_b": len(pb), "comparisons": [merge, revert, ttm],
             "note": "B minus A; a 95% interval that contains 0 reads 'no detectable difference'"}
+
+
+def headline(store: Any, since: Any = None) -> dict[str, Any] | None:
+    """Cost per merged PR over attributed PRs, with the unattributed spend beside it: the
+    Overview's box and the report's section. None when no PR was ever synced (no usage read)."""
+    from loopmeter.outcomes.attribution import attribute
+
+    if not has_prs(store):
+        return None
+    att = attribute(store, since=since)
+    out = summary(att)
+    costed = [p for p in att.prs if p.costed]
+    merged = sum(1 for p in costed if p.state == "merged")
+    cost = out["attributed_cost_usd"]
+    return {
+        "prs": len(att.prs), "merged": sum(1 for p in att.prs if p.state == "merged"),
+        "attributed_prs": len(costed), "attributed_merged": merged,
+        "attributed_cost_usd": cost, "attributed_unpriced_calls": out["attributed_unpriced_calls"],
+        "cost_per_merged_pr_usd": cost / merged if cost is not None and merged else None,
+        "unattributed_cost_usd": out["unattributed_cost_usd"],
+        "unattributed_unpriced_calls": out["unattributed_unpriced_calls"],
+        "unattributed_sessions": out["unattributed_sessions"],
+        "attribution": out["attribution"], "by_agent": out["by_agent"],
+    }
+
+
+def has_prs(store: Any) -> bool:
+    """Whether any PR was synced (the usage is read only then)."""
+    from sqlalchemy import select
+
+    from loopmeter.store.models import PullRequest
+
+    with store.engine.connect() as conn:
+        return conn.execute(select(PullRequest.__table__.c.number).limit(1)).first() is not None  # type: ignore[attr-defined]

@@ -35,6 +35,11 @@ def render(r: dict[str, Any]) -> str:
                 w.writerow(["agent", row["agent"], k, "" if v is None else v])
     for row in r["experiments_per_week"]:
         w.writerow(["experiments_per_week", f"{row['week']}/{row['user']}", "experiments", row["experiments"]])
+    for row in (r.get("pull_requests") or {}).get("by_agent", []):
+        for k, v in row.items():
+            if k != "agent":
+                for metric, value in _flat(k, v):
+                    w.writerow(["pull_requests_by_agent", row["agent"], metric, "" if value is None else value])
     for c in (r.get("evals") or {}).get("configs", []):
         for k, v in c.items():
             if k not in ("suite", "config"):

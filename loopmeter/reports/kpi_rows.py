@@ -42,9 +42,29 @@ def kpi_rows(r: dict[str, Any]) -> list[tuple[str, str, str, Any]]:
          f"({fmt.pct(w['share'])} of attempt cost)", w["cost_usd"]),
         ("waste", "wasted tokens", fmt.tokens(w["tokens"]), w["tokens"]),
     ]
+    rows += pr_rows(r.get("pull_requests"))
     if roi["shown"]:
         rows += [("roi", "value", fmt.money(roi["value_usd"]), roi["value_usd"]),
                  ("roi", "ROI = (value - cost) / cost", fmt.roi_text(roi), roi["roi"])]
     else:
         rows.append(("roi", "ROI", "not shown: no value model configured", None))
     return rows
+
+
+def pr_rows(pr: dict[str, Any] | None) -> list[tuple[str, str, str, Any]]:
+    """Pull requests (loopmeter.outcomes.kpis.headline): cost per merged PR over attributed PRs,
+    the unattributed spend beside it."""
+    if pr is None:
+        return [("pull requests", "PRs", "not synced (loopmeter outcomes sync)", None)]
+    cost, unpriced = pr["attributed_cost_usd"], pr["attributed_unpriced_calls"]
+    return [
+        ("pull requests", "PRs (merged)", f"{pr['prs']:,} ({pr['merged']:,} merged)", pr["prs"]),
+        ("pull requests", "PRs with attributed cost (merged)",
+         f"{pr['attributed_prs']:,} ({pr['attributed_merged']:,} merged)", pr["attributed_prs"]),
+        ("pull requests", "attributed cost", fmt.money(cost, unpriced), cost),
+        ("pull requests", "cost per merged PR (attributed)", fmt.money_per(pr["cost_per_merged_pr_usd"], cost, unpriced),
+         pr["cost_per_merged_pr_usd"]),
+        ("pull requests", "unattributed spend (no PR)",
+         f"{fmt.money(pr['unattributed_cost_usd'], pr['unattributed_unpriced_calls'])} "
+         f"in {pr['unattributed_sessions']:,} sessions", pr["unattributed_cost_usd"]),
+    ]

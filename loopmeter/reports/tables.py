@@ -15,6 +15,7 @@ TABLES = [
     ("by.project", "By project"),
     ("by.user", "By user"),
     ("experiments_per_week", "Experiments per week"),
+    ("pull_requests.by_agent", "Pull requests by agent"),
 ]
 DIM_HEADERS = ["calls", "cost", "unpriced calls", "input", "cache read", "cache write", "output", "cache hit",
                "share"]
@@ -23,6 +24,8 @@ DIM_HEADERS = ["calls", "cost", "unpriced calls", "input", "cache read", "cache 
 def _get(r: dict[str, Any], key: str) -> list[dict[str, Any]]:
     if key.startswith("by."):
         return r["by"][key[3:]]
+    if key.startswith("pull_requests."):
+        return list((r.get("pull_requests") or {}).get(key.split(".", 1)[1], []))
     return r[key]
 
 
@@ -40,6 +43,14 @@ def table_rows(r: dict[str, Any], key: str) -> tuple[list[str], list[list[str]]]
         return (["day", "calls", "cost", "unpriced calls", "input", "cache read", "output"],
                 [[d["period"], fmt.num(d["calls"]), fmt.money(d["cost"], d["unpriced"], note=False), fmt.num(d["unpriced"]),
                   fmt.tokens(d["input"]), fmt.tokens(d["cache_read"]), fmt.tokens(d["output"])] for d in rows])
+    if key == "pull_requests.by_agent":
+        return (["agent", "PRs", "merged", "merge rate", "95% CI", "p50 to merge", "p90 to merge", "reverted",
+                 "$/merged PR"],
+                [["no agent (baseline)" if a["agent"] == "none" else a["agent"], fmt.num(a["prs"]),
+                  fmt.num(a["merged"]), fmt.pct(a["merge_rate"]), fmt.ci(*(a["merge_rate_ci"] or (None, None))),
+                  fmt.duration(a["p50_time_to_merge_s"]), fmt.duration(a["p90_time_to_merge_s"]),
+                  fmt.pct(a["revert_rate"]), fmt.money_per(a["cost_per_merged_pr_usd"], a["cost_usd"], a["unpriced_calls"])]
+                 for a in rows])
     if key == "experiments_per_week":
         return (["week of", "person", "experiments"],
                 [[d["week"], d["user"], fmt.num(d["experiments"])] for d in rows])

@@ -25,8 +25,17 @@ from loopmeter.tui.runs import RunsTab
 from loopmeter.tui.usage import UsageTab
 
 HERE = Path(__file__).parent
-TABS = [("overview", "Overview", OverviewTab), ("usage", "Usage", UsageTab), ("runs", "Runs", RunsTab),
-        ("evals", "Evals", EvalsTab), ("policy", "Policy", PolicyTab)]
+
+
+def _outcomes_tab(**kwargs: Any) -> DataTab:
+    from loopmeter.tui.outcomes import OutcomesTab  # imported when the tab first mounts
+
+    return OutcomesTab(**kwargs)
+
+
+TABS: list[tuple[str, str, Callable[..., DataTab]]] = [
+    ("overview", "Overview", OverviewTab), ("usage", "Usage", UsageTab), ("runs", "Runs", RunsTab),
+    ("evals", "Evals", EvalsTab), ("policy", "Policy", PolicyTab), ("outcomes", "Outcomes", _outcomes_tab)]
 
 
 class LoopmeterApp(App[None]):
@@ -34,7 +43,7 @@ class LoopmeterApp(App[None]):
 
     TITLE = "loopmeter"
     CSS_PATH = [HERE / f"{name}.tcss" for name in
-                ("app", "overview", "usage", "runs", "run_detail", "evals", "policy", "filters", "help")]
+                ("app", "overview", "usage", "runs", "run_detail", "evals", "policy", "outcomes", "filters", "help")]
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (28, "-tall")]
     BINDINGS = [
@@ -47,6 +56,7 @@ class LoopmeterApp(App[None]):
         Binding("3", "tab('runs')", "runs", show=False),
         Binding("4", "tab('evals')", "evals", show=False),
         Binding("5", "tab('policy')", "policy", show=False),
+        Binding("6", "tab('outcomes')", "outcomes", show=False),
         Binding("q", "quit", "quit"),
     ]
 

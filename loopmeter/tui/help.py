@@ -9,11 +9,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 KEYS = """[b]keys[/]
-  1-5 / tab      switch tab (Overview, Usage, Runs, Evals, Policy)
+  1-6 / tab      switch tab (Overview, Usage, Runs, Evals, Policy, Outcomes)
   d              next date range (24h, 7d, 30d, 90d, all)
   f              filters: range, agent, model, provider, source, project, user, repo
   r              refresh now (runs in progress refresh by themselves)
-  enter          open the highlighted run (Runs), attempt (run view)
+  enter          open a run, an attempt, or a PR's sessions (Outcomes)
   escape         back / close
   g  s  /        Usage: group by next dimension, sort by next column, filter rows
   ?              this help          q  quit

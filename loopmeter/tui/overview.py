@@ -35,9 +35,10 @@ class OverviewTab(DataTab):
 
     def fetch(self, filters: Any) -> dict[str, Any]:
         from loopmeter.analytics import kpis, spend
+        from loopmeter.outcomes.kpis import headline as pr_headline
 
         data = self.lm.data(filters)
-        return {"head": kpis.headline(data, self.lm.value),
+        return {"head": kpis.headline(data, self.lm.value), "prs": pr_headline(self.lm.store, filters.since),
                 "agents": kpis.agent_table(data),
                 "daily": spend.over_time(data.cube, "day", by="agent", tz=filters.tz)}
 
@@ -49,9 +50,17 @@ class OverviewTab(DataTab):
             f"[b]{fmt.money(s['cost_usd'], s['unpriced_calls'], note=False)}[/]{unpriced}")
         self.query_one("#kpi-outcomes", Static).update(
             f"[b]{o['verified']:,}[/] ({fmt.pct(v['success_rate'])} of {o['finished']:,})\n{o['merged']:,} merged")
-        self.query_one("#kpi-cpo", Static).update(
-            f"[b]{fmt.money_per(c['per_verified_usd'], c['cost_usd'], c['unpriced_calls'])}[/]\n"
-            f"merged {fmt.money_per(c['per_merged_usd'], c['cost_usd'], c['unpriced_calls'])}")
+        prs = result.get("prs")
+        if prs is None:
+            self.query_one("#kpi-cpo", Static).update(
+                f"[b]{fmt.money_per(c['per_verified_usd'], c['cost_usd'], c['unpriced_calls'])}[/]\n"
+                f"merged {fmt.money_per(c['per_merged_usd'], c['cost_usd'], c['unpriced_calls'])}")
+        else:  # pull requests synced: the outcome is a merged PR, its cost what attribution tied to it
+            per_pr = fmt.money_per(prs["cost_per_merged_pr_usd"], prs["attributed_cost_usd"],
+                                   prs["attributed_unpriced_calls"])
+            self.query_one("#kpi-cpo", Static).update(
+                f"[b]{per_pr}[/] / merged PR ({prs['attributed_merged']:,})\n"
+                f"[dim]unattributed {fmt.money(prs['unattributed_cost_usd'], prs['unattributed_unpriced_calls'], note=False)}[/]")
         self.query_one("#kpi-green", Static).update(
             f"p50 [b]{fmt.duration(v['time_to_green_p50_s'])}[/]\np90 {fmt.duration(v['time_to_green_p90_s'])}")
         if roi["shown"]:
