@@ -95,7 +95,8 @@ class WindsurfServer(ScriptedServer):
     def cycle_credits(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for r in self.team.runs:
-            out[r["email"]] = out.get(r["email"], 0) + r["promptsUsed"]
+            if isinstance(r["promptsUsed"], int):  # a run a test broke on purpose counts nothing
+                out[r["email"]] = out.get(r["email"], 0) + r["promptsUsed"]
         return out
 
     # -- answers -----------------------------------------------------------
@@ -144,6 +145,7 @@ class WindsurfServer(ScriptedServer):
         routes = {"/api/v1/CascadeAnalytics": server._cascade, "/api/v1/UserPageAnalytics": server._users}
 
         class Handler(QuietHandler):
+            disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
             def do_POST(self) -> None:
                 body = self.read_json()
                 server.record_request(self, body)
