@@ -132,7 +132,10 @@ def _print_spend(rows: list[dict[str, Any]]) -> None:
                       fmt.money(r["cost_usd"]), fmt.num(r["credits"], 2), fmt.tokens(r["input_tokens"]),
                       fmt.tokens(r["output_tokens"]), fmt.tokens(r["cache_read_tokens"]),
                       fmt.tokens(r["cache_write_tokens"]))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # piped: whole columns, not wrapped to 80
+    console.print(table)
 
 
 def reconcile(

@@ -67,9 +67,11 @@ def save_cursor(store: Any, source: str, scope: str, *, now: datetime, cursor: d
 
 
 def cursors(store: Any, sources: Sequence[str]) -> list[models.SyncCursor]:
+    from sqlmodel import col
+    from sqlmodel import select as model_select
+
     with store.session() as session:
-        stmt = select(models.SyncCursor).where(models.SyncCursor.source.in_(list(sources)))  # type: ignore[attr-defined]
-        return list(session.exec(stmt).all())  # type: ignore[call-overload]
+        return list(session.exec(model_select(models.SyncCursor).where(col(models.SyncCursor.source).in_(sources))))
 
 
 def rows(store: Any, since: str | None = None, until: str | None = None,

@@ -615,13 +615,16 @@ def sync(store: Any, settings: Any, names: list[str] | None = None, *, api_url_o
                     progress(result)
             continue
         with VendorHttp(conn, base, key, **dict(http_options or {})) as http:
-            for report in conn.reports:
+            for i, report in enumerate(conn.reports):
                 result = _sync_report(store, conn, report, http, options, settings.people, since, now)
                 results.append(result)
                 if progress:
                     progress(result)
                 if result.error and result.hint == conn.key_hint():
-                    break  # a refused key is refused by every report
+                    # a refused key is refused by every report: asked once, recorded on each
+                    for rest in conn.reports[i + 1:]:
+                        vstore.save_cursor(store, conn.name, rest.name, synced_at=None, error=result.error, now=now)
+                    break
     return results
 
 

@@ -18,7 +18,8 @@ Endpoints (GET):
 - `/v1/organizations/usage_report/claude_code` starting_at=YYYY-MM-DD (that UTC day only),
   limit (<= 1000, default 20), page: records per actor (a user's email, or an API key's name) with
   core_metrics, tool_actions and model_breakdown whose `estimated_cost.amount` is a NUMBER IN CENTS.
-A wrong key gets 401 (authentication_error); a bad query 400.
+A wrong key gets 401 (authentication_error); a bad query 400; an unknown path 404 whose message
+echoes the key it got (as a careless gateway might: the client must not repeat it).
 """
 
 from __future__ import annotations
@@ -182,10 +183,12 @@ def _add_cost(acc: dict[str, Any], r: dict[str, Any]) -> None:
 class AnthropicAdminServer(ScriptedServer):
     thread_name = "anthropic-admin-server"
 
-    def __init__(self, org: AnthropicOrg | None = None, *, key: str = "sk-ant-admin01-test-key-0000", **org_kw: Any):
+    def __init__(self, org: AnthropicOrg | None = None, *, key: str = "sk-ant-admin01-test-key-0000",
+                 claude_code_page: int | None = None, **org_kw: Any):
         super().__init__()
         self.org = org or AnthropicOrg(**org_kw)
         self.key = key
+        self.claude_code_page = claude_code_page  # serve at most this many records a page, whatever the limit
         self.faults = Faults()
 
     def fail_next(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
@@ -238,6 +241,7 @@ class AnthropicAdminServer(ScriptedServer):
         if not 1 <= limit <= 1000:
             return 400, _error("invalid_request_error", "limit must be 1..1000")
         records = self.org.claude_code.get(day, [])
+        limit = min(limit, self.claude_code_page or limit)
         offset = _untoken(q.get("page", [None])[0])
         more = offset + limit < len(records)
         return 200, {"data": records[offset:offset + limit], "has_more": more,
@@ -270,7 +274,9 @@ class AnthropicAdminServer(ScriptedServer):
                     elif parts.path == "/v1/organizations/usage_report/claude_code":
                         status, payload = server._claude_code(q)
                     else:
-                        status, payload = 404, _error("not_found_error", "no such endpoint")
+                        # a careless gateway: echoes the key it was given
+                        key = self.headers.get("x-api-key")
+                        status, payload = 404, _error("not_found_error", f"no such endpoint for key {key}")
                 except (KeyError, ValueError) as exc:
                     status, payload = 400, _error("invalid_request_error", f"bad query: {exc}")
                 self.send_json(status, payload)
