@@ -138,6 +138,12 @@ def eval_meta(run: Any) -> dict[str, Any]:
 def abandon_earlier(store: Any, spec: CellSpec) -> int:
     """Child runs of this cell still marked running belong to a worker that died: mark them ended, so
     only the run now starting is live. Returns how many."""
+    return end_child_runs(store, spec, RunStatus.ERROR, AttemptStatus.ERROR, ABANDONED)
+
+
+def end_child_runs(store: Any, spec: CellSpec, run_status: RunStatus, attempt_status: AttemptStatus,
+                   reason: str) -> int:
+    """Mark this cell's unfinished child runs (and their attempts) ended; returns how many."""
     from sqlmodel import select
 
     from loopmeter.records import utcnow
@@ -150,8 +156,8 @@ def abandon_earlier(store: Any, spec: CellSpec) -> int:
             attempts = list(s.exec(select(Attempt).where(Attempt.run_id == run.id)))
         for att in attempts:
             if not AttemptStatus(att.status).finished:
-                att.status, att.stop_reason, att.ended_at = AttemptStatus.ERROR, ABANDONED, utcnow()
+                att.status, att.stop_reason, att.ended_at = attempt_status, reason, utcnow()
                 store.save(att)
-        run.status, run.ended_at = RunStatus.ERROR, utcnow()
+        run.status, run.ended_at = run_status, utcnow()
         store.save(run)
     return len(stale)

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loopmeter.errors import LoopmeterError
-from loopmeter.executors.base import CellSpec, run_cell, store_for
+from loopmeter.executors.base import CellSpec, end_child_runs, run_cell, store_for
+from loopmeter.vocab import AttemptStatus, RunStatus
 
 if TYPE_CHECKING:
     from loopmeter.evals.runner import CellResult
@@ -157,6 +158,7 @@ class RayExecutor:
                                  hint="--ray-address HOST:PORT (or RAY_ADDRESS), or --ray-address auto "
                                       "to start one on this machine")
         self._blobs: dict[str, Any] = {}
+        self._specs: dict[Any, CellSpec] = {}  # submitted and not yet finished
         self._remote: Any = None
         started = time.monotonic()
         self._connect()
@@ -237,10 +239,12 @@ class RayExecutor:
         if self._remote is None:
             self._remote = self.ray.remote(cell_task)
         blob = self._blobs.get(spec.task_sha or "")
-        return self._remote.options(
+        ref = self._remote.options(
             name=spec.cell_id, num_cpus=self.num_cpus, resources=self.resources_for(spec),
             max_retries=self.max_retries, retry_exceptions=False,
         ).remote(spec, blob)
+        self._specs[ref] = spec
+        return ref
 
     def wait(self, handles: list[Any], timeout: float | None = None) -> tuple[list[tuple[Any, CellResult]], list[Any]]:
         from loopmeter.evals.runner import CellResult
@@ -249,6 +253,7 @@ class RayExecutor:
         ready, running = ray.wait(handles, num_returns=1, timeout=timeout)
         done: list[tuple[Any, CellResult]] = []
         for ref in ready:
+            self._specs.pop(ref, None)
             try:
                 done.append((ref, ray.get(ref)))
             except ray.exceptions.TaskCancelledError:
@@ -271,6 +276,11 @@ class RayExecutor:
         _, left = ray.wait(handles, num_returns=len(handles), timeout=CANCEL_GRACE_S) if handles else ([], [])
         for ref in left:
             ray.cancel(ref, force=True)
+        # a worker killed before its loop could record the cancel leaves its child run "running"
+        for ref in handles:
+            spec = self._specs.get(ref)
+            if spec is not None:
+                end_child_runs(self.store, spec, RunStatus.CANCELLED, AttemptStatus.CANCELLED, "cancelled")
 
     def close(self) -> None:
         self.ray.shutdown()

@@ -17,7 +17,7 @@ import loopmeter.cli
 from loopmeter.cli import app
 from tests.conftest import loopmeter_cmd
 
-HEAVY = ["litellm", "langgraph", "textual", "pandas", "sqlmodel", "sqlalchemy", "httpx", "rich.markdown",
+HEAVY = ["litellm", "langgraph", "textual", "pandas", "sqlmodel", "sqlalchemy", "httpx", "rich.markdown", "ray",
          "markdown_it", "opentelemetry.sdk", "git"]
 
 

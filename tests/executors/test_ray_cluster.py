@@ -1,0 +1,315 @@
+"""The `ray` executor on a real local Ray cluster: a head with no CPUs plus two worker nodes on
+loopback that advertise `loopmeter_sandbox` (ray.cluster_utils.Cluster, one per module).
+
+Marked `ray`; skipped when the `loopmeter[ray]` extra or bubblewrap is missing. The cells run the
+real loop and sandbox; results go to the real PostgreSQL server of tests/conftest.py."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loopmeter.errors import LoopmeterError
+from loopmeter.sandbox.probe import probe_bwrap
+
+ray = pytest.importorskip("ray")
+
+pytestmark = [pytest.mark.ray,
+              pytest.mark.skipif(not probe_bwrap().usable, reason="bubblewrap is not usable here")]
+
+GOLD = Path(__file__).resolve().parents[2] / "loopmeter" / "evals" / "gold"
+NODE_ARGS = {"num_cpus": 1, "resources": {"loopmeter_sandbox": 1}, "object_store_memory": 80 * 1024 * 1024}
+
+
+class RayTestCluster:
+    """A head (no CPUs, no capability) now; two sandbox nodes once a test asks for them."""
+
+    def __init__(self, node_home: Path):
+        from ray.cluster_utils import Cluster
+
+        self.node_home = node_home
+        started = time.monotonic()
+        with self._node_env():
+            self.cluster = Cluster(initialize_head=True, head_node_args={
+                "num_cpus": 0, "include_dashboard": False, "object_store_memory": 80 * 1024 * 1024})
+        self.head_s = time.monotonic() - started
+        self.nodes_s: float | None = None
+        self.workers: list[Any] = []
+
+    @contextlib.contextmanager
+    def _node_env(self) -> Iterator[None]:
+        """The environment the nodes' processes start with (and keep)."""
+        from loopmeter.executors.ray_executor import NODE_ENV
+
+        with pytest.MonkeyPatch.context() as env:
+            for key, value in NODE_ENV.items():
+                env.setenv(key, value)
+            env.setenv("LOOPMETER_HOME", str(self.node_home))  # each node's own home: caches, worktrees
+            env.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            yield
+
+    @property
+    def address(self) -> str:
+        return str(self.cluster.address)
+
+    def with_two_nodes(self) -> RayTestCluster:
+        if not self.workers:
+            started = time.monotonic()
+            with self._node_env():
+                self.workers = [self.cluster.add_node(**NODE_ARGS) for _ in range(2)]
+            self.cluster.wait_for_nodes()
+            self.nodes_s = time.monotonic() - started
+        return self
+
+    def raylet_pids(self) -> set[int]:
+        return {p.process.pid for node in [self.cluster.head_node, *self.workers]
+                for p in node.all_processes.get("raylet", [])}
+
+
+@pytest.fixture(scope="module")
+def bare_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    c = RayTestCluster(tmp_path_factory.mktemp("raynode"))
+    print(f"\nray cluster: head {c.head_s:.1f}s")
+    yield c
+    if ray.is_initialized():
+        ray.shutdown()
+    c.cluster.shutdown()
+
+
+@pytest.fixture
+def cluster(bare_cluster: RayTestCluster) -> RayTestCluster:
+    c = bare_cluster.with_two_nodes()
+    if c.nodes_s is not None:
+        print(f"\nray cluster: two worker nodes {c.nodes_s:.1f}s")
+    return c
+
+
+@pytest.fixture
+def ray_executor(cluster: RayTestCluster, request: pytest.FixtureRequest) -> Any:
+    from loopmeter.executors.ray_executor import RayExecutor
+
+    store = request.getfixturevalue("pg_store")
+    ex = RayExecutor(store, address=cluster.address)
+    yield ex
+    ex.close()
+
+
+def slow_suite(dest: Path, n: int, sleep_s: float) -> Path:
+    """N tasks whose reference solution (solve.sh, run in the sandbox by `oracle`) sleeps first."""
+    for i in range(n):
+        task = dest / f"slow-{i}"
+        (task / "repo").mkdir(parents=True)
+        (task / "repo" / "README").write_text("slow task\n")
+        (task / "solution").mkdir()
+        (task / "solution" / "solve.sh").write_text(f"sleep {sleep_s}\necho done > done.txt\n")
+        (task / "task.toml").write_text(
+            f'id = "slow-{i}"\ninstruction = "write done.txt"\ncheck = "test -f done.txt"\ntime_limit_s = 120\n')
+    return dest
+
+
+def eval_rows(store: Any, run_id: str) -> list[Any]:
+    from sqlmodel import select
+
+    from loopmeter.store import EvalResult
+
+    with store.session() as s:
+        return list(s.exec(select(EvalResult).where(EvalResult.run_id == run_id)))
+
+
+# -- capability and store checks (fast) ------------------------------------------------------
+
+def test_a_missing_capability_fails_fast_and_stores_no_run(bare_cluster: RayTestCluster, store: Any) -> None:
+    from loopmeter.evals.runner import EvalOptions, start_eval
+    from loopmeter.store import Run
+
+    started = time.monotonic()
+    with pytest.raises(LoopmeterError) as info:
+        start_eval(GOLD, ["oracle"], EvalOptions(), store=store, executor="ray", ray_address=bare_cluster.address)
+    assert time.monotonic() - started < 60  # the connect itself is slow on 2 cores; it does not wait for a node
+    assert "loopmeter_sandbox" in info.value.message and "1 node(s)" in info.value.message
+    assert "ray start" in (info.value.hint or "")
+    assert store.count(Run) == 0
+    ray.shutdown()
+
+
+def test_sqlite_store_is_refused_with_several_nodes(cluster: RayTestCluster, store: Any) -> None:
+    from loopmeter.evals.runner import EvalOptions, start_eval
+    from loopmeter.store import Run
+
+    with pytest.raises(LoopmeterError) as info:
+        start_eval(GOLD, ["oracle"], EvalOptions(), store=store, executor="ray", ray_address=cluster.address)
+    assert "SQLite" in info.value.message and "3 nodes" in info.value.message
+    assert "PostgreSQL" in (info.value.hint or "")
+    assert store.count(Run) == 0
+    ray.shutdown()
+
+
+# -- parity with local ---------------------------------------------------------------------------
+
+def test_gold_oracle_and_nop_give_the_same_per_task_results_as_local(ray_executor: Any, pg_store: Any,
+                                                                    store: Any) -> None:
+    from loopmeter.evals.runner import EvalOptions, start_eval
+
+    options = EvalOptions(concurrency=2)
+    t0 = time.monotonic()
+    local = start_eval("gold", ["oracle", "nop"], options, store=store)
+    t1 = time.monotonic()
+    remote = start_eval("gold", ["oracle", "nop"], options, store=pg_store, executor=ray_executor)
+    t2 = time.monotonic()
+    print(f"\ngold oracle+nop: local {t1 - t0:.1f}s, ray (2 nodes) {t2 - t1:.1f}s")
+    assert local.status == remote.status == "completed"
+
+    def per_task(rows: list[Any]) -> dict[tuple[str, str, int], tuple[bool, str | None]]:
+        return {(r.config, r.task_id, r.epoch): (bool(r.passed), r.error_kind) for r in rows}
+
+    local_rows, remote_rows = eval_rows(store, local.run_id), eval_rows(pg_store, remote.run_id)
+    assert len(remote_rows) == len(local_rows) == remote.total >= 24
+    assert per_task(remote_rows) == per_task(local_rows)
+    assert {v for k, v in per_task(remote_rows).items() if k[0] == "oracle"} == {(True, None)}
+    import json
+
+    nodes = {json.loads(r.detail)["node"] for r in remote_rows}
+    assert len(nodes) == 2  # cells ran on both sandbox nodes, none on the head
+
+
+# -- faults --------------------------------------------------------------------------------------
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _cell_workers(cluster: RayTestCluster) -> list[int]:
+    """PIDs of this cluster's workers running a cell now (Ray titles them `ray::<cell id>`)."""
+    raylets = cluster.raylet_pids()
+    found = []
+    for pid in [p for r in raylets for p in _descendants(r)]:
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"ray::ev-"):
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_for(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_worker_killed_mid_cell_is_retried_and_leaves_one_row(ray_executor: Any, pg_store: Any, cluster: RayTestCluster,
+                                                               tmp_path: Path) -> None:
+    from loopmeter.evals.runner import EvalOptions, start_eval
+    from loopmeter.executors.base import ABANDONED, child_runs
+    from loopmeter.store import Attempt
+
+    suite = slow_suite(tmp_path / "suite", 1, 4)
+    box: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: box.setdefault("outcome", start_eval(
+        suite, ["oracle"], EvalOptions(concurrency=1), store=pg_store, executor=ray_executor)))
+    runner.start()
+
+    def sandboxed_sleep() -> tuple[int, list[int]] | None:
+        for worker in _cell_workers(cluster):
+            tree = _descendants(worker)
+            names = [Path(f"/proc/{p}/comm").read_text().strip() for p in tree if _alive(p)]
+            if "sleep" in names:
+                return worker, tree
+        return None
+
+    worker, tree = _wait_for(sandboxed_sleep, 120, "the cell's sandboxed solve.sh")
+    os.kill(worker, signal.SIGKILL)
+    _wait_for(lambda: not any(_alive(p) for p in tree), 15, "the killed worker's sandbox to die with it")
+    runner.join(180)
+    outcome = box["outcome"]
+    assert outcome.status == "completed"
+    (row,) = eval_rows(pg_store, outcome.run_id)
+    assert row.passed and row.error_kind is None
+    children = child_runs(pg_store, outcome.run_id)
+    assert len(children) == 2  # the killed try and the retry
+    with pg_store.session() as s:
+        from sqlmodel import select
+
+        first = [a for a in s.exec(select(Attempt)) if a.run_id in {c.id for c in children} and a.id != row.attempt_id]
+    assert [a.stop_reason for a in first] == [ABANDONED]
+
+
+def test_cancel_leaves_cells_unstored_and_resume_finishes_them(ray_executor: Any, pg_store: Any, tmp_path: Path) -> None:
+    from loopmeter.evals.runner import EvalOptions, resume_eval, start_eval
+    from loopmeter.evals.status import eval_status
+
+    suite = slow_suite(tmp_path / "suite", 2, 30)
+    cancel = threading.Event()
+    box: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: box.setdefault("outcome", start_eval(
+        suite, ["oracle"], EvalOptions(concurrency=2), store=pg_store, executor=ray_executor, cancel=cancel)))
+    runner.start()
+    from loopmeter.store import Run
+
+    def both_running() -> dict[str, Any] | None:
+        runs = [r for r in _all(pg_store, Run) if r.kind == "eval" and r.task_id is None]
+        if not runs:
+            return None
+        st = eval_status(pg_store, runs[0].id)
+        return st if len(st["running"]) == 2 else None
+
+    status = _wait_for(both_running, 120, "both cells running")
+    assert {c["node"].split("/")[0] for c in status["running"]} and all(c["node"] for c in status["running"])
+    assert len({c["node"] for c in status["running"]}) == 2  # one per sandbox node
+    started = time.monotonic()
+    cancel.set()
+    runner.join(60)
+    assert time.monotonic() - started < 30  # not the 30 s the cells sleep
+    outcome = box["outcome"]
+    assert outcome.status == "cancelled"
+    assert eval_rows(pg_store, outcome.run_id) == []
+    after = eval_status(pg_store, outcome.run_id)
+    assert (after["pending"], after["running"], after["done"]) == (2, [], 0)
+
+    # the sleeps are shortened before the resume, so it finishes quickly: the task files travel again
+    for solve in suite.glob("*/solution/solve.sh"):
+        solve.write_text("echo done > done.txt\n")
+    again = resume_eval(outcome.run_id, store=pg_store, executor=ray_executor)
+    assert again.status == "completed" and again.ran == 2
+    rows = eval_rows(pg_store, outcome.run_id)
+    assert len(rows) == 2 and all(r.passed for r in rows)
+
+
+def _all(store: Any, model: Any) -> list[Any]:
+    from sqlmodel import select
+
+    with store.session() as s:
+        return list(s.exec(select(model)))
