@@ -68,9 +68,8 @@ def test_task_files_pack_by_content_not_by_time(tmp_path: Path) -> None:
 
 
 def test_unpacked_task_loads_again_and_a_damaged_one_is_refused(tmp_path: Path) -> None:
-    from loopmeter.tasks import load_task
-
     from loopmeter.executors.ray_executor import pack_task, unpack_task
+    from loopmeter.tasks import load_task
 
     sha, data = pack_task(GOLD / "fix-roman-numerals")
     top = unpack_task(sha, data, tmp_path / "cache")
