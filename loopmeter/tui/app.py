@@ -33,9 +33,16 @@ def _outcomes_tab(**kwargs: Any) -> DataTab:
     return OutcomesTab(**kwargs)
 
 
+def _vendors_tab(**kwargs: Any) -> DataTab:
+    from loopmeter.tui.vendors import VendorsTab  # imported when the tab first mounts
+
+    return VendorsTab(**kwargs)
+
+
 TABS: list[tuple[str, str, Callable[..., DataTab]]] = [
     ("overview", "Overview", OverviewTab), ("usage", "Usage", UsageTab), ("runs", "Runs", RunsTab),
-    ("evals", "Evals", EvalsTab), ("policy", "Policy", PolicyTab), ("outcomes", "Outcomes", _outcomes_tab)]
+    ("evals", "Evals", EvalsTab), ("policy", "Policy", PolicyTab), ("outcomes", "Outcomes", _outcomes_tab),
+    ("vendors", "Vendors", _vendors_tab)]
 
 
 class LoopmeterApp(App[None]):

@@ -56,3 +56,28 @@ def everything_stored(store: Any) -> str:
         for table in ("vendor_usage", "sync_cursor"):
             out += [repr(tuple(r)) for r in conn.execute(text(f"SELECT * FROM {table}"))]
     return "\n".join(out)
+
+
+def sync_three(store: Any, home: Path, now: datetime, *, days: int = 5, users: int = 3,
+               vendors: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Cursor, Windsurf and Copilot synced from their scripted servers, with data on the `days`
+    UTC days up to `now`'s; the servers' totals by vendor (for the faces' tests)."""
+    from datetime import timedelta
+
+    from tests.servers.copilot_server import CopilotServer
+    from tests.servers.cursor_admin_server import CursorAdminServer
+    from tests.servers.windsurf_server import WindsurfServer
+
+    start = now.date() - timedelta(days=days - 1)
+    options = {"copilot": {"org": "acme"}, **(vendors or {})}
+    totals: dict[str, dict[str, Any]] = {}
+    with CursorAdminServer(users=users, days=days, start=start) as cursor, \
+            WindsurfServer(users=users, days=days, start=start) as windsurf, \
+            CopilotServer(org="acme", users=users, days=days, start=start) as copilot:
+        for name, srv, env in (("cursor", cursor, {"CURSOR_ADMIN_API_KEY": cursor.key}),
+                               ("windsurf", windsurf, {"WINDSURF_SERVICE_KEY": windsurf.key}),
+                               ("copilot", copilot, {"GITHUB_TOKEN": copilot.token})):
+            results = run_sync(store, home, name, srv.url, env, now=now, vendors=options)
+            assert all(r.error is None for r in results), results
+            totals[name] = srv.totals()
+    return totals
