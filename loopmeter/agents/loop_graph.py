@@ -4,7 +4,8 @@ The attempt graph (one thread per attempt): prepare -> act -> verify -> decide -
 finish (the steps are in loop_steps.py). The run graph: start -> one `attempt` node per agent
 (run in parallel) -> `gate`, which asks a person the questions the attempts are waiting on
 and sends each attempt its answers, or -> `compare`, which ranks the attempts and names the
-winner. Both graphs checkpoint into one SQLite file, so a run resumes where it stopped.
+winner. Both graphs checkpoint into one SQLite file (into the store's database when the store is
+PostgreSQL), so a run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ if TYPE_CHECKING:
     from loopmeter.agents.loop_runtime import _Runtime
 
 
-def open_checkpointer(path: Path) -> tuple[sqlite3.Connection, Any]:
-    """The connection (the caller closes it) and the graphs' SqliteSaver over it."""
+def open_checkpointer(path: Path, store: Any = None) -> tuple[Any, Any]:
+    """The connection (the caller closes it) and the graphs' saver over it: the SQLite file at `path`,
+    or the store's own database when the store is PostgreSQL, so any machine of a team can resume."""
+    if store is not None and store.engine.url.get_backend_name() == "postgresql":
+        return _postgres_checkpointer(store)
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     from loopmeter.store.engine import ensure_wal
@@ -35,6 +39,26 @@ def open_checkpointer(path: Path) -> tuple[sqlite3.Connection, Any]:
     ensure_wal(conn)  # several runs in one eval open this file at once
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn, SqliteSaver(conn)
+
+
+def _postgres_checkpointer(store: Any) -> tuple[Any, Any]:
+    try:
+        import psycopg
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg.rows import dict_row
+    except ImportError:
+        raise LoopmeterError("loop checkpoints in PostgreSQL need langgraph-checkpoint-postgres",
+                             hint="pip install 'loopmeter[postgres]'") from None
+    url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = psycopg.Connection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row)
+    saver = PostgresSaver(conn)  # type: ignore[arg-type]  # a dict_row connection, as it documents
+    with conn.cursor() as cur:  # several cells start at once: one creates the tables, the rest wait
+        cur.execute("SELECT pg_advisory_lock(hashtext('loopmeter_checkpoints'))")
+        try:
+            saver.setup()
+        finally:
+            cur.execute("SELECT pg_advisory_unlock(hashtext('loopmeter_checkpoints'))")
+    return conn, saver
 
 
 def build_graphs(rt: _Runtime, saver: Any) -> tuple[Any, Any]:

@@ -66,7 +66,7 @@ class _Runtime:
         # the run's driven time: what earlier drives recorded, plus this one's (see run_wall_s)
         self._active_before: float | None = None
         self._drive_t0 = time.monotonic()
-        conn, saver = open_checkpointer(self.settings.checkpoint_path)
+        conn, saver = open_checkpointer(self.settings.checkpoint_path, store)
         self._conn: Any = conn  # closed by close()
         self.run_graph, self.attempt_graph = build_graphs(self, saver)
 
