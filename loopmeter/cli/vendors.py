@@ -182,8 +182,7 @@ def print_reconcile(result: dict[str, Any]) -> None:
         typer.echo("nothing billed in the range: loopmeter vendors sync (Anthropic and OpenAI cost reports, "
                    "Cursor usage events, Copilot billing)")
         return
-    table = Table(title=f"billed against measured, {result['since']}..{result['until']} (UTC days); "
-                        f"! = drift over {result['threshold_pct']:g}%")
+    table = Table(title=f"billed against measured, UTC days {result['since']}..{result['until']}")
     for col in ("date", "vendor", "billed", "measured", "drift", "drift %", ""):
         table.add_column(col, justify="left" if col in ("date", "vendor", "") else "right")
     for r in result["rows"]:
@@ -194,5 +193,6 @@ def print_reconcile(result: dict[str, Any]) -> None:
                       "!" if r["over_threshold"] else "")
     Console(width=120).print(table)
     over = sum(r["over_threshold"] for r in result["rows"])
-    typer.echo(f"{over} of {len(result['rows'])} day(s) over the threshold; "
+    typer.echo(f"! = drift over {result['threshold_pct']:g}% of the bill, or a bill with nothing measured: "
+               f"{over} of {len(result['rows'])} day(s); "
                f"{len(result['models'])} day/model pair(s) compared (--json lists them)")
