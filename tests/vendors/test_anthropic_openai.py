@@ -254,3 +254,16 @@ def test_claude_code_record_helper_sums():  # keeps the scripted server's own ar
 
     rec = claude_code_record("2026-11-01", "a@example.com", None, random.Random(1), ["m1", "m2"], [150.5, 49.5])
     assert sum(m["estimated_cost"]["amount"] for m in rec["model_breakdown"]) == 200.0
+
+
+def test_postgresql_store_holds_the_same_totals_and_replaces_on_resync(pg_store, loopmeter_home):
+    with AnthropicAdminServer(users=4, days=35, start=SINCE) as srv:
+        env = {"ANTHROPIC_ADMIN_API_KEY": srv.key}
+        _sync(pg_store, loopmeter_home, "anthropic", srv.url, env)
+        _sync(pg_store, loopmeter_home, "anthropic", srv.url, env)
+        expected = srv.totals()
+    assert _sum(_rows(pg_store, "anthropic", "cost_report"), "cost_usd") == pytest.approx(expected["billed_usd"], abs=1e-6)
+    assert _sum(_rows(pg_store, "anthropic", "usage_report/messages"), "input_tokens") == \
+        expected["uncached_input_tokens"]
+    assert _sum(_rows(pg_store, "anthropic", "usage_report/claude_code"), "cost_usd") == \
+        pytest.approx(expected["claude_code_usd"], abs=1e-6)
