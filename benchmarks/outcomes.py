@@ -46,6 +46,8 @@ for line in sys.stdin:
     cmd = line.split()
     if cmd[0] == "hits":
         print(srv.hits, flush=True)
+    elif cmd[0] == "cpu":
+        print(time.process_time(), flush=True)
     elif cmd[0] == "touch":
         for i in range(1, int(cmd[1]) + 1):
             add(i, "2026-12-02T10:00:00Z")
@@ -57,7 +59,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prs", type=int, default=2000)
     ap.add_argument("--changed", type=int, default=10)
+    ap.add_argument("--workers", type=int, default=8, help="threads for the in-process runs")
     args = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(args.prs)], cwd=ROOT, text=True,
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert server.stdout and server.stdin
@@ -79,26 +83,54 @@ def main() -> None:
             for name in ("cold", "incremental (nothing new)", f"incremental ({args.changed} PRs updated)"):
                 if name.startswith(f"incremental ({args.changed}"):
                     ask(f"touch {args.changed}")
-                before = int(ask("hits"))
+                before, cpu0 = int(ask("hits")), float(ask("cpu"))
                 t0 = time.perf_counter()
                 out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
                 took = time.perf_counter() - t0
+                server_cpu = float(ask("cpu")) - cpu0
                 if out.returncode != 0:
                     sys.exit(f"{name}: exit {out.returncode}: {out.stderr.strip()}")
                 prs = json.loads(out.stdout)["repos"][0]["prs"]
-                results.append((name, took, int(ask("hits")) - before, prs))
+                results.append((name, took, int(ask("hits")) - before, prs, server_cpu))
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-m", "loopmeter", "outcomes", "--json"], env=env, check=True,
                            capture_output=True)
             kpi_s = time.perf_counter() - t0
+        in_process = _in_process(url, ask, args.workers)
     finally:
         server.stdin.close()
         server.terminate()
         server.wait(timeout=10)
     print(f"{args.prs:,} PRs on the scripted GitHub server ({os.cpu_count()} CPUs)")
-    for name, took, hits, prs in results:
-        print(f"  {name:<32} {took:6.2f} s  {hits:6,} requests  {prs:6,} PRs written")
+    print(f"the CLI, start-up included (load average {os.getloadavg()[0]:.1f} at the end):")
+    for name, took, hits, prs, server_cpu in results:
+        print(f"  {name:<32} {took:6.2f} s  {hits:6,} requests  {prs:6,} PRs written  "
+              f"(server {server_cpu:5.2f} s CPU)")
     print(f"  {'outcomes --json (KPIs)':<32} {kpi_s:6.2f} s")
+    print(f"in one process, imports done ({args.workers} threads for reviews and commits):")
+    for name, took, cpu, prs in in_process:
+        print(f"  {name:<32} {took:6.2f} s  {cpu:6.2f} s CPU (this process)  {prs:6,} PRs written")
+
+
+def _in_process(url: str, ask, workers: int) -> list[tuple[str, float, float, int]]:
+    """The sync itself, without the interpreter start and imports the CLI pays each time."""
+    from datetime import UTC, datetime
+
+    from loopmeter.outcomes import github
+    from loopmeter.outcomes.identity import repo_identity
+    from loopmeter.outcomes.sync import sync_github
+    from loopmeter.store import open_store
+
+    out = []
+    with tempfile.TemporaryDirectory() as home:
+        store = open_store(f"sqlite:///{home}/bench.db")
+        for name in ("cold", "incremental (nothing new)"):
+            t0, c0 = time.perf_counter(), time.process_time()
+            with github.Client(url, "bench-token", workers=workers) as client:
+                r = sync_github(store, client, "o/r", repo_identity, since=None, now=datetime.now(UTC))
+            out.append((name, time.perf_counter() - t0, time.process_time() - c0, r["prs"]))
+        store.dispose()
+    return out
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ class Client:
     backoff_s: float = 0.5
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.time
+    workers: int = 8  # threads reading PRs' reviews and commits
     requests: int = 0
     waited_s: float = 0.0
     _http: httpx.Client = field(init=False, repr=False)
@@ -83,7 +84,7 @@ class Client:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=30.0,
-                                  follow_redirects=False, limits=httpx.Limits(max_connections=16))
+                                  follow_redirects=False, limits=httpx.Limits(max_connections=max(16, self.workers)))
 
     def close(self) -> None:
         self._http.close()
@@ -253,8 +254,8 @@ class RepoSync:
     cursor: str | None = None
 
 
-def fetch_repo(client: Client, repo: str, identity_of: Callable[[str], str], *, since: datetime | None,
-               workers: int = 8) -> tuple[RepoSync, list[dict[str, Any]]]:
+def fetch_repo(client: Client, repo: str, identity_of: Callable[[str], str], *,
+               since: datetime | None) -> tuple[RepoSync, list[dict[str, Any]]]:
     """PRs updated after `since` (all when None), newest update first, with reviews and commits."""
     changed: list[dict[str, Any]] = []
     done = False
@@ -279,7 +280,7 @@ def fetch_repo(client: Client, repo: str, identity_of: Callable[[str], str], *, 
         commits = client.all(f"/repos/{repo}/pulls/{n}/commits", {"per_page": 100})
         return pr_row(identity, item, reviews, commits)
 
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="github") as pool:
+    with ThreadPoolExecutor(max_workers=max(1, client.workers), thread_name_prefix="github") as pool:
         rows = list(pool.map(details, changed))
     newest = max((r["updated_at"] for r in rows if r["updated_at"]), default=since)
     result = RepoSync(repo, identity, len(rows), client.requests, client.waited_s,
