@@ -29,6 +29,16 @@ class _AttemptSteps:
 
         return self.rt.store.get(Attempt, attempt_id)
 
+    def _record_sessions(self, row: Any) -> None:
+        """The sessions of the attempt's usage rows (live ones included) at the run's place:
+        the attempt's worktree, branch and base commit, the run's repository."""
+        from loopmeter.outcomes.identity import find_checkout
+
+        checkout = find_checkout(str(Path(self.rt.config["repo"]).absolute()))
+        self.rt.store.add_attempt_sessions(row.id, cwd=row.worktree, branch=row.branch, commit=row.base_commit,
+                                           repo=checkout.identity if checkout else None,
+                                           repo_url=checkout.origin if checkout else None)
+
     def prepare(self, state: AttemptState) -> dict[str, Any]:
         from loopmeter.agents.worktree import create_worktree
 
@@ -124,6 +134,7 @@ class _AttemptSteps:
         for u in result.usage:  # rows the backend did not already hand over live
             u.run_id, u.attempt_id = rt.run_id, row.id
         rt.store.add_usage(result.usage)
+        self._record_sessions(row)
         elapsed = time.monotonic() - started
         rt._upsert_iteration(row.id, n, act_exit=result.exit_code,
                              act_summary=(result.error or result.summary or "")[:4000])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from loopmeter.errors import StoreError
 from loopmeter.records import USAGE_FIELDS, UsageRow
-from loopmeter.store import migrations, models, rollup, sqlite_writer
+from loopmeter.store import migrations, models, rollup, sessions, sqlite_writer
 from loopmeter.store.sqlite_schema import PAGE_SIZE
 from loopmeter.store.sqlite_writer import BUSY_TIMEOUT_MS  # noqa: F401 - re-exported
 
@@ -122,6 +122,35 @@ class Store:
             return 0
         with self.engine.begin() as conn:
             return sqlite_writer.insert_usage(conn.connection.dbapi_connection, params)
+
+    def add_sessions(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Upsert session rows (sessions.SESSION_FIELDS order, times as the store's UTC text),
+        merged with what is stored as `loopmeter.store.sessions` says."""
+        if not rows:
+            return
+        if self.dialect == "sqlite":
+            with self.engine.begin() as conn:
+                conn.connection.dbapi_connection.executemany(sqlite_writer.SESSION_UPSERT, rows)  # type: ignore[union-attr]
+            return
+        first, last = sessions.SESSION_FIELDS.index("first_ts"), sessions.SESSION_FIELDS.index("last_ts")
+        payload = []
+        for row in rows:
+            values = list(row)
+            for i in (first, last):
+                if isinstance(values[i], str):
+                    values[i] = datetime.fromisoformat(values[i]).replace(tzinfo=UTC)
+            payload.append(tuple(values))
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(sessions.upsert_sql("%s"), payload)
+
+    def add_attempt_sessions(self, attempt_id: str, *, cwd: str | None, branch: str | None, commit: str | None,
+                             repo: str | None, repo_url: str | None) -> None:
+        """Upsert the sessions of a loop attempt's stored usage rows, at the attempt's place."""
+        from sqlalchemy import text
+
+        with self.engine.begin() as conn:
+            conn.execute(text(sessions.attempt_sql()), {"attempt_id": attempt_id, "cwd": cwd, "branch": branch,
+                                                        "commit": commit, "repo": repo, "repo_url": repo_url})
 
     def add_spans(self, rows: list[dict[str, Any]]) -> int:
         return self._insert_ignore(models.Span.__table__, rows, ["trace_id", "span_id"])  # type: ignore[attr-defined]

@@ -12,14 +12,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from itertools import chain
 from operator import attrgetter, itemgetter
 from typing import Any
 
 from loopmeter.records import USAGE_FIELDS, UsageParams, UsageRow
-from loopmeter.store import rollup
+from loopmeter.store import rollup, sessions
 
 # how long a SQLite writer waits for another process's lock before "database is locked"
 BUSY_TIMEOUT_MS = int(os.environ.get("LOOPMETER_BUSY_TIMEOUT_MS", "10000"))
@@ -43,6 +43,9 @@ CURSOR_UPSERT = (
     f"VALUES ({', '.join('?' * len(CURSOR_FIELDS))}) ON CONFLICT (path) DO UPDATE SET "
     + ", ".join(f'"{c}" = excluded."{c}"' for c in CURSOR_FIELDS[1:])
 )
+
+
+SESSION_UPSERT = sessions.upsert_sql("?")
 
 
 def sqlite_time(ts: datetime) -> str:
@@ -259,13 +262,15 @@ class SqliteUsageWriter:
         self._wake = threading.Event()
         self._closing = False
 
-    def write(self, params: list[UsageParams], cursors: list[dict[str, Any]]) -> int:
-        """Rows as store parameters (`params_of`) and file cursors, in one transaction."""
-        return self.write_groups(*prepare(params), cursors)
+    def write(self, params: list[UsageParams], cursors: list[dict[str, Any]],
+              session_rows: Sequence[tuple[Any, ...]] = ()) -> int:
+        """Rows as store parameters (`params_of`), file cursors and the rows' sessions (in
+        sessions.SESSION_FIELDS order), in one transaction."""
+        return self.write_groups(*prepare(params), cursors, session_rows)
 
-    def write_groups(self, groups: list[Group], hours: list[tuple[Any, ...]],
-                     cursors: list[dict[str, Any]]) -> int:
-        """A batch from `prepare` and file cursors, in one transaction."""
+    def write_groups(self, groups: list[Group], hours: list[tuple[Any, ...]], cursors: list[dict[str, Any]],
+                     session_rows: Sequence[tuple[Any, ...]] = ()) -> int:
+        """A batch from `prepare`, file cursors and sessions, in one transaction."""
         for attempt in range(50):
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
@@ -276,6 +281,8 @@ class SqliteUsageWriter:
                 time.sleep(0.05)
         try:
             added = insert_groups(self.conn, groups, hours)
+            if session_rows:
+                self.conn.executemany(SESSION_UPSERT, session_rows)
             if cursors:
                 self.conn.executemany(CURSOR_UPSERT, [cursor_params(c) for c in cursors])
             self.conn.execute("COMMIT")

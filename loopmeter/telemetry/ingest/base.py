@@ -40,6 +40,23 @@ CHUNK_BYTES = 4 << 20
 MAX_LINE_BYTES = 16 << 20
 
 
+@dataclass(slots=True)
+class SessionSeen:
+    """Where one session worked, as far as the calls read in this batch tell (the latest
+    call's place wins); stored once per session (loopmeter.store.sessions merges batches)."""
+
+    source: str
+    session_id: str
+    agent: str | None
+    user: str | None
+    first_ts: str  # the store's UTC text
+    last_ts: str
+    cwd: str | None = None
+    branch: str | None = None
+    commit: str | None = None
+    url: str | None = None  # the repository URL the log names (Codex), as written there
+
+
 @dataclass
 class FileContext:
     """One file being read: where it is, what the parser carries between reads."""
@@ -53,9 +70,30 @@ class FileContext:
     price_table: Any = None  # loopmeter.telemetry.pricing.PriceTable, or None for no pricing
     user: str | None = None  # whose logs these are (the file's owner), set on every row
     seen: set[str] = field(default_factory=set)  # keys yielded in this read (repeated lines)
+    sessions: dict[str, SessionSeen] = field(default_factory=dict)  # by session id, since the last batch
 
     def bad_line(self) -> None:
         self.malformed += 1
+
+    def saw(self, session_id: str, ts: str, cwd: str | None, branch: str | None, commit: str | None = None,
+            url: str | None = None) -> None:
+        """Note a call of `session_id` at `ts` (the store's text), made in `cwd` on `branch`."""
+        s = self.sessions.get(session_id)
+        if s is None:
+            self.sessions[session_id] = SessionSeen(self.source, session_id, self.agent, self.user, ts, ts, cwd,
+                                                    branch, commit, url)
+        elif ts >= s.last_ts:
+            s.last_ts = ts
+            if cwd is not None:
+                s.cwd = cwd
+            if branch is not None:
+                s.branch = branch
+            if commit is not None:
+                s.commit = commit
+            if url is not None:
+                s.url = url
+        elif ts < s.first_ts:
+            s.first_ts = ts
 
 
 @dataclass

@@ -77,6 +77,7 @@ class _Line(msgspec.Struct):
     timestamp: str | None = None
     sessionId: str | None = None  # noqa: N815 - the log's own name
     cwd: str | None = None
+    gitBranch: str | None = None  # noqa: N815
     requestId: str | None = None  # noqa: N815
     costUSD: float | None = None  # noqa: N815
     message: _Message | None = None
@@ -84,9 +85,9 @@ class _Line(msgspec.Struct):
 
 _decode_line = msgspec.json.Decoder(_Line).decode
 
-# What a usage line holds: (timestamp, sessionId, cwd, requestId, costUSD, message id, model,
-# input, cache write, cache read, output, 1-hour cache write); tokens already checked.
-_Fields = tuple[Any, Any, Any, Any, Any, Any, Any, int, int, int, int, "int | None"]
+# What a usage line holds: (timestamp, sessionId, cwd, gitBranch, requestId, costUSD, message id,
+# model, input, cache write, cache read, output, 1-hour cache write); tokens already checked.
+_Fields = tuple[Any, Any, Any, Any, Any, Any, Any, Any, int, int, int, int, "int | None"]
 
 
 def _typed(line: bytes | memoryview) -> _Fields | None:
@@ -100,7 +101,8 @@ def _typed(line: bytes | memoryview) -> _Fields | None:
     if usage is None:
         return None
     cache = usage.cache_creation
-    return (obj.timestamp, obj.sessionId, obj.cwd, obj.requestId, obj.costUSD, message.id, message.model,
+    return (obj.timestamp, obj.sessionId, obj.cwd, obj.gitBranch, obj.requestId, obj.costUSD, message.id,
+            message.model,
             usage.input_tokens or 0, usage.cache_creation_input_tokens or 0, usage.cache_read_input_tokens or 0,
             usage.output_tokens or 0, None if cache is None else cache.ephemeral_1h_input_tokens or 0)
 
@@ -124,7 +126,8 @@ def _generic(line: bytes | memoryview, ctx: FileContext) -> _Fields | None:
             raise ValueError("bad costUSD")
         reported = None if reported is None else float(reported)
         model = message.get("model")
-        return (obj.get("timestamp"), str_or_none(obj.get("sessionId")), str_or_none(obj.get("cwd")), str_or_none(obj.get("requestId")),
+        return (obj.get("timestamp"), str_or_none(obj.get("sessionId")), str_or_none(obj.get("cwd")),
+                str_or_none(obj.get("gitBranch")), str_or_none(obj.get("requestId")),
                 reported, str_or_none(message.get("id")), str_or_none(model) if model != "<synthetic>" else model,
                 as_int(usage.get("input_tokens")), as_int(usage.get("cache_creation_input_tokens")),
                 as_int(usage.get("cache_read_input_tokens")), as_int(usage.get("output_tokens")),
@@ -159,7 +162,7 @@ def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[Usa
             fields = _generic(line, ctx)
         if fields is None:
             continue
-        ts, session, cwd, request_id, reported, message_id, model, inp, cw, cr, out, cw1h = fields
+        ts, session, cwd, branch, request_id, reported, message_id, model, inp, cw, cr, out, cw1h = fields
         if model == "<synthetic>":
             continue
         if request_id:
@@ -178,7 +181,9 @@ def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[Usa
         if when is None:
             ctx.bad_line()
             continue
-        yield usage_params(ctx, key=key, ts=when, model=model, session_id=session or default_session,
+        session = session or default_session
+        ctx.saw(session, when, cwd, branch)
+        yield usage_params(ctx, key=key, ts=when, model=model, session_id=session,
                            project=cwd or default_project, input_tokens=inp, cache_read_tokens=cr,
                            cache_write_tokens=cw, cache_write_1h_tokens=cw1h, output_tokens=out,
                            request_id=request_id, reported=reported)

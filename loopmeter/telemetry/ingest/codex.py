@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from loopmeter.outcomes.identity import safe_url
 from loopmeter.records import UsageParams
 from loopmeter.telemetry.ingest.base import (
     STRUCT_ERRORS,
@@ -64,12 +65,19 @@ class _Info(msgspec.Struct):
     last_token_usage: _Counts | None = None
 
 
+class _Git(msgspec.Struct):
+    branch: str | None = None
+    commit_hash: str | None = None
+    repository_url: str | None = None
+
+
 class _Payload(msgspec.Struct):
     type: str | None = None
     id: str | None = None
     cwd: str | None = None
     model: str | None = None
     info: _Info | None = None
+    git: _Git | None = None
 
 
 class _Line(msgspec.Struct):
@@ -80,9 +88,10 @@ class _Line(msgspec.Struct):
 
 _decode_line = msgspec.json.Decoder(_Line).decode
 Counts = tuple[int, int, int, int]
+Git = tuple[str | None, str | None, str | None]  # session_meta's git: (branch, commit, repository URL)
 # (line type, payload type, payload id, payload cwd, payload model, has info, total counts,
-# last counts, timestamp); strings already checked, None where absent or of another type
-_Fields = tuple[Any, Any, Any, Any, Any, bool, "Counts | None", "Counts | None", Any]
+# last counts, timestamp, git); strings already checked, None where absent or of another type
+_Fields = tuple[Any, Any, Any, Any, Any, bool, "Counts | None", "Counts | None", Any, "Git | None"]
 
 
 def _struct_counts(c: _Counts | None) -> Counts | None:
@@ -96,11 +105,12 @@ def _typed(line: bytes | memoryview) -> _Fields | None:
     p = obj.payload
     if p is None:
         return None
-    info = p.info
+    info, g = p.info, p.git
+    git = None if g is None else (g.branch, g.commit_hash, g.repository_url)
     if info is None:
-        return obj.type, p.type, p.id, p.cwd, p.model, False, None, None, obj.timestamp
+        return obj.type, p.type, p.id, p.cwd, p.model, False, None, None, obj.timestamp, git
     return (obj.type, p.type, p.id, p.cwd, p.model, True, _struct_counts(info.total_token_usage),
-            _struct_counts(info.last_token_usage), obj.timestamp)
+            _struct_counts(info.last_token_usage), obj.timestamp, git)
 
 
 def _counts(usage: Any) -> Counts | None:
@@ -124,12 +134,15 @@ def _generic(line: bytes | memoryview, ctx: FileContext) -> _Fields | None:
     fields = (kind, ptype, str_or_none(payload.get("id")), str_or_none(payload.get("cwd")),
               str_or_none(payload.get("model")))
     if info is None or kind != "event_msg" or ptype != "token_count":
-        return (*fields, False, None, None, obj.get("timestamp"))
+        g = payload.get("git")
+        git = (str_or_none(g.get("branch")), str_or_none(g.get("commit_hash")),
+               str_or_none(g.get("repository_url"))) if isinstance(g, dict) else None
+        return (*fields, False, None, None, obj.get("timestamp"), git)
     try:
         if not isinstance(info, dict):
             raise ValueError("info is not an object")
         return (*fields, True, _counts(info.get("total_token_usage")), _counts(info.get("last_token_usage")),
-                obj.get("timestamp"))
+                obj.get("timestamp"), None)
     except ValueError:
         ctx.bad_line()
         return None
@@ -164,12 +177,15 @@ def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[Usa
             fields = _generic(line, ctx)
         if fields is None:
             continue
-        kind, ptype, pid, cwd, model, has_info, total, last, ts = fields
+        kind, ptype, pid, cwd, model, has_info, total, last, ts, git = fields
         if kind == "session_meta":
             if pid is not None:
                 st["session"] = pid
             if cwd is not None:
                 st["cwd"] = cwd
+            if git is not None:  # kept in the cursor (later reads of the file still know it): no credentials
+                branch, commit, url = git
+                st["git"] = [branch, commit, safe_url(url) if url else None]
             continue
         if kind == "turn_context":
             if model is not None:
@@ -206,6 +222,9 @@ def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[Usa
             continue  # the same totals repeated
         cached = min(d_cached, d_input)
         session = st.get("session") or _session_id(ctx)
+        git = st.get("git")
+        branch, commit, url = git if isinstance(git, list) and len(git) == 3 else (None, None, None)
+        ctx.saw(session, when, st.get("cwd"), branch, commit, url)
         yield usage_params(ctx, key=f"codex:{session}:{n}", ts=when, model=st.get("model"), session_id=session,
                            project=st.get("cwd"), input_tokens=d_input - cached, cache_read_tokens=cached,
                            output_tokens=d_output, reasoning_tokens=d_reasoning)

@@ -60,6 +60,7 @@ def _message(msg: dict[str, Any], ctx: FileContext) -> UsageParams | None:
     cached = min(as_int(tokens.get("cached")), prompt)
     thoughts = as_int(tokens.get("thoughts"))
     session = ctx.state.get("session") or ctx.path.stem
+    ctx.saw(session, ts, None, None)  # a recording names its project by a hash only: no cwd, no branch
     model = msg.get("model")
     return usage_params(
         ctx, key=f"gemini:{session}:{msg_id}", ts=ts, model=model if isinstance(model, str) else None,

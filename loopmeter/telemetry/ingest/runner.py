@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from loopmeter.errors import LoopmeterError
+from loopmeter.outcomes.identity import Checkout, find_checkout, repo_identity, safe_url
 from loopmeter.records import UsageParams
 from loopmeter.telemetry.ingest import claude_code, codex, gemini
-from loopmeter.telemetry.ingest.base import FileContext, ReadStats, Source, read_candidates
+from loopmeter.telemetry.ingest.base import FileContext, ReadStats, SessionSeen, Source, read_candidates
 
 if TYPE_CHECKING:
     from loopmeter.store import Store
@@ -307,6 +308,7 @@ class IngestState:
     out_queue: Any = None
     abort: Any = None  # set by the parent when it stops writing (an error, Ctrl-C): workers stop too
     write_lock: Any = None  # in workers that write themselves (not SQLite): held around each batch
+    checkouts: dict[str, Checkout | None] = field(default_factory=dict)  # by session cwd, found once
 
     def sink(self, db_url: str, store: Store | None) -> Any:
         """The writer for db_url: SQLite files get a stdlib connection of their own (rows,
@@ -344,14 +346,15 @@ class _QueueSink:
     def __init__(self, state: IngestState, task: int):
         self.state, self.task = state, task
 
-    def write(self, params: list[UsageParams], cursors: list[dict[str, Any]]) -> int:
+    def write(self, params: list[UsageParams], cursors: list[dict[str, Any]],
+              sessions: list[tuple[Any, ...]]) -> int:
         from loopmeter.store.sqlite_writer import prepare
 
         if self.state.abort.is_set():
             raise _Aborted()
         groups, hours = prepare(params)
         # rows as MessagePack: 6x cheaper to make than the queue's pickle, as cheap to read
-        self.state.out_queue.put(("batch", self.task, _PACK(groups), hours, cursors))
+        self.state.out_queue.put(("batch", self.task, _PACK(groups), hours, cursors, sessions))
         return 0  # the parent counts what is new
 
 
@@ -361,11 +364,13 @@ class _StoreSink:
     def __init__(self, store: Store, *, owned: bool = False):
         self.store, self.owned = store, owned
 
-    def write(self, params: list[UsageParams], cursors: list[dict[str, Any]]) -> int:
+    def write(self, params: list[UsageParams], cursors: list[dict[str, Any]],
+              sessions: list[tuple[Any, ...]]) -> int:
         from loopmeter.store import IngestCursor
         from loopmeter.store.sqlite_writer import row_of
 
         added = self.store.add_usage([row_of(p) for p in params])
+        self.store.add_sessions(sessions)
         if cursors:
             self.store.save(*(IngestCursor(**{**c, "state": json.dumps(c["state"])}) for c in cursors))
         return added
@@ -396,21 +401,45 @@ def _lines(part: Part, src: Source, fh: Any, stats: ReadStats) -> Iterator[bytes
 
 
 class _Writer:
-    """Rows and cursors of a task, written together in batches (under the write lock, if any)."""
+    """Rows, their sessions and cursors of a task, written together in batches (under the
+    write lock, if any)."""
 
-    def __init__(self, sink: Any, lock: Any = None):
-        self.sink = sink
+    def __init__(self, sink: Any, state: IngestState, lock: Any = None):
+        self.sink, self.state = sink, state
         self.rows: list[UsageParams] = []
         self.cursors: list[dict[str, Any]] = []  # cursors of parts whose rows are all in self.rows or stored
+        self.sessions: dict[str, dict[str, SessionSeen]] = {}  # by source: the parsers' FileContext.sessions
         self.added = 0
         self.lock = lock or contextlib.nullcontext()
 
     def flush(self, *extra_cursors: dict[str, Any]) -> None:
         cursors = [*self.cursors, *extra_cursors]
         if self.rows or cursors:
+            sessions = _session_rows(self.sessions, self.state.checkouts)
             with self.lock:
-                self.added += self.sink.write(self.rows, cursors)
+                self.added += self.sink.write(self.rows, cursors, sessions)
         self.rows, self.cursors = [], []
+
+
+def _session_rows(seen: dict[str, dict[str, SessionSeen]],
+                  checkouts: dict[str, Checkout | None]) -> list[tuple[Any, ...]]:
+    """The sessions seen since the last batch as session rows (store.sessions.SESSION_FIELDS),
+    placed in a repository: the URL the log names, else the checkout holding the session's cwd
+    (its origin URL, else its top level; found from its files once per cwd); emptied."""
+    rows = []
+    for by_id in seen.values():
+        for s in by_id.values():
+            checkout = None
+            if s.cwd:
+                if s.cwd not in checkouts:
+                    checkouts[s.cwd] = find_checkout(s.cwd)
+                checkout = checkouts[s.cwd]
+            url = (safe_url(s.url) if s.url else None) or (checkout.origin if checkout else None)
+            repo = repo_identity(url) if url else (repo_identity(checkout.top) if checkout else None)
+            rows.append((s.source, s.session_id, s.agent, s.user, s.cwd, s.branch, s.commit, repo, url,
+                         s.first_ts, s.last_ts))
+        by_id.clear()
+    return rows
 
 
 def _owner(path: Path) -> str | None:
@@ -430,7 +459,7 @@ def _read_part(part: Part, writer: _Writer, price_table: Any, batch_rows: int = 
     src = SOURCES[w.source]
     # the user usage is attributed to: whose agent logs these are
     ctx = FileContext(path=w.path, source=src.tag, agent=src.agent, provider=src.provider, state=dict(w.state),
-                      price_table=price_table, user=_owner(w.path))
+                      price_table=price_table, user=_owner(w.path), sessions=writer.sessions.setdefault(src.tag, {}))
     stats = ReadStats(end=part.start)
 
     def bad() -> int:
@@ -460,9 +489,9 @@ def run_task(t: Task, state: IngestState, store: Store | None = None) -> TaskRes
     from loopmeter.telemetry.pricing import default_price_table
 
     if state.out_queue is not None and _is_sqlite_file(t.db_url):
-        writer = _Writer(_QueueSink(state, t.index))
+        writer = _Writer(_QueueSink(state, t.index), state)
     else:
-        writer = _Writer(state.sink(t.db_url, store), state.write_lock)
+        writer = _Writer(state.sink(t.db_url, store), state, state.write_lock)
     table = default_price_table()
     results = [_read_part(part, writer, table, t.batch_rows) for part in t.parts]
     writer.flush()
@@ -525,7 +554,7 @@ def _collect(state: IngestState, sink: Any, tasks: list[Task], procs: list[Any],
                                      hint="run the same command again: nothing is counted twice") from None
             continue
         if item[0] == "batch":
-            added += sink.write_groups(_UNPACK(item[2]), item[3], item[4])  # groups, hours, cursors
+            added += sink.write_groups(_UNPACK(item[2]), item[3], item[4], item[5])  # groups, hours, cursors, sessions
         elif item[0] == "failed":
             raise item[2]
         else:
@@ -706,7 +735,7 @@ def _finish_split_files(state: IngestState, store: Store | None, db_url: str, wo
         end = pieces[-1].end if pieces else w.start
         cursors.append(_cursor(w, end, w.malformed_before + sum(r.malformed for r in pieces), {}))
     if cursors:
-        state.sink(db_url, store).write([], cursors)
+        state.sink(db_url, store).write([], cursors, [])
 
 
 def ingest(
