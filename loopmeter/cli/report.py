@@ -2,7 +2,8 @@
 
 JSON keys (stable, schema "loopmeter.report/1"; see docs/metrics.md): schema, generated_at, filters,
 value_model, spend, outcomes, cost_per_outcome, velocity, roi, wasted, by {agent, model, provider, source,
-project, user}, spend_by_day, spend_by_day_agent, spend_by_week, agents, experiments_per_week, evals, audit.
+project, user}, spend_by_day, spend_by_day_agent, spend_by_week, agents, experiments_per_week, pull_requests, vendors
+{days, vendors, synced}, evals, audit.
 """
 
 from __future__ import annotations

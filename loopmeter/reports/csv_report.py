@@ -40,6 +40,15 @@ def render(r: dict[str, Any]) -> str:
             if k != "agent":
                 for metric, value in _flat(k, v):
                     w.writerow(["pull_requests_by_agent", row["agent"], metric, "" if value is None else value])
+    sec = r.get("vendors") or {}
+    for v in sec.get("vendors", []):
+        for k, val in v.items():
+            if k != "vendor":
+                w.writerow(["vendor", v["vendor"], k, "" if val is None else val])
+    for d in sec.get("days", []):
+        for k, val in d.items():
+            if k not in ("date", "vendor"):
+                w.writerow(["vendor_day", f"{d['date']}/{d['vendor']}", k, "" if val is None else val])
     for c in (r.get("evals") or {}).get("configs", []):
         for k, v in c.items():
             if k not in ("suite", "config"):

@@ -7,7 +7,7 @@ from typing import Any
 
 from loopmeter.reports import fmt, svg
 from loopmeter.reports.kpi_rows import kpi_rows
-from loopmeter.reports.tables import TABLES, eval_rows, table_rows
+from loopmeter.reports.tables import TABLES, VENDOR_NOTE, eval_rows, table_rows, vendor_rows
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:980px;color:#1d2330;padding:0 1rem}
@@ -98,6 +98,11 @@ def render(r: dict[str, Any]) -> str:
     for key, title in TABLES:
         headers, rows = table_rows(r, key)
         out += [f"<h2>{escape(title)}</h2>", _table(headers, rows)]
+    sec = r.get("vendors")
+    if sec is not None:
+        vh, vrows, dh, drows = vendor_rows(sec)
+        out += ["<h2>Vendors</h2>", f'<p class="meta">{escape(VENDOR_NOTE)}</p>', _table(vh, vrows),
+                "<h2>Vendors by day</h2>", _table(dh, drows)]
     ev = r.get("evals")
     if ev is not None:
         headers, rows, comps = eval_rows(ev)

@@ -7,7 +7,7 @@ from typing import Any
 
 from loopmeter.reports import fmt
 from loopmeter.reports.kpi_rows import kpi_rows
-from loopmeter.reports.tables import TABLES, eval_rows, table_rows
+from loopmeter.reports.tables import TABLES, VENDOR_NOTE, eval_rows, table_rows, vendor_rows
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -33,6 +33,12 @@ def render(r: dict[str, Any]) -> str:
     for key, title in TABLES:
         headers, rows = table_rows(r, key)
         out += [f"## {title}", "", md_table(headers, rows) if rows else "_no data_", ""]
+    sec = r.get("vendors")
+    if sec is not None:
+        vh, vrows, dh, drows = vendor_rows(sec)
+        out += ["## Vendors", "", VENDOR_NOTE, "", md_table(vh, vrows) if vrows else "_no vendor figures_", ""]
+        if drows:
+            out += ["### Vendors by day", "", md_table(dh, drows), ""]
     ev = r.get("evals")
     if ev is not None:
         headers, rows, comps = eval_rows(ev)

@@ -85,3 +85,24 @@ def comparison_text(c: dict[str, Any]) -> str:
     return (f"{c['suite']}: {c['b']} minus {c['a']} = {c['diff'] * 100:+.1f} pts, 95% CI {interval}, "
             f"{p}, MDE {c['mde'] * 100:.0f} pts over {c['n_tasks']} tasks -> {c['verdict']}"
             + ("" if c.get("paired", True) else " (unpaired)"))
+
+
+VENDOR_HEADERS = ["vendor", "spend", "tier", "billed", "vendor estimate", "measured", "credits", "people",
+                  "active / day"]
+VENDOR_DAY_HEADERS = ["day (UTC)", "vendor", "spend", "tier", "billed", "vendor estimate", "measured",
+                      "active people", "credits"]
+VENDOR_NOTE = ("Spend per UTC day and vendor comes from the best tier present: billed (the vendor's charge) > "
+               "vendor (its own usage estimate) > measured (reported by the agent or calculated from tokens); "
+               "two tiers are never added. Credits stay credits unless a credit price is configured.")
+
+
+def vendor_rows(sec: dict[str, Any]) -> tuple[list[str], list[list[str]], list[str], list[list[str]]]:
+    """The Vendors section (analytics/vendor_section.py): a row per vendor, then per UTC day and
+    vendor; every row names its tier."""
+    vendors = [[v["vendor"], fmt.money(v["cost_usd"]), v["tier"] or fmt.DASH, fmt.money(v["billed_usd"]),
+                fmt.money(v["vendor_usd"]), fmt.money(v["measured_usd"]), fmt.num(v["credits"], 2),
+                fmt.num(v["users"]), fmt.num(v["active_users_per_day"], 1)] for v in sec["vendors"]]
+    days = [[d["date"], d["vendor"], fmt.money(d["cost_usd"]), d["tier"] or fmt.DASH, fmt.money(d["billed_usd"]),
+             fmt.money(d["vendor_usd"]), fmt.money(d["measured_usd"]), fmt.num(d["active_users"]),
+             fmt.num(d["credits"], 2)] for d in sec["days"]]
+    return VENDOR_HEADERS, vendors, VENDOR_DAY_HEADERS, days
