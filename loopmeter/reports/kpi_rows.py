@@ -12,6 +12,7 @@ def kpi_rows(r: dict[str, Any]) -> list[tuple[str, str, str, Any]]:
     t = s["tokens"]
     rows = [
         ("spend", "cost", fmt.money(s["cost_usd"], s["unpriced_calls"]), s["cost_usd"]),
+        *_tier_rows(s),
         ("spend", "model calls", fmt.num(s["calls"]), s["calls"]),
         ("spend", "unpriced calls", fmt.num(s["unpriced_calls"]), s["unpriced_calls"]),
         ("spend", "tokens: input (non-cached)", fmt.tokens(t["input"]), t["input"]),
@@ -68,3 +69,14 @@ def pr_rows(pr: dict[str, Any] | None) -> list[tuple[str, str, str, Any]]:
          f"{fmt.money(pr['unattributed_cost_usd'], pr['unattributed_unpriced_calls'])} "
          f"in {pr['unattributed_sessions']:,} sessions", pr["unattributed_cost_usd"]),
     ]
+
+
+def _tier_rows(s: dict[str, Any]) -> list[tuple[str, str, str, Any]]:
+    """When a vendor's figures made part of the cost (analytics/tiers.py): which tiers, and the measured cost."""
+    tiers = s.get("tiers") or {}
+    if not tiers.get("vendor_days"):
+        return []
+    parts = ", ".join(f"{tier} {fmt.money(usd)}" for tier, usd in tiers["by_tier"].items())
+    return [("spend", "cost by tier (billed > vendor > reported > calculated)", parts, tiers["tier"]),
+            ("spend", "measured cost (logs, OTLP, loops)", fmt.money(s.get("measured_usd"), s["unpriced_calls"]),
+             s.get("measured_usd"))]

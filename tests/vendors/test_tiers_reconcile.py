@@ -94,6 +94,8 @@ def test_the_same_calls_in_local_logs_and_the_admin_api_are_counted_once(loopmet
     assert report["spend"]["tiers"]["by_tier"] == {"billed": pytest.approx(0.16)}
     assert report["spend"]["tiers"]["by_vendor"] == {"anthropic": pytest.approx(0.16)}
     assert any("billed" in a for a in report["roi"]["assumptions"]) or not report["roi"]["shown"]
+    md = _cli(loopmeter_home, *report_args[:2], "md", *report_args[3:]).stdout
+    assert "cost by tier" in md and "billed $0.16" in md and "measured cost" in md
 
     # the dashboard's Overview reads the same function
     from loopmeter.analytics import kpis
