@@ -267,3 +267,34 @@ def test_postgresql_store_holds_the_same_totals_and_replaces_on_resync(pg_store,
         expected["uncached_input_tokens"]
     assert _sum(_rows(pg_store, "anthropic", "usage_report/claude_code"), "cost_usd") == \
         pytest.approx(expected["claude_code_usd"], abs=1e-6)
+
+
+def test_retry_after_is_capped_and_5xx_retries_are_bounded():
+    from loopmeter.vendors.base import MAX_RETRY_AFTER_S, VendorError, VendorHttp, get_connector
+
+    waits: list[float] = []
+    with AnthropicAdminServer(users=1, days=1, start=SINCE) as srv:
+        with VendorHttp(get_connector("anthropic"), srv.url, srv.key, sleep=waits.append) as http:
+            srv.fail_next(429, retry_after="3600")
+            srv.fail_next(429)  # no Retry-After: a short pause of its own
+            page = http.get("/v1/organizations/usage_report/claude_code", {"starting_at": "2026-11-01"})
+            assert isinstance(page["data"], list)
+            assert waits == [MAX_RETRY_AFTER_S, 1.0]  # capped; then backoff 0.5 x 2 for the second wait
+            waits.clear()
+            srv.fail_next(503, times=10)
+            with pytest.raises(VendorError, match="503 after 4 tries"):
+                http.get("/v1/organizations/usage_report/claude_code", {"starting_at": "2026-11-01"})
+            assert waits == [0.5, 1.0, 2.0]
+            srv.faults = type(srv.faults)()  # the remaining scripted 503s are not needed
+            assert http.get("/v1/organizations/usage_report/claude_code", {"starting_at": "2026-11-01"})["data"]
+
+
+def test_auth_set_knows_the_vendor_key_names(loopmeter_home):
+    import os
+
+    env = {**os.environ, "LOOPMETER_HOME": str(loopmeter_home), "CURSOR_ADMIN_API_KEY": "x" * 12}
+    out = subprocess.run(loopmeter_cmd("auth", "list", "--json"), capture_output=True, text=True, env=env, timeout=60)
+    keys = {k["provider"]: k for k in json.loads(out.stdout)["keys"]}
+    assert {"anthropic-admin", "openai-admin", "cursor-admin", "windsurf", "github"} <= set(keys)
+    assert keys["cursor-admin"]["present"] and keys["cursor-admin"]["env_var"] == "CURSOR_ADMIN_API_KEY"
+    assert "x" * 12 not in out.stdout
