@@ -16,6 +16,17 @@ from pathlib import Path
 CLAUDE_MODELS = ["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"]
 CODEX_MODEL = "gpt-5-codex"
 PROJECTS = ["sample/api", "sample/web", "sample/ml-pipeline"]
+# Branches the sample sessions worked on, chosen by day and session (not by the random
+# stream, so the sample's calls and tokens stay what they were before sessions had branches).
+BRANCHES = ["main", "sample/fix-login", "sample/faster-build", "sample/new-report"]
+
+
+def _branch(day: int, session: int) -> str:
+    return BRANCHES[(day + session) % len(BRANCHES)]
+
+
+def _repository_url(project: str) -> str:
+    return f"https://example.com/{project}.git"  # example.com: never a real repository
 
 
 def _iso(ts: datetime) -> str:
@@ -48,7 +59,7 @@ def write_sample_logs(root: Path, *, now: datetime | None = None, days: int = 14
                 context += write
                 msg_id = f"msg_demo{day:02d}{s}{call:03d}"
                 lines.append({"type": "assistant", "sessionId": session, "cwd": f"/home/dev/{project}",
-                              "isSidechain": False, "timestamp": _iso(ts), "requestId": f"req_demo{msg_id[8:]}",
+                              "gitBranch": _branch(day, s), "isSidechain": False, "timestamp": _iso(ts), "requestId": f"req_demo{msg_id[8:]}",
                               "uuid": f"u-{msg_id}", "message": {"id": msg_id, "role": "assistant", "model": model,
                                                                "content": [{"type": "text", "text": "..."}],
                                                                "usage": usage}})
@@ -60,7 +71,9 @@ def write_sample_logs(root: Path, *, now: datetime | None = None, days: int = 14
             path.parent.mkdir(parents=True, exist_ok=True)
             project = rng.choice(PROJECTS)
             events = [{"timestamp": _iso(ts), "type": "session_meta",
-                       "payload": {"id": session, "cwd": f"/home/dev/{project}", "cli_version": "0.169.0"}},
+                       "payload": {"id": session, "cwd": f"/home/dev/{project}", "cli_version": "0.169.0",
+                                   "git": {"branch": _branch(day, 9), "commit_hash": f"{day:02d}" * 20,
+                                           "repository_url": _repository_url(project)}}},
                       {"timestamp": _iso(ts), "type": "turn_context",
                        "payload": {"cwd": f"/home/dev/{project}", "model": CODEX_MODEL}}]
             total = {"input_tokens": 0, "cached_input_tokens": 0, "output_tokens": 0, "reasoning_output_tokens": 0}

@@ -235,3 +235,15 @@ def test_sessions_on_postgresql(tmp_path, pg_store):
         row = conn.exec_driver_sql("SELECT branch, repo, repo_url, first_ts, last_ts FROM session").one()
     assert row[:3] == ("feature/pg", "github.com/acme/widget", "https://github.com/acme/widget")
     assert (row[4] - row[3]).total_seconds() == 540
+
+
+def test_the_demos_sample_sessions_know_their_branch_and_codex_its_repository(tmp_path, store, sqlite_url):
+    from loopmeter.demo_logs import write_sample_logs
+
+    root = write_sample_logs(tmp_path / "sample", days=6)
+    report = ingest(store, paths=[root], workers=1)
+    assert report.rows_added > 0
+    rows = sessions(sqlite_url.removeprefix("sqlite:///")).values()
+    assert rows and all(r["branch"] and r["cwd"].startswith("/home/dev/sample/") for r in rows)
+    codex = [r for r in rows if r["source"] == "codex-log"]
+    assert codex and all(r["repo"].startswith("example.com/sample/") and r["commit"] for r in codex)
