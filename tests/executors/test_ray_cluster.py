@@ -67,6 +67,7 @@ class RayTestCluster:
                 self.workers = [self.cluster.add_node(**NODE_ARGS) for _ in range(2)]
             self.cluster.wait_for_nodes()
             self.nodes_s = time.monotonic() - started
+            print(f"\nray cluster: two worker nodes {self.nodes_s:.1f}s")
         return self
 
     def raylet_pids(self) -> set[int]:
@@ -86,10 +87,7 @@ def bare_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture
 def cluster(bare_cluster: RayTestCluster) -> RayTestCluster:
-    c = bare_cluster.with_two_nodes()
-    if c.nodes_s is not None:
-        print(f"\nray cluster: two worker nodes {c.nodes_s:.1f}s")
-    return c
+    return bare_cluster.with_two_nodes()
 
 
 @pytest.fixture
@@ -172,7 +170,8 @@ def test_gold_oracle_and_nop_give_the_same_per_task_results_as_local(ray_executo
 
     local_rows, remote_rows = eval_rows(store, local.run_id), eval_rows(pg_store, remote.run_id)
     assert len(remote_rows) == len(local_rows) == remote.total >= 24
-    assert per_task(remote_rows) == per_task(local_rows)
+    errors = [(r.config, r.task_id, r.detail) for r in [*local_rows, *remote_rows] if r.error_kind]
+    assert per_task(remote_rows) == per_task(local_rows), errors
     assert {v for k, v in per_task(remote_rows).items() if k[0] == "oracle"} == {(True, None)}
     import json
 
@@ -313,3 +312,35 @@ def _all(store: Any, model: Any) -> list[Any]:
 
     with store.session() as s:
         return list(s.exec(select(model)))
+
+
+def test_a_node_removed_mid_cell_has_its_cell_rescheduled(ray_executor: Any, pg_store: Any, cluster: RayTestCluster,
+                                                          tmp_path: Path) -> None:
+    from loopmeter.evals.runner import EvalOptions, start_eval
+    from loopmeter.evals.status import eval_status
+    from loopmeter.store import Run
+
+    suite = slow_suite(tmp_path / "suite", 1, 6)
+    box: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: box.setdefault("outcome", start_eval(
+        suite, ["oracle"], EvalOptions(concurrency=1), store=pg_store, executor=ray_executor)))
+    runner.start()
+
+    def running_node() -> str | None:
+        runs = [r for r in _all(pg_store, Run) if r.kind == "eval" and r.task_id is None]
+        st = eval_status(pg_store, runs[0].id) if runs else None
+        return st["running"][0]["node"] if st and st["running"] else None
+
+    node_label = _wait_for(running_node, 120, "the cell to start")
+    (node,) = [n for n in cluster.workers if n.node_id.startswith(node_label.split("/")[1])]
+    cluster.cluster.remove_node(node)
+    cluster.workers.remove(node)
+    runner.join(180)
+    outcome = box["outcome"]
+    assert outcome.status == "completed"
+    (row,) = eval_rows(pg_store, outcome.run_id)
+    import json
+
+    assert row.passed and json.loads(row.detail)["node"] != node_label  # ran again on the other node
+    with cluster._node_env():  # back to two sandbox nodes for whatever runs next
+        cluster.workers.append(cluster.cluster.add_node(**NODE_ARGS))
