@@ -9,10 +9,12 @@ filters do not apply to these period rows (the Usage tab says so).
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopmeter.analytics.filters import Filters
-from loopmeter.store import Store
+
+if TYPE_CHECKING:  # the dashboard imports PERIODS before it opens the store
+    from loopmeter.store import Store
 
 PERIODS = {"per day": "daily", "per week": "weekly", "per month": "monthly", "per session": "session",
            "5h blocks": "blocks"}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -29,15 +30,41 @@ def dash(
     if range_ not in RANGES:
         raise LoopmeterError(f"unknown range {range_!r}", hint="one of " + ", ".join(RANGES))
     from loopmeter.config import load_settings
-    from loopmeter.store import open_store
-    from loopmeter.tui.app import LoopmeterApp
 
     settings = load_settings()
-    store = open_store(settings.db_url)
-    filters = Filters(agent=agent, model=model, project=project, user=user, source=source, repo=repo,
-                      timezone=settings.timezone or "UTC")
+    app, close = dashboard(settings, range_, Filters(agent=agent, model=model, project=project, user=user,
+                                                     source=source, repo=repo, timezone=settings.timezone or "UTC"),
+                           refresh)
     try:
-        LoopmeterApp(store, home=settings.home, value=settings.value, range_name=range_, filters=filters,
-                     live_every=refresh).run()
+        app.run()
     finally:
-        store.dispose()
+        close()
+
+
+def dashboard(settings: Any, range_: str, base: Any, refresh: float) -> tuple[Any, Callable[[], None]]:
+    """The app for `settings`' store and the function that releases what it opened. The Overview's
+    first figures are computed in a process forked before this one opens the store or imports
+    Textual (loopmeter/tui/first.py); benchmarks/dash_first.py starts it the same way."""
+    from loopmeter.analytics.filters import range_filters
+    from loopmeter.records import utcnow
+    from loopmeter.tui.first import FirstFigures
+
+    filters = range_filters(range_, utcnow(), base)
+    first = FirstFigures.start(settings.db_url, filters, settings.home, settings.value)
+    opened: list[Any] = []
+
+    def store() -> Any:  # called by the app on first use, after the first figures show
+        from loopmeter.store import open_store
+
+        opened.append(open_store(settings.db_url))
+        return opened[0]
+
+    def close() -> None:
+        first.close()
+        for s in opened:
+            s.dispose()
+
+    from loopmeter.tui.app import LoopmeterApp
+
+    return LoopmeterApp(store, home=settings.home, value=settings.value, range_name=range_, live_every=refresh,
+                        first=first), close

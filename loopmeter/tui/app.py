@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -16,13 +16,16 @@ from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
 from loopmeter.analytics.filters import RANGE_LABELS, RANGES, Filters, range_filters
 from loopmeter.config import ValueModel
-from loopmeter.store import Store
 from loopmeter.tui.base import DataTab, freeze_heap, thaw_heap
 from loopmeter.tui.evals import EvalsTab
 from loopmeter.tui.overview import OverviewTab
 from loopmeter.tui.policy import PolicyTab
 from loopmeter.tui.runs import RunsTab
 from loopmeter.tui.usage import UsageTab
+
+if TYPE_CHECKING:  # the store (SQLAlchemy) is imported when first used, after the first figures show
+    from loopmeter.store import Store
+    from loopmeter.tui.first import FirstFigures
 
 HERE = Path(__file__).parent
 
@@ -67,9 +70,12 @@ class LoopmeterApp(App[None]):
         Binding("q", "quit", "quit"),
     ]
 
-    def __init__(self, store: Store, *, home: Path, value: ValueModel | None = None,
+    def __init__(self, store: Store | Callable[[], Store], *, home: Path, value: ValueModel | None = None,
                  now: datetime | Callable[[], datetime] | None = None, range_name: str = "30d",
-                 filters: Filters | None = None, live_every: float = 5.0, prefetch_tabs: bool = True):
+                 filters: Filters | None = None, live_every: float = 5.0, prefetch_tabs: bool = True,
+                 first: FirstFigures | None = None):
+        """`store` may be a function that opens it, called on first use. `first` holds the KPI boxes a
+        child process is computing for its filters (tui/first.py); they show before the store opens."""
         super().__init__()
         from loopmeter.records import utcnow
 
@@ -78,12 +84,15 @@ class LoopmeterApp(App[None]):
             # screen busy well after the data was there. TEXTUAL_ANIMATIONS=full brings it back.
             self.animation_level = "none"
 
-        self.store = store
+        self._store = store
+        self._store_lock = threading.Lock()
+        self.first = first
+        self.waiting_first = first is not None  # no load starts before the first figures show
         self.home = home
         self.value = value or ValueModel()
         self._clock: Callable[[], datetime] = (now if callable(now) else (lambda: now)) if now else utcnow  # type: ignore[assignment,return-value]
         self.range_name = range_name
-        self.filters = range_filters(range_name, self._clock(), filters or Filters())
+        self.filters = first.filters if first else range_filters(range_name, self._clock(), filters or Filters())
         self.refresh_count = 0
         self.live_every = live_every
         self.prefetch_tabs = prefetch_tabs
@@ -94,6 +103,13 @@ class LoopmeterApp(App[None]):
         self.first_screen_frozen = False
 
     # -- state shared by the tabs ------------------------------------------------
+    @property
+    def store(self) -> Store:
+        with self._store_lock:
+            if callable(self._store):
+                self._store = self._store()
+            return self._store
+
     @property
     def load_key(self) -> tuple[Filters, int]:
         return (self.filters, self.refresh_count)
@@ -145,10 +161,32 @@ class LoopmeterApp(App[None]):
     def on_mount(self) -> None:
         freeze_heap(self)  # the modules and caches loaded so far live as long as the app
         self._update_topbar()
-        self.current_tab().reload()
+        if self.first is not None:
+            self._first_figures()  # then _start_loading
+        else:
+            self._start_loading()
+
+    def _start_loading(self) -> None:
+        self.current_tab().ensure_loaded()
         self._check_live()
         if self.live_every > 0:
             self.set_interval(self.live_every, self._check_live)
+
+    @work(thread=True, exclusive=True, group="first")
+    def _first_figures(self) -> None:
+        """Wait for the child's KPI boxes (no CPU of this process is taken meanwhile, see tui/first.py)."""
+        assert self.first is not None
+        head = self.first.take(self.filters)
+        self.call_from_thread(self._first_figures_arrived, head)
+
+    def _first_figures_arrived(self, head: dict[str, Any] | None) -> None:
+        if self._topbar() is None:
+            return  # the app is closing
+        self.waiting_first = False
+        tab = self.tab_widget("overview")
+        if head is not None and tab.generation == 0 and isinstance(tab, OverviewTab):  # nothing newer asked for
+            tab.show_spend(head["spend"])
+        self._start_loading()
 
     def on_unmount(self) -> None:
         thaw_heap(self)
@@ -206,7 +244,8 @@ class LoopmeterApp(App[None]):
             focus_table()
         else:  # mounted just now: its table exists once it has composed
             tab.call_after_refresh(focus_table)
-        tab.ensure_loaded()
+        if not self.waiting_first:
+            tab.ensure_loaded()
 
     # -- actions -------------------------------------------------------------------
     def set_filters(self, filters: Filters, range_name: str | None = None) -> None:

@@ -44,10 +44,8 @@ class OverviewTab(DataTab):
 
     def show(self, result: dict[str, Any]) -> None:
         h = result["head"]
-        s, o, c, v, roi = h["spend"], h["outcomes"], h["cost_per_outcome"], h["velocity"], h["roi"]
-        unpriced = f"\n[dim]{fmt.unpriced_note(s['unpriced_calls'])}[/]" if s["unpriced_calls"] else "\n[dim]all priced[/]"
-        self.query_one("#kpi-spend", Static).update(
-            f"[b]{fmt.money(s['cost_usd'], s['unpriced_calls'], note=False)}[/]{unpriced}")
+        o, c, v, roi = h["outcomes"], h["cost_per_outcome"], h["velocity"], h["roi"]
+        self.show_spend(h["spend"])
         self.query_one("#kpi-outcomes", Static).update(
             f"[b]{o['verified']:,}[/] ({fmt.pct(v['success_rate'])} of {o['finished']:,})\n{o['merged']:,} merged")
         prs = result.get("prs")
@@ -77,6 +75,12 @@ class OverviewTab(DataTab):
                           fmt.money_per(a["per_verified_usd"], a["cost_usd"], a["unpriced_calls"]),
                           fmt.duration(a["time_to_green_p50_s"]), fmt.pct(a["cache_hit_ratio"]),
                           fmt.money(a["wasted_usd"], a["unpriced_calls"], note=False), key=a["agent"])
+
+    def show_spend(self, s: dict[str, Any]) -> None:
+        """The Spend box, from `kpis.headline(...)["spend"]` (also shown alone at start-up, tui/first.py)."""
+        unpriced = f"\n[dim]{fmt.unpriced_note(s['unpriced_calls'])}[/]" if s["unpriced_calls"] else "\n[dim]all priced[/]"
+        self.query_one("#kpi-spend", Static).update(
+            f"[b]{fmt.money(s['cost_usd'], s['unpriced_calls'], note=False)}[/]{unpriced}")
 
     def _chart(self, daily: Any) -> None:
         chart = self.query_one("#spend-chart", BarChart)
