@@ -118,18 +118,15 @@ def _in_process(url: str, ask, workers: int) -> list[tuple[str, float, float, in
 
     from loopmeter.outcomes import github
     from loopmeter.outcomes.identity import repo_identity
-    from loopmeter.outcomes.sync import sync_github
-    from loopmeter.store import open_store
+    from loopmeter.outcomes.sync import Db, sync_github
 
     out = []
-    with tempfile.TemporaryDirectory() as home:
-        store = open_store(f"sqlite:///{home}/bench.db")
+    with tempfile.TemporaryDirectory() as home, Db.open(f"sqlite:///{home}/bench.db") as db:
         for name in ("cold", "incremental (nothing new)"):
             t0, c0 = time.perf_counter(), time.process_time()
             with github.Client(url, "bench-token", workers=workers) as client:
-                r = sync_github(store, client, "o/r", repo_identity, since=None, now=datetime.now(UTC))
+                r = sync_github(db, client, "o/r", repo_identity, since=None, now=datetime.now(UTC))
             out.append((name, time.perf_counter() - t0, time.process_time() - c0, r["prs"]))
-        store.dispose()
     return out
 
 

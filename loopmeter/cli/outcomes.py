@@ -111,10 +111,11 @@ def sync(
     json_out: Annotated[bool, typer.Option("--json", help="JSON: what was read per repository.")] = False,
 ) -> None:
     """Read default-branch history from local clones and pull requests from GitHub (incremental)."""
+    from datetime import UTC
+
+    from loopmeter.config import load_settings
     from loopmeter.outcomes import github
-    from loopmeter.outcomes.sync import sync_git, sync_github
-    from loopmeter.records import utcnow
-    from loopmeter.store import default_store
+    from loopmeter.outcomes.sync import Db, sync_git, sync_github
 
     if not repo and not github_repo:
         raise LoopmeterError("nothing to sync", hint="give --repo PATH and/or --github OWNER/REPO")
@@ -123,15 +124,15 @@ def sync(
     if names and not token:
         raise LoopmeterError("no GitHub token", hint="loopmeter auth set github, or set GITHUB_TOKEN")
     start = _since(since)
-    store = default_store()
-    now = utcnow()
+    now = datetime.now(UTC)
     out = []
-    for path in repo or []:
-        out.append(sync_git(store, path, _identity, since=start, now=now))
-    if names:
-        with github.Client(github.api_url(api_url), token, max_wait_s=max_wait) as client:
-            for name in names:
-                out.append(sync_github(store, client, name, _identity, since=start, now=now))
+    with Db.open(load_settings().db_url) as db:
+        for path in repo or []:
+            out.append(sync_git(db, path, _identity, since=start, now=now))
+        if names:
+            with github.Client(github.api_url(api_url), token, max_wait_s=max_wait) as client:
+                for name in names:
+                    out.append(sync_github(db, client, name, _identity, since=start, now=now))
     if json_out:
         typer.echo(json.dumps({"repos": out}, indent=2, default=str))
         return

@@ -1,144 +1,211 @@
 """`loopmeter outcomes sync`: read local clones and GitHub into pull_request / repo_commit,
-incrementally per repository (sync_cursor), then mark which PRs were reverted."""
+incrementally per repository (sync_cursor), then mark which PRs were reverted.
+
+Writes go through `Db`: the same SQL text on a current SQLite store through the stdlib
+driver (no SQLAlchemy import: most of an incremental sync's time was that import), or on a
+SQLAlchemy connection (PostgreSQL, or a store that needs migrating).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from loopmeter.outcomes import github, gitlocal
 
-
-@dataclass
-class SyncReport:
-    repos: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"repos": self.repos}
-
-
-def upsert(store: Any, model: type, rows: list[dict[str, Any]], keys: list[str],
-           only_where: Any = None) -> None:
-    """Insert rows, replacing the stored row with the same key (unless `only_where` says not)."""
-    if not rows:
-        return
-    table = model.__table__  # type: ignore[attr-defined]
-    cols = [c.name for c in table.columns]
-    defaults = {c.name: c.default.arg for c in table.columns
-                if c.default is not None and not callable(c.default.arg)}
-    payload = [{c: r.get(c, defaults.get(c)) for c in cols} for r in rows]
-    if store.dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    stmt = insert(table)
-    stmt = stmt.on_conflict_do_update(index_elements=keys, where=only_where,
-                                      set_={c: stmt.excluded[c] for c in cols if c not in keys})
-    with store.engine.begin() as conn:
-        for start in range(0, len(payload), 500):
-            conn.execute(stmt, payload[start:start + 500])
+PR_COLUMNS = ("repo", "number", "host", "title", "branch", "base", "state", "author", "author_is_bot",
+              "created_at", "merged_at", "closed_at", "merge_sha", "first_review_at", "changes_requested",
+              "commits_after_review", "agents", "runs", "updated_at", "reverts", "shas")
+PR_DEFAULTS = {"host": "github", "state": "open", "author_is_bot": False, "changes_requested": 0,
+               "commits_after_review": 0}
+COMMIT_COLUMNS = ("repo", "sha", "landed_at", "authored_at", "author", "agents", "run_id", "reverts", "pr_number")
+CURSOR_COLUMNS = ("source", "scope", "cursor", "synced_at", "rows", "last_error", "last_error_at")
 
 
-def _cursor(store: Any, source: str, scope: str) -> dict[str, Any]:
-    from loopmeter.store.models import SyncCursor
+class Db:
+    """SQL text with `:name` parameters on a sqlite3 connection or a SQLAlchemy connection."""
 
-    row = store.get(SyncCursor, (source, scope))
+    def __init__(self, conn: Any, *, sqlite3_conn: bool) -> None:
+        self.conn = conn
+        self.raw = sqlite3_conn
+
+    @classmethod
+    @contextmanager
+    def open(cls, db_url: str) -> Iterator[Db]:
+        """The store at `db_url`: a current SQLite file without SQLAlchemy, anything else through open_store."""
+        if db_url.startswith("sqlite:///") and ":memory:" not in db_url:
+            import sqlite3
+
+            from loopmeter.store import sqlite_schema
+            from loopmeter.store.sqlite_writer import BUSY_TIMEOUT_MS
+
+            path = Path(db_url.removeprefix("sqlite:///"))
+            if sqlite_schema.ready(path):
+                conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+                try:
+                    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                    yield cls(conn, sqlite3_conn=True)
+                finally:
+                    conn.close()
+                return
+        from loopmeter.store import open_store
+
+        store = open_store(db_url)
+        try:
+            with cls.of(store) as db:
+                yield db
+        finally:
+            store.dispose()
+
+    @classmethod
+    @contextmanager
+    def of(cls, store: Any) -> Iterator[Db]:
+        with store.engine.connect() as conn:
+            yield cls(conn, sqlite3_conn=False)
+
+    def _param(self, value: Any) -> Any:
+        if self.raw and isinstance(value, datetime):
+            from loopmeter.store.sqlite_writer import sqlite_time
+
+            return sqlite_time(value)
+        return value
+
+    def ts(self, value: Any) -> datetime | None:
+        """A stored time back as aware UTC."""
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
+        params = {k: self._param(v) for k, v in (params or {}).items()}
+        if self.raw:
+            return self.conn.execute(sql, params).fetchall()
+        from sqlalchemy import text
+
+        found = list(self.conn.execute(text(sql), params).all())
+        self.conn.commit()  # end the read's transaction: writes begin their own
+        return found
+
+    def write(self, sql: str, params: Sequence[dict[str, Any]]) -> None:
+        """One statement for every parameter set, in one transaction."""
+        if not params:
+            return
+        payload = [{k: self._param(v) for k, v in p.items()} for p in params]
+        if self.raw:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.executemany(sql, payload)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            return
+        from sqlalchemy import text
+
+        with self.conn.begin():
+            self.conn.execute(text(sql), payload)
+
+    def upsert(self, table: str, columns: Sequence[str], keys: Sequence[str], rows: Sequence[dict[str, Any]],
+               defaults: dict[str, Any] | None = None, only_where: str | None = None) -> None:
+        """Insert rows, replacing the stored row with the same key (unless `only_where` is false for it)."""
+        defaults = defaults or {}
+        sets = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+        where = f" WHERE {only_where}" if only_where else ""
+        sql = (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)}) "
+               f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {sets}{where}")
+        self.write(sql, [{c: r.get(c, defaults.get(c)) for c in columns} for r in rows])
+
+
+def _cursor(db: Db, source: str, scope: str) -> dict[str, Any]:
+    found = db.rows("SELECT cursor FROM sync_cursor WHERE source = :source AND scope = :scope",
+                    {"source": source, "scope": scope})
     try:
-        return json.loads(row.cursor) if row and row.cursor else {}
+        return json.loads(found[0][0]) if found and found[0][0] else {}
     except ValueError:
         return {}
 
 
-def _save_cursor(store: Any, source: str, scope: str, cursor: dict[str, Any], rows: int, now: datetime,
+def _save_cursor(db: Db, source: str, scope: str, cursor: dict[str, Any], rows: int, now: datetime,
                  error: str | None = None) -> None:
-    from loopmeter.store.models import SyncCursor
-
-    row = {"source": source, "scope": scope, "cursor": json.dumps(cursor), "synced_at": now, "rows": rows}
+    row: dict[str, Any] = {"source": source, "scope": scope, "cursor": json.dumps(cursor), "synced_at": now,
+                           "rows": rows, "last_error": None, "last_error_at": None}
+    columns: tuple[str, ...] = CURSOR_COLUMNS
     if error:
         row.update(last_error=error[:2000], last_error_at=now)
-    upsert(store, SyncCursor, [row], ["source", "scope"])
+    else:  # a good sync keeps the last error on record
+        columns = tuple(c for c in CURSOR_COLUMNS if not c.startswith("last_error"))
+    db.upsert("sync_cursor", columns, ("source", "scope"), [row])
 
 
-def sync_git(store: Any, path: Path, identity_of: Callable[[str], str], *, since: datetime | None,
+def sync_git(db: Db, path: Path, identity_of: Callable[[str], str], *, since: datetime | None,
              now: datetime) -> dict[str, Any]:
-    from loopmeter.store.models import PullRequest, RepoCommit
-
     repo = gitlocal.open_repo(path)
     top = Path(repo.working_tree_dir or path).resolve()
     identity = identity_of(gitlocal.remote_url(repo) or str(top))
     scope = str(top)
-    cur = _cursor(store, "git", scope)
+    cur = _cursor(db, "git", scope)
     rows, tip = gitlocal.scan(top, identity, since=since, stop_at=cur.get("tip"))
-    upsert(store, RepoCommit, [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows],
-           ["repo", "sha"])
+    db.upsert("repo_commit", COMMIT_COLUMNS, ("repo", "sha"), rows)
     prs = gitlocal.landed_prs(rows)
-    table: Any = PullRequest.__table__  # type: ignore[attr-defined]
-    upsert(store, PullRequest, prs, ["repo", "number"], only_where=table.c.host == "git")
-    _save_cursor(store, "git", scope, {"tip": tip, "repo": identity}, len(rows), now)
-    link_reverts(store, identity)
+    db.upsert("pull_request", PR_COLUMNS, ("repo", "number"), prs, PR_DEFAULTS,
+              only_where="pull_request.host = 'git'")
+    _save_cursor(db, "git", scope, {"tip": tip, "repo": identity}, len(rows), now)
+    link_reverts(db, identity)
     return {"source": "git", "path": scope, "repo": identity, "commits": len(rows), "prs": len(prs)}
 
 
-def sync_github(store: Any, client: github.Client, name: str, identity_of: Callable[[str], str], *,
+def sync_github(db: Db, client: github.Client, name: str, identity_of: Callable[[str], str], *,
                 since: datetime | None, now: datetime) -> dict[str, Any]:
-    from loopmeter.store.models import PullRequest
-
-    cur = _cursor(store, "github", name)
+    cur = _cursor(db, "github", name)
     after = github.parse_ts(cur.get("updated_at")) or since
     try:
         result, rows = github.fetch_repo(client, name, identity_of, since=after)
     except github.GitHubError as exc:
-        _save_cursor(store, "github", name, cur, 0, now, error=exc.message)
+        _save_cursor(db, "github", name, cur, 0, now, error=exc.message)
         raise
-    upsert(store, PullRequest, rows, ["repo", "number"])
-    _save_cursor(store, "github", name, {"updated_at": result.cursor or cur.get("updated_at"),
-                                         "repo": result.identity}, len(rows), now)
-    link_reverts(store, result.identity)
+    db.upsert("pull_request", PR_COLUMNS, ("repo", "number"), rows, PR_DEFAULTS)
+    _save_cursor(db, "github", name, {"updated_at": result.cursor or cur.get("updated_at"),
+                                      "repo": result.identity}, len(rows), now)
+    link_reverts(db, result.identity)
     return {"source": "github", **asdict(result)}
 
 
-def link_reverts(store: Any, identity: str) -> int:
+def link_reverts(db: Db, identity: str) -> int:
     """Set reverted_at / reverted_by on the repository's PRs from merged revert PRs
     ("Reverts owner/repo#N") and from default-branch commits ("This reverts commit <sha>")."""
-    from sqlalchemy import select, update
-
-    from loopmeter.store.models import PullRequest, RepoCommit
-
-    P: Any = PullRequest.__table__.c  # type: ignore[attr-defined]
-    C: Any = RepoCommit.__table__.c  # type: ignore[attr-defined]
-    with store.engine.connect() as conn:
-        prs = conn.execute(select(P.number, P.state, P.merged_at, P.merge_sha, P.shas, P.reverts,
-                                  P.reverted_at, P.reverted_by).where(P.repo == identity)).all()
-        commits = conn.execute(select(C.sha, C.landed_at, C.reverts)
-                               .where(C.repo == identity, C.reverts.is_not(None))).all()
+    prs = db.rows("SELECT number, state, merged_at, merge_sha, shas, reverts, reverted_at, reverted_by "
+                  "FROM pull_request WHERE repo = :repo", {"repo": identity})
+    commits = db.rows("SELECT sha, landed_at, reverts FROM repo_commit WHERE repo = :repo AND reverts IS NOT NULL",
+                      {"repo": identity})
     by_sha: dict[str, int] = {}
-    for p in prs:
-        for sha in json.loads(p.shas or "[]"):
-            by_sha.setdefault(sha, p.number)
-        if p.merge_sha:
-            by_sha[p.merge_sha] = p.number
+    for number, _state, _merged, merge_sha, shas, *_ in prs:
+        for sha in json.loads(shas or "[]"):
+            by_sha.setdefault(sha, number)
+        if merge_sha:
+            by_sha[merge_sha] = number
     found: dict[int, tuple[datetime, str]] = {}
 
     def mark(number: int, when: datetime | None, by: str) -> None:
         if when is not None and (number not in found or when < found[number][0]):
             found[number] = (when, by)
 
-    for p in prs:
-        if p.reverts is not None and p.state == "merged":
-            mark(p.reverts, p.merged_at, f"#{p.number}")
-    for c in commits:
-        target = by_sha.get(c.reverts) or next((n for s, n in by_sha.items() if s.startswith(c.reverts)), None)
+    for number, state, merged_at, _sha, _shas, reverts, *_ in prs:
+        if reverts is not None and state == "merged":
+            mark(reverts, db.ts(merged_at), f"#{number}")
+    for sha, landed_at, reverts in commits:
+        target = by_sha.get(reverts) or next((n for s, n in by_sha.items() if s.startswith(reverts)), None)
         if target is not None:
-            mark(target, c.landed_at, c.sha[:12])
-    changed = [(n, w, b) for n, (w, b) in found.items()
-               if any(p.number == n and (p.reverted_at != w or p.reverted_by != b) for p in prs)]
-    if changed:
-        with store.engine.begin() as conn:
-            for n, w, b in changed:
-                conn.execute(update(PullRequest.__table__).where(P.repo == identity, P.number == n)  # type: ignore[attr-defined]
-                             .values(reverted_at=w, reverted_by=b))
+            mark(target, db.ts(landed_at), sha[:12])
+    stored = {p[0]: (db.ts(p[6]), p[7]) for p in prs}
+    changed = [{"repo": identity, "number": n, "at": w, "by": b} for n, (w, b) in found.items()
+               if n in stored and stored[n] != (w, b)]
+    db.write("UPDATE pull_request SET reverted_at = :at, reverted_by = :by WHERE repo = :repo AND number = :number",
+             changed)
     return len(changed)

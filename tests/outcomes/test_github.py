@@ -36,7 +36,7 @@ def _prs(store) -> dict[int, PullRequest]:
         return {p.number: p for p in s.exec(select(PullRequest)).scalars()}  # type: ignore[call-overload]
 
 
-def test_follows_link_pagination_and_reads_reviews_commits_and_bots(store):
+def test_follows_link_pagination_and_reads_reviews_commits_and_bots(store, any_db):
     srv = _server(0)
     srv.per_page_max = 2  # five PRs come on three pages
     srv.add_pr("o/r", pr(1, "fix", created="2026-11-01T10:00:00Z", merged="2026-11-02T10:00:00Z", merge_sha="a" * 40),
@@ -52,7 +52,7 @@ def test_follows_link_pagination_and_reads_reviews_commits_and_bots(store):
     srv.add_pr("o/r", pr(5, "revert-1-fix", created="2026-11-06T10:00:00Z", merged="2026-11-07T10:00:00Z",
                          body="Reverts o/r#1"))
     with srv, github.Client(srv.url, "t0k") as client:
-        out = sync_github(store, client, "o/r", ident, since=None, now=NOW)
+        out = sync_github(any_db, client, "o/r", ident, since=None, now=NOW)
     assert out["prs"] == 5 and out["identity"] == "github.com/o/r"
     pages = [r for r in srv.requests if r["path"] == "/repos/o/r/pulls"]
     assert len(pages) == 3
@@ -67,71 +67,71 @@ def test_follows_link_pagination_and_reads_reviews_commits_and_bots(store):
     assert json.loads(prs[4].runs) == ["r-123"]
 
 
-def test_incremental_sync_reads_only_prs_updated_since_the_cursor(store):
+def test_incremental_sync_reads_only_prs_updated_since_the_cursor(store, db):
     srv = _server(250)
     with srv:
         with github.Client(srv.url, "t0k") as client:
-            assert sync_github(store, client, "o/r", ident, since=None, now=NOW)["prs"] == 250
+            assert sync_github(db, client, "o/r", ident, since=None, now=NOW)["prs"] == 250
         first = len(srv.requests)
         assert first == 3 + 2 * 250  # three list pages, reviews and commits of each PR
         srv.add_pr("o/r", pr(999, "late", created="2026-11-30T10:00:00Z", updated="2026-12-01T10:00:00Z"))
         with github.Client(srv.url, "t0k") as client:
-            out = sync_github(store, client, "o/r", ident, since=None, now=NOW)
+            out = sync_github(db, client, "o/r", ident, since=None, now=NOW)
     assert out["prs"] == 2  # the new one, and the one updated at the cursor's instant (read again)
     assert len(srv.requests) - first == 1 + 2 * 2
     assert len(_prs(store)) == 251
     assert json.loads(store.get(SyncCursor, ("github", "o/r")).cursor)["updated_at"].startswith("2026-12-01T10:00")
 
 
-def test_waits_out_a_rate_limit_with_retry_after(store):
+def test_waits_out_a_rate_limit_with_retry_after(store, db):
     srv = _server(2)
     srv.fail("/repos/o/r/pulls", 429, headers={"Retry-After": "1"})
     srv.fail("/reviews", 403, headers={"X-RateLimit-Remaining": "0",
                                        "X-RateLimit-Reset": str(int(time.time()))})  # reset now: waits ~1 s
     with srv, github.Client(srv.url, "t0k") as client:
         t0 = time.monotonic()
-        out = sync_github(store, client, "o/r", ident, since=None, now=NOW)
+        out = sync_github(db, client, "o/r", ident, since=None, now=NOW)
         took = time.monotonic() - t0
     assert out["prs"] == 2 and len(_prs(store)) == 2
     assert out["waited_s"] >= 1.5 and took >= 1.5
 
 
-def test_a_rate_limit_longer_than_the_cap_is_one_clear_error(store):
+def test_a_rate_limit_longer_than_the_cap_is_one_clear_error(store, db):
     srv = _server(2)
     srv.fail("/pulls", 429, headers={"Retry-After": "3600"})
     with srv, github.Client(srv.url, "t0k", max_wait_s=5) as client, pytest.raises(github.GitHubError) as err:
-        sync_github(store, client, "o/r", ident, since=None, now=NOW)
+        sync_github(db, client, "o/r", ident, since=None, now=NOW)
     assert "rate limit" in err.value.message and "3600 s" in err.value.message
     assert store.get(SyncCursor, ("github", "o/r")).last_error.startswith("GitHub rate limit")
 
 
-def test_retries_5xx_a_bounded_number_of_times(store):
+def test_retries_5xx_a_bounded_number_of_times(store, db):
     srv = _server(2)
     srv.fail("/commits", 502, times=2)
     with srv, github.Client(srv.url, "t0k", backoff_s=0.01) as client:
-        assert sync_github(store, client, "o/r", ident, since=None, now=NOW)["prs"] == 2
+        assert sync_github(db, client, "o/r", ident, since=None, now=NOW)["prs"] == 2
     srv2 = _server(1)
     srv2.fail("/repos/o/r/pulls", 500, times=10)
     with srv2, github.Client(srv2.url, "t0k", backoff_s=0.01, retries=3) as client, \
             pytest.raises(github.GitHubError) as err:
-        sync_github(store, client, "o/r", ident, since=None, now=NOW)
+        sync_github(db, client, "o/r", ident, since=None, now=NOW)
     assert err.value.message == "GitHub answered 500 to /repos/o/r/pulls 4 times"
     assert len(srv2.requests) == 4
 
 
-def test_a_bad_token_is_one_line_naming_the_fix(store):
+def test_a_bad_token_is_one_line_naming_the_fix(store, db):
     with _server(1) as srv, github.Client(srv.url, "wrong") as client, pytest.raises(github.GitHubError) as err:
-        sync_github(store, client, "o/r", ident, since=None, now=NOW)
+        sync_github(db, client, "o/r", ident, since=None, now=NOW)
     assert "refused the token" in err.value.message and "GITHUB_TOKEN" in (err.value.hint or "")
     assert "wrong" not in err.value.message + (err.value.hint or "")
     assert _prs(store) == {}
 
 
-def test_bad_json_is_one_line_and_stores_nothing(store):
+def test_bad_json_is_one_line_and_stores_nothing(store, db):
     srv = _server(1)
     srv.fail("/repos/o/r/pulls", 200, body=b"<html>proxy login</html>")
     with srv, github.Client(srv.url, "t0k") as client, pytest.raises(github.GitHubError) as err:
-        sync_github(store, client, "o/r", ident, since=None, now=NOW)
+        sync_github(db, client, "o/r", ident, since=None, now=NOW)
     assert err.value.message == "GitHub's answer to /repos/o/r/pulls is not JSON"
     assert _prs(store) == {}
 

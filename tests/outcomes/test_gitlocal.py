@@ -63,9 +63,9 @@ def _rows(store, model) -> list:
         return list(s.exec(select(model)).scalars())  # type: ignore[call-overload]
 
 
-def test_commits_land_by_merge_squash_and_rebase_with_trailers_and_reverts(store, tmp_path):
+def test_commits_land_by_merge_squash_and_rebase_with_trailers_and_reverts(store, tmp_path, any_db):
     shas = make_repo(tmp_path)
-    out = sync_git(store, Path(shas["path"]), lambda u: "github.com/o/app", since=None, now=NOW)
+    out = sync_git(any_db, Path(shas["path"]), lambda u: "github.com/o/app", since=None, now=NOW)
     assert out["repo"] == "github.com/o/app"
     commits = {c.sha: c for c in _rows(store, RepoCommit)}
     assert len(commits) == 7 == out["commits"]
@@ -87,13 +87,13 @@ def test_commits_land_by_merge_squash_and_rebase_with_trailers_and_reverts(store
     assert prs[8].reverted_by == shas["revert"][:12] and prs[7].reverted_at is None
 
 
-def test_a_second_sync_reads_only_new_commits_and_keeps_code_host_rows(store, tmp_path):
+def test_a_second_sync_reads_only_new_commits_and_keeps_code_host_rows(store, tmp_path, db):
     shas = make_repo(tmp_path)
     path = Path(shas["path"])
-    sync_git(store, path, lambda u: "github.com/o/app", since=None, now=NOW)
+    sync_git(db, path, lambda u: "github.com/o/app", since=None, now=NOW)
     store.save(PullRequest(repo="github.com/o/app", number=8, host="github", title="from GitHub", state="merged"))
     commit_file(path, "d.txt", "Add d (#8)", "2026-11-05T10:00:00Z")  # names #8 again
-    out = sync_git(store, path, lambda u: "github.com/o/app", since=None, now=NOW)
+    out = sync_git(db, path, lambda u: "github.com/o/app", since=None, now=NOW)
     assert out["commits"] == 1
     assert store.get(PullRequest, ("github.com/o/app", 8)).title == "from GitHub"
     assert len(_rows(store, RepoCommit)) == 8
