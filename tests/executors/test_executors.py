@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from loopmeter.errors import LoopmeterError
+from loopmeter.sandbox.probe import probe_bwrap
 
 GOLD = Path(__file__).resolve().parents[2] / "loopmeter" / "evals" / "gold"
 
@@ -100,3 +101,23 @@ def test_task_files_cannot_write_outside_the_cache(tmp_path: Path) -> None:
     with pytest.raises(tarfile.TarError):
         unpack_task(hashlib.sha256(data).hexdigest(), data, tmp_path / "cache")
     assert list((tmp_path / "outside").iterdir()) == []
+
+
+@pytest.mark.skipif(not probe_bwrap().usable, reason="bubblewrap is not usable here")
+def test_eval_status_counts_the_cells_of_a_local_eval(tmp_path: Path) -> None:
+    import shutil
+
+    from tests.evals.conftest import cli, cli_json
+
+    suite = tmp_path / "suite"
+    for task_id in ("fix-pagination", "fix-roman-numerals"):
+        shutil.copytree(GOLD / task_id, suite / task_id)
+    home = tmp_path / "home"
+    run = cli_json(home, "eval", "run", str(suite), "--agent", "oracle", "--agent", "nop", "--max-iters", "1")
+    status = cli_json(home, "eval", "status", run["run_id"][:12])
+    assert status["run_id"] == run["run_id"] and status["status"] == "completed"
+    assert (status["total"], status["pending"], status["running"], status["done"]) == (4, 0, [], 4)
+    assert (status["passed"], status["failed"], status["errors"]) == (2, 2, 0)
+    assert status["executor"] == "local"
+    text = cli(home, "eval", "status", run["run_id"]).stdout
+    assert "4 cells: 0 pending, 0 running, 4 done (2 passed), 2 failed" in text
