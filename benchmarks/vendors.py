@@ -48,7 +48,13 @@ TOTALS: dict[str, list[tuple[str, str, str, float]]] = {
     "openai": [("usage/completions", "input_tokens", "uncached_input_tokens", 1),
                ("costs", "cost_usd", "billed_usd", 1)],
     "cursor": [("filtered-usage-events", "cost_usd", "charged_cents", 0.01),
-               ("filtered-usage-events", "input_tokens", "input_tokens", 1)],
+               ("filtered-usage-events", "input_tokens", "input_tokens", 1),
+               ("daily-usage-data", "requests", "requests", 1)],
+    "windsurf": [("CascadeAnalytics", "credits", "credits", 1),
+                 ("CascadeAnalytics", "requests", "messages", 1)],
+    "copilot": [("metrics/users-1-day", "requests", "generations", 1),
+                ("metrics/users-1-day", "input_tokens", "prompt_tokens", 1),
+                ("billing/premium_request", "cost_usd", "net_usd", 1)],
 }
 # how a measured call of each vendor looks in the usage table (agent, provider, model)
 MEASURED = {"anthropic": ("claude-code", "anthropic"), "openai": ("codex", "openai"), "cursor": ("cursor", "cursor"),

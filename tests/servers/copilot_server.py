@@ -84,7 +84,7 @@ class CopilotServer(ScriptedServer):
     thread_name = "copilot-server"
 
     def __init__(self, org_data: CopilotOrg | None = None, *, token: str = "ghp_test_token",
-                 users_per_file: int = 2, **org_kw: Any) -> None:
+                 users_per_file: int = 50, **org_kw: Any) -> None:
         super().__init__()
         self.data = org_data or CopilotOrg(**org_kw)
         self.token = token
