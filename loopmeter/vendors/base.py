@@ -71,6 +71,7 @@ RETRIES_5XX = 3
 BACKOFF_S = 0.5  # before the first retry of a 5xx or a network error; doubled each time
 MAX_AMOUNT = 1e12  # dollars, cents or credits beyond this are malformed
 MAX_COUNT = 10**15
+MAX_ROWS = 2_000_000  # one report's rows in one sync are held in memory before they replace the stored days
 
 
 class VendorError(LoopmeterError):
@@ -667,6 +668,9 @@ def _sync_report(store: Any, conn: Connector, report: Report, http: VendorHttp, 
                 _add_into(by_key[stored["key"]], stored)
             else:
                 by_key[stored["key"]] = stored
+                if len(by_key) > MAX_ROWS:
+                    raise http._error(f"{report.name}: more than {MAX_ROWS:,} rows in one sync",
+                                      hint="sync a shorter range: --since a later day")
         rows = list(by_key.values())
         window = (start.isoformat(), today.isoformat()) if report.window else None
         result.rows = vstore.replace_rows(store, conn.name, report.name, rows, window)
