@@ -27,6 +27,7 @@ from loopmeter.vendors.base import (
     Connector,
     Report,
     SyncContext,
+    VendorError,
     VendorRow,
     amount,
     count,
@@ -100,6 +101,9 @@ def _emails(ctx: SyncContext) -> list[str]:
 
     for _ in ctx.each(reply.get("userTableStats") if isinstance(reply, dict) else None, user):
         pass
+    if not emails:  # the days read would be replaced by nothing: keep what is stored instead
+        raise VendorError("windsurf: UserPageAnalytics listed nobody, so no one's runs could be read",
+                          hint="check the service key's team (and group_name under [vendors.windsurf])")
     ctx.cursor_out.update({"users": len(emails), "cycle_credits": round(sum(cycle), 6)})
     return sorted(set(emails))
 

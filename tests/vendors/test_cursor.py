@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from datetime import date, timedelta
 
 import pytest
 
+from tests.conftest import loopmeter_cmd
 from tests.servers.cursor_admin_server import CursorAdminServer, day_ms
 from tests.vendors._tool_sync import (
     NOW,
@@ -134,3 +137,14 @@ def test_malformed_events_are_counted_and_skipped(store, loopmeter_home, server)
     assert results[0].error is None and results[0].malformed == 3
     good = server.team.events[3:]
     assert total(stored(store, "cursor", "filtered-usage-events"), "requests") == len(good)
+
+
+def test_the_cli_says_a_refused_key_in_one_line(loopmeter_home, server):
+    env = {**os.environ, "LOOPMETER_HOME": str(loopmeter_home), "CURSOR_ADMIN_API_KEY": "key_wrong_value"}
+    out = subprocess.run(loopmeter_cmd("vendors", "sync", "cursor", "--api-url", server.url), env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "CURSOR_ADMIN_API_KEY" in lines[0] and "loopmeter auth set cursor-admin" in lines[0]
+    assert "key_wrong_value" not in out.stdout + out.stderr

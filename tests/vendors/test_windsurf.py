@@ -111,3 +111,12 @@ def test_malformed_runs_are_counted_and_skipped(store, loopmeter_home, server):
     results = run_sync(store, loopmeter_home, "windsurf", server.url, ENV)
     assert results[0].error is None and results[0].malformed == 2
     assert extra_total(_runs(store), "runs") == len(server.team.runs) - 2
+
+
+def test_an_empty_team_list_keeps_what_is_stored(store, loopmeter_home, server):
+    run_sync(store, loopmeter_home, "windsurf", server.url, ENV)
+    before = stored(store, "windsurf")
+    server.team.users = 0  # UserPageAnalytics answers 200 with nobody in it
+    results = run_sync(store, loopmeter_home, "windsurf", server.url, ENV, now=NOW + timedelta(hours=2))
+    assert "listed nobody" in results[0].error
+    assert stored(store, "windsurf") == before
