@@ -35,9 +35,16 @@ class GitHubError(LoopmeterError):
 
 
 def api_url(flag: str | None, env: dict[str, str] | None = None) -> str:
-    """--api-url, else GITHUB_API_URL, else the public API."""
+    """--api-url, else GITHUB_API_URL, else the public API; https, or http to this machine only
+    (the token never crosses a network in clear)."""
+    from loopmeter.vendors.base import check_api_url
+
     environ = os.environ if env is None else env
-    return (flag or environ.get("GITHUB_API_URL") or PUBLIC_API).rstrip("/")
+    if flag:
+        return check_api_url(flag, "--api-url")
+    if environ.get("GITHUB_API_URL"):
+        return check_api_url(environ["GITHUB_API_URL"], "GITHUB_API_URL")
+    return PUBLIC_API
 
 
 def token(env: dict[str, str] | None = None) -> str | None:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
+from loopmeter.errors import LoopmeterError
 from loopmeter.outcomes import github
 from loopmeter.outcomes.sync import sync_github
 from loopmeter.store.models import PullRequest, SyncCursor
@@ -138,5 +139,7 @@ def test_bad_json_is_one_line_and_stores_nothing(store, db):
 
 def test_api_url_comes_from_the_flag_then_the_environment_then_the_public_api():
     assert github.api_url("http://127.0.0.1:9/", {"GITHUB_API_URL": "http://x"}) == "http://127.0.0.1:9"
-    assert github.api_url(None, {"GITHUB_API_URL": "http://ghe.local/api/v3"}) == "http://ghe.local/api/v3"
+    assert github.api_url(None, {"GITHUB_API_URL": "https://ghe.local/api/v3/"}) == "https://ghe.local/api/v3"
     assert github.api_url(None, {}) == "https://api.github.com"
+    with pytest.raises(LoopmeterError, match="must be https"):  # the token would cross a network in clear
+        github.api_url("http://ghe.example.com/api/v3", {})
