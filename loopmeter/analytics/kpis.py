@@ -36,14 +36,19 @@ class Data:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def load(store: Store, filters: Filters, home: Path) -> Data:
-    """Both frames, the attempts read on a second thread meanwhile (SQLite works without the GIL)."""
+def load(store: Store, filters: Filters, home: Path, *, attempts: bool = True) -> Data:
+    """Both frames, the attempts read on a second thread meanwhile (SQLite works without the GIL).
+    `attempts=False` leaves the attempts frame empty: enough for `spend_box` alone."""
     from concurrent.futures import ThreadPoolExecutor
 
+    if not attempts:
+        data = Data(filters, cube_mod.load_cube(store, filters, home), pd.DataFrame(columns=attempts_mod.COLUMNS))
+        data.extra["vendor_figures"] = tiers.vendor_figures(store, filters)
+        return data
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopmeter-attempts") as pool:
-        attempts = pool.submit(attempts_mod.load_attempts, store, filters)
+        rows = pool.submit(attempts_mod.load_attempts, store, filters)
         cube = cube_mod.load_cube(store, filters, home)
-        data = Data(filters, cube, attempts.result())
+        data = Data(filters, cube, rows.result())
     data.extra["vendor_figures"] = tiers.vendor_figures(store, filters)
     return data
 
@@ -55,14 +60,22 @@ def tiered_spend(data: Data) -> dict[str, Any]:
     return data.extra["tiered"]  # type: ignore[no-any-return]
 
 
-def headline(data: Data, value: ValueModel) -> dict[str, Any]:
-    """The KPI boxes: spend, outcomes, cost per outcome, velocity, ROI, waste."""
+def spend_box(data: Data) -> dict[str, Any]:
+    """The Spend KPI: what was measured (spend.summary), with a vendor's own figure in place of
+    what was measured on the days it covers (the tier rule). Needs no attempts."""
     usage = spend.summary(data.cube)
     tiered = tiered_spend(data)
     usage["measured_usd"] = usage["cost_usd"]
     usage["tiers"] = tiered
     if tiered["vendor_days"]:  # a vendor's figure replaced what was measured on some days
         usage["cost_usd"] = tiered["cost_usd"]
+    return usage
+
+
+def headline(data: Data, value: ValueModel) -> dict[str, Any]:
+    """The KPI boxes: spend, outcomes, cost per outcome, velocity, ROI, waste."""
+    usage = spend_box(data)
+    tiered = usage["tiers"]
     outs = outcomes_mod.outcomes(data.attempts)
     return {
         "spend": usage,

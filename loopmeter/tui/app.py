@@ -74,8 +74,8 @@ class LoopmeterApp(App[None]):
                  now: datetime | Callable[[], datetime] | None = None, range_name: str = "30d",
                  filters: Filters | None = None, live_every: float = 5.0, prefetch_tabs: bool = True,
                  first: FirstFigures | None = None):
-        """`store` may be a function that opens it, called on first use. `first` holds the KPI boxes a
-        child process is computing for its filters (tui/first.py); they show before the store opens."""
+        """`store` may be a function that opens it, called on first use. `first` holds the Spend box a
+        child process is computing for its filters (tui/first.py); it shows before the store opens."""
         super().__init__()
         from loopmeter.records import utcnow
 
@@ -174,18 +174,18 @@ class LoopmeterApp(App[None]):
 
     @work(thread=True, exclusive=True, group="first")
     def _first_figures(self) -> None:
-        """Wait for the child's KPI boxes (no CPU of this process is taken meanwhile, see tui/first.py)."""
+        """Wait for the child's Spend figures (no CPU of this process is taken meanwhile, see tui/first.py)."""
         assert self.first is not None
-        head = self.first.take(self.filters)
-        self.call_from_thread(self._first_figures_arrived, head)
+        spend = self.first.take(self.filters)
+        self.call_from_thread(self._first_figures_arrived, spend)
 
-    def _first_figures_arrived(self, head: dict[str, Any] | None) -> None:
+    def _first_figures_arrived(self, spend: dict[str, Any] | None) -> None:
         if self._topbar() is None:
             return  # the app is closing
         self.waiting_first = False
         tab = self.tab_widget("overview")
-        if head is not None and tab.generation == 0 and isinstance(tab, OverviewTab):  # nothing newer asked for
-            tab.show_spend(head["spend"])
+        if spend is not None and tab.generation == 0 and isinstance(tab, OverviewTab):  # nothing newer asked for
+            tab.show_spend(spend)
         self._start_loading()
 
     def on_unmount(self) -> None:

@@ -3,10 +3,11 @@
 Most of `loopmeter dash`'s first second is imports: SQLAlchemy and the store's models, pandas
 and numpy for the figures, Textual for the screen. One after the other on one thread they took
 longer than the 1.5 s the first figure may take; on two cores they can run at once. So `dash`
-forks before importing any of them: the child opens the store and computes the KPI boxes with
-`kpis.headline`, the function every refresh, `report` and the parity tests use, and sends them
-back as JSON; meanwhile the parent starts the screen without touching the store, shows the
-boxes when they arrive, and only then opens the store and loads the rest in-process as before.
+forks before importing any of them: the child opens the store and computes the Spend box with
+`kpis.spend_box`, the function `kpis.headline` (every refresh, `report`, the parity tests) uses,
+and sends it back as JSON; meanwhile the parent starts the screen without touching the store,
+shows the figure when it arrives, and only then opens the store and loads the rest in-process
+as before.
 A child that fails or dies costs nothing but the wait: the parent then computes them itself.
 """
 
@@ -20,13 +21,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from loopmeter.analytics.filters import Filters
-from loopmeter.config import ValueModel
 
-MAX_BYTES = 1 << 20  # the KPI boxes are a few hundred bytes
+MAX_BYTES = 1 << 20  # the Spend box's figures are a few hundred bytes
 
 
 class FirstFigures:
-    """One forked computation of the KPI boxes for `filters`; `take()` waits for it once."""
+    """One forked computation of the Spend box for `filters`; `take()` waits for it once."""
 
     def __init__(self, filters: Filters, pid: int, fd: int):
         self.filters = filters
@@ -36,19 +36,19 @@ class FirstFigures:
         self._lock = threading.Lock()
 
     @classmethod
-    def start(cls, db_url: str, filters: Filters, home: Path, value: ValueModel) -> FirstFigures:
+    def start(cls, db_url: str, filters: Filters, home: Path) -> FirstFigures:
         """Fork the child. Call it before the process opens the store or starts any thread."""
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: compute, write, exit without running the parent's exit handlers
             os.close(read_fd)
-            _child(write_fd, db_url, filters, home, value)
+            _child(write_fd, db_url, filters, home)
         os.close(write_fd)
         return cls(filters, pid, read_fd)
 
     def take(self, filters: Filters) -> dict[str, Any] | None:
-        """The child's KPI boxes when they were computed for `filters`; None once taken, for other
-        filters, or when the child failed (compute them in-process then). Blocks until the child ends."""
+        """The child's Spend box (`kpis.spend_box`) when computed for `filters`; None once taken, for
+        other filters, or when the child failed (compute it in-process then). Blocks until the child ends."""
         with self._lock:
             fd, self._fd = self._fd, None
         if fd is None:
@@ -62,7 +62,7 @@ class FirstFigures:
             answer = json.loads(raw)
         except ValueError:
             return None
-        return answer.get("head") if isinstance(answer, dict) else None
+        return answer.get("spend") if isinstance(answer, dict) else None
 
     def close(self) -> None:
         """Stop a child still computing (the dashboard quit first) and release its pipe."""
@@ -87,13 +87,13 @@ class FirstFigures:
                 pass
 
 
-def _child(write_fd: int, db_url: str, filters: Filters, home: Path, value: ValueModel) -> NoReturn:
+def _child(write_fd: int, db_url: str, filters: Filters, home: Path) -> NoReturn:
     code = 1
     try:
         devnull = os.open(os.devnull, os.O_RDWR)
         for std in (0, 1, 2):  # the terminal belongs to the dashboard
             os.dup2(devnull, std)
-        payload = json.dumps({"head": compute(db_url, filters, home, value)}, default=_plain).encode()
+        payload = json.dumps({"spend": compute(db_url, filters, home)}, default=_plain).encode()
         with os.fdopen(write_fd, "wb") as pipe:
             pipe.write(payload)
         code = 0
@@ -101,14 +101,14 @@ def _child(write_fd: int, db_url: str, filters: Filters, home: Path, value: Valu
         os._exit(code)
 
 
-def compute(db_url: str, filters: Filters, home: Path, value: ValueModel) -> dict[str, Any]:
-    """The Overview's KPI boxes (`kpis.headline`) for `filters`, from a store opened here."""
+def compute(db_url: str, filters: Filters, home: Path) -> dict[str, Any]:
+    """The Overview's Spend box (`kpis.spend_box`) for `filters`, from a store opened here."""
     from loopmeter.analytics import kpis
     from loopmeter.store import open_store
 
     store = open_store(db_url)
     try:
-        return kpis.headline(kpis.load(store, filters, home), value)
+        return kpis.spend_box(kpis.load(store, filters, home, attempts=False))
     finally:
         store.dispose()
 
@@ -117,4 +117,4 @@ def _plain(value: Any) -> Any:
     """numpy scalars and arrays as Python numbers and lists, for JSON."""
     if hasattr(value, "tolist"):
         return value.tolist()
-    raise TypeError(f"{type(value).__name__} in the KPI boxes")
+    raise TypeError(f"{type(value).__name__} in the Spend box's figures")
