@@ -71,6 +71,7 @@ def outcomes(
 
 
 def _print_kpis(summary: dict[str, Any], by: str) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -81,10 +82,9 @@ def _print_kpis(summary: dict[str, Any], by: str) -> None:
     if not rows:
         typer.echo("no pull requests yet: loopmeter outcomes sync --repo PATH --github OWNER/REPO")
     else:
-        table = Table()
-        for col in (by, "PRs", "merged", "merge rate", "95% CI", "p50 merge", "p90 merge", "p50 1st review",
-                    "changes req.", "reverted", "$/merged PR"):
-            table.add_column(col)
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+        for col in (by, "PRs", "merged", "rate", "95% CI", "p50", "p90", "review", "chg", "revert", "$/merged"):
+            table.add_column(col, no_wrap=col != by, justify="left" if col == by else "right")
         for r in rows:
             ci = r["merge_rate_ci"] or [None, None]
             name = r[by] if by != "agent" else ("no agent (baseline)" if r["agent"] == "none" else r["agent"])
@@ -94,6 +94,8 @@ def _print_kpis(summary: dict[str, Any], by: str) -> None:
                           fmt.num(r["review_rounds_mean"], 1), fmt.pct(r["revert_rate"]),
                           fmt.money_per(r["cost_per_merged_pr_usd"], r["cost_usd"], r["unpriced_calls"]))
         Console().print(table)
+        typer.echo("rate: merged / decided PRs; p50, p90: time to merge; review: to first review (p50)\n"
+                   "chg: changes requested per PR; revert: reverted within 30 days / merged")
     typer.echo(f"unattributed spend (sessions that match no PR): "
                f"{fmt.money(summary['unattributed_cost_usd'], summary['unattributed_unpriced_calls'])} "
                f"in {summary['unattributed_sessions']:,} sessions")
@@ -163,12 +165,13 @@ def prs(
     if not rows:
         typer.echo("no pull requests: loopmeter outcomes sync --repo PATH --github OWNER/REPO")
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table()
-    for col in ("repo", "#", "branch", "state", "agents", "attribution", "cost", "merge", "reverted", "title"):
-        table.add_column(col)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("repo", "#", "branch", "state", "agents", "attribution", "cost", "to merge", "reverted", "title"):
+        table.add_column(col, no_wrap=col != "title")
     for p in rows:
         j = p.as_json()
         cost = fmt.money(j["cost_usd"], j["unpriced_calls"]) if p.costed else "—"
