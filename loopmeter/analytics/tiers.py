@@ -5,7 +5,10 @@ calculated) and in the Anthropic Admin API (vendor estimate, and inside the bill
 report). `decide` is the one place that picks, per UTC day and vendor, the best tier that
 has a figure and says which, so they are never summed. Reported and calculated figures are
 different calls measured locally (each call has one cost source), so they are added up
-together as "measured"; billed and vendor figures each cover all of a vendor's calls.
+together as "measured". A billed figure covers all of a vendor's calls; a vendor figure
+covers all of them too, unless its report covers one agent's calls only (Claude Code analytics:
+`Report(agent=...)`, the figure's `scope`), when it stands in for that agent's measured calls
+and the vendor's other measured calls are added to it.
 
 Vendor APIs bucket by UTC day, so these days are UTC days whatever the display zone.
 """
@@ -27,7 +30,8 @@ AGENT_VENDORS = {"cursor": "cursor", "cursor-agent": "cursor", "windsurf": "wind
 # else by the model provider
 PROVIDER_VENDORS = {"anthropic": "anthropic", "openai": "openai", "gemini": "google", "vertex_ai": "google",
                     "google": "google"}
-FIGURE_COLUMNS = ["date", "vendor", "tier", "model", "user", "cost_usd"]
+# scope: for a measured figure its agent; for a vendor figure the agent its report covers (None: every call)
+FIGURE_COLUMNS = ["date", "vendor", "tier", "model", "user", "cost_usd", "scope"]
 DECIDED_COLUMNS = ["date", "vendor", "tier", "cost_usd", "billed_usd", "vendor_usd", "measured_usd",
                    "reported_usd", "calculated_usd"]
 
@@ -53,8 +57,10 @@ def measured_figures(cube: pd.DataFrame) -> pd.DataFrame:
     vendors = [vendor_of(a, p) for a, p in zip(priced["agent"], priced["provider"], strict=True)]
     frame = pd.DataFrame({"date": utc_day.to_numpy(), "vendor": vendors,
                           "tier": priced["cost_source"].to_numpy(), "model": priced["model"].to_numpy(),
-                          "user": priced["user"].to_numpy(), "cost_usd": priced["cost"].astype(float).to_numpy()})
-    return frame.groupby(["date", "vendor", "tier", "model", "user"], as_index=False, dropna=False)["cost_usd"].sum()
+                          "user": priced["user"].to_numpy(), "cost_usd": priced["cost"].astype(float).to_numpy(),
+                          "scope": priced["agent"].to_numpy()})
+    keys = [c for c in FIGURE_COLUMNS if c != "cost_usd"]
+    return frame.groupby(keys, as_index=False, dropna=False)["cost_usd"].sum()[FIGURE_COLUMNS]
 
 
 def utc_days(filters: Filters) -> tuple[str | None, str | None]:
@@ -76,8 +82,8 @@ def vendor_figures(store: Any, filters: Filters) -> pd.DataFrame:
     t = models.VendorUsage.__table__  # type: ignore[attr-defined]
     since, until = utc_days(filters)
     user = func.coalesce(t.c.user, t.c.vendor_user)
-    stmt = (select(t.c.date, t.c.vendor, t.c.tier, t.c.model, user.label("user"), func.sum(t.c.cost_usd))
-            .where(t.c.cost_usd.is_not(None)).group_by(t.c.date, t.c.vendor, t.c.tier, t.c.model, user))
+    stmt = (select(t.c.date, t.c.vendor, t.c.tier, t.c.model, user.label("user"), func.sum(t.c.cost_usd), t.c.report)
+            .where(t.c.cost_usd.is_not(None)).group_by(t.c.date, t.c.vendor, t.c.tier, t.c.model, user, t.c.report))
     if since:
         stmt = stmt.where(t.c.date >= since)
     if until:
@@ -86,33 +92,51 @@ def vendor_figures(store: Any, filters: Filters) -> pd.DataFrame:
         stmt = stmt.where(user == filters.user)
     if filters.model:
         stmt = stmt.where(t.c.model == filters.model)
+    scopes = report_scopes()
     with store.engine.connect() as conn:
-        rows = [tuple(r) for r in conn.execute(stmt)]
+        rows = [(*r[:6], scopes.get((r[1], r[6]))) for r in conn.execute(stmt)]
     return pd.DataFrame(rows, columns=FIGURE_COLUMNS).astype({"cost_usd": float})
 
 
+def report_scopes() -> dict[tuple[str, str], str]:
+    """(vendor, report) -> the agent whose calls the report covers, for the reports that say one."""
+    from loopmeter.vendors.base import connectors
+
+    return {(c.name, r.name): r.agent for c in connectors().values() for r in c.reports if r.agent}
+
+
 def decide(figures: pd.DataFrame) -> pd.DataFrame:
-    """THE tier rule. `figures`: rows (date, vendor, tier, cost_usd, ...) from any source. One row
-    per (date, vendor): `cost_usd` of the best tier present and `tier` naming it (for measured
-    spend, "calculated" when any of it was calculated, else "reported"), beside each tier's own sum."""
+    """THE tier rule. `figures`: rows (date, vendor, tier, cost_usd[, scope]) from any source. One row
+    per (date, vendor): `cost_usd` from the best tier present and `tier` naming it, beside each tier's
+    own sum. Billed replaces everything measured that day; a vendor figure replaces the measured calls
+    of its scope (all of them when it has none), the vendor's other measured calls are added to it;
+    measured alone reads "calculated" when any of it was calculated, else "reported"."""
     if not len(figures):
         return pd.DataFrame(columns=DECIDED_COLUMNS)
-    sums = figures.groupby(["date", "vendor", "tier"])["cost_usd"].sum(min_count=1).unstack("tier")
-    for tier in Tier:
-        if tier.value not in sums.columns:
-            sums[tier.value] = float("nan")
-    out = pd.DataFrame({"billed_usd": sums[Tier.BILLED.value], "vendor_usd": sums[Tier.VENDOR.value],
-                        "reported_usd": sums[Tier.REPORTED.value], "calculated_usd": sums[Tier.CALCULATED.value]})
-    out["measured_usd"] = out[["reported_usd", "calculated_usd"]].sum(axis=1, min_count=1)
-    measured_tier = out["calculated_usd"].notna().map({True: Tier.CALCULATED.value, False: Tier.REPORTED.value})
-    out["tier"] = measured_tier.where(out["measured_usd"].notna(), None)
-    out["cost_usd"] = out["measured_usd"]
-    for column, tier in (("vendor_usd", Tier.VENDOR), ("billed_usd", Tier.BILLED)):  # weaker first: best wins
-        has = out[column].notna()
-        out.loc[has, "cost_usd"] = out.loc[has, column]
-        out.loc[has, "tier"] = tier.value
-    out = out.reset_index()
-    return out[DECIDED_COLUMNS].sort_values(["date", "vendor"]).reset_index(drop=True)
+    frame = figures if "scope" in figures.columns else figures.assign(scope=None)
+    frame = frame[frame["cost_usd"].notna()]
+    out = []
+    for (day, vendor), group in frame.groupby(["date", "vendor"], sort=True):
+        by_tier = {t.value: group.loc[group["tier"] == t.value, "cost_usd"] for t in Tier}
+        sums = {t: (float(v.sum()) if len(v) else None) for t, v in by_tier.items()}
+        measured_rows = group[group["tier"].isin([Tier.REPORTED.value, Tier.CALCULATED.value])]
+        measured = float(measured_rows["cost_usd"].sum()) if len(measured_rows) else None
+        if sums[Tier.BILLED] is not None:
+            tier, cost = Tier.BILLED.value, sums[Tier.BILLED]
+        elif (vendor_sum := sums[Tier.VENDOR]) is not None:
+            scopes = set(group.loc[group["tier"] == Tier.VENDOR.value, "scope"])
+            covered = any(s is None or pd.isna(s) for s in scopes)
+            outside = measured_rows.loc[~measured_rows["scope"].isin(scopes), "cost_usd"] if not covered else []
+            tier, cost = Tier.VENDOR.value, vendor_sum + float(sum(outside))
+        elif measured is not None:
+            tier = Tier.CALCULATED.value if sums[Tier.CALCULATED] is not None else Tier.REPORTED.value
+            cost = measured
+        else:
+            continue
+        out.append({"date": day, "vendor": vendor, "tier": tier, "cost_usd": cost,
+                    "billed_usd": sums[Tier.BILLED], "vendor_usd": sums[Tier.VENDOR], "measured_usd": measured,
+                    "reported_usd": sums[Tier.REPORTED], "calculated_usd": sums[Tier.CALCULATED]})
+    return pd.DataFrame(out, columns=DECIDED_COLUMNS)
 
 
 def summary(decided: pd.DataFrame) -> dict[str, Any]:

@@ -133,5 +133,5 @@ CONNECTOR = Connector(
     default_url="https://api.anthropic.com",
     auth=_auth,
     reports=(Report("usage_report/messages", fetch_messages), Report("cost_report", fetch_costs),
-             Report("usage_report/claude_code", fetch_claude_code)),
+             Report("usage_report/claude_code", fetch_claude_code, agent="claude-code")),
 )

@@ -31,7 +31,8 @@ Adding a connector
    Aggregate per day, user and model where the vendor gives events: a row is a figure
    people read, not a call.
 5. `tier` is `billed` for what the vendor charges, `vendor` for its own usage figures and
-   estimates (vocab.Tier). Leave a field None when the vendor does not say it (never 0).
+   estimates (vocab.Tier); a `vendor` report that covers one agent's calls only says which
+   (`Report(agent=...)`), so the tier rule replaces only that agent's measured spend. Leave a field None when the vendor does not say it (never 0).
    Windsurf-like credits go in `credits`; `cost_usd` only when the user configured a price
    (`ctx.options`, from `[vendors.NAME]` in loopmeter.toml).
 6. A scripted server following the documented shapes goes in tests/servers/, a test in
@@ -163,6 +164,10 @@ class Report:
     name: str  # sync_cursor.scope and vendor_usage.report, e.g. "usage_report/messages"
     fetch: Callable[[SyncContext], Iterable[VendorRow]]
     window: bool = True  # rows replace what the report stored on the days synced; False: by key only
+    # the agent whose calls the report's costs cover (Claude Code analytics: "claude-code"); its
+    # figures then stand in for that agent's measured calls only (analytics/tiers.py). None: all
+    # of the vendor's calls (a cost report, a tool vendor's usage)
+    agent: str | None = None
 
 
 @dataclass(frozen=True)

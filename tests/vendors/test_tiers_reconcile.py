@@ -59,6 +59,22 @@ def test_decide_takes_the_best_tier_per_day_and_vendor_and_says_which():
                    ("d2", "openai"): ("calculated", 2.5), ("d3", "google"): ("reported", 4.0)}
 
 
+def test_a_vendor_figure_for_one_agent_replaces_only_that_agents_measured_calls():
+    from loopmeter.analytics.tiers import decide, report_scopes
+
+    assert report_scopes()[("anthropic", "usage_report/claude_code")] == "claude-code"
+    figures = pd.DataFrame([
+        # Claude Code analytics' estimate covers the Claude Code calls; aider's calls to Anthropic are not in it
+        ("d1", "anthropic", "vendor", 5.0, "claude-code"), ("d1", "anthropic", "calculated", 4.5, "claude-code"),
+        ("d1", "anthropic", "calculated", 2.0, "aider"),
+        # the bill covers every call
+        ("d2", "anthropic", "billed", 9.0, None), ("d2", "anthropic", "vendor", 5.0, "claude-code"),
+        ("d2", "anthropic", "calculated", 2.0, "aider"),
+    ], columns=["date", "vendor", "tier", "cost_usd", "scope"])
+    got = {r["date"]: (r["tier"], r["cost_usd"], r["measured_usd"]) for r in decide(figures).to_dict("records")}
+    assert got == {"d1": ("vendor", 7.0, 6.5), "d2": ("billed", 9.0, 2.0)}
+
+
 def test_the_same_calls_in_local_logs_and_the_admin_api_are_counted_once(loopmeter_home, tmp_path):
     logs = _claude_log(tmp_path / "claude", DAY, calls=4)
     usage = json.loads(_cli(loopmeter_home, "usage", "--path", str(logs), "--json", "--timezone", "UTC",
