@@ -14,8 +14,8 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from loopmeter.errors import StoreError
-from loopmeter.records import USAGE_FIELDS, UsageRow
-from loopmeter.store import migrations, models, rollup, sessions, sqlite_writer
+from loopmeter.records import USAGE_FIELDS, UsageParams, UsageRow
+from loopmeter.store import migrations, models, sessions, sqlite_writer
 from loopmeter.store.sqlite_schema import PAGE_SIZE
 from loopmeter.store.sqlite_writer import BUSY_TIMEOUT_MS  # noqa: F401 - re-exported
 
@@ -98,30 +98,20 @@ class Store:
     def add_usage(self, rows: Iterable[UsageRow]) -> int:
         """Insert usage rows, skipping keys already stored, and add the new ones to the hourly
         rollup in the same transaction. Returns how many were new."""
-        if self.dialect == "sqlite":
-            return self._add_usage_sqlite(rows)
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        return self.add_usage_params(sqlite_writer.params_of(rows))
 
-        payload = []
-        for row in rows:
-            d = row.as_dict()
-            d["ts"] = as_utc(row.ts)
-            payload.append({c: d.get(c) for c in _USAGE_COLUMNS})
-        if not payload:
-            return 0
-        table = models.Usage.__table__  # type: ignore[attr-defined]
-        stmt = pg_insert(table).on_conflict_do_nothing(index_elements=["key"]).returning(table.c.id)
-        with self.engine.begin() as conn:
-            ids = [r[0] for r in conn.execute(stmt, payload).all()]
-            rollup.add_ids(conn, self.dialect, ids)
-        return len(ids)
-
-    def _add_usage_sqlite(self, rows: Iterable[UsageRow]) -> int:
-        params = sqlite_writer.params_of(rows)
+    def add_usage_params(self, params: list[UsageParams]) -> int:
+        """`add_usage` for rows as the store writes them (what log parsers yield): SQLite through
+        `sqlite_writer`, PostgreSQL through `pg_writer` (COPY, then set-based SQL)."""
         if not params:
             return 0
         with self.engine.begin() as conn:
-            return sqlite_writer.insert_usage(conn.connection.dbapi_connection, params)
+            dbapi = conn.connection.dbapi_connection
+            if self.dialect == "sqlite":
+                return sqlite_writer.insert_usage(dbapi, params)
+            from loopmeter.store import pg_writer
+
+            return pg_writer.insert_usage(conn.connection.driver_connection, params)
 
     def add_sessions(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Upsert session rows (sessions.SESSION_FIELDS order, times as the store's UTC text),

@@ -28,8 +28,9 @@ def _q(name: str) -> str:
     return f'"{name}"'  # "user" is a reserved word in PostgreSQL
 
 
-def _sum_sql(dialect: str, where: str) -> str:
-    """INSERT the sums of the usage rows matching `where` into usage_hour, adding to existing hours."""
+def _sum_sql(dialect: str, where: str, table: str = "usage") -> str:
+    """INSERT the sums of the usage rows matching `where` into usage_hour, adding to existing
+    hours; `table` is where the rows are read (usage, or a CTE of the rows just inserted)."""
     dims = ", ".join(f"coalesce({_q(d)}, '')" for d in _DIMS)
     sums = ", ".join([
         "count(*)",
@@ -43,7 +44,7 @@ def _sum_sql(dialect: str, where: str) -> str:
     # ORDER BY: concurrent PostgreSQL writers lock hours in the same order (no deadlock)
     return (
         f"INSERT INTO usage_hour ({', '.join(_q(k) for k in KEYS)}, {', '.join(MEASURES)}) "
-        f"SELECT {HOUR_OF_TS[dialect]}, {dims}, {sums} FROM usage WHERE {where} "
+        f"SELECT {HOUR_OF_TS[dialect]}, {dims}, {sums} FROM {table} WHERE {where} "
         f"GROUP BY {groups} ORDER BY {groups} "
         f"ON CONFLICT ({', '.join(_q(k) for k in KEYS)}) DO UPDATE SET {updates}"
     )
@@ -63,12 +64,11 @@ def upsert_sql() -> str:
 ADD_NEWEST_SQLITE = _sum_sql("sqlite", "id > (SELECT max(id) FROM usage) - ?")
 
 
-def add_ids(conn: Connection, dialect: str, ids: list[int]) -> None:
-    """Add the rows with these ids (PostgreSQL: the ids an INSERT ... RETURNING gave back)."""
-    if ids:
-        from sqlalchemy import text
-
-        conn.execute(text(_sum_sql(dialect, "id = ANY(:ids)")), {"ids": ids})
+def add_inserted_sql(insert: str) -> str:
+    """PostgreSQL: run `insert` (an INSERT INTO usage ... RETURNING *) and add the rows it
+    inserted to the rollup in the same statement; the statement returns how many there were."""
+    return (f"WITH inserted AS ({insert}), hours AS ({_sum_sql('postgresql', 'true', 'inserted')}) "
+            "SELECT count(*) FROM inserted")
 
 
 def rebuild(conn: Connection, dialect: str) -> None:

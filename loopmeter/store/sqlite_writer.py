@@ -66,13 +66,6 @@ _TOKEN_INDEX = [USAGE_FIELDS.index(f) for f in ("input_tokens", "cache_read_toke
 _UPSERT_HOURS = rollup.upsert_sql()
 
 
-def row_of(params: UsageParams) -> UsageRow:
-    """The UsageRow of store parameters (for a store other than a SQLite file)."""
-    values: dict[str, Any] = params._asdict()
-    values["ts"] = datetime.fromisoformat(params.ts).replace(tzinfo=UTC)
-    return UsageRow(**values)
-
-
 # Columns that hold one value for most of a batch (a file's source, agent, provider and
 # user; the price table; nothing for latency and runs). Rows are inserted in groups sharing
 # them, those values bound once per statement of MULTI_ROWS rows: binding six text values

@@ -367,9 +367,8 @@ class _StoreSink:
     def write(self, params: list[UsageParams], cursors: list[dict[str, Any]],
               sessions: list[tuple[Any, ...]]) -> int:
         from loopmeter.store import IngestCursor
-        from loopmeter.store.sqlite_writer import row_of
 
-        added = self.store.add_usage([row_of(p) for p in params])
+        added = self.store.add_usage_params(params)
         self.store.add_sessions(sessions)
         if cursors:
             self.store.save(*(IngestCursor(**{**c, "state": json.dumps(c["state"])}) for c in cursors))
