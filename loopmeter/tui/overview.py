@@ -79,6 +79,9 @@ class OverviewTab(DataTab):
     def show_spend(self, s: dict[str, Any]) -> None:
         """The Spend box, from `kpis.headline(...)["spend"]` (also shown alone at start-up, tui/first.py)."""
         unpriced = f"\n[dim]{fmt.unpriced_note(s['unpriced_calls'])}[/]" if s["unpriced_calls"] else "\n[dim]all priced[/]"
+        tiers = s.get("tiers") or {}
+        if tiers.get("vendor_days"):  # a vendor's figure stands in for what was measured (analytics/tiers.py)
+            unpriced = f"\n[dim]{' + '.join(tiers['by_tier'])}; measured {fmt.money(s.get('measured_usd'))}[/]"
         self.query_one("#kpi-spend", Static).update(
             f"[b]{fmt.money(s['cost_usd'], s['unpriced_calls'], note=False)}[/]{unpriced}")
 

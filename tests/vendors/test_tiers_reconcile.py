@@ -170,3 +170,34 @@ def test_reconcile_finds_a_constructed_drift(loopmeter_home, tmp_path):
     loose = json.loads(_cli(loopmeter_home, "reconcile", "--since", "2026-11-01", "--until", "2026-11-04",
                             "--threshold", "30", "--json").stdout)
     assert not {(r["date"], r["vendor"]): r for r in loose["rows"]}[("2026-11-03", "anthropic")]["over_threshold"]
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_the_dashboards_spend_box_names_the_tiers_and_the_measured_cost(seeded, loopmeter_home):
+    from loopmeter.config import Settings, ValueModel
+    from loopmeter.tui.app import LoopmeterApp
+    from loopmeter.vendors.base import sync
+    from tests.analytics.seed import FIXED_NOW
+
+    days = ["2026-02-27", "2026-02-28"]
+    org = AnthropicOrg(messages={d: [] for d in days}, claude_code={d: [] for d in days},
+                       costs={d: [cost_line(None, MODEL, "d", "tokens", "output_tokens", "12345.0000")] for d in days})
+    with AnthropicAdminServer(org) as srv:
+        results = sync(seeded, Settings(home=loopmeter_home), ["anthropic"], api_url_override=srv.url,
+                       env={"ANTHROPIC_ADMIN_API_KEY": srv.key}, since=datetime(2026, 2, 27).date(), now=FIXED_NOW)
+    assert not [r.error for r in results if r.error]
+    app = LoopmeterApp(seeded, home=loopmeter_home, value=ValueModel(value_per_merged_outcome=40.0), now=FIXED_NOW,
+                       live_every=0, prefetch_tabs=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        box = app.query_one("#kpi-spend")
+        for _ in range(2000):
+            text = str(box.render())
+            if "measured" in text:
+                break
+            await pilot.pause(0.005)
+    assert "billed" in text and "measured $" in text
