@@ -143,6 +143,7 @@ def reconcile(
     until: Annotated[str | None, typer.Option("--until", help="Last UTC day, inclusive (default: today).")] = None,
     threshold: Annotated[float, typer.Option(
         "--threshold", help="Mark days whose drift is over this percentage of the bill.")] = 10.0,
+    models: Annotated[bool, typer.Option("--models", help="Also a table per day, vendor and model.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="JSON output (shape in docs/usage.md).")] = False,
 ) -> None:
     """Billed spend (vendors' cost APIs) against what loopmeter measured (logs, OTLP, loops), per UTC
@@ -167,10 +168,10 @@ def reconcile(
     if json_out:
         typer.echo(json.dumps(result, indent=2))
         return
-    print_reconcile(result)
+    print_reconcile(result, models=models)
 
 
-def print_reconcile(result: dict[str, Any]) -> None:
+def print_reconcile(result: dict[str, Any], models: bool = False) -> None:
     """The reconcile table as `loopmeter reconcile` prints it (benchmarks/vendors.py prints it too)."""
     from rich.console import Console
     from rich.table import Table
@@ -182,17 +183,23 @@ def print_reconcile(result: dict[str, Any]) -> None:
         typer.echo("nothing billed in the range: loopmeter vendors sync (Anthropic and OpenAI cost reports, "
                    "Cursor usage events, Copilot billing)")
         return
-    table = Table(title=f"billed against measured, UTC days {result['since']}..{result['until']}")
-    for col in ("date", "vendor", "billed", "measured", "drift", "drift %", ""):
-        table.add_column(col, justify="left" if col in ("date", "vendor", "") else "right")
-    for r in result["rows"]:
-        drift = r["drift_usd"]
-        table.add_row(r["date"], printable(r["vendor"]), fmt.money(r["billed_usd"]), fmt.money(r["measured_usd"]),
-                      "—" if drift is None else ("-" if drift < 0 else "+") + fmt.money(abs(drift)),
-                      "—" if r["drift_pct"] is None else f"{r['drift_pct']:+.1f}%",
-                      "!" if r["over_threshold"] else "")
-    Console(width=120).print(table)
+    console = Console(width=120)
+    for rows, extra in ((result["rows"], ()), (result["models"] if models else [], ("model",))):
+        if not rows:
+            continue
+        table = Table(title=f"billed against measured{' per model' if extra else ''}, "
+                            f"UTC days {result['since']}..{result['until']}")
+        for col in ("date", "vendor", *extra, "billed", "measured", "drift", "drift %", ""):
+            table.add_column(col, justify="left" if col in ("date", "vendor", "model", "") else "right")
+        for r in rows:
+            drift = r["drift_usd"]
+            table.add_row(r["date"], printable(r["vendor"]), *(printable(str(r[c])) for c in extra),
+                          fmt.money(r["billed_usd"]), fmt.money(r["measured_usd"]),
+                          "—" if drift is None else ("-" if drift < 0 else "+") + fmt.money(abs(drift)),
+                          "—" if r["drift_pct"] is None else f"{r['drift_pct']:+.1f}%",
+                          "!" if r["over_threshold"] else "")
+        console.print(table)
     over = sum(r["over_threshold"] for r in result["rows"])
     typer.echo(f"! = drift over {result['threshold_pct']:g}% of the bill, or a bill with nothing measured: "
                f"{over} of {len(result['rows'])} day(s); "
-               f"{len(result['models'])} day/model pair(s) compared (--json lists them)")
+               f"{len(result['models'])} day/model pair(s) compared (--models or --json lists them)")

@@ -166,7 +166,9 @@ def test_reconcile_finds_a_constructed_drift(loopmeter_home, tmp_path):
     models = {(r["date"], r["model"]): r for r in result["models"]}
     assert set(models) == {("2026-11-02", MODEL), ("2026-11-03", MODEL)}  # where both sides name the model
     table = _cli(loopmeter_home, "reconcile", "--since", "2026-11-01", "--until", "2026-11-04").stdout
-    assert "+20.0%" in table and "!" in table
+    assert "+20.0%" in table and "!" in table and "per model" not in table
+    by_model = _cli(loopmeter_home, "reconcile", "--since", "2026-11-01", "--until", "2026-11-04", "--models").stdout
+    assert "per model" in by_model and MODEL[:20] in by_model
     loose = json.loads(_cli(loopmeter_home, "reconcile", "--since", "2026-11-01", "--until", "2026-11-04",
                             "--threshold", "30", "--json").stdout)
     assert not {(r["date"], r["vendor"]): r for r in loose["rows"]}[("2026-11-03", "anthropic")]["over_threshold"]
