@@ -11,11 +11,12 @@ import pandas as pd
 from loopmeter.analytics.attempts import FINISHED
 from loopmeter.outcomes.gitlocal import default_branch
 from loopmeter.outcomes.trailers import ATTEMPT_TRAILER, TRAILER
+from loopmeter.vocab import AttemptStatus
 
 
 def outcomes(attempts: pd.DataFrame) -> dict[str, Any]:
     finished = attempts[attempts["status"].isin(FINISHED)]
-    verified = finished[finished["status"] == "passed"]
+    verified = finished[finished["status"] == AttemptStatus.PASSED]
     applied = attempts[attempts["applied_at"].notna()]
     merged_runs = attempts.drop_duplicates("run_id")
     merged_runs = merged_runs[merged_runs["merged_at"].notna()]

@@ -9,6 +9,7 @@ import pandas as pd
 from loopmeter.analytics.attempts import FINISHED, human_hours
 from loopmeter.config import ValueModel
 from loopmeter.reports.fmt import money
+from loopmeter.vocab import AttemptStatus
 
 NOT_VERIFIED = ("failed", "error", "budget", "timeout", "cancelled")
 
@@ -77,14 +78,14 @@ def waste_mask(attempts: pd.DataFrame) -> pd.Series:
     """Attempts whose spend produced nothing used: not verified, or verified but beaten by an applied sibling."""
     failed = attempts["status"].isin(NOT_VERIFIED)
     applied_runs = set(attempts.loc[attempts["applied_at"].notna(), "run_id"])
-    unused = (attempts["status"] == "passed") & attempts["applied_at"].isna() & attempts["run_id"].isin(applied_runs)
+    unused = (attempts["status"] == AttemptStatus.PASSED) & attempts["applied_at"].isna() & attempts["run_id"].isin(applied_runs)
     return failed | unused
 
 
 def wasted_spend(attempts: pd.DataFrame) -> dict[str, Any]:
     mask = waste_mask(attempts)
     wasted = attempts[mask]
-    reasons = wasted["status"].where(wasted["status"] != "passed", "unapplied")
+    reasons = wasted["status"].where(wasted["status"] != AttemptStatus.PASSED, "unapplied")
     by_reason = {str(k): priced_sum(g) for k, g in wasted["cost_usd"].groupby(reasons)}
     tokens = wasted[["input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens"]].sum().sum()
     total = attempt_cost(attempts)["cost_usd"]
@@ -101,9 +102,9 @@ def by_agent(attempts: pd.DataFrame, usage_by_agent: pd.DataFrame | None = None)
         dict(zip(usage_by_agent["agent"], usage_by_agent["cache_hit_ratio"], strict=True))
     for agent, group in attempts.groupby("agent", sort=True):
         finished = group[group["status"].isin(FINISHED)]
-        verified = int((finished["status"] == "passed").sum())
+        verified = int((finished["status"] == AttemptStatus.PASSED).sum())
         cost = priced_sum(group["cost_usd"])
-        ttg = group.loc[group["status"] == "passed", "time_to_green_s"].dropna()
+        ttg = group.loc[group["status"] == AttemptStatus.PASSED, "time_to_green_s"].dropna()
         rows.append({
             "agent": agent, "attempts": int(len(group)), "verified": verified,
             "success_rate": _div(verified, len(finished)), "cost_usd": cost,

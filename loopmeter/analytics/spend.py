@@ -9,6 +9,7 @@ import pandas as pd
 
 from loopmeter.analytics import days
 from loopmeter.analytics.cube import MEASURES
+from loopmeter.vocab import CostSource
 
 TOKEN_KINDS = ["input", "cache_read", "cache_write", "output", "reasoning"]
 
@@ -32,7 +33,7 @@ def summary(cube: pd.DataFrame) -> dict[str, Any]:
         "priced_calls": priced,
         "tokens": {k: int(sums[k]) for k in TOKEN_KINDS},
         "cache_hit_ratio": cache_hit_ratio(sums["input"], sums["cache_read"], sums["cache_write"]),
-        "cost_by_provenance": {k: round(float(v), 6) for k, v in sorted(by_source.items()) if k != "unpriced"},
+        "cost_by_provenance": {k: round(float(v), 6) for k, v in sorted(by_source.items()) if k != CostSource.UNPRICED},
     }
 
 

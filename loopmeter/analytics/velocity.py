@@ -9,6 +9,7 @@ import pandas as pd
 
 from loopmeter.analytics import days
 from loopmeter.analytics.attempts import FINISHED
+from loopmeter.vocab import AttemptStatus
 
 
 def _q(series: pd.Series, q: float) -> float | None:
@@ -18,8 +19,8 @@ def _q(series: pd.Series, q: float) -> float | None:
 
 def velocity(attempts: pd.DataFrame, tz: tzinfo = UTC) -> dict[str, Any]:
     finished = attempts[attempts["status"].isin(FINISHED)]
-    passed = finished[finished["status"] == "passed"]
-    errors = int((finished["status"] == "error").sum())
+    passed = finished[finished["status"] == AttemptStatus.PASSED]
+    errors = int((finished["status"] == AttemptStatus.ERROR).sum())
     weekly = experiments_per_week(attempts, tz)
     people = weekly["user"].nunique() if len(weekly) else 0
     weeks = weekly["week"].nunique() if len(weekly) else 0
