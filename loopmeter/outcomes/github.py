@@ -13,7 +13,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +31,10 @@ _REPO = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 class GitHubError(LoopmeterError):
-    """The code host refused or answered something unreadable: one line, with a hint."""
+    """The code host refused or answered something unreadable: one line, with a hint.
+    `rows`: the PRs read in full before it happened."""
+
+    rows: list[dict[str, Any]] = []
 
 
 def api_url(flag: str | None, env: dict[str, str] | None = None) -> str:
@@ -287,8 +290,20 @@ def fetch_repo(client: Client, repo: str, identity_of: Callable[[str], str], *,
         commits = client.all(f"/repos/{repo}/pulls/{n}/commits", {"per_page": 100})
         return pr_row(identity, item, reviews, commits)
 
+    rows: list[dict[str, Any]] = []
+    failure: GitHubError | None = None
     with ThreadPoolExecutor(max_workers=max(1, client.workers), thread_name_prefix="github") as pool:
-        rows = list(pool.map(details, changed))
+        for future in [pool.submit(details, item) for item in changed]:
+            try:
+                rows.append(future.result())
+            except GitHubError as exc:
+                failure = failure or exc
+                pool.shutdown(cancel_futures=True)
+            except CancelledError:  # not started when the first failure came
+                continue
+    if failure is not None:
+        failure.rows = rows  # what was read before it: stored, the cursor left where it was
+        raise failure
     newest = max((r["updated_at"] for r in rows if r["updated_at"]), default=since)
     result = RepoSync(repo, identity, len(rows), client.requests, client.waited_s,
                       newest.isoformat() if newest else None)

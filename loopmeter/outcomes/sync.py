@@ -167,8 +167,9 @@ def sync_github(db: Db, client: github.Client, name: str, identity_of: Callable[
     after = github.parse_ts(cur.get("updated_at")) or since
     try:
         result, rows = github.fetch_repo(client, name, identity_of, since=after)
-    except github.GitHubError as exc:
-        _save_cursor(db, "github", name, cur, 0, now, error=exc.message)
+    except github.GitHubError as exc:  # keep the PRs read in full; the next sync reads from the old cursor
+        db.upsert("pull_request", PR_COLUMNS, ("repo", "number"), exc.rows, PR_DEFAULTS)
+        _save_cursor(db, "github", name, cur, len(exc.rows), now, error=exc.message)
         raise
     db.upsert("pull_request", PR_COLUMNS, ("repo", "number"), rows, PR_DEFAULTS)
     _save_cursor(db, "github", name, {"updated_at": result.cursor or cur.get("updated_at"),

@@ -143,3 +143,18 @@ def test_api_url_comes_from_the_flag_then_the_environment_then_the_public_api():
     assert github.api_url(None, {}) == "https://api.github.com"
     with pytest.raises(LoopmeterError, match="must be https"):  # the token would cross a network in clear
         github.api_url("http://ghe.example.com/api/v3", {})
+
+
+def test_prs_read_before_a_failure_are_kept_and_the_cursor_stays(store, db):
+    srv = _server(6)
+    srv.fail("/pulls/3/commits", 500, times=2)  # both tries of the first sync
+    with srv:
+        with github.Client(srv.url, "t0k", backoff_s=0.01, retries=1, workers=1) as client, \
+                pytest.raises(github.GitHubError):
+            sync_github(db, client, "o/r", ident, since=None, now=NOW)
+        kept = set(_prs(store))
+        assert kept and 3 not in kept and len(kept) < 6
+        assert store.get(SyncCursor, ("github", "o/r")).cursor in (None, "{}")
+        with github.Client(srv.url, "t0k") as client:
+            assert sync_github(db, client, "o/r", ident, since=None, now=NOW)["prs"] == 6
+    assert set(_prs(store)) == set(range(1, 7))
