@@ -112,7 +112,11 @@ def fetch_metrics(ctx: SyncContext) -> Iterator[VendorRow]:
             if not isinstance(link, str):
                 ctx.malformed += 1
                 continue
-            yield from _ndjson(ctx, ctx.http.download(link))
+            try:
+                raw = ctx.http.download(link)
+            except ConfigError:  # not https: the report is refused, not read in part
+                raise VendorError(f"copilot: the {d.isoformat()} report links to a URL that is not https") from None
+            yield from _ndjson(ctx, raw)
     ctx.cursor_out["days_without_report"] = missing[-31:]
 
 

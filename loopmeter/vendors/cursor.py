@@ -16,6 +16,7 @@ from loopmeter.vendors.base import (
     Connector,
     Report,
     SyncContext,
+    VendorError,
     VendorRow,
     amount,
     count,
@@ -57,9 +58,12 @@ def page_numbers(pagination: str, current: str, has_next: str = "hasNextPage") -
         info = page.get(pagination) if isinstance(page, dict) else None
         if not isinstance(info, dict) or info.get(has_next) is not True:
             return None
-        number = count(info.get(current))
-        if number is None:
-            raise ValueError(f"{pagination}.{current} missing")
+        try:
+            number = count(info.get(current))
+        except (ValueError, TypeError):
+            number = None
+        if number is None:  # an error of the sync (one line), not a malformed item to skip
+            raise VendorError(f"cursor: hasNextPage without a readable {pagination}.{current}")
         return {"page": number + 1}
     return next_page
 
@@ -157,7 +161,10 @@ def fetch_spend(ctx: SyncContext) -> Iterator[VendorRow]:
     asked = {"page": 1}
 
     def next_page(page: Any) -> dict[str, Any] | None:
-        total = count(page.get("totalPages")) if isinstance(page, dict) else None
+        try:
+            total = count(page.get("totalPages")) if isinstance(page, dict) else None
+        except (ValueError, TypeError):
+            raise VendorError("cursor: /teams/spend sent an unreadable totalPages") from None
         if total is None or asked["page"] >= total:
             return None
         asked["page"] += 1

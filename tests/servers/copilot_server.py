@@ -91,6 +91,7 @@ class CopilotServer(ScriptedServer):
         self.users_per_file = users_per_file
         self.faults = Faults()
         self.download_auth: list[str] = []
+        self.link_base: str | None = None  # where download links point (default: this server)
 
     @property
     def org(self) -> str:
@@ -124,7 +125,7 @@ class CopilotServer(ScriptedServer):
         if records is None:
             return 404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest"}
         parts = max(1, -(-len(records) // self.users_per_file))
-        links = [f"{self.url}/downloads/{day}/{p}.ndjson?sig=signed{p}&se=2026-12-31" for p in range(parts)]
+        links = [f"{self.link_base or self.url}/downloads/{day}/{p}.ndjson?sig=signed{p}&se=2026-12-31" for p in range(parts)]
         return 200, {"download_links": links, "report_day": day}
 
     def _download(self, path: str) -> bytes | None:

@@ -136,6 +136,7 @@ class CursorAdminServer(ScriptedServer):
         self.max_range_days = max_range_days
         self.cycle_start = cycle_start or self.team.start
         self.page_cap = page_cap  # answer at most this many items per page, whatever pageSize asks
+        self.unreadable_paging = False  # True: pagination.currentPage is a word (a client must stop, not loop)
         self.faults = Faults()
 
     def fail_next(self, status: int, times: int = 1, retry_after: str | None = None) -> None:
@@ -181,7 +182,8 @@ class CursorAdminServer(ScriptedServer):
         items, pages = page_of(picked, page, size)
         return 200, {
             "totalUsageEventsCount": len(picked),
-            "pagination": {"numPages": pages, "currentPage": page, "pageSize": size,
+            "pagination": {"numPages": pages, "currentPage": "first" if self.unreadable_paging else page,
+                           "pageSize": size,
                            "hasNextPage": page < pages, "hasPreviousPage": page > 1},
             "usageEvents": items,
             "period": {"startDate": start, "endDate": end},

@@ -107,3 +107,11 @@ def test_malformed_lines_are_counted_and_skipped(store, loopmeter_home, server):
     results = run_sync(store, loopmeter_home, "copilot", server.url, ENV, vendors=ORG)
     assert results[0].error is None and results[0].malformed == 2
     assert len(stored(store, "copilot", "metrics/users-1-day")) == sum(map(len, server.data.records.values())) - 2
+
+
+def test_a_link_that_is_not_https_refuses_the_report(store, loopmeter_home, server):
+    server.link_base = "http://storage.example.invalid"  # a signed link in clear, off this machine
+    results = run_sync(store, loopmeter_home, "copilot", server.url, ENV, vendors=ORG)
+    assert "not https" in results[0].error
+    assert stored(store, "copilot", "metrics/users-1-day") == []
+    assert results[1].error is None  # billing still syncs

@@ -148,3 +148,12 @@ def test_the_cli_says_a_refused_key_in_one_line(loopmeter_home, server):
     assert len(lines) == 1, out.stderr
     assert "CURSOR_ADMIN_API_KEY" in lines[0] and "loopmeter auth set cursor-admin" in lines[0]
     assert "key_wrong_value" not in out.stdout + out.stderr
+
+
+def test_unreadable_paging_is_one_error_and_keeps_what_is_stored(store, loopmeter_home, server):
+    run_sync(store, loopmeter_home, "cursor", server.url, ENV)
+    before = stored(store, "cursor", "filtered-usage-events")
+    server.unreadable_paging = True
+    results = run_sync(store, loopmeter_home, "cursor", server.url, ENV, now=NOW + timedelta(hours=1))
+    assert "currentPage" in results[0].error and "\n" not in results[0].error
+    assert stored(store, "cursor", "filtered-usage-events") == before  # the other reports still sync
