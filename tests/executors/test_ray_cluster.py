@@ -29,6 +29,38 @@ GOLD = Path(__file__).resolve().parents[2] / "loopmeter" / "evals" / "gold"
 NODE_ARGS = {"num_cpus": 1, "resources": {"loopmeter_sandbox": 1}, "object_store_memory": 80 * 1024 * 1024}
 
 
+class OtlpSink:
+    """An OTLP/HTTP endpoint on loopback that keeps every request body (the nodes export to it)."""
+
+    def __init__(self) -> None:
+        import gzip
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        bodies: list[tuple[str, bytes]] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server name
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("Content-Encoding") == "gzip":
+                    body = gzip.decompress(body)
+                bodies.append((self.path, body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.bodies = bodies
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def traces(self) -> bytes:
+        return b"".join(body for path, body in self.bodies if path == "/v1/traces")
+
+
 class RayTestCluster:
     """A head (no CPUs, no capability) now; two sandbox nodes once a test asks for them."""
 
@@ -36,6 +68,7 @@ class RayTestCluster:
         from ray.cluster_utils import Cluster
 
         self.node_home = node_home
+        self.otlp = OtlpSink()
         started = time.monotonic()
         with self._node_env():
             self.cluster = Cluster(initialize_head=True, head_node_args={
@@ -54,6 +87,7 @@ class RayTestCluster:
                 env.setenv(key, value)
             env.setenv("LOOPMETER_HOME", str(self.node_home))  # each node's own home: caches, worktrees
             env.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", self.otlp.url)  # each node's own collector
             yield
 
     @property
@@ -83,6 +117,7 @@ def bare_cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     if ray.is_initialized():
         ray.shutdown()
     c.cluster.shutdown()
+    c.otlp.server.shutdown()
 
 
 @pytest.fixture
@@ -153,7 +188,7 @@ def test_sqlite_store_is_refused_with_several_nodes(cluster: RayTestCluster, sto
 # -- parity with local ---------------------------------------------------------------------------
 
 def test_gold_oracle_and_nop_give_the_same_per_task_results_as_local(ray_executor: Any, pg_store: Any,
-                                                                    store: Any) -> None:
+                                                                    store: Any, cluster: RayTestCluster) -> None:
     from loopmeter.evals.runner import EvalOptions, start_eval
 
     options = EvalOptions(concurrency=2)
@@ -177,6 +212,11 @@ def test_gold_oracle_and_nop_give_the_same_per_task_results_as_local(ray_executo
 
     nodes = {json.loads(r.detail)["node"] for r in remote_rows}
     assert len(nodes) == 2  # cells ran on both sandbox nodes, none on the head
+    # each worker exported its cell's spans to the node's OTLP endpoint and flushed them before returning
+    from loopmeter.executors.base import child_runs
+
+    spans, children = cluster.otlp.traces(), child_runs(pg_store, remote.run_id)
+    assert len(children) == remote.total and all(c.id.encode() in spans for c in children)
 
 
 # -- faults --------------------------------------------------------------------------------------
