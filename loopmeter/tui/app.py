@@ -190,6 +190,8 @@ class LoopmeterApp(App[None]):
 
     def on_unmount(self) -> None:
         thaw_heap(self)
+        if self.first is not None:
+            self.first.close()  # quit before the first figures came: stop their child, end the wait
 
     def current_tab(self) -> DataTab:
         active = self.main_screen.query_one("#tabs", TabbedContent).active or "overview"

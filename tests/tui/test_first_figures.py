@@ -56,6 +56,19 @@ def test_close_stops_a_child_still_computing(sqlite_url, loopmeter_home):
         os.waitpid(first.pid, os.WNOHANG)
 
 
+def test_close_ends_a_wait_in_take(sqlite_url, loopmeter_home):
+    import threading
+
+    first = FirstFigures.start(sqlite_url, _filters(), loopmeter_home)
+    waiter = threading.Thread(target=first.take, args=(_filters(),))
+    waiter.start()
+    first.close()  # the dashboard quit while its worker waited for the figures
+    waiter.join(timeout=10)
+    assert not waiter.is_alive()
+    with pytest.raises(ChildProcessError):
+        os.waitpid(first.pid, os.WNOHANG)
+
+
 async def _spend_shown(app: LoopmeterApp, pilot) -> str:
     box = app.query_one("#kpi-spend")
     for _ in range(2000):
