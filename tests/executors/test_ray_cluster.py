@@ -384,3 +384,44 @@ def test_a_node_removed_mid_cell_has_its_cell_rescheduled(ray_executor: Any, pg_
     assert row.passed and json.loads(row.detail)["node"] != node_label  # ran again on the other node
     with cluster._node_env():  # back to two sandbox nodes for whatever runs next
         cluster.workers.append(cluster.cluster.add_node(**NODE_ARGS))
+
+
+def test_ctrl_c_on_the_cli_cancels_every_cell_and_eval_resume_finishes_them(cluster: RayTestCluster, pg_store: Any,
+                                                                            tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    from loopmeter.evals.status import eval_status
+    from loopmeter.store import Run
+    from tests.conftest import loopmeter_cmd
+
+    suite = slow_suite(tmp_path / "suite", 2, 30)
+    url = pg_store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    env = {**os.environ, "LOOPMETER_HOME": str(tmp_path / "home"), "LOOPMETER_DB_URL": url,
+           "RAY_ADDRESS": cluster.address}  # --ray-address falls back to it
+    proc = subprocess.Popen(loopmeter_cmd("eval", "run", str(suite), "--agent", "oracle", "--executor", "ray",
+                                          "--json"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def both_running() -> str | None:
+            runs = [r for r in _all(pg_store, Run) if r.kind == "eval" and r.task_id is None]
+            return runs[0].id if runs and len(eval_status(pg_store, runs[0].id)["running"]) == 2 else None
+
+        run_id = _wait_for(both_running, 120, "both cells running")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    after = eval_status(pg_store, run_id)
+    assert (after["status"], after["pending"], after["running"], after["done"]) == ("cancelled", 2, [], 0)
+
+    for solve in suite.glob("*/solution/solve.sh"):
+        solve.write_text("echo done > done.txt\n")
+    out = subprocess.run(loopmeter_cmd("eval", "resume", run_id, "--executor", "ray", "--json"), env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    (oracle,) = summary["configs"]
+    assert (oracle["n_tasks"], oracle["pass_rate"], oracle["errors"]) == (2, 1.0, 0)
+    assert eval_status(pg_store, run_id)["done"] == 2
