@@ -41,11 +41,24 @@ def _identity(url_or_path: str) -> str:
     return str(repo_identity(url_or_path))
 
 
+def _repo_filter(value: str) -> str:
+    """--repo as a repository identity: a URL as it is, a local clone by its origin (else its top)."""
+    import os
+
+    from loopmeter.outcomes.identity import find_checkout, is_remote
+
+    if not is_remote(value) and os.path.isdir(value):
+        checkout = find_checkout(os.path.abspath(value))
+        if checkout is not None:
+            return checkout.identity
+    return _identity(value)
+
+
 def _attribution(since: str | None, repo: str | None) -> Any:
     from loopmeter.outcomes.attribution import attribute
     from loopmeter.store import default_store
 
-    return attribute(default_store(), repo=_identity(repo) if repo else None, since=_since(since))
+    return attribute(default_store(), repo=_repo_filter(repo) if repo else None, since=_since(since))
 
 
 @app.callback()

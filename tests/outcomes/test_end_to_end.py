@@ -153,6 +153,10 @@ def test_prs_cost_their_sessions_usage_and_rates_come_out_as_constructed(world):
                 "cost_per_merged_pr_usd"):
         assert key in rows["codex"]
 
+    by_path = json.loads(run(env, "outcomes", "prs", "--json", "--repo", str(world["repo"] / "src")))
+    assert sorted(p["number"] for p in by_path["prs"]) == [1, 2, 3, 4, 5]  # a clone's folder names its origin
+    assert json.loads(run(env, "outcomes", "prs", "--json", "--repo", "https://github.com/acme/other"))["prs"] == []
+
     compare = run(env, "outcomes", "compare", "--agent", "claude-code", "--agent", "codex")
     assert compare.count("no detectable difference") == 3  # two PRs an arm: every interval contains 0
 
