@@ -2,7 +2,7 @@
 
 The check is hostile code running in the sandbox with the worktree writable: it can replace
 `tests/` or anything in it with a link to a host path. Copying in and out goes through
-loopmeter.safefs (see evals/task.py), so no link is followed and nothing outside the worktree
+loopmeter.safefs (see loopmeter/tasks.py), so no link is followed and nothing outside the worktree
 is written or deleted; what could not be restored safely ends the attempt with an error.
 """
 

@@ -56,7 +56,7 @@ def open_repo(path: Path) -> git.Repo:
 def repo_from_dir(source: Path, dest: Path | None = None) -> Path:
     """Copy `source` (a task's repo/) to a fresh git repository with one commit.
 
-    Links in it are copied as links, never followed; a `.git` in it is refused (evals.task.copy_task_repo)."""
+    Links in it are copied as links, never followed; a `.git` in it is refused (tasks.copy_task_repo)."""
     import subprocess
 
     from loopmeter.hostgit import HostGit, clean_env, repo_layout
