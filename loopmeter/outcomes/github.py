@@ -239,9 +239,13 @@ def pr_row(identity: str, item: dict[str, Any], reviews: list[dict[str, Any]],
         agents.add(bot)
     head: dict[str, Any] = item["head"] if isinstance(item.get("head"), dict) else {}
     base: dict[str, Any] = item["base"] if isinstance(item.get("base"), dict) else {}
+    branch = str(head.get("ref") or "")[:256] or None
+    head_repo, base_repo = (_full_name(x) for x in (head, base))
+    if branch and head_repo and base_repo and head_repo != base_repo:  # from a fork: not this repository's branch
+        branch = f"{head_repo.split('/')[0]}:{branch}"
     return {
         "repo": identity, "number": int(item["number"]), "host": "github",
-        "title": str(item.get("title") or "")[:1000], "branch": str(head.get("ref") or "")[:256] or None,
+        "title": str(item.get("title") or "")[:1000], "branch": branch,
         "base": str(base.get("ref") or "")[:256] or None, "state": state, "author": author,
         "author_is_bot": is_bot, "created_at": created, "merged_at": merged, "closed_at": closed,
         "merge_sha": (str(item["merge_commit_sha"])[:64].lower() if merged and item.get("merge_commit_sha") else None),
@@ -252,6 +256,12 @@ def pr_row(identity: str, item: dict[str, Any], reviews: list[dict[str, Any]],
         "reverts": trailers.reverted_pr(item.get("body") if isinstance(item.get("body"), str) else None),
         "shas": json.dumps(shas),
     }
+
+
+def _full_name(side: dict[str, Any]) -> str | None:
+    repo = side.get("repo")
+    name = repo.get("full_name") if isinstance(repo, dict) else None
+    return name.lower() if isinstance(name, str) else None
 
 
 @dataclass

@@ -158,3 +158,11 @@ def test_prs_read_before_a_failure_are_kept_and_the_cursor_stays(store, db):
         with github.Client(srv.url, "t0k") as client:
             assert sync_github(db, client, "o/r", ident, since=None, now=NOW)["prs"] == 6
     assert set(_prs(store)) == set(range(1, 7))
+
+
+def test_a_fork_prs_branch_is_named_with_its_owner_so_local_sessions_never_match_it():
+    item = pr(3, "main", created="2026-11-01T10:00:00Z")
+    item["head"]["repo"] = {"full_name": "mallory/r"}
+    assert github.pr_row("github.com/o/r", item, [], [])["branch"] == "mallory:main"
+    item["head"]["repo"] = {"full_name": "O/R"}
+    assert github.pr_row("github.com/o/r", item, [], [])["branch"] == "main"
