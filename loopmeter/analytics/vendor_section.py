@@ -16,20 +16,18 @@ from loopmeter.analytics import tiers
 from loopmeter.analytics.filters import Filters
 from loopmeter.vocab import Tier
 
-INACTIVE = '%"active": false%'  # a Cursor daily row for someone who did not use it that day
 OTHER_DIMENSIONS = ("agent", "provider", "source", "project", "repo")  # vendor figures carry none of these
 
 
 def _activity_query(filters: Filters, by_date: bool) -> Any:
-    from sqlalchemy import distinct, func, or_, select
+    from sqlalchemy import distinct, func, select
 
     from loopmeter.store import models
 
     t = models.VendorUsage.__table__  # type: ignore[attr-defined]
     person = func.coalesce(t.c.user, t.c.vendor_user)
     keys = [t.c.date, t.c.vendor] if by_date else [t.c.vendor]
-    stmt = (select(*keys, func.count(distinct(person)), func.sum(t.c.credits), func.count())
-            .where(or_(t.c.extra.is_(None), t.c.extra.not_like(INACTIVE))).group_by(*keys))
+    stmt = select(*keys, func.count(distinct(person)), func.sum(t.c.credits), func.count()).group_by(*keys)
     since, until = tiers.utc_days(filters)
     if since:
         stmt = stmt.where(t.c.date >= since)

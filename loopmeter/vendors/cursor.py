@@ -131,7 +131,7 @@ def fetch_events(ctx: SyncContext) -> Iterator[VendorRow]:
                    "token_usd": None if fig.token_usd is None else round(fig.token_usd, 8)})
 
 
-def _daily_row(row: dict[str, Any]) -> VendorRow:
+def _daily_row(row: dict[str, Any]) -> VendorRow | None:
     d = day(row.get("day") or row["date"])
     who = text(row.get("email")) or text(row.get("userId"))
     if who is None:
@@ -142,6 +142,8 @@ def _daily_row(row: dict[str, Any]) -> VendorRow:
     extra["most_used_model"] = text(row.get("mostUsedModel"))
     extra.update({name: value for name, value in zip(REQUEST_FIELDS, requests, strict=True)})
     known = [r for r in requests if r is not None]
+    if extra["active"] is False and not any(known) and not any(extra[k] for k in LINE_FIELDS.values()):
+        return None  # a paged answer lists every member: someone who did nothing that day is no figure
     return VendorRow(key=f"{d}/{who}", date=d, tier=Tier.VENDOR, vendor_user=who,
                      requests=sum(known) if known else None, extra=extra)
 

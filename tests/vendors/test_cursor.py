@@ -157,3 +157,14 @@ def test_unreadable_paging_is_one_error_and_keeps_what_is_stored(store, loopmete
     results = run_sync(store, loopmeter_home, "cursor", server.url, ENV, now=NOW + timedelta(hours=1))
     assert "currentPage" in results[0].error and "\n" not in results[0].error
     assert stored(store, "cursor", "filtered-usage-events") == before  # the other reports still sync
+
+
+def test_members_who_did_nothing_that_day_are_no_rows(store, loopmeter_home, server):
+    idle = dict(server.team.daily[0], userId="user_99999", email="idle@example.com", isActive=False,
+                acceptedLinesAdded=0, acceptedLinesDeleted=0, totalTabsShown=0, totalTabsAccepted=0,
+                composerRequests=0, chatRequests=0, agentRequests=0, usageBasedReqs=0)
+    server.team.daily.append(idle)
+    results = run_sync(store, loopmeter_home, "cursor", server.url, ENV)
+    assert results[1].error is None and results[1].malformed == 0
+    daily = stored(store, "cursor", "daily-usage-data")
+    assert len(daily) == 30 and "idle@example.com" not in {r["vendor_user"] for r in daily}
