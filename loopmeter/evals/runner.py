@@ -343,7 +343,13 @@ def start_eval(suite_ref: str | Path, agent_specs: list[str], options: EvalOptio
     if options.epochs < 1 or options.concurrency < 1:
         raise LoopmeterError("--epochs and --concurrency must be >= 1")
     if suite.kind == "repo":
-        check_agents(configs, options.api_base)
+        if (executor if isinstance(executor, str) else executor.name) == "local":
+            check_agents(configs, options.api_base)
+        else:  # installed CLIs and keys are each node's own: only the names are checked here
+            from loopmeter.agents.base import get_backend
+
+            for c in configs:
+                get_backend(c.agent)
         from loopmeter.policies import load_policy
 
         for ref in sorted({str(task_policy(t, options.policy)) for t in suite.tasks}):

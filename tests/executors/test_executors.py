@@ -40,6 +40,19 @@ def test_an_unknown_executor_is_bad_input(store) -> None:
     assert store.count(Run) == 0
 
 
+def test_local_evals_check_the_agents_here(store) -> None:
+    import shutil
+
+    from loopmeter.evals.runner import EvalOptions, start_eval
+
+    if shutil.which("aider"):
+        pytest.skip("aider is installed here")
+    with pytest.raises(LoopmeterError, match="agent aider is not available"):
+        start_eval(GOLD, ["oracle", "aider"], EvalOptions(), store=store)
+    with pytest.raises(LoopmeterError, match="no-such-agent"):
+        start_eval(GOLD, ["no-such-agent"], EvalOptions(), store=store, executor="ray")  # names: before Ray
+
+
 def test_ray_without_an_address_says_how_to_give_one(store, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("ray")
     from loopmeter.executors.ray_executor import RayExecutor
