@@ -105,30 +105,42 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _rate_wait(self, resp: httpx.Response) -> float | None:
-        """Seconds to wait when `resp` is a rate limit, else None (a plain 403 is a refusal)."""
-        if resp.status_code not in (403, 429):
+    def _rate_wait(self, status: int, headers: httpx.Headers) -> float | None:
+        """Seconds to wait when the answer is a rate limit, else None (a plain 403 is a refusal)."""
+        if status not in (403, 429):
             return None
-        retry_after = resp.headers.get("Retry-After")
+        retry_after = headers.get("Retry-After")
         if retry_after is not None:
             try:
                 return max(0.0, float(retry_after))
             except ValueError:
                 return 60.0
-        if resp.headers.get("X-RateLimit-Remaining") == "0" and resp.headers.get("X-RateLimit-Reset"):
+        if headers.get("X-RateLimit-Remaining") == "0" and headers.get("X-RateLimit-Reset"):
             try:
-                return max(0.0, float(resp.headers["X-RateLimit-Reset"]) - self.clock()) + 1.0
+                return max(0.0, float(headers["X-RateLimit-Reset"]) - self.clock()) + 1.0
             except ValueError:
                 return 60.0
-        return 60.0 if resp.status_code == 429 else None
+        return 60.0 if status == 429 else None
 
-    def get(self, url: str, params: dict[str, Any] | None = None) -> tuple[Any, httpx.Response]:
-        """One GET as JSON, with the waits and retries; GitHubError when it cannot be had."""
+    def _fetch(self, url: str, params: dict[str, Any] | None) -> tuple[int, httpx.Headers, bytes]:
+        """Status, headers and body, the body read up to MAX_BODY bytes (a bigger one is an error)."""
+        with self._http.stream("GET", url, params=params) as resp:
+            chunks, size = [], 0
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > MAX_BODY:
+                    raise GitHubError(f"GitHub's answer to {_path(url)} is over {MAX_BODY // 2**20} MiB")
+                chunks.append(chunk)
+            return resp.status_code, resp.headers, b"".join(chunks)
+
+    def get(self, url: str, params: dict[str, Any] | None = None) -> tuple[Any, httpx.Headers]:
+        """One GET as JSON (and the answer's headers), with the waits and retries; GitHubError
+        when it cannot be had."""
         failures = 0
         while True:
             self.requests += 1
             try:
-                resp = self._http.get(url, params=params)
+                status, headers, body = self._fetch(url, params)
             except httpx.TransportError as exc:
                 failures += 1
                 if failures > self.retries:
@@ -136,7 +148,7 @@ class Client:
                                       hint="check --api-url / GITHUB_API_URL and the network") from None
                 self.sleep(self.backoff_s * 2 ** (failures - 1))
                 continue
-            wait = self._rate_wait(resp)
+            wait = self._rate_wait(status, headers)
             if wait is not None:
                 if wait > self.max_wait_s:
                     raise GitHubError(f"GitHub rate limit: the next request is allowed in {wait:.0f} s",
@@ -144,26 +156,24 @@ class Client:
                 self.waited_s += wait
                 self.sleep(wait)
                 continue
-            if resp.status_code >= 500:
+            if status >= 500:
                 failures += 1
                 if failures > self.retries:
-                    raise GitHubError(f"GitHub answered {resp.status_code} to {_path(url)} "
-                                      f"{failures} times", hint="the code host is failing; try again later")
+                    raise GitHubError(f"GitHub answered {status} to {_path(url)} {failures} times",
+                                      hint="the code host is failing; try again later")
                 self.sleep(self.backoff_s * 2 ** (failures - 1))
                 continue
-            if resp.status_code == 401:
+            if status == 401:
                 raise GitHubError("GitHub refused the token (401 Bad credentials)",
                                   hint="loopmeter auth set github, or set GITHUB_TOKEN to a valid token")
-            if resp.status_code in (403, 404):
-                raise GitHubError(f"GitHub answered {resp.status_code} to {_path(url)}",
+            if status in (403, 404):
+                raise GitHubError(f"GitHub answered {status} to {_path(url)}",
                                   hint="check OWNER/REPO and that the token can read it")
-            if resp.status_code != 200:
-                raise GitHubError(f"GitHub answered {resp.status_code} to {_path(url)}")
-            if len(resp.content) > MAX_BODY:
-                raise GitHubError(f"GitHub's answer to {_path(url)} is over {MAX_BODY // 2**20} MiB")
+            if status != 200:
+                raise GitHubError(f"GitHub answered {status} to {_path(url)}")
             try:
-                return resp.json(), resp
-            except ValueError:
+                return json.loads(body), headers
+            except (ValueError, UnicodeDecodeError):
                 raise GitHubError(f"GitHub's answer to {_path(url)} is not JSON",
                                   hint="check --api-url points at a GitHub REST API") from None
 
@@ -173,12 +183,12 @@ class Client:
         for _ in range(MAX_PAGES):
             if next_url is None:
                 return
-            body, resp = self.get(next_url, params)
+            body, headers = self.get(next_url, params)
             params = None  # the next link carries the query
             if not isinstance(body, list):
                 raise GitHubError(f"GitHub's answer to {_path(next_url)} is not a list")
             yield [item for item in body if isinstance(item, dict)]
-            m = _LINK_NEXT.search(resp.headers.get("Link", ""))
+            m = _LINK_NEXT.search(headers.get("Link", ""))
             next_url = m.group(1) if m else None
             if next_url and not _same_origin(next_url, self.base_url):
                 raise GitHubError(f"GitHub's next-page link leaves {self.base_url}")

@@ -166,3 +166,11 @@ def test_a_fork_prs_branch_is_named_with_its_owner_so_local_sessions_never_match
     assert github.pr_row("github.com/o/r", item, [], [])["branch"] == "mallory:main"
     item["head"]["repo"] = {"full_name": "O/R"}
     assert github.pr_row("github.com/o/r", item, [], [])["branch"] == "main"
+
+
+def test_an_oversized_answer_is_one_error_not_memory(store, db):
+    srv = _server(1)
+    srv.fail("/repos/o/r/pulls", 200, body=b" " * (github.MAX_BODY + 1))
+    with srv, github.Client(srv.url, "t0k") as client, pytest.raises(github.GitHubError) as err:
+        sync_github(db, client, "o/r", ident, since=None, now=NOW)
+    assert err.value.message == "GitHub's answer to /repos/o/r/pulls is over 32 MiB"
