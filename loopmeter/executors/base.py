@@ -115,6 +115,32 @@ def run_cell(spec: CellSpec, store: Any, *, node: str | None = None) -> CellResu
             "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=12)[-4000:]})
 
 
+def stored_result(store: Any, spec: CellSpec) -> CellResult | None:
+    """The result this cell already has in the store (its worker stored it, then died before returning;
+    or another resume ran it): a retry returns it instead of running the cell again."""
+    from sqlmodel import select
+
+    from loopmeter.evals.runner import CellResult
+    from loopmeter.store import EvalResult
+
+    config, task_id, epoch = spec.key
+    with store.session() as s:
+        row = s.exec(select(EvalResult).where(EvalResult.run_id == spec.run_id, EvalResult.config == config,
+                                              EvalResult.task_id == task_id, EvalResult.epoch == epoch)).first()
+    if row is None:
+        return None
+    try:
+        detail = json.loads(row.detail or "{}")
+    except ValueError:
+        detail = {}
+    return CellResult(
+        passed=bool(row.passed), score=row.score, wall_s=row.wall_s, latency_ms=row.latency_ms,
+        attempt_id=row.attempt_id, input_tokens=row.input_tokens, cache_read_tokens=row.cache_read_tokens,
+        cache_write_tokens=row.cache_write_tokens, output_tokens=row.output_tokens,
+        reasoning_tokens=row.reasoning_tokens, cost_usd=row.cost_usd, error_kind=row.error_kind,
+        detail=detail if isinstance(detail, dict) else {})
+
+
 def child_runs(store: Any, eval_run_id: str) -> list[Any]:
     """The child runs (one per coding cell attempt) of an eval run, read from their eval_meta."""
     from sqlmodel import select

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loopmeter.errors import LoopmeterError
-from loopmeter.executors.base import CellSpec, end_child_runs, run_cell, store_for
+from loopmeter.executors.base import CellSpec, end_child_runs, run_cell, store_for, stored_result
 from loopmeter.vocab import AttemptStatus, RunStatus
 
 if TYPE_CHECKING:
@@ -132,6 +132,9 @@ def cell_task(spec: CellSpec, task_files: bytes | None) -> CellResult:
         spec = replace(spec, cell=replace(spec.cell, task=task))
     store = store_for(spec)
     try:
+        done = stored_result(store, spec)
+        if done is not None:
+            return done
         res = run_cell(spec, store, node=node)
         res.detail["node"] = node
         if res.error_kind != "cancelled":

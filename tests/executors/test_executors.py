@@ -134,3 +134,27 @@ def test_eval_status_counts_the_cells_of_a_local_eval(tmp_path: Path) -> None:
     assert status["executor"] == "local"
     text = cli(home, "eval", "status", run["run_id"]).stdout
     assert "4 cells: 0 pending, 0 running, 4 done (2 passed), 2 failed" in text
+
+
+@pytest.mark.skipif(not probe_bwrap().usable, reason="bubblewrap is not usable here")
+def test_a_stored_cell_is_returned_not_run_again(store, tmp_path: Path) -> None:
+    import shutil
+
+    from loopmeter.evals.runner import EvalOptions, cell_specs, plan, start_eval
+    from loopmeter.evals.suite import load_suite
+    from loopmeter.executors.base import stored_result
+
+    suite_dir = tmp_path / "suite"
+    shutil.copytree(GOLD / "fix-pagination", suite_dir / "fix-pagination")
+    outcome = start_eval(suite_dir, ["oracle"], EvalOptions(), store=store)
+    suite = load_suite(suite_dir)
+    stored, fresh = cell_specs(outcome.run_id, suite, plan(suite, parse(["oracle"]), 2), EvalOptions(), store)
+    res = stored_result(store, stored)
+    assert res is not None and res.passed and res.error_kind is None and res.attempt_id
+    assert stored_result(store, fresh) is None  # epoch 1 was never run
+
+
+def parse(specs: list[str]):
+    from loopmeter.evals.runner import parse_configs
+
+    return parse_configs(specs, "repo")
