@@ -20,8 +20,11 @@ _COLUMNS = ", ".join(f'"{c}"' for c in USAGE_FIELDS)
 # every commit; created on a connection's first batch.
 STAGE = f"CREATE TEMP TABLE IF NOT EXISTS usage_in ON COMMIT DELETE ROWS AS SELECT {_COLUMNS} FROM usage WITH NO DATA"
 COPY = f"COPY usage_in ({_COLUMNS}) FROM STDIN"
-INSERT = rollup.add_inserted_sql(
-    f"INSERT INTO usage ({_COLUMNS}) SELECT {_COLUMNS} FROM usage_in ON CONFLICT (key) DO NOTHING RETURNING *")
+# ORDER BY key: writers that insert the same keys (a resumed session's log repeats earlier
+# calls) take their locks in one order, so concurrent batches wait for each other instead of
+# deadlocking; the rollup's upsert orders its hours the same way.
+INSERT = rollup.add_inserted_sql(f"INSERT INTO usage ({_COLUMNS}) SELECT {_COLUMNS} FROM usage_in ORDER BY key "
+                                 "ON CONFLICT (key) DO NOTHING RETURNING *")
 
 
 def insert_usage(conn: Any, params: list[UsageParams]) -> int:
@@ -32,6 +35,7 @@ def insert_usage(conn: Any, params: list[UsageParams]) -> int:
         return 0
     with conn.cursor() as cur:
         cur.execute("SET LOCAL client_min_messages = warning")  # no NOTICE for the existing table
+        cur.execute("SET LOCAL TIME ZONE 'UTC'")  # the times are UTC text; ts is a timestamptz
         cur.execute(STAGE)
         with cur.copy(COPY) as copy:
             for row in params:

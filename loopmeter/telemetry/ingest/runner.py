@@ -15,7 +15,6 @@ written again after a kill adds nothing.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import json
@@ -307,7 +306,6 @@ class IngestState:
     # 1.9 s for what one does in 1.1 s.
     out_queue: Any = None
     abort: Any = None  # set by the parent when it stops writing (an error, Ctrl-C): workers stop too
-    write_lock: Any = None  # in workers that write themselves (not SQLite): held around each batch
     checkouts: dict[str, Checkout | None] = field(default_factory=dict)  # by session cwd, found once
 
     def sink(self, db_url: str, store: Store | None) -> Any:
@@ -400,23 +398,20 @@ def _lines(part: Part, src: Source, fh: Any, stats: ReadStats) -> Iterator[bytes
 
 
 class _Writer:
-    """Rows, their sessions and cursors of a task, written together in batches (under the
-    write lock, if any)."""
+    """Rows, their sessions and cursors of a task, written together in batches."""
 
-    def __init__(self, sink: Any, state: IngestState, lock: Any = None):
+    def __init__(self, sink: Any, state: IngestState):
         self.sink, self.state = sink, state
         self.rows: list[UsageParams] = []
         self.cursors: list[dict[str, Any]] = []  # cursors of parts whose rows are all in self.rows or stored
         self.sessions: dict[str, dict[str, SessionSeen]] = {}  # by source: the parsers' FileContext.sessions
         self.added = 0
-        self.lock = lock or contextlib.nullcontext()
 
     def flush(self, *extra_cursors: dict[str, Any]) -> None:
         cursors = [*self.cursors, *extra_cursors]
         if self.rows or cursors:
             sessions = _session_rows(self.sessions, self.state.checkouts)
-            with self.lock:
-                self.added += self.sink.write(self.rows, cursors, sessions)
+            self.added += self.sink.write(self.rows, cursors, sessions)
         self.rows, self.cursors = [], []
 
 
@@ -490,7 +485,8 @@ def run_task(t: Task, state: IngestState, store: Store | None = None) -> TaskRes
     if state.out_queue is not None and _is_sqlite_file(t.db_url):
         writer = _Writer(_QueueSink(state, t.index), state)
     else:
-        writer = _Writer(state.sink(t.db_url, store), state, state.write_lock)
+        # PostgreSQL takes the workers' batches side by side (pg_writer orders its locks)
+        writer = _Writer(state.sink(t.db_url, store), state)
     table = default_price_table()
     results = [_read_part(part, writer, table, t.batch_rows) for part in t.parts]
     writer.flush()
@@ -647,8 +643,7 @@ def _run_tasks(
 
         ctx = multiprocessing.get_context("fork")
         queued = _is_sqlite_file(db_url)
-        shared = IngestState(out_queue=ctx.Queue(maxsize=8),  # bounded: memory stays flat
-                             abort=ctx.Event(), write_lock=None if queued else ctx.Lock())
+        shared = IngestState(out_queue=ctx.Queue(maxsize=8), abort=ctx.Event())  # bounded: memory stays flat
         next_task = ctx.Value("i", 0)
         procs = [ctx.Process(target=_worker, args=(tasks, next_task, shared), name=f"loopmeter-ingest-{i}")
                  for i in range(min(workers, len(tasks)))]
