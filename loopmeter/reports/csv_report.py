@@ -45,6 +45,9 @@ def render(r: dict[str, Any]) -> str:
         for k, val in v.items():
             if k != "vendor":
                 w.writerow(["vendor", v["vendor"], k, "" if val is None else val])
+    for c in sec.get("checks", []):
+        for k in ("since", "unit", "vendor_says", "stored"):
+            w.writerow(["vendor_check", f"{c['vendor']}/{c['check']}", k, "" if c[k] is None else c[k]])
     for d in sec.get("days", []):
         for k, val in d.items():
             if k not in ("date", "vendor"):

@@ -7,7 +7,7 @@ from typing import Any
 
 from loopmeter.reports import fmt, svg
 from loopmeter.reports.kpi_rows import kpi_rows
-from loopmeter.reports.tables import TABLES, VENDOR_NOTE, eval_rows, table_rows, vendor_rows
+from loopmeter.reports.tables import TABLES, VENDOR_NOTE, check_text, eval_rows, table_rows, vendor_rows
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:980px;color:#1d2330;padding:0 1rem}
@@ -101,7 +101,9 @@ def render(r: dict[str, Any]) -> str:
     sec = r.get("vendors")
     if sec is not None:
         vh, vrows, dh, drows = vendor_rows(sec)
+        checks = "".join(f"<li>{escape(check_text(c))}</li>" for c in sec.get("checks", []))
         out += ["<h2>Vendors</h2>", f'<p class="meta">{escape(VENDOR_NOTE)}</p>', _table(vh, vrows),
+                f"<ul>{checks}</ul>" if checks else "",
                 "<h2>Vendors by day</h2>", _table(dh, drows)]
     ev = r.get("evals")
     if ev is not None:

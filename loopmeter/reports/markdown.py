@@ -7,7 +7,7 @@ from typing import Any
 
 from loopmeter.reports import fmt
 from loopmeter.reports.kpi_rows import kpi_rows
-from loopmeter.reports.tables import TABLES, VENDOR_NOTE, eval_rows, table_rows, vendor_rows
+from loopmeter.reports.tables import TABLES, VENDOR_NOTE, check_text, eval_rows, table_rows, vendor_rows
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -37,6 +37,7 @@ def render(r: dict[str, Any]) -> str:
     if sec is not None:
         vh, vrows, dh, drows = vendor_rows(sec)
         out += ["## Vendors", "", VENDOR_NOTE, "", md_table(vh, vrows) if vrows else "_no vendor figures_", ""]
+        out += [f"- {check_text(c)}" for c in sec.get("checks", [])] + ([""] if sec.get("checks") else [])
         if drows:
             out += ["### Vendors by day", "", md_table(dh, drows), ""]
     ev = r.get("evals")

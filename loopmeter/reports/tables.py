@@ -106,3 +106,13 @@ def vendor_rows(sec: dict[str, Any]) -> tuple[list[str], list[list[str]], list[s
              fmt.money(d["vendor_usd"]), fmt.money(d["measured_usd"]), fmt.num(d["active_users"]),
              fmt.num(d["credits"], 2)] for d in sec["days"]]
     return VENDOR_HEADERS, vendors, VENDOR_DAY_HEADERS, days
+
+
+def check_text(c: dict[str, Any]) -> str:
+    """One line per check, the same on every face."""
+    def show(v: float | None) -> str:
+        return fmt.money(v) if c["unit"] == "usd" else f"{fmt.num(v, 2)} credits"
+
+    since = f" since {c['since']}" if c["since"] else ""
+    stored = f"; stored for those days: {show(c['stored'])}" if c["stored"] is not None else ""
+    return f"{c['vendor']} {c['check']}{since}: {show(c['vendor_says'])}{stored}"

@@ -14,6 +14,7 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 
 from loopmeter.reports import fmt
+from loopmeter.reports.tables import check_text
 from loopmeter.safe_text import printable
 from loopmeter.tui.base import DataTab, PagedTable
 
@@ -66,11 +67,12 @@ class VendorsTab(DataTab):
         else:
             summary = ("spend per UTC day and vendor from the best tier present: billed > vendor estimate > "
                        "measured (reported/calculated); never two tiers added")
-        return summary, vendors, days
+        checks = [printable(check_text(c)) for c in sec["checks"]]
+        return "\n".join([summary, *checks]), vendors, days
 
     def show(self, result: tuple[str, list[tuple[Any, ...]], list[tuple[Any, ...]]]) -> None:
         summary, vendors, days = result
-        self.query_one("#vendors-summary", Static).update(summary)
+        self.query_one("#vendors-summary", Static).update(Text(summary))
         table = self.query_one("#vendors-table", DataTable)
         table.clear()
         table.add_rows(vendors)

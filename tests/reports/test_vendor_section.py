@@ -41,6 +41,9 @@ def test_every_format_has_the_vendors_section_with_tiers(synced):
     assert "## Vendors" in md and "two tiers are never added" in md
     assert f"| cursor | {fmt.money(vendors['cursor']['cost_usd'])} | billed |" in md
     assert "| windsurf |" in md and "### Vendors by day" in md
+    cycle = next(c for c in sec["checks"] if c["vendor"] == "cursor")
+    assert cycle["vendor_says"] == pytest.approx(cursor_usd, abs=1e-4) and cycle["stored"] == pytest.approx(cursor_usd)
+    assert f"- cursor billing cycle spend (/teams/spend) since {cycle['since']}: {fmt.money(cursor_usd)}" in md
 
     html = _run("--format", "html").stdout
     assert "<h2>Vendors</h2>" in html and "<h2>Vendors by day</h2>" in html
@@ -52,6 +55,9 @@ def test_every_format_has_the_vendors_section_with_tiers(synced):
     spend = next(r for r in rows if r["section"] == "vendor" and r["name"] == "cursor" and r["metric"] == "cost_usd")
     assert float(spend["value"]) == pytest.approx(cursor_usd, abs=1e-5)
     assert any(r["section"] == "vendor_day" and r["metric"] == "tier" for r in rows)
+    said = next(r for r in rows if r["section"] == "vendor_check" and r["name"].startswith("cursor/")
+                and r["metric"] == "vendor_says")
+    assert float(said["value"]) == pytest.approx(cursor_usd, abs=1e-4)
 
 
 def test_without_vendor_figures_the_section_is_measured_spend_only(seeded):

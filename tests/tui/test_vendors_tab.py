@@ -38,6 +38,13 @@ async def test_vendors_tab_shows_spend_per_vendor_and_tier(seeded, loopmeter_hom
         # the seeded local logs are measured spend, their own vendors and tiers
         assert vendors["anthropic"][2] in ("calculated", "reported", "reported + calculated")
 
+        # Cursor's cycle total (/teams/spend) beside the stored charges since the cycle start: a check, not a row
+        cursor_usd = fmt.money(totals["cursor"]["charged_cents"] / 100)
+        summary = str(app.query_one("#vendors-summary").render())
+        assert f"cursor billing cycle spend (/teams/spend) since 2026-02-26: {cursor_usd}; " \
+               f"stored for those days: {cursor_usd}" in summary
+        assert "windsurf billing cycle credits (UserPageAnalytics)" in summary
+
         days = _cells(app.query_one("#vendors-days"))
         assert days[0][0] >= days[-1][0]  # newest day first
         cursor_days = [d for d in days if d[1] == "cursor"]
