@@ -182,6 +182,9 @@ class Connector:
     reports: tuple[Report, ...]
     lookback_days: int = 30  # the first sync reads this far back (unless --since)
     overlap_days: int = 3  # later syncs re-read this many days before the last one read
+    # [vendors.NAME] settings it cannot be read without: a sync that names no vendor skips it while
+    # one is missing (a GITHUB_TOKEN exported for other tools does not make Copilot a vendor in use)
+    required_options: tuple[str, ...] = ()
 
     @property
     def env_var(self) -> str:
@@ -608,6 +611,8 @@ def sync(store: Any, settings: Any, names: list[str] | None = None, *, api_url_o
         options = dict(settings.vendors.get(conn.name, {}))
         base = api_url(conn, options, api_url_override)
         options.pop("api_url", None)
+        if not names and any(options.get(o) in (None, "") for o in conn.required_options):
+            continue  # not set up for this vendor
         try:
             key = vendor_key(conn, env)
         except VendorAuthError as exc:
@@ -683,7 +688,7 @@ def _sync_report(store: Any, conn: Connector, report: Report, http: VendorHttp, 
         cursor = {**ctx.cursor_out, "through": today.isoformat()}
         vstore.save_cursor(store, conn.name, report.name, cursor=cursor, synced_at=now, rows=result.rows,
                            error=None, now=now)
-    except VendorError as exc:
+    except (VendorError, ConfigError) as exc:  # a vendor's answer, or a [vendors.NAME] setting it needs
         result.error, result.hint = http.scrub(exc.message), exc.hint
         vstore.save_cursor(store, conn.name, report.name, synced_at=None, error=result.error, now=now)
     result.seconds = time.monotonic() - started

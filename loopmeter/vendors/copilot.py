@@ -154,4 +154,5 @@ CONNECTOR = Connector(
     auth=_auth,
     reports=(Report("metrics/users-1-day", fetch_metrics), Report("billing/premium_request", fetch_billing)),
     overlap_days=4,  # reports can lag two days behind
+    required_options=("org",),
 )

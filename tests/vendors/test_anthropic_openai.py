@@ -298,3 +298,14 @@ def test_auth_set_knows_the_vendor_key_names(loopmeter_home):
     assert {"anthropic-admin", "openai-admin", "cursor-admin", "windsurf", "github"} <= set(keys)
     assert keys["cursor-admin"]["present"] and keys["cursor-admin"]["env_var"] == "CURSOR_ADMIN_API_KEY"
     assert "x" * 12 not in out.stdout
+
+
+def test_a_vendor_missing_a_setting_it_needs_is_skipped_unless_named(store, loopmeter_home):
+    from loopmeter.vendors.base import sync
+
+    env = {"GITHUB_TOKEN": "ghp_" + "x" * 20}  # exported for other tools; no [vendors.copilot] org
+    assert sync(store, Settings(home=loopmeter_home), None, env=env, now=NOW) == []
+    results = sync(store, Settings(home=loopmeter_home), ["copilot"], api_url_override="http://127.0.0.1:9",
+                   env=env, now=NOW)
+    assert results and all("[vendors.copilot] org" in r.error for r in results)
+    assert all("org =" in r.hint for r in results)
