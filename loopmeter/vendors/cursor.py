@@ -73,7 +73,7 @@ class _DayFigure:
     """Usage events of one day, user and model, summed."""
 
     events: int = 0
-    charged_usd: float = 0.0
+    charged_usd: float | None = None  # None while no event said chargedCents (never $0 for unknown)
     tokens: dict[str, int | None] = field(default_factory=lambda: dict.fromkeys(
         ("input", "output", "cache_read", "cache_write")))
     token_usd: float | None = None
@@ -95,7 +95,8 @@ class _DayFigure:
         kind = text(event.get("kind"), 64) or "unknown"
         # everything read: now add (a malformed event changes nothing)
         self.events += 1
-        self.charged_usd += charged or 0.0
+        if charged is not None:
+            self.charged_usd = (self.charged_usd or 0.0) + charged
         for name, value in tokens.items():
             if value is not None:
                 self.tokens[name] = (self.tokens[name] or 0) + value
@@ -124,7 +125,7 @@ def fetch_events(ctx: SyncContext) -> Iterator[VendorRow]:
     for (d, who, model), fig in sorted(figures.items(), key=lambda kv: tuple(str(p) for p in kv[0])):
         yield VendorRow(
             key=f"{d}/{who}/{model}", date=d, tier=Tier.BILLED, vendor_user=who, model=model,
-            cost_usd=round(fig.charged_usd, 8), requests=fig.events,
+            cost_usd=None if fig.charged_usd is None else round(fig.charged_usd, 8), requests=fig.events,
             input_tokens=fig.tokens["input"], output_tokens=fig.tokens["output"],
             cache_read_tokens=fig.tokens["cache_read"], cache_write_tokens=fig.tokens["cache_write"],
             extra={"events": fig.events, "kinds": fig.kinds,

@@ -168,3 +168,11 @@ def test_members_who_did_nothing_that_day_are_no_rows(store, loopmeter_home, ser
     assert results[1].error is None and results[1].malformed == 0
     daily = stored(store, "cursor", "daily-usage-data")
     assert len(daily) == 30 and "idle@example.com" not in {r["vendor_user"] for r in daily}
+
+
+def test_an_event_without_charged_cents_is_unknown_not_free(store, loopmeter_home):
+    with CursorAdminServer(users=1, days=1, events_per_day=1, start=date(2026, 11, 4)) as srv:
+        del srv.team.events[0]["chargedCents"]
+        run_sync(store, loopmeter_home, "cursor", srv.url, ENV)
+        (row,) = stored(store, "cursor", "filtered-usage-events")
+        assert row["cost_usd"] is None and row["requests"] == 1
