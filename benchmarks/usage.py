@@ -1,6 +1,7 @@
 """`loopmeter usage` against ccusage on a generated corpus of Claude Code and Codex logs.
 
     python benchmarks/usage.py [--mb 1024] [--layout many|single] [--runs 3] [--keep DIR] [--against CHECKOUT]
+                               [--db-url postgresql://USER@HOST:PORT/DB]
 
 Generates about --mb MB of logs (many session files, or --layout single: one Claude
 Code transcript of that size), then prints for loopmeter:
@@ -19,6 +20,9 @@ Targets on 2 cores for 1 GB: cold no slower than ccusage, warm <= 1 s, RSS <= 30
 one (e.g. `git worktree add /tmp/before <commit>`) alternate, each started from its own
 folder; prints both medians, in how many pairs this one was faster, and whether both
 stored the same calls and tokens.
+
+--db-url SERVER stores into PostgreSQL instead of SQLite: each cold run gets a new, empty
+database on that server (created through its URL's database, dropped at the end).
 """
 
 from __future__ import annotations
@@ -112,7 +116,37 @@ def line(name: str, m: dict[str, float | str]) -> str:
             f" {float(m['tree_rss_mb']):6.0f} MB (tree)")
 
 
-def compare(other: Path, env: dict[str, str], lm_home: Path, runs: int) -> None:
+class Databases:
+    """A new, empty store per cold run: a SQLite file under LOOPMETER_HOME (None), or a new
+    PostgreSQL database on the server of `server_url`, dropped by `drop_all`."""
+
+    def __init__(self, server_url: str | None):
+        self.server_url, self.made = server_url, []
+
+    def fresh(self, env: dict[str, str]) -> dict[str, str]:
+        if self.server_url is None:
+            return env
+        import uuid
+
+        import psycopg
+
+        name = f"loopmeter_bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(self.server_url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        self.made.append(name)
+        return {**env, "LOOPMETER_DB_URL": self.server_url.rsplit("/", 1)[0] + "/" + name}
+
+    def drop_all(self) -> None:
+        if self.server_url is None:
+            return
+        import psycopg
+
+        with psycopg.connect(self.server_url, autocommit=True) as conn:
+            for name in self.made:
+                conn.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+def compare(other: Path, env: dict[str, str], lm_home: Path, runs: int, dbs: Databases) -> None:
     """Paired cold runs: this checkout and `other` alternate (which goes first alternates too),
     each started from its own folder so that `python -m loopmeter` imports its own code."""
     here = Path(__file__).resolve().parent.parent
@@ -123,7 +157,7 @@ def compare(other: Path, env: dict[str, str], lm_home: Path, runs: int) -> None:
     for i in range(runs):
         for name in (("this", "other") if i % 2 == 0 else ("other", "this")):
             shutil.rmtree(lm_home, ignore_errors=True)
-            m = measure(loopmeter_argv(), {**env, "PYTHONPATH": str(versions[name])}, cwd=versions[name])
+            m = measure(loopmeter_argv(), {**dbs.fresh(env), "PYTHONPATH": str(versions[name])}, cwd=versions[name])
             walls[name].append(float(m["wall_s"]))
             cpus[name].append(float(m["cpu_s"]))
             totals[name].add(json.dumps(json.loads(str(m["stdout"]))["totals"], sort_keys=True))
@@ -147,9 +181,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="cold, warm and ccusage runs each (medians reported)")
     ap.add_argument("--keep", type=Path, help="generate into this folder and keep it")
     ap.add_argument("--against", type=Path, help="another checkout: paired cold runs of both versions")
+    ap.add_argument("--db-url", help="a PostgreSQL server to store into (a new database per cold run)")
     args = ap.parse_args()
 
     root = args.keep or Path(tempfile.mkdtemp(prefix="loopmeter-usage-bench-"))
+    dbs = Databases(args.db_url)
     try:
         t0 = time.perf_counter()
         if args.layout == "single":
@@ -167,7 +203,7 @@ def main() -> None:
                    CODEX_HOME=str(root / "corpus" / "codex"), LITELLM_LOCAL_MODEL_COST_MAP="True")
 
         if args.against is not None:
-            compare(args.against.resolve(), env, lm_home, args.runs)
+            compare(args.against.resolve(), env, lm_home, args.runs, dbs)
             return
         path, why = ccusage_status()
         cc_argv = [path, "daily", "--json", "--offline", "--timezone", "UTC"] if path else None
@@ -175,6 +211,7 @@ def main() -> None:
         cc_runs: list[dict[str, float | str]] = []
         for _ in range(args.runs):  # alternate: machine noise hits both alike
             shutil.rmtree(lm_home, ignore_errors=True)
+            env = dbs.fresh(env)
             colds.append(measure(loopmeter_argv(), env))
             if cc_argv:
                 cc_runs.append(measure(cc_argv, env))
@@ -218,6 +255,7 @@ def main() -> None:
         print(f"paired runs (each cold run against the ccusage run after it): loopmeter faster in {wins} of "
               f"{len(colds)}")
     finally:
+        dbs.drop_all()
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
 
