@@ -688,7 +688,7 @@ def _sync_report(store: Any, conn: Connector, report: Report, http: VendorHttp, 
         cursor = {**ctx.cursor_out, "through": today.isoformat()}
         vstore.save_cursor(store, conn.name, report.name, cursor=cursor, synced_at=now, rows=result.rows,
                            error=None, now=now)
-    except (VendorError, ConfigError) as exc:  # a vendor's answer, or a [vendors.NAME] setting it needs
+    except VendorError as exc:  # a bad [vendors.NAME] setting (ConfigError) is bad input: it ends the sync
         result.error, result.hint = http.scrub(exc.message), exc.hint
         vstore.save_cursor(store, conn.name, report.name, synced_at=None, error=result.error, now=now)
     result.seconds = time.monotonic() - started

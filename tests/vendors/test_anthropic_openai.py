@@ -305,7 +305,7 @@ def test_a_vendor_missing_a_setting_it_needs_is_skipped_unless_named(store, loop
 
     env = {"GITHUB_TOKEN": "ghp_" + "x" * 20}  # exported for other tools; no [vendors.copilot] org
     assert sync(store, Settings(home=loopmeter_home), None, env=env, now=NOW) == []
-    results = sync(store, Settings(home=loopmeter_home), ["copilot"], api_url_override="http://127.0.0.1:9",
-                   env=env, now=NOW)
-    assert results and all("[vendors.copilot] org" in r.error for r in results)
-    assert all("org =" in r.hint for r in results)
+    from loopmeter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"\[vendors.copilot\] org"):  # named: bad input, one line
+        sync(store, Settings(home=loopmeter_home), ["copilot"], api_url_override="http://127.0.0.1:9", env=env, now=NOW)
