@@ -32,9 +32,12 @@ Adding a connector
    people read, not a call.
 5. `tier` is `billed` for what the vendor charges, `vendor` for its own usage figures and
    estimates (vocab.Tier); a `vendor` report that covers one agent's calls only says which
-   (`Report(agent=...)`), so the tier rule replaces only that agent's measured spend. Leave a field None when the vendor does not say it (never 0).
-   Windsurf-like credits go in `credits`; `cost_usd` only when the user configured a price
-   (`ctx.options`, from `[vendors.NAME]` in loopmeter.toml).
+   (`Report(agent=...)`), so the tier rule replaces only that agent's measured spend. Leave
+   a field None when the vendor does not say it (never 0). Windsurf-like credits go in
+   `credits`; `cost_usd` only when the user configured a price (`ctx.options`, from
+   `[vendors.NAME]` in loopmeter.toml). A setting the vendor cannot be read without goes in
+   `required_options` (a sync naming no vendor then skips it until it is set); a bad one
+   raises ConfigError (one line, the sync stops: bad input).
 6. A scripted server following the documented shapes goes in tests/servers/, a test in
    tests/vendors/.
 
