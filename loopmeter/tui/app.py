@@ -67,6 +67,7 @@ class LoopmeterApp(App[None]):
         Binding("4", "tab('evals')", "evals", show=False),
         Binding("5", "tab('policy')", "policy", show=False),
         Binding("6", "tab('outcomes')", "outcomes", show=False),
+        Binding("7", "tab('vendors')", "vendors", show=False),
         Binding("q", "quit", "quit"),
     ]
 

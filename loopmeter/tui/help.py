@@ -9,7 +9,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 KEYS = """[b]keys[/]
-  1-6 / tab      switch tab (Overview, Usage, Runs, Evals, Policy, Outcomes)
+  1-7 / tab      Overview Usage Runs Evals Policy Outcomes Vendors
   d              next date range (24h, 7d, 30d, 90d, all)
   f              filters: range, agent, model, provider, source, project, user, repo
   r              refresh now (runs in progress refresh by themselves)

@@ -22,7 +22,7 @@ async def test_vendors_tab_shows_spend_per_vendor_and_tier(seeded, loopmeter_hom
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         assert not app.query("#vendors-tab")  # not mounted (nor its module imported) before it is asked for
-        app.action_tab("vendors")
+        await pilot.press("7")
         await settle(pilot)
         assert app.query_one("#tabs").active == "vendors"
         vendors = {row[0]: row for row in _cells(app.query_one("#vendors-table"))}
