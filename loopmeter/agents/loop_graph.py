@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +53,20 @@ def _postgres_checkpointer(store: Any) -> tuple[Any, Any]:
     url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     conn = psycopg.Connection.connect(url, autocommit=True, prepare_threshold=0, row_factory=dict_row)
     saver = PostgresSaver(conn)  # type: ignore[arg-type]  # a dict_row connection, as it documents
-    with conn.cursor() as cur:  # several cells start at once: one creates the tables, the rest wait
-        cur.execute("SELECT pg_advisory_lock(hashtext('loopmeter_checkpoints'))")
+    # Several cells start at once: one creates the tables, the rest wait. They wait between statements
+    # (try-lock, sleep), never inside one: setup's CREATE INDEX CONCURRENTLY waits for every open
+    # statement, so a blocking pg_advisory_lock call would deadlock with it.
+    deadline = time.monotonic() + 120
+    with conn.cursor() as cur:
+        while True:
+            cur.execute("SELECT pg_try_advisory_lock(hashtext('loopmeter_checkpoints')) AS ok")
+            row = cur.fetchone()
+            if row and row["ok"]:
+                break
+            if time.monotonic() > deadline:
+                conn.close()
+                raise LoopmeterError("the loop's checkpoint tables are locked by another process for 120 s")
+            time.sleep(0.2)
         try:
             saver.setup()
         finally:

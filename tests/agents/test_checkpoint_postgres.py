@@ -29,3 +29,28 @@ def test_checkpoints_live_in_postgresql_and_another_home_resumes_the_run(
     assert load_settings().home != home_a
     again = resume_run(result.run_id, store=pg_store)  # finds the finished run's checkpoint
     assert again.status == "passed" and again.winner == result.winner
+
+
+def test_cells_starting_at_once_on_a_fresh_database_all_get_a_checkpointer(pg_store, tmp_path: Path) -> None:
+    import threading
+
+    from loopmeter.agents.loop_graph import open_checkpointer
+
+    barrier = threading.Barrier(4)
+    results: list[object] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            conn, saver = open_checkpointer(tmp_path / "unused.db", pg_store)
+            results.append(saver)
+            conn.close()
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            results.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(results) == 4 and not [r for r in results if isinstance(r, Exception)], results

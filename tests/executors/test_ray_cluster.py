@@ -348,7 +348,7 @@ def test_cancel_leaves_cells_unstored_and_resume_finishes_them(ray_executor: Any
     again = resume_eval(outcome.run_id, store=pg_store, executor=ray_executor)
     assert again.status == "completed" and again.ran == 2
     rows = eval_rows(pg_store, outcome.run_id)
-    assert len(rows) == 2 and all(r.passed for r in rows)
+    assert len(rows) == 2 and all(r.passed for r in rows), [r.detail for r in rows]
 
 
 def _all(store: Any, model: Any) -> list[Any]:
