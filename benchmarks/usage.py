@@ -188,6 +188,7 @@ def main() -> None:
     dbs = Databases(args.db_url)
     try:
         t0 = time.perf_counter()
+        shutil.rmtree(root / "corpus", ignore_errors=True)  # generate() appends to the files it finds
         if args.layout == "single":
             expected = generate(root / "corpus", args.mb, claude_share=1.0, file_mb=args.mb)
         else:
