@@ -429,3 +429,27 @@ def test_ctrl_c_on_the_cli_cancels_every_cell_and_eval_resume_finishes_them(clus
     (oracle,) = summary["configs"]
     assert (oracle["n_tasks"], oracle["pass_rate"], oracle["errors"]) == (2, 1.0, 0)
     assert eval_status(pg_store, run_id)["done"] == 2
+
+
+def test_model_cells_run_on_the_cluster_with_the_same_results_as_local(ray_executor: Any, pg_store: Any,
+                                                                       store: Any) -> None:
+    from loopmeter.evals.runner import EvalOptions, start_eval
+    from tests.servers.openai_server import OpenAIServer, text
+
+    with OpenAIServer(default=text("12", prompt_tokens=30, completion_tokens=2)) as server:
+        options = EvalOptions(concurrency=4, api_base=server.base_url)
+        local = start_eval("model-arith", ["openai/gpt-4o-mini"], options, store=store)
+        remote = start_eval("model-arith", ["openai/gpt-4o-mini"], options, store=pg_store, executor=ray_executor)
+    assert local.status == remote.status == "completed" and remote.ran == local.ran == 10
+
+    def per_item(rows: list[Any]) -> dict[str, tuple[bool, str | None, float | None]]:
+        return {r.task_id: (bool(r.passed), r.error_kind, r.cost_usd) for r in rows}
+
+    assert per_item(eval_rows(pg_store, remote.run_id)) == per_item(eval_rows(store, local.run_id))
+    with pg_store.session() as s:
+        from sqlmodel import select
+
+        from loopmeter.store import Usage
+
+        usage = list(s.exec(select(Usage).where(Usage.run_id == remote.run_id)))
+    assert len(usage) == 10  # each worker stored its call's usage row in the shared store
