@@ -1,9 +1,10 @@
 """GitHub REST through httpx: pull requests, their reviews and commits, for `outcomes sync`.
 
-One `Client` per sync: `Link` pagination, waits on rate limits (`Retry-After`, else
-`X-RateLimit-Reset`) up to `max_wait_s` per wait, retries 5xx and dropped connections
-`retries` times, and turns a bad token, a refusal or a body that is not JSON into one
-`GitHubError` line. A PR's reviews and commits are read by a few threads at once.
+One `Client` per sync, the one API client (loopmeter/http_api.py) with GitHub's options:
+`Link` pagination, waits on 403/429 rate limits (`Retry-After`, else `X-RateLimit-Reset`) up
+to `max_wait_s` per wait, retries 5xx and dropped connections `retries` times; a bad token,
+a refusal or a body that is not JSON is one `GitHubError` line. A PR's reviews and commits
+are read by a few threads at once.
 """
 
 from __future__ import annotations
@@ -14,19 +15,18 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from loopmeter.errors import LoopmeterError
+from loopmeter.http_api import ApiHttp, Failure, check_api_url
 from loopmeter.outcomes import trailers
 
 PUBLIC_API = "https://api.github.com"
 MAX_PAGES = 1000  # 100,000 PRs at 100 a page: a Link loop cannot run forever
 MAX_BODY = 32 * 1024 * 1024
-_LINK_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="next"')
 _REPO = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -40,8 +40,6 @@ class GitHubError(LoopmeterError):
 def api_url(flag: str | None, env: dict[str, str] | None = None) -> str:
     """--api-url, else GITHUB_API_URL, else the public API; https, or http to this machine only
     (the token never crosses a network in clear)."""
-    from loopmeter.vendors.base import check_api_url
-
     environ = os.environ if env is None else env
     if flag:
         return check_api_url(flag, "--api-url")
@@ -74,136 +72,67 @@ def parse_ts(value: Any) -> datetime | None:
     return ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
-@dataclass
-class Client:
-    base_url: str
-    token: str | None
-    max_wait_s: float = 60.0
-    retries: int = 3
-    backoff_s: float = 0.5
-    sleep: Callable[[float], None] = time.sleep
-    clock: Callable[[], float] = time.time
-    workers: int = 8  # threads reading PRs' reviews and commits
-    requests: int = 0
-    waited_s: float = 0.0
-    _http: httpx.Client = field(init=False, repr=False)
+class Client(ApiHttp):
+    """GitHub's REST API through the one API client (http_api.py): Link pages, 403/429 rate limits
+    (`Retry-After`, else `X-RateLimit-Reset`) waited up to `max_wait_s` each, a longer one refused."""
 
-    def __post_init__(self) -> None:
-        headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28",
-                   "User-Agent": "loopmeter"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=30.0,
-                                  follow_redirects=False, limits=httpx.Limits(max_connections=max(16, self.workers)))
-
-    def close(self) -> None:
-        self._http.close()
+    def __init__(self, base_url: str, token: str | None, *, max_wait_s: float = 60.0, retries: int = 3,
+                 backoff_s: float = 0.5, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time, workers: int = 8) -> None:
+        self.workers = workers  # threads reading PRs' reviews and commits
+        super().__init__(base_url, headers={"Accept": "application/vnd.github+json",
+                                            "X-GitHub-Api-Version": "2022-11-28"},
+                         auth_headers={"Authorization": f"Bearer {token}"} if token else None,
+                         retries=retries, backoff_s=backoff_s, max_wait_s=max_wait_s, refuse_long_waits=True,
+                         default_wait_s=60.0, rate_limit_403=True, max_body=MAX_BODY, max_pages=MAX_PAGES,
+                         max_connections=max(16, workers), sleep=sleep, clock=clock)
 
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def error(self, failure: Failure) -> GitHubError:
+        f = failure
+        if f.kind == "unreachable":
+            return GitHubError(f"GitHub at {self.base_url} unreachable: {f.detail.split(':')[0]}",
+                               hint="check --api-url / GITHUB_API_URL and the network")
+        if f.kind in ("rate_limited", "too_many_waits"):
+            return GitHubError(f"GitHub rate limit: the next request is allowed in {f.wait_s:.0f} s"
+                               if f.kind == "rate_limited" else f"GitHub rate limit: still limited after {f.tries} waits",
+                               hint=f"sync waits at most {self.max_wait_s:.0f} s; run it again later")
+        if f.kind == "server":
+            return GitHubError(f"GitHub answered {f.status} to {f.path} {f.tries} times",
+                               hint="the code host is failing; try again later")
+        if f.kind == "refused" and f.status == 401:
+            return GitHubError("GitHub refused the token (401 Bad credentials)",
+                               hint="loopmeter auth set github, or set GITHUB_TOKEN to a valid token")
+        if f.kind == "refused" and f.status in (403, 404):
+            return GitHubError(f"GitHub answered {f.status} to {f.path}",
+                               hint="check OWNER/REPO and that the token can read it")
+        if f.kind == "not_json":
+            return GitHubError(f"GitHub's answer to {f.path} is not JSON",
+                               hint="check --api-url points at a GitHub REST API")
+        if f.kind == "too_large":
+            return GitHubError(f"GitHub's answer to {f.path} is over {MAX_BODY // 2**20} MiB")
+        if f.kind == "bad_link":
+            return GitHubError(f"GitHub's next-page link leaves {self.base_url}")
+        if f.kind == "too_many_pages":
+            return GitHubError(f"GitHub's answer to {f.path} has more than {MAX_PAGES} pages")
+        return GitHubError(f"GitHub answered {f.status} to {f.path}")
 
-    def _rate_wait(self, status: int, headers: httpx.Headers) -> float | None:
-        """Seconds to wait when the answer is a rate limit, else None (a plain 403 is a refusal)."""
-        if status not in (403, 429):
-            return None
-        retry_after = headers.get("Retry-After")
-        if retry_after is not None:
-            try:
-                return max(0.0, float(retry_after))
-            except ValueError:
-                return 60.0
-        if headers.get("X-RateLimit-Remaining") == "0" and headers.get("X-RateLimit-Reset"):
-            try:
-                return max(0.0, float(headers["X-RateLimit-Reset"]) - self.clock()) + 1.0
-            except ValueError:
-                return 60.0
-        return 60.0 if status == 429 else None
-
-    def _fetch(self, url: str, params: dict[str, Any] | None) -> tuple[int, httpx.Headers, bytes]:
-        """Status, headers and body, the body read up to MAX_BODY bytes (a bigger one is an error)."""
-        with self._http.stream("GET", url, params=params) as resp:
-            chunks, size = [], 0
-            for chunk in resp.iter_bytes():
-                size += len(chunk)
-                if size > MAX_BODY:
-                    raise GitHubError(f"GitHub's answer to {_path(url)} is over {MAX_BODY // 2**20} MiB")
-                chunks.append(chunk)
-            return resp.status_code, resp.headers, b"".join(chunks)
-
-    def get(self, url: str, params: dict[str, Any] | None = None) -> tuple[Any, httpx.Headers]:
+    def get(self, url: str, params: dict[str, Any] | None = None) -> tuple[Any, Any]:
         """One GET as JSON (and the answer's headers), with the waits and retries; GitHubError
         when it cannot be had."""
-        failures = 0
-        while True:
-            self.requests += 1
-            try:
-                status, headers, body = self._fetch(url, params)
-            except httpx.TransportError as exc:
-                failures += 1
-                if failures > self.retries:
-                    raise GitHubError(f"GitHub at {self.base_url} unreachable: {type(exc).__name__}",
-                                      hint="check --api-url / GITHUB_API_URL and the network") from None
-                self.sleep(self.backoff_s * 2 ** (failures - 1))
-                continue
-            wait = self._rate_wait(status, headers)
-            if wait is not None:
-                if wait > self.max_wait_s:
-                    raise GitHubError(f"GitHub rate limit: the next request is allowed in {wait:.0f} s",
-                                      hint=f"sync waits at most {self.max_wait_s:.0f} s; run it again later")
-                self.waited_s += wait
-                self.sleep(wait)
-                continue
-            if status >= 500:
-                failures += 1
-                if failures > self.retries:
-                    raise GitHubError(f"GitHub answered {status} to {_path(url)} {failures} times",
-                                      hint="the code host is failing; try again later")
-                self.sleep(self.backoff_s * 2 ** (failures - 1))
-                continue
-            if status == 401:
-                raise GitHubError("GitHub refused the token (401 Bad credentials)",
-                                  hint="loopmeter auth set github, or set GITHUB_TOKEN to a valid token")
-            if status in (403, 404):
-                raise GitHubError(f"GitHub answered {status} to {_path(url)}",
-                                  hint="check OWNER/REPO and that the token can read it")
-            if status != 200:
-                raise GitHubError(f"GitHub answered {status} to {_path(url)}")
-            try:
-                return json.loads(body), headers
-            except (ValueError, UnicodeDecodeError):
-                raise GitHubError(f"GitHub's answer to {_path(url)} is not JSON",
-                                  hint="check --api-url points at a GitHub REST API") from None
+        return self.request_json("GET", url, params=params)
 
     def pages(self, url: str, params: dict[str, Any] | None = None) -> Iterator[list[dict[str, Any]]]:
         """Each page of a list endpoint, following `Link: rel="next"`."""
-        next_url: str | None = url
-        for _ in range(MAX_PAGES):
-            if next_url is None:
-                return
-            body, headers = self.get(next_url, params)
-            params = None  # the next link carries the query
+        for body, page_url in self.link_pages(url, params):
             if not isinstance(body, list):
-                raise GitHubError(f"GitHub's answer to {_path(next_url)} is not a list")
+                raise GitHubError(f"GitHub's answer to {urlsplit(page_url).path} is not a list")
             yield [item for item in body if isinstance(item, dict)]
-            m = _LINK_NEXT.search(headers.get("Link", ""))
-            next_url = m.group(1) if m else None
-            if next_url and not _same_origin(next_url, self.base_url):
-                raise GitHubError(f"GitHub's next-page link leaves {self.base_url}")
 
     def all(self, url: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return [item for page in self.pages(url, params) for item in page]
-
-
-def _path(url: str) -> str:
-    return httpx.URL(url).path
-
-
-def _same_origin(url: str, base: str) -> bool:
-    a, b = httpx.URL(url), httpx.URL(base)
-    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
 
 # -- one repository ------------------------------------------------------------------------

@@ -50,7 +50,6 @@ headers or body, and never written to the store, a log, an error message or a sa
 from __future__ import annotations
 
 import importlib
-import ipaddress
 import json
 import math
 import time
@@ -62,6 +61,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from loopmeter.errors import ConfigError, LoopmeterError
+from loopmeter.http_api import ApiHttp, Failure, check_api_url
 from loopmeter.vocab import Tier
 
 # connector modules under loopmeter/vendors/, in the order `vendors sync` runs them
@@ -247,21 +247,6 @@ def vendor_key(connector: Connector, env: Mapping[str, str] | None = None) -> st
     return value
 
 
-def check_api_url(url: str, origin: str) -> str:
-    """An https URL, or http to a loopback address (a key never crosses a network in clear)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    loopback = host == "localhost"
-    try:
-        loopback = loopback or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    if parts.scheme == "https" and host or parts.scheme == "http" and loopback:
-        return url.rstrip("/")
-    raise ConfigError(f"{origin}: api_url {url!r} must be https:// (or http:// to this machine)",
-                      hint="e.g. https://api.anthropic.com, or http://127.0.0.1:8080 for a local gateway")
-
-
 def api_url(connector: Connector, options: Mapping[str, Any], override: str | None = None) -> str:
     """--api-url, else [vendors.NAME] api_url, else the vendor's own."""
     if override:
@@ -390,47 +375,47 @@ def token_paging(has_more: str = "has_more", next_field: str = "next_page", para
     return next_page
 
 
-class VendorHttp:
-    """The one HTTP client of every connector (httpx): auth, paging, 429 and 5xx, errors without the key."""
+class VendorHttp(ApiHttp):
+    """Every connector's client: the one API client (http_api.py) with the connector's auth, vendor
+    paging, and errors that name the key and never contain it."""
 
     def __init__(self, connector: Connector, base_url: str, key: str, *, timeout: float = 30.0,
                  retries_5xx: int = RETRIES_5XX, max_429_waits: int = MAX_429_WAITS,
                  max_retry_after_s: float = MAX_RETRY_AFTER_S, backoff_s: float = BACKOFF_S,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        import httpx
-
         self.connector = connector
-        self.base_url = base_url
         self._auth = connector.auth(key)
-        self._secrets = [key] + [v for v in (*self._auth.headers.values(), *self._auth.body.values()) if v]
-        self.retries_5xx, self.max_429_waits = retries_5xx, max_429_waits
-        self.max_retry_after_s, self.backoff_s, self._sleep = max_retry_after_s, backoff_s, sleep
-        self.requests = 0
-        self.waited_s = 0.0
-        self._client = httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False,
-                                    headers={"User-Agent": "loopmeter", "Accept": "application/json"})
-
-    def close(self) -> None:
-        self._client.close()
+        super().__init__(base_url, headers={"Accept": "application/json"}, auth_headers=self._auth.headers,
+                         secrets=(key, *self._auth.body.values()), timeout=timeout, retries=retries_5xx,
+                         backoff_s=backoff_s, max_wait_s=max_retry_after_s, max_waits=max_429_waits,
+                         max_body=MAX_RESPONSE_BYTES, max_pages=MAX_PAGES, sleep=sleep)
 
     def __enter__(self) -> VendorHttp:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def scrub(self, message: str) -> str:
-        """The message with the key (and anything derived from it, e.g. a Basic header) masked."""
-        for secret in self._secrets:
-            if len(secret) >= 4:
-                message = message.replace(secret, "***")
-        return message
 
     def _error(self, message: str, hint: str | None = None, auth: bool = False) -> VendorError:
         from loopmeter.safe_text import printable
 
         cls = VendorAuthError if auth else VendorError
         return cls(printable(self.scrub(f"{self.connector.name}: {message}"))[:500], hint=hint)
+
+    def error(self, failure: Failure) -> VendorError:
+        f = failure
+        if f.kind == "refused" and f.status in (401, 403):
+            return self._error(f"the server refused the {self.connector.key_name} key ({f.status} on {f.path})",
+                               hint=self.connector.key_hint(), auth=True)
+        message = {
+            "unreachable": f"{f.method} {f.path}: {f.detail}",
+            "server": f"{f.method} {f.path}: {f.status} after {f.tries} tries",
+            "too_many_waits": f"{f.method} {f.path}: still rate-limited ({f.status}) after {f.tries} waits",
+            "refused": f"{f.method} {f.path}: {f.status}: {f.detail}",
+            "not_json": f"{f.method} {f.path}: the reply is not JSON",
+            "too_large": f"{f.method} {f.path}: reply larger than {self.max_body} bytes",
+        }.get(f.kind, f"{f.method} {f.path}: {f.kind}")
+        error = self._error(message, hint="sync again later" if f.kind == "too_many_waits" else None)
+        if f.kind == "refused":
+            error.status = f.status
+        return error
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         return self.request("GET", path, params=params)
@@ -442,16 +427,16 @@ class VendorHttp:
                 json_body: Mapping[str, Any] | None = None) -> Any:
         """The decoded JSON reply of METHOD base_url+path."""
         body = None if json_body is None and method == "GET" else {**(json_body or {}), **self._auth.body}
-        raw = self._send(method, self.base_url + path, params=params, json_body=body, with_auth=True)
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise self._error(f"{method} {path}: the reply is not JSON") from None
+        return self.request_json(method, path, params=params, json_body=body)[0]
 
     def download(self, url: str) -> bytes:
         """An absolute URL (e.g. a signed report link) fetched WITHOUT the key, same retry rules."""
         check_api_url(url, f"{self.connector.name} download link")
-        return self._send("GET", url, params=None, json_body=None, with_auth=False)
+        reply = self.send("GET", url, with_auth=False)
+        if reply.status >= 300:
+            raise self.error(Failure("refused", "GET", urlsplit(url).path, reply.status,
+                                     detail=reply.body[:200].decode("utf-8", "replace")))
+        return reply.body
 
     def paginate(self, method: str, path: str, next_page: NextPage, *, params: Mapping[str, Any] | None = None,
                  json_body: Mapping[str, Any] | None = None, max_pages: int = MAX_PAGES) -> Iterator[Any]:
@@ -474,79 +459,6 @@ class VendorHttp:
             else:
                 json_body.update(more)
         raise self._error(f"{path}: more than {max_pages} pages")
-
-    def _send(self, method: str, url: str, *, params: Mapping[str, Any] | None, json_body: Any,
-              with_auth: bool) -> bytes:
-        import httpx
-
-        path = urlsplit(url).path
-        headers = dict(self._auth.headers) if with_auth else {}
-        failures = waits = 0
-        while True:
-            self.requests += 1
-            try:
-                status, reply_headers, raw = self._once(method, url, params, json_body, headers)
-            except httpx.HTTPError as exc:
-                failures += 1
-                if failures > self.retries_5xx:
-                    raise self._error(f"{method} {path}: {type(exc).__name__}: {exc}") from None
-                self._wait(self.backoff_s * 2 ** (failures - 1))
-                continue
-            if status < 300:
-                return raw
-            if status in (401, 403):
-                raise self._error(f"the server refused the {self.connector.key_name} key ({status} on {path})",
-                                  hint=self.connector.key_hint(), auth=True)
-            if status == 429:
-                waits += 1
-                if waits > self.max_429_waits:
-                    raise self._error(f"{method} {path}: still rate-limited (429) after {waits - 1} waits",
-                                      hint="sync again later")
-                self._wait(self._retry_after(reply_headers.get("retry-after"), waits))
-                continue
-            if status >= 500:
-                failures += 1
-                if failures > self.retries_5xx:
-                    raise self._error(f"{method} {path}: {status} after {failures} tries")
-                self._wait(self.backoff_s * 2 ** (failures - 1))
-                continue
-            snippet = raw[:200].decode("utf-8", "replace")
-            error = self._error(f"{method} {path}: {status}: {snippet}")
-            error.status = status
-            raise error
-
-    def _once(self, method: str, url: str, params: Any, json_body: Any,
-              headers: dict[str, str]) -> tuple[int, Any, bytes]:
-        with self._client.stream(method, url, params=params, json=json_body, headers=headers) as reply:
-            chunks, size = [], 0
-            for chunk in reply.iter_bytes():
-                size += len(chunk)
-                if size > MAX_RESPONSE_BYTES:
-                    raise self._error(f"{method} {urlsplit(url).path}: reply larger than {MAX_RESPONSE_BYTES} bytes")
-                chunks.append(chunk)
-            return reply.status_code, reply.headers, b"".join(chunks)
-
-    def _retry_after(self, value: str | None, waits: int) -> float:
-        """Retry-After in seconds (or an HTTP date), capped; without one, a growing pause."""
-        seconds: float | None = None
-        if value:
-            try:
-                seconds = float(value)
-            except ValueError:
-                from email.utils import parsedate_to_datetime
-
-                try:
-                    seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
-                except (TypeError, ValueError):
-                    seconds = None
-        if seconds is None or not math.isfinite(seconds):
-            seconds = self.backoff_s * 2 ** (waits - 1)
-        return min(max(seconds, 0.0), self.max_retry_after_s)
-
-    def _wait(self, seconds: float) -> None:
-        self.waited_s += seconds
-        if seconds > 0:
-            self._sleep(seconds)
 
 
 # -- the sync -----------------------------------------------------------------
