@@ -47,6 +47,9 @@ POOL_MIN_BYTES = 16 << 20  # below this, processes cost more than they save
 # again from the start (keys keep what was stored already from being counted twice).
 HEAD_BYTES = 1024
 TAIL_BYTES = 4096
+# In a cursor's state: the file was read by a version that stores sessions (one saved before
+# has its file read again once, so that its sessions get their rows).
+SESSIONS_READ = "sessions"
 PAGE_CACHE_KIB = 32 << 10  # SQLite page cache of the connections that write ingested rows
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -263,6 +266,8 @@ def plan(files: list[tuple[Source, Path]], cursors: dict[str, Cursor] | None) ->
         except OSError:
             continue  # gone since it was listed: its rows stay
         cur = cursors.get(str(path))
+        if cur is not None and not cur.state.get(SESSIONS_READ):
+            cur = None  # read before sessions were stored: read again whole, once (keys keep totals exact)
         if cur is not None and cur.inode == st.st_ino and cur.size == st.st_size and cur.mtime == st.st_mtime:
             continue
         # a cursor's size is at most the file's size when it was saved (the offset, for one
@@ -378,8 +383,9 @@ class _StoreSink:
 
 
 def _cursor(w: FileWork, offset: int, malformed: int, state: dict[str, Any], *, mid: bool = False) -> dict[str, Any]:
+    state = {**state, SESSIONS_READ: 1}
     if offset > 0:
-        state = {**state, **fingerprints(w.path, offset)}
+        state.update(fingerprints(w.path, offset))
     return {
         "path": str(w.path), "source": SOURCES[w.source].tag, "inode": w.inode,
         # a checkpoint inside a file records the size read so far, so that `plan` after a

@@ -247,3 +247,21 @@ def test_the_demos_sample_sessions_know_their_branch_and_codex_its_repository(tm
     assert rows and all(r["branch"] and r["cwd"].startswith("/home/dev/sample/") for r in rows)
     codex = [r for r in rows if r["source"] == "codex-log"]
     assert codex and all(r["repo"].startswith("example.com/sample/") and r["commit"] for r in codex)
+
+
+def test_logs_read_before_sessions_were_stored_are_read_again_once(tmp_path, store, sqlite_url):
+    repo = make_repo(tmp_path / "widget", origin="git@github.com:acme/widget.git")
+    logs = tmp_path / "claude" / "projects" / "-widget"
+    logs.mkdir(parents=True)
+    (logs / "s1.jsonl").write_text(claude_line("s1", str(repo), "feature/old", "2026-11-09T10:00:00.000Z", "r1"))
+    assert ingest(store, paths=[tmp_path / "claude"], workers=1).rows_added == 1
+    db = sqlite_url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(db)  # as an older version left it: no session rows, cursors without the mark
+    conn.execute("DELETE FROM session")
+    conn.execute("UPDATE ingest_cursor SET state = json_remove(state, '$.sessions')")
+    conn.commit()
+    conn.close()
+    report = ingest(store, paths=[tmp_path / "claude"], workers=1)
+    assert (report.files_read, report.rows_added) == (1, 0)
+    assert sessions(db)["s1"]["branch"] == "feature/old"
+    assert ingest(store, paths=[tmp_path / "claude"], workers=1).files_read == 0
