@@ -431,21 +431,18 @@ def test_ctrl_c_on_the_cli_cancels_every_cell_and_eval_resume_finishes_them(clus
     assert eval_status(pg_store, run_id)["done"] == 2
 
 
-def test_model_cells_run_on_the_cluster_with_the_same_results_as_local(ray_executor: Any, pg_store: Any,
-                                                                       store: Any) -> None:
+def test_model_cells_run_on_the_cluster_and_store_their_usage(ray_executor: Any, pg_store: Any) -> None:
     from loopmeter.evals.runner import EvalOptions, start_eval
     from tests.servers.openai_server import OpenAIServer, text
 
     with OpenAIServer(default=text("12", prompt_tokens=30, completion_tokens=2)) as server:
-        options = EvalOptions(concurrency=4, api_base=server.base_url)
-        local = start_eval("model-arith", ["openai/gpt-4o-mini"], options, store=store)
-        remote = start_eval("model-arith", ["openai/gpt-4o-mini"], options, store=pg_store, executor=ray_executor)
-    assert local.status == remote.status == "completed" and remote.ran == local.ran == 10
-
-    def per_item(rows: list[Any]) -> dict[str, tuple[bool, str | None, float | None]]:
-        return {r.task_id: (bool(r.passed), r.error_kind, r.cost_usd) for r in rows}
-
-    assert per_item(eval_rows(pg_store, remote.run_id)) == per_item(eval_rows(store, local.run_id))
+        remote = start_eval("model-arith", ["openai/gpt-4o-mini"], EvalOptions(concurrency=2, api_base=server.base_url),
+                            store=pg_store, executor=ray_executor)
+    assert remote.status == "completed" and remote.ran == 10
+    rows = eval_rows(pg_store, remote.run_id)
+    # as tests/evals/test_eval_postgres.py finds locally: the items whose answer is 12 pass, every call is priced
+    assert sorted(r.task_id for r in rows if r.passed) == ["model-arith/avg", "model-arith/pct"]
+    assert all(r.error_kind is None and r.cost_usd and r.cost_usd > 0 for r in rows)
     with pg_store.session() as s:
         from sqlmodel import select
 
