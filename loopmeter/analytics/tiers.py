@@ -36,11 +36,12 @@ DECIDED_COLUMNS = ["date", "vendor", "tier", "cost_usd", "billed_usd", "vendor_u
                    "reported_usd", "calculated_usd"]
 
 
-def vendor_of(agent: str | None, provider: str | None) -> str:
-    """Which vendor a locally measured call is paid to."""
-    if agent and agent.lower() in AGENT_VENDORS:
+def vendor_of(agent: Any, provider: Any) -> str:
+    """Which vendor a locally measured call is paid to. Unknown dimensions may arrive as None
+    or as NaN (a frame's missing value)."""
+    if isinstance(agent, str) and agent.lower() in AGENT_VENDORS:
         return AGENT_VENDORS[agent.lower()]
-    if provider:
+    if isinstance(provider, str) and provider:
         return PROVIDER_VENDORS.get(provider.lower(), provider.lower())
     return "(unknown)"
 

@@ -303,8 +303,14 @@ class LoopmeterApp(App[None]):
                 ("agent", "model", "provider", "source", "project", "user")}
 
     # -- live refresh --------------------------------------------------------------
-    @work(thread=True, exclusive=True, group="live")
     def _check_live(self) -> None:
+        """Count active runs on a worker, unless the last count is still under way: a slow count
+        (the store's first open on a busy machine) is let finish rather than cancelled each tick."""
+        if not any(w.group == "live" and not w.is_finished for w in self.workers):
+            self._count_live()
+
+    @work(thread=True, group="live")
+    def _count_live(self) -> None:
         from loopmeter.analytics.runs import active_runs
 
         n = active_runs(self.store)
@@ -316,6 +322,7 @@ class LoopmeterApp(App[None]):
         was = self.active_runs
         self.active_runs = n
         self._update_topbar()
-        if self._live_checked and (n or was):  # runs are moving: what is on screen is out of date
-            self.action_refresh()
+        loading = any(w.group == "load" and not w.is_finished for w in self.workers)
+        if self._live_checked and (n or was) and not loading:  # runs are moving: what is on screen is out of date
+            self.action_refresh()  # (a load under way is let finish: the next tick refreshes after it)
         self._live_checked = True

@@ -203,3 +203,12 @@ async def test_the_dashboards_spend_box_names_the_tiers_and_the_measured_cost(se
                 break
             await pilot.pause(0.005)
     assert "billed" in text and "measured $" in text
+
+
+def test_a_call_with_no_agent_or_provider_is_paid_to_an_unknown_vendor():
+    # the frame carries unknown dimensions as NaN, which is truthy: it must not be read as a name
+    from loopmeter.analytics.tiers import vendor_of
+
+    assert vendor_of(float("nan"), float("nan")) == "(unknown)"
+    assert vendor_of(None, "Anthropic") == "anthropic"
+    assert vendor_of("cursor", float("nan")) == "cursor"
