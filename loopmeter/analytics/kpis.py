@@ -117,7 +117,7 @@ def compute(store: Store, filters: Filters, *, value: ValueModel, home: Path, no
     }
     from loopmeter.outcomes.kpis import headline as pr_headline
 
-    report["pull_requests"] = pr_headline(store, filters.since)  # None until `outcomes sync` ran
+    report["pull_requests"] = pr_headline(store, filters)  # None until `outcomes sync` ran
     from loopmeter.analytics.vendor_section import section as vendor_section
 
     report["vendors"] = vendor_section(store, filters, data)  # per vendor and UTC day, with the tier

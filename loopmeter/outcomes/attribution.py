@@ -138,17 +138,25 @@ class Attribution:
     total: Spend
 
 
-def _load_prs(conn: Any, repo: str | None, since: datetime | None) -> list[PR]:
+def _pr_where(P: Any, repo: str | None, since: datetime | None, until: datetime | None) -> list[Any]:
+    """The PRs in view: in `repo`, created in [since, until) (stored as UTC)."""
+    where = []
+    if repo:
+        where.append(P.repo == repo)
+    if since:
+        where.append(P.created_at >= since.astimezone(UTC))
+    if until:
+        where.append(P.created_at < until.astimezone(UTC))
+    return where
+
+
+def _load_prs(conn: Any, where: list[Any]) -> list[PR]:
     from sqlalchemy import select
 
     from loopmeter.store.models import PullRequest
 
     P: Any = PullRequest.__table__.c  # type: ignore[attr-defined]
-    q = select(PullRequest.__table__)  # type: ignore[attr-defined]
-    if repo:
-        q = q.where(P.repo == repo)
-    if since:
-        q = q.where(P.created_at >= since.astimezone(UTC))  # stored as UTC
+    q = select(PullRequest.__table__).where(*where)  # type: ignore[attr-defined]
     out = []
     for r in conn.execute(q.order_by(P.repo, P.number)).mappings():
         named = sorted(set(json.loads(r["agents"] or "[]")))
@@ -162,38 +170,81 @@ def _load_prs(conn: Any, repo: str | None, since: datetime | None) -> list[PR]:
     return out
 
 
-def _load_usage(conn: Any, since: datetime | None) -> list[UsageGroup]:
-    from sqlalchemy import case, func, select
+def _on_pr_branch(where: list[Any]) -> Any:
+    """SQL: the session (table `session`) worked on the head branch of a PR in view."""
+    from sqlalchemy import exists
 
-    from loopmeter.store.models import Usage
+    from loopmeter.store.models import PullRequest, Session
 
-    U: Any = Usage.__table__.c  # type: ignore[attr-defined]
-    tokens = (func.coalesce(U.input_tokens, 0) + func.coalesce(U.cache_read_tokens, 0)
-              + func.coalesce(U.cache_write_tokens, 0) + func.coalesce(U.output_tokens, 0))
-    q = select(U.source, U.session_id, U.run_id, U.agent, U.model, U.user,
-               func.sum(U.cost_usd), func.sum(case((U.cost_usd.is_not(None), 1), else_=0)),
-               func.sum(case((U.cost_usd.is_(None), 1), else_=0)), func.sum(tokens), func.count()) \
-        .group_by(U.source, U.session_id, U.run_id, U.agent, U.model, U.user)
-    if since:
-        q = q.where(U.ts >= since.astimezone(UTC))
-    groups: dict[tuple[str, str | None, str | None], UsageGroup] = {}
-    for source, sid, run, agent, model, user, cost, priced, unpriced, toks, calls in conn.execute(q):
-        g = groups.setdefault((source, sid, run), UsageGroup(source, sid, run, Spend()))
-        g.spend.add(Spend(float(cost or 0.0), int(priced or 0), int(unpriced or 0), int(toks or 0), int(calls)))
-        for bucket, value in ((g.agents, agent), (g.models, model), (g.users, user)):
-            if value:
-                bucket.add(value)
-    return list(groups.values())
+    P: Any = PullRequest.__table__.c  # type: ignore[attr-defined]
+    S: Any = Session.__table__.c  # type: ignore[attr-defined]
+    return exists().where(P.repo == S.repo, P.branch == S.branch, *where)
 
 
-def _load_sessions(conn: Any) -> list[Any]:
+def _load_sessions(conn: Any, where: list[Any]) -> list[Any]:
+    """The sessions on a PR's head branch (the only ones a PR can claim)."""
     from sqlalchemy import select
 
     from loopmeter.store.models import Session
 
     S: Any = Session.__table__.c  # type: ignore[attr-defined]
     return list(conn.execute(select(S.source, S.session_id, S.agent, S.user, S.repo, S.branch, S.first_ts,
-                                    S.last_ts).where(S.repo.is_not(None), S.branch.is_not(None))))
+                                    S.last_ts).where(S.repo.is_not(None), S.branch.is_not(None),
+                                                     _on_pr_branch(where))))
+
+
+def _load_usage(conn: Any, where: list[Any], since: datetime | None, until: datetime | None,
+                agent: str | None, user: str | None) -> tuple[list[UsageGroup], Spend, int]:
+    """Usage summed in SQL, in one pass: per (source, session, run, agent, model, user) for the calls
+    a PR could claim (a session on a PR's head branch, or a loop run), and one sum with its count of
+    sessions for everything else. Returns (groups, the rest, sessions in the rest)."""
+    from sqlalchemy import and_, case, func, literal, or_, select
+
+    from loopmeter.store.models import Session, Usage
+
+    U: Any = Usage.__table__.c  # type: ignore[attr-defined]
+    S: Any = Session.__table__.c  # type: ignore[attr-defined]
+    matched = select(S.source, S.session_id).where(S.repo.is_not(None), S.branch.is_not(None),
+                                                     _on_pr_branch(where)).subquery("matched")
+    M: Any = matched.c
+    claimable = or_(M.session_id.is_not(None), U.run_id.is_not(None))
+
+    def kept(column: Any, name: str) -> Any:
+        return case((claimable, column), else_=None).label(name)
+
+    keys = [kept(U.source, "source"), kept(U.session_id, "session_id"), kept(U.run_id, "run_id"),
+            kept(U.agent, "agent"), kept(U.model, "model"), kept(U.user, "user")]
+    tokens = (func.coalesce(U.input_tokens, 0) + func.coalesce(U.cache_read_tokens, 0)
+              + func.coalesce(U.cache_write_tokens, 0) + func.coalesce(U.output_tokens, 0))
+    session_key = U.source + literal("|") + func.coalesce(U.session_id, U.run_id, literal(""))
+    joined = Usage.__table__.outerjoin(  # type: ignore[attr-defined]
+        matched, and_(M.source == U.source, M.session_id == U.session_id))
+    q = select(*keys, func.sum(U.cost_usd), func.sum(case((U.cost_usd.is_not(None), 1), else_=0)),
+               func.sum(case((U.cost_usd.is_(None), 1), else_=0)), func.sum(tokens), func.count(),
+               func.count(func.distinct(session_key))) \
+        .select_from(joined).group_by(*keys)
+    if since:
+        q = q.where(U.ts >= since.astimezone(UTC))
+    if until:
+        q = q.where(U.ts < until.astimezone(UTC))
+    if agent:
+        q = q.where(U.agent == agent)
+    if user:
+        q = q.where(U.user == user)
+    groups: dict[tuple[str, str | None, str | None], UsageGroup] = {}
+    rest, rest_sessions = Spend(), 0
+    for source, sid, run, agent_, model, user_, cost, priced, unpriced, toks, calls, sessions in conn.execute(q):
+        spend = Spend(float(cost or 0.0), int(priced or 0), int(unpriced or 0), int(toks or 0), int(calls))
+        if source is None:  # the calls no PR can claim
+            rest.add(spend)
+            rest_sessions += int(sessions or 0)
+            continue
+        g = groups.setdefault((source, sid, run), UsageGroup(source, sid, run, Spend()))
+        g.spend.add(spend)
+        for bucket, value in ((g.agents, agent_), (g.models, model), (g.users, user_)):
+            if value:
+                bucket.add(value)
+    return list(groups.values()), rest, rest_sessions
 
 
 def _end(pr: PR) -> datetime | None:
@@ -221,12 +272,22 @@ def match_sessions(prs: list[PR], sessions: list[Any]) -> dict[tuple[str, str], 
     return out
 
 
-def attribute(store: Any, *, repo: str | None = None, since: datetime | None = None) -> Attribution:
-    """Every PR (in `repo`, created since `since`) with its label, agents, sessions and cost."""
+def attribute(store: Any, *, repo: str | None = None, since: datetime | None = None,
+              until: datetime | None = None, agent: str | None = None, user: str | None = None) -> Attribution:
+    """THE cost of a PR: every PR (in `repo`, created in [since, until)) with its label, agents,
+    sessions and cost, and the spend no PR claims. `outcomes prs --json`, `outcomes`, the report,
+    the dashboard's Outcomes tab and the Overview all read it.
+
+    Usage is summed in SQL (the calls in [since, until), of `agent` and `user` when given);
+    only the sums per session that a PR could claim come back. With `agent`, only PRs that
+    agent worked on; with `user`, only PRs that user's calls went into or that they authored."""
+    from loopmeter.store.models import PullRequest
+
+    where = _pr_where(PullRequest.__table__.c, repo, since, until)  # type: ignore[attr-defined]
     with store.engine.connect() as conn:
-        prs = _load_prs(conn, repo, since)
-        usage = _load_usage(conn, since)
-        sessions = _load_sessions(conn)
+        prs = _load_prs(conn, where)
+        usage, rest, rest_sessions = _load_usage(conn, where, since, until, agent, user)
+        sessions = _load_sessions(conn, where)
     session_info = {(s.source, s.session_id): s for s in sessions}
     by_session = match_sessions(prs, sessions)
     by_run: dict[str, PR] = {}
@@ -284,4 +345,10 @@ def attribute(store: Any, *, repo: str | None = None, since: datetime | None = N
             pr.attribution = "author"
         else:
             pr.attribution = "none"
-    return Attribution(prs, unattributed, len(loose_sessions), total)
+    unattributed.add(rest)
+    total.add(rest)
+    if agent:
+        prs = [p for p in prs if agent in p.agents]
+    if user:
+        prs = [p for p in prs if p.spend.calls or p.author == user]
+    return Attribution(prs, unattributed, len(loose_sessions) + rest_sessions, total)

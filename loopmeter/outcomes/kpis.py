@@ -131,14 +131,23 @@ def compare(att: Attribution, a: str, b: str, *, n_boot: int = stats.N_BOOT) -> 
             "note": "B minus A; a 95% interval that contains 0 reads 'no detectable difference'"}
 
 
-def headline(store: Any, since: Any = None) -> dict[str, Any] | None:
-    """Cost per merged PR over attributed PRs, with the unattributed spend beside it: the
-    Overview's box and the report's section. None when no PR was ever synced (no usage read)."""
+def attribute_for(store: Any, filters: Any = None) -> Attribution:
+    """`attribution.attribute` under the dashboard's and reports' filters (analytics/filters.py):
+    PRs created in the range, the range's calls, the agent and user filters."""
     from loopmeter.outcomes.attribution import attribute
 
+    if filters is None:
+        return attribute(store)
+    return attribute(store, since=filters.since, until=filters.until, agent=filters.agent, user=filters.user)
+
+
+def headline(store: Any, filters: Any = None) -> dict[str, Any] | None:
+    """Cost per merged PR over attributed PRs, with the unattributed spend beside it: the
+    Overview's box and the report's section, under `filters` (analytics/filters.Filters).
+    None when no PR was ever synced (no usage read)."""
     if not has_prs(store):
         return None
-    att = attribute(store, since=since)
+    att = attribute_for(store, filters)
     out = summary(att)
     costed = [p for p in att.prs if p.costed]
     merged = sum(1 for p in costed if p.state == "merged")

@@ -36,11 +36,9 @@ class OutcomesTab(DataTab):
 
     def fetch(self, filters: Any) -> Any:
         from loopmeter.outcomes import kpis
-        from loopmeter.outcomes.attribution import attribute
-
         if not kpis.has_prs(self.lm.store):
             return {}, [], [], []
-        att = attribute(self.lm.store, since=filters.since)
+        att = kpis.attribute_for(self.lm.store, filters)
         summary = kpis.summary(att)
         agents = [("no agent (baseline)" if a["agent"] == "none" else printable(a["agent"]), fmt.num(a["prs"]),
                    fmt.num(a["merged"]), fmt.pct(a["merge_rate"]), fmt.ci(*(a["merge_rate_ci"] or (None, None))),

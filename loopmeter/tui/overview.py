@@ -38,7 +38,7 @@ class OverviewTab(DataTab):
         from loopmeter.outcomes.kpis import headline as pr_headline
 
         data = self.lm.data(filters)
-        return {"head": kpis.headline(data, self.lm.value), "prs": pr_headline(self.lm.store, filters.since),
+        return {"head": kpis.headline(data, self.lm.value), "prs": pr_headline(self.lm.store, filters),
                 "agents": kpis.agent_table(data),
                 "daily": spend.over_time(data.cube, "day", by="agent", tz=filters.tz)}
 

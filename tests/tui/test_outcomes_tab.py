@@ -6,14 +6,25 @@ from __future__ import annotations
 
 import pytest
 
+from loopmeter.config import ValueModel
+from loopmeter.tui.app import LoopmeterApp
+from tests.analytics.seed import FIXED_NOW
 from tests.outcomes.seed import seed_prs
 from tests.tui.test_dash import make_app, settle
+
+
+def all_time_app(store, home) -> LoopmeterApp:
+    """The seeded PRs are from November 2026, after the tests' fixed clock's 30 days: all time."""
+    app = LoopmeterApp(store, home=home, value=ValueModel(value_per_merged_outcome=40.0), now=FIXED_NOW,
+                       live_every=0, prefetch_tabs=False, range_name="all")
+    app.animation_level = "none"
+    return app
 
 
 @pytest.mark.anyio
 async def test_outcomes_tab_shows_agents_prs_and_a_prs_sessions(store, loopmeter_home):
     seed_prs(store)
-    app = make_app(store, loopmeter_home)
+    app = all_time_app(store, loopmeter_home)
     async with app.run_test(size=(120, 40)) as pilot:
         await settle(pilot)
         cpo = str(app.query_one("#kpi-cpo").render())
@@ -52,3 +63,13 @@ async def test_outcomes_tab_without_prs_says_how_to_sync(store, loopmeter_home):
         await pilot.press("6")
         await settle(pilot)
         assert "loopmeter outcomes sync" in str(app.query_one("#outcomes-summary").render())
+
+
+@pytest.mark.anyio
+async def test_the_overview_counts_only_prs_in_the_range(store, loopmeter_home):
+    seed_prs(store)  # November 2026: after the 30 days that end at the fixed clock (March 2026)
+    app = make_app(store, loopmeter_home)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        cpo = str(app.query_one("#kpi-cpo").render())
+        assert "/ merged PR (0)" in cpo and "$2.25" not in cpo
