@@ -159,13 +159,19 @@ def run_demo(
     for v in verdicts:
         say(f"     verdict: {v}")
 
-    from loopmeter.demo_logs import write_sample_logs
+    from loopmeter.demo_logs import write_sample_logs, write_sample_repos
     from loopmeter.telemetry.ingest.runner import ingest as ingest_logs
 
     say("3/4  usage: ingesting sample Claude Code and Codex logs (projects named sample/...)")
-    sample = write_sample_logs(home / "sample-logs")
+    t0 = time.perf_counter()
+    repos = write_sample_repos(home / "sample-repos")
+    sample = write_sample_logs(home / "sample-logs", workdir=str(home / "sample-repos"))
     report = ingest_logs(store, db_url=settings.db_url, paths=[sample])
     say(f"     {report.files_seen} sample log files, {report.rows_added} model calls")
+    prs = _sync_sample_repos(store, repos)
+    say(f"     outcomes: {prs} pull requests from the sample repositories' local git history "
+        "(merged, reverted, squashed), their sessions' cost tied to them")
+    seconds["usage"] = time.perf_counter() - t0
     rows = None
     if ingest:
         say("     and your own agent logs (Claude Code, Codex, Gemini)")
@@ -184,6 +190,18 @@ def run_demo(
     store.dispose()
     return DemoResult(home=home, run_id=result.run_id, eval_run_id=outcome.run_id, attempts=result.attempts,
                       winner=result.winner, verdicts=verdicts, ingested_rows=rows, seconds=seconds)
+
+
+def _sync_sample_repos(store: Any, repos: list[Path]) -> int:
+    """`loopmeter outcomes sync --repo` on each sample repository (local git only); PRs named."""
+    from datetime import UTC, datetime
+
+    from loopmeter.outcomes.identity import repo_identity
+    from loopmeter.outcomes.sync import Db, sync_git
+
+    now = datetime.now(UTC)
+    with Db.of(store) as db:
+        return sum(sync_git(db, repo, lambda u: str(repo_identity(u)), since=None, now=now)["prs"] for repo in repos)
 
 
 def render_report(home: Path, fmt: str = "md") -> str:

@@ -33,8 +33,10 @@ def _iso(ts: datetime) -> str:
     return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 
-def write_sample_logs(root: Path, *, now: datetime | None = None, days: int = 14, seed: int = 7) -> Path:
-    """Write Claude Code and Codex session logs under `root`; returns `root`."""
+def write_sample_logs(root: Path, *, now: datetime | None = None, days: int = 14, seed: int = 7,
+                      workdir: str = "/home/dev") -> Path:
+    """Write Claude Code and Codex session logs under `root`; returns `root`. The sessions worked
+    in `workdir`/sample/... (the demo passes the folder of its sample repositories)."""
     rng = random.Random(seed)
     now = (now or datetime.now(UTC)).replace(minute=0, second=0, microsecond=0)
     claude_dir = root / "claude" / "projects"
@@ -58,7 +60,7 @@ def write_sample_logs(root: Path, *, now: datetime | None = None, days: int = 14
                          "cache_creation": {"ephemeral_5m_input_tokens": write, "ephemeral_1h_input_tokens": 0}}
                 context += write
                 msg_id = f"msg_demo{day:02d}{s}{call:03d}"
-                lines.append({"type": "assistant", "sessionId": session, "cwd": f"/home/dev/{project}",
+                lines.append({"type": "assistant", "sessionId": session, "cwd": f"{workdir}/{project}",
                               "gitBranch": _branch(day, s), "isSidechain": False, "timestamp": _iso(ts), "requestId": f"req_demo{msg_id[8:]}",
                               "uuid": f"u-{msg_id}", "message": {"id": msg_id, "role": "assistant", "model": model,
                                                                "content": [{"type": "text", "text": "..."}],
@@ -71,11 +73,11 @@ def write_sample_logs(root: Path, *, now: datetime | None = None, days: int = 14
             path.parent.mkdir(parents=True, exist_ok=True)
             project = rng.choice(PROJECTS)
             events = [{"timestamp": _iso(ts), "type": "session_meta",
-                       "payload": {"id": session, "cwd": f"/home/dev/{project}", "cli_version": "0.169.0",
+                       "payload": {"id": session, "cwd": f"{workdir}/{project}", "cli_version": "0.169.0",
                                    "git": {"branch": _branch(day, 9), "commit_hash": f"{day:02d}" * 20,
                                            "repository_url": _repository_url(project)}}},
                       {"timestamp": _iso(ts), "type": "turn_context",
-                       "payload": {"cwd": f"/home/dev/{project}", "model": CODEX_MODEL}}]
+                       "payload": {"cwd": f"{workdir}/{project}", "model": CODEX_MODEL}}]
             total = {"input_tokens": 0, "cached_input_tokens": 0, "output_tokens": 0, "reasoning_output_tokens": 0}
             for _ in range(rng.randint(3, 8)):
                 ts += timedelta(seconds=rng.randint(10, 120))
@@ -90,3 +92,58 @@ def write_sample_logs(root: Path, *, now: datetime | None = None, days: int = 14
                                "payload": {"type": "token_count", "info": info}})
             path.write_text("".join(json.dumps(e) + "\n" for e in events))
     return root
+
+
+# How each sample branch lands on a sample repository's default branch, as its pull request:
+# (branch, PR number, how, trailer). Sessions on `main` and on the squashed branch stay
+# unattributed (a squash commit names its PR, not its branch).
+SAMPLE_PRS = [
+    ("sample/fix-login", 1, "merge", "Co-authored-by: Claude <noreply@anthropic.com>"),
+    ("sample/faster-build", 2, "merge-reverted", "Co-authored-by: Codex <noreply@openai.com>"),
+    ("sample/new-report", 3, "squash", "Co-authored-by: Claude <noreply@anthropic.com>"),
+]
+
+
+def write_sample_repos(root: Path) -> list[Path]:
+    """A local git repository per sample project under `root` (origin: its example.com URL, never
+    contacted), where the sample branches landed on `main` as SAMPLE_PRS say: merged, merged then
+    reverted, squashed. For `loopmeter outcomes sync --repo`. Returns the repositories."""
+    import subprocess
+
+    from loopmeter.hostgit import clean_env
+
+    env = {**clean_env(), "GIT_AUTHOR_NAME": "Sample Dev", "GIT_AUTHOR_EMAIL": "dev@example.com",
+           "GIT_COMMITTER_NAME": "Sample Dev", "GIT_COMMITTER_EMAIL": "dev@example.com"}
+    repos = []
+    for project in PROJECTS:
+        repo = root / project
+        repo.mkdir(parents=True, exist_ok=True)
+
+        def git(*args: str, _repo: Path = repo) -> str:
+            return subprocess.run(["git", "-c", "commit.gpgsign=false", *args], cwd=_repo, env=env, check=True,
+                                  capture_output=True, text=True, stdin=subprocess.DEVNULL).stdout.strip()
+
+        if (repo / ".git").exists():  # an earlier demo made it
+            repos.append(repo)
+            continue
+        git("init", "-q", "-b", "main")
+        git("remote", "add", "origin", _repository_url(project))
+        (repo / "README.md").write_text(f"# {project}\n\nA sample repository of the loopmeter demo.\n")
+        git("add", "README.md")
+        git("commit", "-q", "-m", "Initial commit")
+        for branch, number, how, trailer in SAMPLE_PRS:
+            git("checkout", "-q", "-b", branch)
+            name = branch.rsplit("/", 1)[-1]
+            (repo / f"{name}.txt").write_text(f"{name}\n")
+            git("add", f"{name}.txt")
+            git("commit", "-q", "-m", f"{name.replace('-', ' ').capitalize()}\n\n{trailer}\n")
+            git("checkout", "-q", "main")
+            if how == "squash":
+                git("merge", "-q", "--squash", branch)
+                git("commit", "-q", "-m", f"{name.replace('-', ' ').capitalize()} (#{number})\n\n{trailer}\n")
+            else:
+                git("merge", "-q", "--no-ff", "-m", f"Merge pull request #{number} from dev/{branch}", branch)
+            if how == "merge-reverted":
+                git("revert", "--no-edit", "-m", "1", "HEAD")
+        repos.append(repo)
+    return repos

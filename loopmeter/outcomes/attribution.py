@@ -139,14 +139,18 @@ class Attribution:
 
 
 def _pr_where(P: Any, repo: str | None, since: datetime | None, until: datetime | None) -> list[Any]:
-    """The PRs in view: in `repo`, created in [since, until) (stored as UTC)."""
+    """The PRs in view: in `repo`, created in [since, until) (stored as UTC); a PR known only
+    from a clone's history (no creation time) by when it landed."""
+    from sqlalchemy import func
+
     where = []
+    created = func.coalesce(P.created_at, P.merged_at)
     if repo:
         where.append(P.repo == repo)
     if since:
-        where.append(P.created_at >= since.astimezone(UTC))
+        where.append(created >= since.astimezone(UTC))
     if until:
-        where.append(P.created_at < until.astimezone(UTC))
+        where.append(created < until.astimezone(UTC))
     return where
 
 

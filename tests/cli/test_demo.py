@@ -7,6 +7,7 @@ import subprocess
 from sqlalchemy import func, select
 
 from loopmeter.store import Attempt, Audit, EvalResult, Run, Usage, open_store
+from loopmeter.store.models import PullRequest
 from tests.conftest import loopmeter_cmd
 
 
@@ -40,4 +41,14 @@ def test_demo_without_a_tty_prints_the_report_and_fills_the_store(tmp_path):
         assert count(EvalResult, EvalResult.passed.is_(True)) == count(EvalResult, EvalResult.agent == "oracle")
         assert count(Audit) == int(allow.group(1)) + count(Audit, Audit.decision != "allow")
         assert count(Usage, Usage.project.like("%sample/%")) > 0  # sample logs, labelled as such
+        # `outcomes sync` on the sample repositories (local git): per repository a merged PR, a
+        # merged then reverted one, a squashed one
+        assert count(PullRequest, PullRequest.repo.like("example.com/sample/%")) == 9
+        assert count(PullRequest, PullRequest.state == "merged", PullRequest.reverted_at.is_not(None)) == 3
+    # the report ties the sample sessions' spend to those PRs, the rest shown beside it
+    per_pr = re.search(r"^\| pull requests \| cost per merged PR \(attributed\) \| \$(\d+\.\d\d) \|", report, re.M)
+    assert per_pr and float(per_pr.group(1)) > 0
+    assert re.search(r"^\| pull requests \| unattributed spend \(no PR\) \| \$\d+\.\d\d in \d+ sessions \|",
+                     report, re.M)
+    assert re.search(r"^\| claude-code \| \d+ \| \d+ \| 100% \|", report, re.M)  # Pull requests by agent
     store.dispose()
