@@ -76,3 +76,23 @@ def test_postgresql_add_usage_skips_stored_and_repeated_keys(pg_store):
         ts = conn.exec_driver_sql("SELECT ts FROM usage WHERE key = 'k2'").scalar_one()
     assert [tuple(h) for h in hours] == [("2026-11-09 10", 3, 60)]  # the first k1 (10), k2 (20), k3 (30)
     assert ts == datetime(2026, 11, 9, 10, 59, tzinfo=UTC)  # whatever the session's time zone
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_whose_writes_are_refused_stops_the_ingest_with_the_stores_error(tmp_path, pg_store):
+    generate(tmp_path / "corpus", mb=2, file_mb=0.25)
+    with pg_store.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'store refuses'; "
+                             "END $$ LANGUAGE plpgsql")
+        conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON usage FOR EACH ROW EXECUTE FUNCTION refuse()")
+    url = pg_store.engine.url.render_as_string(hide_password=False)
+    files = discover(paths=[tmp_path / "corpus"])
+    with pytest.raises(Exception, match="store refuses"):
+        run(pg_store, url, plan(files, load_cursors(url, pg_store)), workers=2, split_bytes=64 << 10,
+            pool_min_bytes=0, batch_rows=20)
+    with pg_store.engine.begin() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM usage").scalar_one() == 0
+        conn.exec_driver_sql("DROP TRIGGER refuse ON usage")
+    report = run(pg_store, url, plan(files, load_cursors(url, pg_store)), workers=2, split_bytes=64 << 10,
+                 pool_min_bytes=0, batch_rows=20)
+    assert report.rows_added > 0 and report.errors == {}
