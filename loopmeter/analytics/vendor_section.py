@@ -14,6 +14,7 @@ import pandas as pd
 
 from loopmeter.analytics import tiers
 from loopmeter.analytics.filters import Filters
+from loopmeter.analytics.vendors import cycle_checks
 from loopmeter.vocab import Tier
 
 OTHER_DIMENSIONS = ("agent", "provider", "source", "project", "repo")  # vendor figures carry none of these
@@ -50,44 +51,6 @@ def activity(store: Any, filters: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
         per_day = [tuple(r) for r in conn.execute(_activity_query(filters, by_date=True))]
         per_vendor = [tuple(r) for r in conn.execute(_activity_query(filters, by_date=False))]
     return pd.DataFrame(per_day, columns=day_cols), pd.DataFrame(per_vendor, columns=vendor_cols)
-
-
-def cycle_checks(store: Any) -> list[dict[str, Any]]:
-    """What a vendor says about its billing cycle so far, beside what the store holds for it: Cursor's
-    /teams/spend total against the stored Σ chargedCents since the cycle start; Windsurf's
-    promptCreditsUsed (its cycle start is not given, so nothing stored is set beside it). The
-    connectors keep these in their sync cursors; they are checks, never added to any day."""
-    import json
-
-    from sqlalchemy import func, select
-
-    from loopmeter.store import models
-    from loopmeter.store import vendors as vstore
-
-    out: list[dict[str, Any]] = []
-    for cursor in vstore.cursors(store, ["cursor", "windsurf"]):
-        try:
-            state = json.loads(cursor.cursor or "{}")
-        except ValueError:
-            continue
-        if not isinstance(state, dict):
-            continue
-        if cursor.source == "cursor" and isinstance(state.get("cycle_spend_usd"), int | float):
-            since = state.get("cycle_start") if isinstance(state.get("cycle_start"), str) else None
-            t = models.VendorUsage.__table__  # type: ignore[attr-defined]
-            stmt = select(func.sum(t.c.cost_usd)).where(t.c.vendor == "cursor",
-                                                        t.c.report == "filtered-usage-events")
-            if since:
-                stmt = stmt.where(t.c.date >= since)
-            with store.engine.connect() as conn:
-                stored = conn.execute(stmt).scalar()
-            out.append({"vendor": "cursor", "check": "billing cycle spend (/teams/spend)", "since": since,
-                        "unit": "usd", "vendor_says": float(state["cycle_spend_usd"]),
-                        "stored": None if stored is None else round(float(stored), 6)})
-        elif cursor.source == "windsurf" and isinstance(state.get("cycle_credits"), int | float):
-            out.append({"vendor": "windsurf", "check": "billing cycle credits (UserPageAnalytics)", "since": None,
-                        "unit": "credits", "vendor_says": float(state["cycle_credits"]), "stored": None})
-    return sorted(out, key=lambda c: c["vendor"])
 
 
 def _num(value: Any) -> float | None:

@@ -1,5 +1,5 @@
-"""Vendor figures for people: `loopmeter vendors spend` and `vendors status` rows (the dashboard's
-Vendors view and the reports read the same functions). The tier rule itself is analytics/tiers.py."""
+"""Vendor figures for people: `loopmeter vendors spend` and `vendors status` rows, and the
+billing-cycle checks (the dashboard's Vendors view and the reports read the same functions). The tier rule itself is analytics/tiers.py."""
 
 from __future__ import annotations
 
@@ -70,3 +70,41 @@ def status_rows(store: Any, env: Mapping[str, str] | None = None, today: date | 
                 "last_error_at": c.last_error_at.isoformat() if c and c.last_error_at else None,
             })
     return rows
+
+
+def cycle_checks(store: Any) -> list[dict[str, Any]]:
+    """What a vendor says about its billing cycle so far, beside what the store holds for it: Cursor's
+    /teams/spend total against the stored Σ chargedCents since the cycle start; Windsurf's
+    promptCreditsUsed (its cycle start is not given, so nothing stored is set beside it). The
+    connectors keep these in their sync cursors; they are checks, never added to any day."""
+    import json
+
+    from sqlalchemy import func, select
+
+    from loopmeter.store import models
+    from loopmeter.store import vendors as vstore
+
+    out: list[dict[str, Any]] = []
+    for cursor in vstore.cursors(store, ["cursor", "windsurf"]):
+        try:
+            state = json.loads(cursor.cursor or "{}")
+        except ValueError:
+            continue
+        if not isinstance(state, dict):
+            continue
+        if cursor.source == "cursor" and isinstance(state.get("cycle_spend_usd"), int | float):
+            since = state.get("cycle_start") if isinstance(state.get("cycle_start"), str) else None
+            t = models.VendorUsage.__table__  # type: ignore[attr-defined]
+            stmt = select(func.sum(t.c.cost_usd)).where(t.c.vendor == "cursor",
+                                                        t.c.report == "filtered-usage-events")
+            if since:
+                stmt = stmt.where(t.c.date >= since)
+            with store.engine.connect() as conn:
+                stored = conn.execute(stmt).scalar()
+            out.append({"vendor": "cursor", "check": "billing cycle spend (/teams/spend)", "since": since,
+                        "unit": "usd", "vendor_says": float(state["cycle_spend_usd"]),
+                        "stored": None if stored is None else round(float(stored), 6)})
+        elif cursor.source == "windsurf" and isinstance(state.get("cycle_credits"), int | float):
+            out.append({"vendor": "windsurf", "check": "billing cycle credits (UserPageAnalytics)", "since": None,
+                        "unit": "credits", "vendor_says": float(state["cycle_credits"]), "stored": None})
+    return sorted(out, key=lambda c: c["vendor"])

@@ -74,14 +74,17 @@ def sync(
 
 @app.command("status")
 def status(json_out: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
-    """Per vendor and report: key, last sync, rows, newest day stored (data lag), last error."""
-    from loopmeter.analytics.vendors import status_rows
+    """Per vendor and report: key, last sync, rows, newest day stored (data lag), last error; and the
+    billing-cycle checks (Cursor's /teams/spend, Windsurf's cycle credits) beside the stored totals."""
+    from loopmeter.analytics.vendors import cycle_checks, status_rows
+    from loopmeter.reports.tables import check_text
     from loopmeter.safe_text import printable
 
     _, store = _open()
     rows = status_rows(store)
+    checks = cycle_checks(store)
     if json_out:
-        typer.echo(json.dumps({"rows": rows}, indent=2))
+        typer.echo(json.dumps({"rows": rows, "checks": checks}, indent=2))
         return
     for r in rows:
         key = f"key from {r['key_from']}" if r["key_from"] else f"no key ({r['key']} / {r['env_var']})"
@@ -91,6 +94,8 @@ def status(json_out: Annotated[bool, typer.Option("--json", help="JSON output.")
         if r["last_error"]:
             line += f"  last error: {printable(r['last_error'])[:160]}"
         typer.echo(line)
+    for check in checks:
+        typer.echo(printable(check_text(check)))
 
 
 @app.command("spend")

@@ -176,3 +176,21 @@ def test_an_event_without_charged_cents_is_unknown_not_free(store, loopmeter_hom
         run_sync(store, loopmeter_home, "cursor", srv.url, ENV)
         (row,) = stored(store, "cursor", "filtered-usage-events")
         assert row["cost_usd"] is None and row["requests"] == 1
+
+
+def test_status_shows_the_billing_cycle_check_beside_the_stored_total(store, loopmeter_home, server):
+    import json
+
+    run_sync(store, loopmeter_home, "cursor", server.url, ENV)
+    want = server.totals()["charged_cents"] / 100
+    env = {**os.environ, "LOOPMETER_HOME": str(loopmeter_home), **ENV}
+    out = subprocess.run(loopmeter_cmd("vendors", "status", "--json"), env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    checks = json.loads(out.stdout)["checks"]
+    assert [(c["vendor"], c["since"], c["unit"]) for c in checks] == [("cursor", "2026-11-01", "usd")]
+    assert checks[0]["vendor_says"] == pytest.approx(want, abs=1e-4) and checks[0]["stored"] == pytest.approx(want)
+    text = subprocess.run(loopmeter_cmd("vendors", "status"), env=env, capture_output=True, text=True, timeout=120)
+    assert text.returncode == 0, text.stderr
+    line = next(x for x in text.stdout.splitlines() if x.startswith("cursor billing cycle spend"))
+    assert "since 2026-11-01: $" in line and "; stored for those days: $" in line
