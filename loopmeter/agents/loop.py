@@ -86,6 +86,9 @@ def start_run(req: RunRequest, *, store: Store | None = None, settings: Settings
             worktree=str(settings.worktrees_dir / run_id / branch.rsplit("/", 1)[-1]),
             epoch=(req.eval_meta or {}).get("epoch"),
         ))
+    from loopmeter.executors import make_attempt_executor
+
+    executor = make_attempt_executor(req.executor, store=store, ray_address=req.ray_address)  # fails before the run
     config = {
         "instruction": req.instruction, "check": req.check, "repo": str(repo_root),
         "task": str(req.task.path) if req.task and req.task.path else None,
@@ -105,9 +108,12 @@ def start_run(req: RunRequest, *, store: Store | None = None, settings: Settings
     try:
         runtime = _Runtime(store, settings, run_id, config, policy, req.on_event, req.approver)
     except BaseException:  # e.g. the sandbox cannot start: the run ends before any attempt
+        if executor is not None:
+            executor.close()
         run.status, run.ended_at = RunStatus.ERROR, utcnow()
         store.save(run)
         raise
+    runtime.executor = executor
     return runtime.drive({"attempt_ids": [a.id for a in attempts]})
 
 
@@ -119,11 +125,15 @@ def resume_run(
     on_event: Callable[[dict[str, Any]], None] | None = None,
     approver: Callable[[list[dict[str, Any]]], dict[str, bool]] | None = None,
     answers: dict[str, bool] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> RunResult:
     """Continue a run from its last finished step (after a crash, Ctrl-C or an approval).
 
     A run waiting for approval stays waiting unless `answers` ({question id: yes?}) or an
-    `approver` answer its questions."""
+    `approver` answer its questions. `executor` says where its unfinished attempts run."""
+    from loopmeter.executors import make_attempt_executor
+
     runtime = _Runtime.load(run_id, store, settings, on_event, approver)
     try:
         pending = runtime.pending()
@@ -138,6 +148,7 @@ def resume_run(
             result = runtime.result([])
             runtime.close()
             return result
+        runtime.executor = make_attempt_executor(executor, store=runtime.store, ray_address=ray_address)
     except BaseException:
         runtime.close()
         raise

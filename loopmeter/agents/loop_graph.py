@@ -144,7 +144,10 @@ class _RunNodes:
         if snap.values:  # resuming: it may have been marked cancelled or waiting meanwhile
             self.rt._set_attempt(attempt_id, status=AttemptStatus.RUNNING, stop_reason=None)
         try:
-            self.rt.attempt_graph.invoke(payload, cfg)
+            if self.rt.executor is not None:  # on another machine (`--executor ray`); its branch comes back here
+                self.rt.executor.run_attempt(self.rt, attempt_id, payload)
+            else:
+                self.rt.attempt_graph.invoke(payload, cfg)
         except (_Cancelled, KeyboardInterrupt):
             raise
         except Exception as exc:

@@ -60,6 +60,8 @@ class RunRequest:
     env: dict[str, str] = field(default_factory=dict)  # extra non-secret env for agents
     user: str | None = None
     project: str | None = None
+    executor: str = "local"  # where attempts run: local (this process) or ray (loopmeter/executors/attempts.py)
+    ray_address: str | None = None
 
 
 @dataclass

@@ -23,6 +23,7 @@ from loopmeter.vocab import AttemptStatus, RunStatus
 
 if TYPE_CHECKING:
     from loopmeter.config import Settings
+    from loopmeter.executors.attempts import RemotePlace
     from loopmeter.store import Store
     from loopmeter.tasks import Task
 
@@ -39,7 +40,8 @@ def cancel_run(run_id: str) -> None:
 class _Runtime:
     def __init__(self, store: Store, settings: Settings, run_id: str, config: dict[str, Any], policy: Any,
                  on_event: Callable[[dict[str, Any]], None] | None,
-                 approver: Callable[[list[dict[str, Any]]], dict[str, bool]] | None):
+                 approver: Callable[[list[dict[str, Any]]], dict[str, bool]] | None,
+                 remote: RemotePlace | None = None):
         from loopmeter.sandbox import make_runner
         from loopmeter.telemetry.otel import setup
 
@@ -50,6 +52,10 @@ class _Runtime:
         self.policy = policy
         self.on_event = on_event
         self.approver = approver
+        # set on a worker running one attempt of a run driven elsewhere (loopmeter/executors/attempts.py)
+        self.remote = remote
+        # set on the driver when its attempts run elsewhere (`--executor ray`): runs each attempt's graph
+        self.executor: Any = None
         self.budgets = Budgets.from_dict(config["budgets"]) or Budgets()
         self.run_budgets = Budgets.from_dict(config.get("run_budgets"))
         self.cancel = threading.Event()  # the whole run: Ctrl-C or cancel_run
@@ -60,20 +66,22 @@ class _Runtime:
         self.telemetry = setup(store)
         self.runner = TracedRunner(make_runner(config["sandbox"], store=store), self.telemetry.tracer,
                                    self.git_layout)
-        self.task = _load_task(config.get("task"))
+        self.task = remote.task if remote is not None else _load_task(config.get("task"))
         self._lock = threading.Lock()
         self._layouts: dict[str, Any] = {}
         # the run's driven time: what earlier drives recorded, plus this one's (see run_wall_s)
         self._active_before: float | None = None
         self._drive_t0 = time.monotonic()
-        conn, saver = open_checkpointer(self.settings.checkpoint_path, store)
+        conn, saver = open_checkpointer((remote.checkpoint_path if remote else None) or self.settings.checkpoint_path,
+                                        store)
         self._conn: Any = conn  # closed by close()
         self.run_graph, self.attempt_graph = build_graphs(self, saver)
 
     @classmethod
     def load(cls, run_id: str, store: Store | None, settings: Settings | None,
              on_event: Callable[[dict[str, Any]], None] | None,
-             approver: Callable[[list[dict[str, Any]]], dict[str, bool]] | None) -> _Runtime:
+             approver: Callable[[list[dict[str, Any]]], dict[str, bool]] | None,
+             remote: RemotePlace | None = None) -> _Runtime:
         from loopmeter.config import load_settings
         from loopmeter.policies import load_policy
         from loopmeter.store import Run, default_store
@@ -90,7 +98,18 @@ class _Runtime:
         if run.policy_sha256 and policy.sha256 != run.policy_sha256:
             raise LoopmeterError(f"the policy of run {run_id} changed since it started",
                                  hint=f"restore the policy with sha256 {run.policy_sha256} to resume it")
-        return cls(store, settings, run_id, config, policy, on_event, approver)
+        return cls(store, settings, run_id, config, policy, on_event, approver, remote)
+
+    @property
+    def repo_path(self) -> Path:
+        """The repository the attempts' worktrees belong to: the run's, or a worker's private copy."""
+        return self.remote.repo if self.remote is not None else Path(self.config["repo"])
+
+    def worktree_of(self, row: Any) -> Path:
+        """Where an attempt's worktree is on this machine (its row keeps the driver's path)."""
+        if self.remote is not None:
+            return self.remote.worktrees / Path(row.worktree).name
+        return Path(row.worktree)
 
     def _cfg(self, thread: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": thread}, "recursion_limit": RECURSION_LIMIT,
@@ -142,6 +161,9 @@ class _Runtime:
     def close(self) -> None:
         self.telemetry.flush()
         self.telemetry.shutdown()
+        if self.executor is not None:
+            self.executor.close()
+            self.executor = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -160,7 +182,7 @@ class _Runtime:
         with self._lock:
             if key not in self._layouts:
                 try:
-                    self._layouts[key] = worktree_layout(Path(self.config["repo"]), Path(key))
+                    self._layouts[key] = worktree_layout(self.repo_path, Path(key))
                 except LoopmeterError:
                     self._layouts[key] = None  # not a worktree of the run's repository: the runner checks it
             return self._layouts[key]

@@ -44,8 +44,9 @@ class _AttemptSteps:
 
         rt = self.rt
         row = self._row(state["attempt_id"])
-        worktree = create_worktree(Path(rt.config["repo"]), row.base_commit, row.branch, Path(row.worktree))
-        rt._set_attempt(row.id, status=AttemptStatus.RUNNING, started_at=row.started_at or utcnow(), worktree=str(worktree))
+        worktree = create_worktree(rt.repo_path, row.base_commit, row.branch, rt.worktree_of(row))
+        rt._set_attempt(row.id, status=AttemptStatus.RUNNING, started_at=row.started_at or utcnow(),
+                        worktree=row.worktree if rt.remote else str(worktree))
         rt.emit(row.id, "prepared", agent=row.agent, model=row.model, branch=row.branch)
         return {"iteration": state.get("iteration", 0), "active_s": state.get("active_s", 0.0)}
 
@@ -87,7 +88,7 @@ class _AttemptSteps:
             return bool(interrupt({"attempt_id": row.id, "agent": row.agent, "action": action, "target": target,
                                    "rule_id": d.rule_id, "reason": d.reason, "iteration": n}))
 
-        worktree = Path(row.worktree)
+        worktree = rt.worktree_of(row)
         remove_task_tests(worktree, rt.task.tests_dir if rt.task else None)
         secs, usd, tokens = self._remaining(state, row.id)
         spent_before = rt.spent(row.id)
@@ -153,7 +154,7 @@ class _AttemptSteps:
                 "auth", "not_installed", "infra"):
             return {"last_check": {"skipped": True}}
         row = self._row(state["attempt_id"])
-        worktree = Path(row.worktree)
+        worktree = rt.worktree_of(row)
         secs, _, _ = self._remaining(state, row.id)
         if rt.task is not None:
             secs = tighter(secs, rt.task.time_limit_s)
@@ -222,7 +223,7 @@ class _AttemptSteps:
         rt = self.rt
         row = self._row(state["attempt_id"])
         head = diff = None
-        repo, worktree = Path(rt.config["repo"]), Path(row.worktree)
+        repo, worktree = rt.repo_path, rt.worktree_of(row)
         try:
             head = commit_all(repo, worktree, f"loopmeter: {row.agent} attempt {row.id}\n\nLoopmeter-Run: "
                               f"{rt.run_id}\nLoopmeter-Attempt: {row.id}")

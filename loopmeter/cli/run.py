@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from loopmeter.agents.loop import RunResult
 
 
+EXECUTOR_HELP = "Where attempts run: local (here) or ray (a Ray cluster; needs loopmeter[ray])."
+RAY_ADDRESS_HELP = "The Ray cluster for --executor ray: HOST:PORT (else RAY_ADDRESS), or auto to start one here."
+
+
 def register(root: typer.Typer) -> None:
     root.command("run")(run)
     root.command("resume")(resume)
@@ -52,6 +56,8 @@ def run(
     shadow: Annotated[list[str] | None, typer.Option("--shadow", help="NAME[:MODEL] run beside the others for "
                                                       "comparison; never the winner.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the run object as JSON.")] = False,
+    executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Run TASK with one or more agents, each in its own worktree and sandbox, until --check passes.
 
@@ -94,7 +100,7 @@ def run(
         policy=policy or (task_policy(task, settings.policy) if task else settings.policy), budgets=budgets,
         run_budgets=run_budgets, concurrency=concurrency or settings.concurrency,
         sandbox=sandbox or settings.sandbox, api_base=api_base, on_event=progress.event if progress else None,
-        approver=_approver(progress),
+        approver=_approver(progress), executor=executor, ray_address=ray_address,
     )
     try:
         result = start_run(req)
@@ -135,6 +141,8 @@ def _note_uncommitted(repo: Path) -> None:
 def resume(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run id (or a unique prefix).")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the run object as JSON.")] = False,
+    executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Continue RUN from its last finished step (after a crash, Ctrl-C or a pending approval)."""
     from loopmeter.agents.loop import resume_run
@@ -147,7 +155,7 @@ def resume(
     progress = Progress() if tty else None
     try:
         result = resume_run(run_id, store=store, on_event=progress.event if progress else None,
-                            approver=_approver(progress))
+                            approver=_approver(progress), executor=executor, ray_address=ray_address)
     finally:
         if progress:
             progress.stop()

@@ -1,4 +1,4 @@
-"""Where eval cells run: `local` (a thread pool in this process, the default) or `ray` (a Ray cluster).
+"""Where eval cells (and `loopmeter run` attempts) run: `local` (a thread pool in this process, the default) or `ray` (a Ray cluster).
 
 `base.py` holds the protocol, the cell's travelling spec and `run_cell`, the one function both
 executors call; `local.py` and `ray_executor.py` the two implementations. Only `ray_executor.py`
@@ -27,4 +27,18 @@ def make_executor(name: str, *, store: Any, concurrency: int, ray_address: str |
         from loopmeter.executors.ray_executor import RayExecutor
 
         return RayExecutor(store, address=ray_address)
+    raise LoopmeterError(f"unknown executor '{name}'", hint="--executor local or --executor ray")
+
+
+def make_attempt_executor(name: str | None, *, store: Any, ray_address: str | None = None) -> Any:
+    """Where `loopmeter run`/`resume` run their attempts: None for `local` (this process, as always),
+    else an object with run_attempt(runtime, attempt_id, payload) and close()."""
+    from loopmeter.errors import LoopmeterError
+
+    if name in (None, "local"):
+        return None
+    if name == "ray":
+        from loopmeter.executors.ray_executor import RayAttempts
+
+        return RayAttempts(store, address=ray_address)
     raise LoopmeterError(f"unknown executor '{name}'", hint="--executor local or --executor ray")

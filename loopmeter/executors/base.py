@@ -73,18 +73,23 @@ def public_store_url(store: Any) -> str:
 
 
 def store_for(spec: CellSpec) -> Any:
-    """The store a node writes this cell to: its own configured URL when it names the same database as
-    the driver's (it may hold the password), else the driver's URL when that needs no password."""
+    """The store a node writes this cell to (open_store_url)."""
+    return open_store_url(spec.store_url)
+
+
+def open_store_url(store_url: str) -> Any:
+    """The store a node writes to: its own configured URL when it names the same database as the
+    driver's `store_url` (it may hold the password), else the driver's URL when that needs no password."""
     from loopmeter.config import load_settings, mask_url
     from loopmeter.store import open_store
 
     own = load_settings().db_url
-    if own and _same_database(mask_url(own), spec.store_url):
+    if own and _same_database(mask_url(own), store_url):
         return open_store(own, migrate=False)
-    if "***" in spec.store_url:
-        raise LoopmeterError(f"this node has no credentials for the eval's store {spec.store_url}",
+    if "***" in store_url:
+        raise LoopmeterError(f"this node has no credentials for the store {store_url}",
                              hint="set LOOPMETER_DB_URL on every node to the same PostgreSQL database")
-    return open_store(spec.store_url, migrate=False)
+    return open_store(store_url, migrate=False)
 
 
 def _same_database(a: str, b: str) -> bool:

@@ -287,3 +287,103 @@ class RayExecutor:
 
     def close(self) -> None:
         self.ray.shutdown()
+
+
+# -- attempts of `loopmeter run` / `resume` ---------------------------------------------------------
+
+def attempt_task(spec: Any, base: bytes, task_files: bytes | None) -> dict[str, Any]:
+    """What a worker runs for one attempt (loopmeter/executors/attempts.py run_attempt_here)."""
+    from loopmeter.executors.attempts import run_attempt_here
+
+    return run_attempt_here(spec, base, task_files)
+
+
+class RayAttempts:
+    """A run's attempts on the cluster, one Ray task each, on nodes offering the capability.
+
+    The base commit travels once per run as a bundle, the task's files once by content; each
+    attempt's branch comes back as a bundle and is taken into the run's repository
+    (loopmeter/executors/attempts.py import_attempt), so `runs show` and `apply` work as locally."""
+
+    name = "ray"
+
+    def __init__(self, store: Any, address: str | None = None, *, capability: str = CAPABILITY,
+                 max_retries: int = 2):
+        import threading
+
+        self.cells = RayExecutor(store, address=address, capability=capability)
+        self.cells.check_store()
+        self.cells.check_resources({capability: 1})
+        self.capability = capability
+        self.max_retries = max_retries
+        self._lock = threading.Lock()
+        self._bases: dict[tuple[str, str], tuple[str, str, Any]] = {}  # (run, base commit) -> (ref, sha, object)
+        self._tasks: dict[Path, tuple[str, Any]] = {}  # task dir -> (sha, object)
+        self._remote: Any = None
+
+    def _shipped(self, rt: Any, base_commit: str) -> tuple[tuple[str, str], Any, str | None, Any]:
+        from loopmeter.executors.attempts import base_bundle
+
+        ray = self.cells.ray
+        with self._lock:
+            key = (rt.run_id, base_commit)
+            if key not in self._bases:
+                ref, sha, data = base_bundle(rt.repo_path, base_commit, rt.run_id)
+                self._bases[key] = (ref, sha, ray.put(data))
+            ref, sha, base_obj = self._bases[key]
+            task_sha = task_obj = None
+            path = rt.task.path if rt.task is not None else None
+            if path is not None:
+                if path not in self._tasks:
+                    tsha, tdata = pack_task(path)
+                    self._tasks[path] = (tsha, ray.put(tdata))
+                task_sha, task_obj = self._tasks[path]
+            if self._remote is None:
+                self._remote = ray.remote(attempt_task)
+        return (ref, sha), base_obj, task_sha, task_obj
+
+    def run_attempt(self, rt: Any, attempt_id: str, payload: Any) -> None:
+        """Run one attempt's graph on a node until it finishes or asks a question; take its branch back."""
+        from loopmeter.agents.loop_records import _Cancelled
+        from loopmeter.executors.attempts import BundleRefused, attempt_spec, import_attempt
+        from loopmeter.executors.base import public_store_url
+        from loopmeter.store import Attempt
+
+        ray = self.cells.ray
+        row = rt.store.get(Attempt, attempt_id)
+        base, base_obj, task_sha, task_obj = self._shipped(rt, row.base_commit)
+        spec = attempt_spec(rt, attempt_id, payload, base, task_sha, public_store_url(rt.store))
+        ref = self._remote.options(
+            name=f"{rt.run_id}/{attempt_id}", num_cpus=self.cells.num_cpus, resources={self.capability: 1},
+            max_retries=self.max_retries, retry_exceptions=False,
+        ).remote(spec, base_obj, task_obj)
+        while not ray.wait([ref], timeout=0.5)[0]:
+            if rt.cancel.is_set():  # Ctrl-C: interrupt the attempt (its loop kills its sandbox), then its worker
+                ray.cancel(ref, force=False)
+                if not ray.wait([ref], timeout=CANCEL_GRACE_S)[0]:
+                    ray.cancel(ref, force=True)
+                raise _Cancelled()
+        try:
+            out = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            raise _Cancelled() from None
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, LoopmeterError):
+                raise exc.cause from None
+            raise LoopmeterError(f"the attempt failed on its node: {type(exc.cause).__name__}: {exc.cause}"[:2000]
+                                 ) from None
+        except ray.exceptions.RayError as exc:  # its worker or node died more times than max_retries
+            raise LoopmeterError(f"the attempt's worker died: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+                                 ) from None
+        if not isinstance(out, dict) or not out.get("finished"):
+            return  # waiting for an answer: the checkpoint holds its question
+        try:
+            head = import_attempt(Path(rt.config["repo"]), row.branch, row.base_commit, out.get("head"),
+                                  out.get("bundle"))
+        except BundleRefused:
+            rt._set_attempt(attempt_id, head_commit=None)
+            raise
+        rt._set_attempt(attempt_id, head_commit=head)
+
+    def close(self) -> None:
+        self.cells.close()
