@@ -450,3 +450,79 @@ def test_model_cells_run_on_the_cluster_and_store_their_usage(ray_executor: Any,
 
         usage = list(s.exec(select(Usage).where(Usage.run_id == remote.run_id)))
     assert len(usage) == 10  # each worker stored its call's usage row in the shared store
+
+
+# -- attempts of `loopmeter run` ------------------------------------------------------------------
+
+FIX_ADD = Path(__file__).resolve().parents[1] / "fixtures" / "agents" / "tasks" / "fix-add"
+
+
+def test_loopmeter_run_attempts_on_the_cluster_match_local_and_their_branch_applies(
+        cluster: RayTestCluster, pg_store: Any, tmp_path: Path) -> None:
+    import json
+    import shutil
+    import subprocess
+
+    from sqlmodel import select
+
+    from loopmeter.agents.worktree import repo_from_dir
+    from loopmeter.store import Attempt, Audit, Iteration, Span
+    from tests.conftest import loopmeter_cmd
+
+    task = tmp_path / "fix-add"
+    shutil.copytree(FIX_ADD, task)
+    repos = {where: repo_from_dir(task / "repo", tmp_path / f"repo-{where}") for where in ("local", "ray")}
+    url = pg_store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    env = {"local": {**os.environ, "LOOPMETER_HOME": str(tmp_path / "home-local")},
+           "ray": {**os.environ, "LOOPMETER_HOME": str(tmp_path / "home-ray"), "LOOPMETER_DB_URL": url}}
+    args = ["run", "--task", str(task), "--agent", "oracle", "--agent", "nop", "--max-iters", "1", "--json"]
+    objs, took = {}, {}
+    for where, extra in (("local", []), ("ray", ["--executor", "ray", "--ray-address", cluster.address])):
+        started = time.monotonic()
+        out = subprocess.run(loopmeter_cmd(*args, "--repo", str(repos[where]), *extra), env=env[where],
+                             capture_output=True, text=True, timeout=300)
+        took[where] = time.monotonic() - started
+        assert out.returncode == 0, out.stderr
+        objs[where] = json.loads(out.stdout)
+    print(f"\nloopmeter run oracle+nop: local {took['local']:.1f}s, ray (2 nodes) {took['ray']:.1f}s")
+
+    def statuses(obj: dict[str, Any]) -> dict[str, tuple[str, int]]:
+        return {a["agent"]: (a["status"], a["iterations"]) for a in obj["attempts"]}
+
+    assert statuses(objs["ray"]) == statuses(objs["local"]) == {"oracle": ("passed", 1), "nop": ("failed", 1)}
+    run_id = objs["ray"]["id"]
+    assert objs["ray"]["winner"] == next(a["id"] for a in objs["ray"]["attempts"] if a["agent"] == "oracle")
+    # the attempts ran on the sandbox nodes, each in a private repository there, not on this machine
+    assert sorted(p.name for p in (cluster.node_home / "remote" / run_id).iterdir()) == [f"{run_id}-1", f"{run_id}-2"]
+    assert not (tmp_path / "home-ray" / "worktrees" / run_id).exists()
+
+    with pg_store.session() as s:
+        rows = {a.agent: a for a in s.exec(select(Attempt).where(Attempt.run_id == run_id))}
+        iterations = list(s.exec(select(Iteration).where(Iteration.attempt_id.in_([a.id for a in rows.values()]))))  # type: ignore[attr-defined]
+        spans = [sp.name for sp in s.exec(select(Span).where(Span.run_id == run_id))]
+        audited = list(s.exec(select(Audit).where(Audit.run_id == run_id)))
+    # the workers wrote the attempts' iterations, spans and sandbox audit to the shared store
+    assert sorted((i.check_passed, i.n) for i in iterations) == [(False, 1), (True, 1)]
+    assert spans.count("invoke_agent oracle") == 1 and spans.count("invoke_agent nop") == 1
+    assert audited
+    repo = repos["ray"]
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+
+    oracle, nop = rows["oracle"], rows["nop"]
+    # the attempt's branch is in the starting repository, at the attempt's commit
+    assert git("rev-parse", f"refs/heads/{oracle.branch}") == oracle.head_commit != oracle.base_commit
+    assert "a + b" in git("show", f"{oracle.head_commit}:calc.py")
+    assert git("rev-parse", f"refs/heads/{nop.branch}") == nop.base_commit  # nop committed nothing
+    assert json.loads(oracle.diffstat) == {"files": 1, "insertions": 1, "deletions": 1}
+    assert git("for-each-ref", "--format=%(refname)", "refs/loopmeter") == ""  # the base bundle's ref is gone
+
+    shown = subprocess.run(loopmeter_cmd("runs", "show", run_id, "--json"), env=env["ray"], capture_output=True,
+                           text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    applied = subprocess.run(loopmeter_cmd("apply", run_id), env=env["ray"], capture_output=True, text=True,
+                             timeout=60)
+    assert applied.returncode == 0, applied.stderr
+    assert "a + b" in (repo / "calc.py").read_text()
+    assert f"Loopmeter-Attempt: {oracle.id}" in git("log", "-1", "--format=%B")
