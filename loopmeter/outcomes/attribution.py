@@ -199,42 +199,48 @@ def _load_sessions(conn: Any, where: list[Any]) -> list[Any]:
 
 def _load_usage(conn: Any, where: list[Any], since: datetime | None, until: datetime | None,
                 agent: str | None, user: str | None) -> tuple[list[UsageGroup], Spend, int]:
-    """Usage summed in SQL, in one pass: per (source, session, run, agent, model, user) for the calls
-    a PR could claim (a session on a PR's head branch, or a loop run), and one sum with its count of
-    sessions for everything else. Returns (groups, the rest, sessions in the rest)."""
+    """Usage summed in SQL: first per (source, session, run, agent, model, user) over the usage
+    rows, then those sums joined to the sessions on a PR's head branch; only the sums a PR could
+    claim (such a session, or a loop run) come back, everything else as one sum with its count of
+    sessions. Returns (groups, the rest, sessions in the rest)."""
     from sqlalchemy import and_, case, func, literal, or_, select
 
     from loopmeter.store.models import Session, Usage
 
     U: Any = Usage.__table__.c  # type: ignore[attr-defined]
     S: Any = Session.__table__.c  # type: ignore[attr-defined]
+    tokens = (func.coalesce(U.input_tokens, 0) + func.coalesce(U.cache_read_tokens, 0)
+              + func.coalesce(U.cache_write_tokens, 0) + func.coalesce(U.output_tokens, 0))
+    dims = (U.source, U.session_id, U.run_id, U.agent, U.model, U.user)
+    per_call = select(*dims, func.sum(U.cost_usd).label("cost"),
+                      func.sum(case((U.cost_usd.is_not(None), 1), else_=0)).label("priced"),
+                      func.sum(case((U.cost_usd.is_(None), 1), else_=0)).label("unpriced"),
+                      func.sum(tokens).label("tokens"), func.count().label("calls")).group_by(*dims)
+    if since:
+        per_call = per_call.where(U.ts >= since.astimezone(UTC))
+    if until:
+        per_call = per_call.where(U.ts < until.astimezone(UTC))
+    if agent:
+        per_call = per_call.where(U.agent == agent)
+    if user:
+        per_call = per_call.where(U.user == user)
+    sums = per_call.subquery("sums")
+    G: Any = sums.c
     matched = select(S.source, S.session_id).where(S.repo.is_not(None), S.branch.is_not(None),
                                                      _on_pr_branch(where)).subquery("matched")
     M: Any = matched.c
-    claimable = or_(M.session_id.is_not(None), U.run_id.is_not(None))
+    claimable = or_(M.session_id.is_not(None), G.run_id.is_not(None))
 
     def kept(column: Any, name: str) -> Any:
         return case((claimable, column), else_=None).label(name)
 
-    keys = [kept(U.source, "source"), kept(U.session_id, "session_id"), kept(U.run_id, "run_id"),
-            kept(U.agent, "agent"), kept(U.model, "model"), kept(U.user, "user")]
-    tokens = (func.coalesce(U.input_tokens, 0) + func.coalesce(U.cache_read_tokens, 0)
-              + func.coalesce(U.cache_write_tokens, 0) + func.coalesce(U.output_tokens, 0))
-    session_key = U.source + literal("|") + func.coalesce(U.session_id, U.run_id, literal(""))
-    joined = Usage.__table__.outerjoin(  # type: ignore[attr-defined]
-        matched, and_(M.source == U.source, M.session_id == U.session_id))
-    q = select(*keys, func.sum(U.cost_usd), func.sum(case((U.cost_usd.is_not(None), 1), else_=0)),
-               func.sum(case((U.cost_usd.is_(None), 1), else_=0)), func.sum(tokens), func.count(),
-               func.count(func.distinct(session_key))) \
-        .select_from(joined).group_by(*keys)
-    if since:
-        q = q.where(U.ts >= since.astimezone(UTC))
-    if until:
-        q = q.where(U.ts < until.astimezone(UTC))
-    if agent:
-        q = q.where(U.agent == agent)
-    if user:
-        q = q.where(U.user == user)
+    keys = [kept(G.source, "source"), kept(G.session_id, "session_id"), kept(G.run_id, "run_id"),
+            kept(G.agent, "agent"), kept(G.model, "model"), kept(G.user, "user")]
+    session_key = G.source + literal("|") + func.coalesce(G.session_id, G.run_id, literal(""))
+    q = select(*keys, func.sum(G.cost), func.sum(G.priced), func.sum(G.unpriced), func.sum(G.tokens),
+               func.sum(G.calls), func.count(func.distinct(session_key))) \
+        .select_from(sums.outerjoin(matched, and_(M.source == G.source, M.session_id == G.session_id))) \
+        .group_by(*keys)
     groups: dict[tuple[str, str | None, str | None], UsageGroup] = {}
     rest, rest_sessions = Spend(), 0
     for source, sid, run, agent_, model, user_, cost, priced, unpriced, toks, calls, sessions in conn.execute(q):
