@@ -168,6 +168,15 @@ def run_attempt_here(spec: AttemptSpec, base: bytes, task_files: bytes | None) -
                          checkpoint_path=Path(spec.checkpoint_path) if spec.checkpoint_path else None)
     rt = _Runtime.load(spec.run_id, store, settings, None, None, remote=remote)
     try:
+        # the worktree on this node (a resume may land on another node than the earlier steps: it starts
+        # again from the base commit there, while the checkpoint keeps the steps already done)
+        from loopmeter.agents.worktree import create_worktree
+        from loopmeter.store import Attempt
+
+        row = store.get(Attempt, spec.attempt_id)
+        if row is None:
+            raise LoopmeterError(f"no attempt {spec.attempt_id} in the store")
+        create_worktree(repo, spec.base_commit, spec.branch, rt.worktree_of(row))
         payload: Any = spec.fresh
         if spec.resume is not None:
             payload = Command(resume=spec.resume)

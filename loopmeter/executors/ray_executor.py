@@ -320,6 +320,7 @@ class RayAttempts:
         self._bases: dict[tuple[str, str], tuple[str, str, Any]] = {}  # (run, base commit) -> (ref, sha, object)
         self._tasks: dict[Path, tuple[str, Any]] = {}  # task dir -> (sha, object)
         self._remote: Any = None
+        self._running: set[Any] = set()  # attempts submitted and not yet returned
 
     def _shipped(self, rt: Any, base_commit: str) -> tuple[tuple[str, str], Any, str | None, Any]:
         from loopmeter.executors.attempts import base_bundle
@@ -357,13 +358,13 @@ class RayAttempts:
             name=f"{rt.run_id}/{attempt_id}", num_cpus=self.cells.num_cpus, resources={self.capability: 1},
             max_retries=self.max_retries, retry_exceptions=False,
         ).remote(spec, base_obj, task_obj)
-        while not ray.wait([ref], timeout=0.5)[0]:
-            if rt.cancel.is_set():  # Ctrl-C: interrupt the attempt (its loop kills its sandbox), then its worker
-                ray.cancel(ref, force=False)
-                if not ray.wait([ref], timeout=CANCEL_GRACE_S)[0]:
-                    ray.cancel(ref, force=True)
-                raise _Cancelled()
+        with self._lock:
+            self._running.add(ref)
         try:
+            while not ray.wait([ref], timeout=0.5)[0]:
+                if rt.cancel.is_set():  # Ctrl-C
+                    self._cancel([ref])
+                    raise _Cancelled()
             out = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
             raise _Cancelled() from None
@@ -375,6 +376,9 @@ class RayAttempts:
         except ray.exceptions.RayError as exc:  # its worker or node died more times than max_retries
             raise LoopmeterError(f"the attempt's worker died: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
                                  ) from None
+        finally:
+            with self._lock:
+                self._running.discard(ref)
         if not isinstance(out, dict) or not out.get("finished"):
             return  # waiting for an answer: the checkpoint holds its question
         try:
@@ -385,5 +389,18 @@ class RayAttempts:
             raise
         rt._set_attempt(attempt_id, head_commit=head)
 
+    def _cancel(self, refs: list[Any]) -> None:
+        """Interrupt these attempts (each loop kills its sandbox), then kill the workers still running."""
+        ray = self.cells.ray
+        for ref in refs:
+            ray.cancel(ref, force=False)
+        _, left = ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S) if refs else ([], [])
+        for ref in left:
+            ray.cancel(ref, force=True)
+
     def close(self) -> None:
+        with self._lock:
+            running = list(self._running)
+        if running:  # the run ended (Ctrl-C, an error) with attempts still out: none outlives it
+            self._cancel(running)
         self.cells.close()

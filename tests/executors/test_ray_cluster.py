@@ -526,3 +526,52 @@ def test_loopmeter_run_attempts_on_the_cluster_match_local_and_their_branch_appl
     assert applied.returncode == 0, applied.stderr
     assert "a + b" in (repo / "calc.py").read_text()
     assert f"Loopmeter-Attempt: {oracle.id}" in git("log", "-1", "--format=%B")
+
+
+def test_ctrl_c_on_a_ray_run_cancels_its_attempt_and_resume_on_ray_finishes_it(
+        cluster: RayTestCluster, pg_store: Any, tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    from sqlmodel import select
+
+    from loopmeter.agents.worktree import repo_from_dir
+    from loopmeter.store import Attempt, Iteration, Run
+    from tests.conftest import loopmeter_cmd
+
+    task = slow_suite(tmp_path / "suite", 1, 30) / "slow-0"
+    repo = repo_from_dir(task / "repo", tmp_path / "repo")
+    url = pg_store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    env = {**os.environ, "LOOPMETER_HOME": str(tmp_path / "home"), "LOOPMETER_DB_URL": url}
+    ray_args = ["--executor", "ray", "--ray-address", cluster.address, "--json"]
+    proc = subprocess.Popen(loopmeter_cmd("run", "--task", str(task), "--repo", str(repo), "--agent", "oracle",
+                                          "--max-iters", "1", *ray_args), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        def acting() -> str | None:  # the worker started the attempt's first act (oracle sleeps 30 s in it)
+            with pg_store.session() as s:
+                its = list(s.exec(select(Iteration)))
+            return its[0].attempt_id if its else None
+
+        attempt_id = _wait_for(acting, 120, "the attempt acting on a node")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert time.monotonic() - started < 25, err  # not the 30 s the oracle sleeps
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    attempt = pg_store.get(Attempt, attempt_id)
+    assert attempt.status == "cancelled" and pg_store.get(Run, attempt.run_id).status == "cancelled"
+
+    (task / "solution" / "solve.sh").write_text("echo done > done.txt\n")
+    out = subprocess.run(loopmeter_cmd("resume", attempt.run_id, *ray_args), env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    (resumed,) = json.loads(out.stdout)["attempts"]
+    assert (resumed["status"], resumed["iterations"]) == ("passed", 1)
+    head = pg_store.get(Attempt, attempt_id).head_commit
+    got = subprocess.run(["git", "show", f"refs/heads/{attempt.branch}:done.txt"], cwd=repo, capture_output=True,
+                         text=True)
+    assert got.stdout == "done\n" and head
