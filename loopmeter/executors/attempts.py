@@ -192,6 +192,10 @@ def run_attempt_here(spec: AttemptSpec, base: bytes, task_files: bytes | None) -
     finally:
         rt.close()
         store.dispose()
+    if finished:  # its branch goes back in the bundle: nothing of it stays on this node
+        from loopmeter.hostgit import remove_path
+
+        remove_path(place)
     return {"finished": finished, "head": head, "bundle": bundle, "node": socket.gethostname()}
 
 

@@ -492,18 +492,21 @@ def test_loopmeter_run_attempts_on_the_cluster_match_local_and_their_branch_appl
     assert statuses(objs["ray"]) == statuses(objs["local"]) == {"oracle": ("passed", 1), "nop": ("failed", 1)}
     run_id = objs["ray"]["id"]
     assert objs["ray"]["winner"] == next(a["id"] for a in objs["ray"]["attempts"] if a["agent"] == "oracle")
-    # the attempts ran on the sandbox nodes, each in a private repository there, not on this machine
-    assert sorted(p.name for p in (cluster.node_home / "remote" / run_id).iterdir()) == [f"{run_id}-1", f"{run_id}-2"]
+    # the attempts ran on the sandbox nodes (their spans went to the nodes' OTLP endpoint), each in a
+    # private repository there that is removed once its branch is back; no worktree on this machine
+    spans = cluster.otlp.traces()
+    assert all(a["id"].encode() in spans for a in objs["ray"]["attempts"])
+    assert list((cluster.node_home / "remote" / run_id).iterdir()) == []
     assert not (tmp_path / "home-ray" / "worktrees" / run_id).exists()
 
     with pg_store.session() as s:
         rows = {a.agent: a for a in s.exec(select(Attempt).where(Attempt.run_id == run_id))}
         iterations = list(s.exec(select(Iteration).where(Iteration.attempt_id.in_([a.id for a in rows.values()]))))  # type: ignore[attr-defined]
-        spans = [sp.name for sp in s.exec(select(Span).where(Span.run_id == run_id))]
+        stored = [sp.name for sp in s.exec(select(Span).where(Span.run_id == run_id))]
         audited = list(s.exec(select(Audit).where(Audit.run_id == run_id)))
     # the workers wrote the attempts' iterations, spans and sandbox audit to the shared store
     assert sorted((i.check_passed, i.n) for i in iterations) == [(False, 1), (True, 1)]
-    assert spans.count("invoke_agent oracle") == 1 and spans.count("invoke_agent nop") == 1
+    assert stored.count("invoke_agent oracle") == 1 and stored.count("invoke_agent nop") == 1
     assert audited
     repo = repos["ray"]
 
