@@ -168,12 +168,20 @@ def pending_approvals(run_id: str, *, store: Store | None = None, settings: Sett
 
 
 def answer_approvals(run_id: str, approve: bool, *, store: Store | None = None, settings: Settings | None = None,
-                     on_event: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
-    """Answer every pending question of a run with yes (approve) or no (deny), then continue it."""
+                     on_event: Callable[[dict[str, Any]], None] | None = None, executor: str = "local",
+                     ray_address: str | None = None) -> RunResult:
+    """Answer every pending question of a run with yes (approve) or no (deny), then continue it
+    (its attempts where `executor` says)."""
+    from loopmeter.executors import make_attempt_executor
+
     runtime = _Runtime.load(run_id, store, settings, on_event, None)
-    pending = runtime.pending()
-    if not pending:
+    try:
+        pending = runtime.pending()
+        if not pending:
+            raise LoopmeterError(f"run {run_id} is not waiting for approval",
+                                 hint="`loopmeter runs show RUN` shows its state; `loopmeter resume RUN` continues it")
+        runtime.executor = make_attempt_executor(executor, store=runtime.store, ray_address=ray_address)
+    except BaseException:
         runtime.close()
-        raise LoopmeterError(f"run {run_id} is not waiting for approval",
-                             hint="`loopmeter runs show RUN` shows its state; `loopmeter resume RUN` continues it")
+        raise
     return runtime.drive(runtime.resume_command({q["id"]: approve for q in pending}))

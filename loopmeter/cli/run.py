@@ -162,31 +162,35 @@ def resume(
     _finish(result, json_out)
 
 
-def _answer(run_id: str, yes: bool, json_out: bool) -> None:
+def _answer(run_id: str, yes: bool, json_out: bool, executor: str, ray_address: str | None) -> None:
     from loopmeter.agents.loop import answer_approvals
     from loopmeter.agents.runs import find_run
     from loopmeter.store import default_store
 
     store = default_store()
     run_id = find_run(store, run_id).id
-    result = answer_approvals(run_id, yes, store=store)
+    result = answer_approvals(run_id, yes, store=store, executor=executor, ray_address=ray_address)
     _finish(result, json_out)
 
 
 def approve(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run waiting for approval.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the run object as JSON.")] = False,
+    executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Approve what RUN is waiting for (a policy `ask`), and continue it."""
-    _answer(run_id, True, json_out)
+    _answer(run_id, True, json_out, executor, ray_address)
 
 
 def deny(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run waiting for approval.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print the run object as JSON.")] = False,
+    executor: Annotated[str, typer.Option(help=EXECUTOR_HELP)] = "local",
+    ray_address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Deny what RUN is waiting for, and continue it (the agent is told no, or the attempt stops)."""
-    _answer(run_id, False, json_out)
+    _answer(run_id, False, json_out, executor, ray_address)
 
 
 def _approver(progress: Progress | None) -> Callable[[list[dict[str, Any]]], dict[str, bool]] | None:

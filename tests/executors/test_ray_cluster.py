@@ -578,3 +578,30 @@ def test_ctrl_c_on_a_ray_run_cancels_its_attempt_and_resume_on_ray_finishes_it(
     got = subprocess.run(["git", "show", f"refs/heads/{attempt.branch}:done.txt"], cwd=repo, capture_output=True,
                          text=True)
     assert got.stdout == "done\n" and head
+
+
+def test_a_policy_ask_on_a_node_waits_and_approve_on_ray_continues_it(cluster: RayTestCluster, pg_store: Any,
+                                                                     tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    from loopmeter.agents.loop import AgentSpec, RunRequest, answer_approvals, start_run
+    from loopmeter.agents.worktree import repo_from_dir
+    from loopmeter.tasks import load_task
+    from tests.agents.conftest import policy_with
+
+    shutil.copytree(FIX_ADD, tmp_path / "fix-add")
+    task = load_task(tmp_path / "fix-add")
+    repo = repo_from_dir(task.path / "repo", tmp_path / "repo")
+    policy = policy_with(tmp_path, '  - id: ask-oracle\n    action: agent\n    match: "oracle"\n'
+                                   '    decision: ask\n    reason: oracle needs a yes\n')
+    waiting = start_run(RunRequest(
+        instruction=task.instruction, check=task.check, repo=repo, task=task, agents=[AgentSpec("oracle")],
+        policy=policy, executor="ray", ray_address=cluster.address), store=pg_store)
+    # the question was asked on a node; this machine reads it from the shared checkpoint
+    assert waiting.status == "waiting" and [q["rule_id"] for q in waiting.approvals] == ["rules.ask-oracle"]
+    done = answer_approvals(waiting.run_id, True, store=pg_store, executor="ray", ray_address=cluster.address)
+    assert done.status == "passed" and done.attempts[0].status == "passed"
+    shown = subprocess.run(["git", "show", f"refs/heads/{done.attempts[0].branch}:calc.py"], cwd=repo,
+                           capture_output=True, text=True)
+    assert "a + b" in shown.stdout
