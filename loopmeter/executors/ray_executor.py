@@ -312,8 +312,12 @@ class RayAttempts:
         import threading
 
         self.cells = RayExecutor(store, address=address, capability=capability)
-        self.cells.check_store()
-        self.cells.check_resources({capability: 1})
+        try:
+            self.cells.check_store()
+            self.cells.check_resources({capability: 1})
+        except BaseException:
+            self.cells.close()
+            raise
         self.capability = capability
         self.max_retries = max_retries
         self._lock = threading.Lock()

@@ -605,3 +605,17 @@ def test_a_policy_ask_on_a_node_waits_and_approve_on_ray_continues_it(cluster: R
     shown = subprocess.run(["git", "show", f"refs/heads/{done.attempts[0].branch}:calc.py"], cwd=repo,
                            capture_output=True, text=True)
     assert "a + b" in shown.stdout
+
+
+def test_a_ray_run_with_a_sqlite_store_on_several_nodes_is_refused_before_it_starts(
+        cluster: RayTestCluster, store: Any, tmp_path: Path) -> None:
+    from loopmeter.agents.loop import AgentSpec, RunRequest, start_run
+    from loopmeter.agents.worktree import repo_from_dir
+    from loopmeter.store import Run
+
+    repo = repo_from_dir(FIX_ADD / "repo", tmp_path / "repo")
+    with pytest.raises(LoopmeterError) as info:
+        start_run(RunRequest(instruction="fix add", check="true", repo=repo, agents=[AgentSpec("nop")],
+                             executor="ray", ray_address=cluster.address), store=store)
+    assert "SQLite" in info.value.message and "3 nodes" in info.value.message
+    assert store.count(Run) == 0 and not ray.is_initialized()
