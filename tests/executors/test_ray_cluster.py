@@ -542,19 +542,28 @@ def test_ctrl_c_on_a_ray_run_cancels_its_attempt_and_resume_on_ray_finishes_it(
     from loopmeter.store import Attempt, Iteration, Run
     from tests.conftest import loopmeter_cmd
 
-    task = slow_suite(tmp_path / "suite", 1, 30) / "slow-0"
+    task = slow_suite(tmp_path / "suite", 1, 29.7) / "slow-0"  # a sleep no other test starts
     repo = repo_from_dir(task / "repo", tmp_path / "repo")
     url = pg_store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     env = {**os.environ, "LOOPMETER_HOME": str(tmp_path / "home"), "LOOPMETER_DB_URL": url}
     ray_args = ["--executor", "ray", "--ray-address", cluster.address, "--json"]
+
+    def sleepers() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            with contextlib.suppress(OSError):
+                if entry.isdigit() and Path(f"/proc/{entry}/cmdline").read_bytes() == b"sleep\x0029.7\x00":
+                    found.append(int(entry))
+        return found
+
     proc = subprocess.Popen(loopmeter_cmd("run", "--task", str(task), "--repo", str(repo), "--agent", "oracle",
                                           "--max-iters", "1", *ray_args), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        def acting() -> str | None:  # the worker started the attempt's first act (oracle sleeps 30 s in it)
+        def acting() -> str | None:  # the worker started the attempt's first act: the oracle sleeps in it
             with pg_store.session() as s:
                 its = list(s.exec(select(Iteration)))
-            return its[0].attempt_id if its else None
+            return its[0].attempt_id if its and sleepers() else None
 
         attempt_id = _wait_for(acting, 120, "the attempt acting on a node")
         started = time.monotonic()
@@ -565,6 +574,9 @@ def test_ctrl_c_on_a_ray_run_cancels_its_attempt_and_resume_on_ray_finishes_it(
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
+
+    # the oracle's sleep ran in a sandbox on a node: it does not outlive the cancelled attempt
+    _wait_for(lambda: not sleepers() or None, 20, "the sandboxed sleep to end")
     attempt = pg_store.get(Attempt, attempt_id)
     assert attempt.status == "cancelled" and pg_store.get(Run, attempt.run_id).status == "cancelled"
 
