@@ -293,9 +293,13 @@ class RayExecutor:
 
 def attempt_task(spec: Any, base: bytes, task_files: bytes | None) -> dict[str, Any]:
     """What a worker runs for one attempt (loopmeter/executors/attempts.py run_attempt_here)."""
+    import ray
+
     from loopmeter.executors.attempts import run_attempt_here
 
-    return run_attempt_here(spec, base, task_files)
+    out = run_attempt_here(spec, base, task_files)
+    out["node_id"] = ray.get_runtime_context().get_node_id()
+    return out
 
 
 class RayAttempts:
@@ -358,9 +362,16 @@ class RayAttempts:
         row = rt.store.get(Attempt, attempt_id)
         base, base_obj, task_sha, task_obj = self._shipped(rt, row.base_commit)
         spec = attempt_spec(rt, attempt_id, payload, base, task_sha, public_store_url(rt.store))
+        options: dict[str, Any] = {}
+        earlier = (rt.config.get("attempt_nodes") or {}).get(attempt_id)
+        if earlier and any(n.get("NodeID") == earlier for n in self.cells.nodes()):
+            # continue where its worktree and its agent's state are; elsewhere only when that node is busy or gone
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=earlier, soft=True)
         ref = self._remote.options(
             name=f"{rt.run_id}/{attempt_id}", num_cpus=self.cells.num_cpus, resources={self.capability: 1},
-            max_retries=self.max_retries, retry_exceptions=False,
+            max_retries=self.max_retries, retry_exceptions=False, **options,
         ).remote(spec, base_obj, task_obj)
         with self._lock:
             self._running.add(ref)
@@ -383,7 +394,11 @@ class RayAttempts:
         finally:
             with self._lock:
                 self._running.discard(ref)
-        if not isinstance(out, dict) or not out.get("finished"):
+        if not isinstance(out, dict):
+            raise LoopmeterError("the attempt's worker returned no result")
+        if out.get("node_id"):
+            self._remember_node(rt, attempt_id, str(out["node_id"]))
+        if not out.get("finished"):
             return  # waiting for an answer: the checkpoint holds its question
         try:
             head = import_attempt(Path(rt.config["repo"]), row.branch, row.base_commit, out.get("head"),
@@ -392,6 +407,17 @@ class RayAttempts:
             rt._set_attempt(attempt_id, head_commit=None)
             raise
         rt._set_attempt(attempt_id, head_commit=head)
+
+    def _remember_node(self, rt: Any, attempt_id: str, node_id: str) -> None:
+        """Where the attempt last ran (the run's config, `attempt_nodes`): a resume or an answer goes there."""
+        import json
+
+        with self._lock:
+            nodes = rt.config.setdefault("attempt_nodes", {})
+            if nodes.get(attempt_id) == node_id:
+                return
+            nodes[attempt_id] = node_id
+            rt._set_run(config=json.dumps(rt.config))
 
     def _cancel(self, refs: list[Any]) -> None:
         """Interrupt these attempts (each loop kills its sandbox), then kill the workers still running."""

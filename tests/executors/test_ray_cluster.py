@@ -612,8 +612,19 @@ def test_a_policy_ask_on_a_node_waits_and_approve_on_ray_continues_it(cluster: R
         policy=policy, executor="ray", ray_address=cluster.address), store=pg_store)
     # the question was asked on a node; this machine reads it from the shared checkpoint
     assert waiting.status == "waiting" and [q["rule_id"] for q in waiting.approvals] == ["rules.ask-oracle"]
+    import json
+
+    from loopmeter.store import Run
+
+    def node_of(run_id: str) -> str:
+        (node,) = json.loads(pg_store.get(Run, run_id).config)["attempt_nodes"].values()
+        return str(node)
+
+    asked_on = node_of(waiting.run_id)
+    assert asked_on in {w.node_id for w in cluster.workers}  # a sandbox node, not the head
     done = answer_approvals(waiting.run_id, True, store=pg_store, executor="ray", ray_address=cluster.address)
     assert done.status == "passed" and done.attempts[0].status == "passed"
+    assert node_of(done.run_id) == asked_on  # the answered attempt continued where its worktree is
     shown = subprocess.run(["git", "show", f"refs/heads/{done.attempts[0].branch}:calc.py"], cwd=repo,
                            capture_output=True, text=True)
     assert "a + b" in shown.stdout
