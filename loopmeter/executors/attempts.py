@@ -103,16 +103,17 @@ def private_repo(place: Path, base: bytes, base_sha: str, base_ref: str, base_co
     if hashlib.sha256(base).hexdigest() != base_sha:
         raise LoopmeterError(f"the base bundle {base_sha[:12]} arrived damaged (hash mismatch)")
     repo = place / "repo"
-    if (repo / ".git").is_dir():
-        return repo
-    repo.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["git", "init", "-q", "-b", "loopmeter-empty", str(repo)], env=clean_env(), check=True,
-                   capture_output=True)
+    if not (repo / ".git").is_dir():
+        repo.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "init", "-q", "-b", "loopmeter-empty", str(repo)], env=clean_env(), check=True,
+                       capture_output=True)
+    git = HostGit(repo_layout(repo))
+    if git("rev-parse", "-q", "--verify", "refs/loopmeter/base", check=False).strip() == base_commit:
+        return repo  # made by an earlier step of this attempt on this node
     path = place / "base.bundle"
     path.write_bytes(base)
     try:
-        git = HostGit(repo_layout(repo))
-        git(*BUNDLE_GIT, "fetch", "-q", "--no-tags", str(path), f"{base_ref}:refs/loopmeter/base")
+        git(*BUNDLE_GIT, "fetch", "-q", "--no-tags", str(path), f"+{base_ref}:refs/loopmeter/base")
     finally:
         path.unlink(missing_ok=True)
     if git("rev-parse", "refs/loopmeter/base").strip() != base_commit:
@@ -143,7 +144,7 @@ def attempt_bundle(repo: Path, branch: str, base_commit: str) -> tuple[str, byte
 def run_attempt_here(spec: AttemptSpec, base: bytes, task_files: bytes | None) -> dict[str, Any]:
     """What a worker runs for one attempt: drive its graph in a private repository, return its commits.
 
-    Returns {"finished", "head", "bundle", "node"}; rows (attempt, iterations, usage, spans, audit)
+    Returns {"finished", "head", "bundle", "node"} (node: this host's name); rows (attempt, iterations, usage, spans, audit)
     go to the shared store as the attempt runs, its checkpoints to the run's checkpointer."""
     import socket
 

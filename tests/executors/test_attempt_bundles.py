@@ -132,3 +132,16 @@ def test_a_branch_that_does_not_descend_from_the_base_is_refused(tmp_path: Path,
     with pytest.raises(BundleRefused, match="does not descend from the base commit"):
         import_attempt(repo, BRANCH, base, orphan_head, out.read_bytes())
     assert git(repo, "branch", "--list", BRANCH) == ""
+
+
+def test_a_private_repository_is_made_once_and_completed_after_a_killed_worker(tmp_path: Path,
+                                                                                driver: tuple[Path, str]) -> None:
+    repo, base = driver
+    ref, sha, data = base_bundle(repo, base, "RUN1")
+    private = private_repo(tmp_path / "node", data, sha, ref, base)
+    assert private_repo(tmp_path / "node", data, sha, ref, base) == private  # reused as it is
+    git(private, "update-ref", "-d", "refs/loopmeter/base")  # a worker killed before its fetch finished
+    assert private_repo(tmp_path / "node", data, sha, ref, base) == private
+    assert git(private, "rev-parse", "refs/loopmeter/base") == base
+    with pytest.raises(Exception, match="arrived damaged"):
+        private_repo(tmp_path / "other", data[:-1], sha, ref, base)
