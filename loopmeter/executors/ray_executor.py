@@ -375,11 +375,15 @@ class RayAttempts:
         ).remote(spec, base_obj, task_obj)
         with self._lock:
             self._running.add(ref)
+        shown = 0.0
         try:
             while not ray.wait([ref], timeout=0.5)[0]:
                 if rt.cancel.is_set():  # Ctrl-C
                     self._cancel([ref])
                     raise _Cancelled()
+                if rt.on_event is not None and time.monotonic() - shown >= 1.0:
+                    shown = time.monotonic()
+                    self._progress(rt, attempt_id, "remote")
             out = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
             raise _Cancelled() from None
@@ -407,6 +411,24 @@ class RayAttempts:
             rt._set_attempt(attempt_id, head_commit=None)
             raise
         rt._set_attempt(attempt_id, head_commit=head)
+        if rt.on_event is not None:
+            self._progress(rt, attempt_id, "done")
+
+    def _progress(self, rt: Any, attempt_id: str, state: str) -> None:
+        """The attempt's progress as the worker stored it, for the live display (events of a local run)."""
+        from sqlmodel import func, select
+
+        from loopmeter.store import Attempt, Iteration
+
+        row = rt.store.get(Attempt, attempt_id)
+        if row is None:
+            return
+        with rt.store.session() as s:
+            iteration = s.exec(select(func.max(Iteration.n)).where(Iteration.attempt_id == attempt_id)).one()
+        usd, tokens, unpriced = rt.spent(attempt_id)
+        rt.emit(attempt_id, state, agent=row.agent, model=row.model, iteration=iteration, tokens=tokens,
+                cost_usd=None if unpriced and not usd else usd,
+                status=row.status if state == "done" else None, stop_reason=row.stop_reason)
 
     def _remember_node(self, rt: Any, attempt_id: str, node_id: str) -> None:
         """Where the attempt last ran (the run's config, `attempt_nodes`): a resume or an answer goes there."""

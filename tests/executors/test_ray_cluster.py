@@ -622,8 +622,12 @@ def test_a_policy_ask_on_a_node_waits_and_approve_on_ray_continues_it(cluster: R
 
     asked_on = node_of(waiting.run_id)
     assert asked_on in {w.node_id for w in cluster.workers}  # a sandbox node, not the head
-    done = answer_approvals(waiting.run_id, True, store=pg_store, executor="ray", ray_address=cluster.address)
+    events: list[dict[str, Any]] = []
+    done = answer_approvals(waiting.run_id, True, store=pg_store, executor="ray", ray_address=cluster.address,
+                            on_event=events.append)
     assert done.status == "passed" and done.attempts[0].status == "passed"
+    # the live display gets the attempt's end, read from what its worker stored
+    assert [(e["state"], e["status"], e["iteration"]) for e in events if e["state"] == "done"] == [("done", "passed", 1)]
     assert node_of(done.run_id) == asked_on  # the answered attempt continued where its worktree is
     shown = subprocess.run(["git", "show", f"refs/heads/{done.attempts[0].branch}:calc.py"], cwd=repo,
                            capture_output=True, text=True)
