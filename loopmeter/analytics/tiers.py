@@ -71,6 +71,27 @@ def utc_days(filters: Filters) -> tuple[str | None, str | None]:
     return since, until
 
 
+def person(t: Any) -> Any:
+    """A vendor_usage row's person: the mapped loopmeter user, else the vendor's identity."""
+    from sqlalchemy import func
+
+    return func.coalesce(t.c.user, t.c.vendor_user)
+
+
+def in_scope(stmt: Any, t: Any, filters: Filters) -> Any:
+    """`stmt` over vendor_usage (`t`) narrowed to the filter's UTC days, person and model."""
+    since, until = utc_days(filters)
+    if since:
+        stmt = stmt.where(t.c.date >= since)
+    if until:
+        stmt = stmt.where(t.c.date <= until)
+    if filters.user:
+        stmt = stmt.where(person(t) == filters.user)
+    if filters.model:
+        stmt = stmt.where(t.c.model == filters.model)
+    return stmt
+
+
 def vendor_figures(store: Any, filters: Filters) -> pd.DataFrame:
     """Priced vendor_usage figures in the filter's UTC days. A filter on user or model applies to
     them; one on agent, provider, source, project or repo cannot, so no vendor figure is used then."""
@@ -81,18 +102,11 @@ def vendor_figures(store: Any, filters: Filters) -> pd.DataFrame:
     if any(getattr(filters, dim) for dim in ("agent", "provider", "source", "project", "repo")):
         return pd.DataFrame(columns=FIGURE_COLUMNS)
     t = models.VendorUsage.__table__  # type: ignore[attr-defined]
-    since, until = utc_days(filters)
-    user = func.coalesce(t.c.user, t.c.vendor_user)
-    stmt = (select(t.c.date, t.c.vendor, t.c.tier, t.c.model, user.label("user"), func.sum(t.c.cost_usd), t.c.report)
-            .where(t.c.cost_usd.is_not(None)).group_by(t.c.date, t.c.vendor, t.c.tier, t.c.model, user, t.c.report))
-    if since:
-        stmt = stmt.where(t.c.date >= since)
-    if until:
-        stmt = stmt.where(t.c.date <= until)
-    if filters.user:
-        stmt = stmt.where(user == filters.user)
-    if filters.model:
-        stmt = stmt.where(t.c.model == filters.model)
+    user = person(t)
+    stmt = in_scope(
+        select(t.c.date, t.c.vendor, t.c.tier, t.c.model, user.label("user"), func.sum(t.c.cost_usd), t.c.report)
+        .where(t.c.cost_usd.is_not(None)).group_by(t.c.date, t.c.vendor, t.c.tier, t.c.model, user, t.c.report),
+        t, filters)
     scopes = report_scopes()
     with store.engine.connect() as conn:
         rows = [(*r[:6], scopes.get((r[1], r[6]))) for r in conn.execute(stmt)]

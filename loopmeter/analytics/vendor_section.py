@@ -26,19 +26,9 @@ def _activity_query(filters: Filters, by_date: bool) -> Any:
     from loopmeter.store import models
 
     t = models.VendorUsage.__table__  # type: ignore[attr-defined]
-    person = func.coalesce(t.c.user, t.c.vendor_user)
     keys = [t.c.date, t.c.vendor] if by_date else [t.c.vendor]
-    stmt = select(*keys, func.count(distinct(person)), func.sum(t.c.credits), func.count()).group_by(*keys)
-    since, until = tiers.utc_days(filters)
-    if since:
-        stmt = stmt.where(t.c.date >= since)
-    if until:
-        stmt = stmt.where(t.c.date <= until)
-    if filters.user:
-        stmt = stmt.where(person == filters.user)
-    if filters.model:
-        stmt = stmt.where(t.c.model == filters.model)
-    return stmt
+    stmt = select(*keys, func.count(distinct(tiers.person(t))), func.sum(t.c.credits), func.count()).group_by(*keys)
+    return tiers.in_scope(stmt, t, filters)
 
 
 def activity(store: Any, filters: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
