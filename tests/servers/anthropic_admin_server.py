@@ -251,8 +251,6 @@ class AnthropicAdminServer(ScriptedServer):
         server = self
 
         class Handler(QuietHandler):
-            wbufsize = 1 << 16  # headers and body in one write (no delayed-ACK pause per reply)
-
             def do_GET(self) -> None:
                 server.record_request(self, None)
                 fault = server.faults.take()

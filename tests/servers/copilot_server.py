@@ -153,7 +153,6 @@ class CopilotServer(ScriptedServer):
         server = self
 
         class Handler(QuietHandler):
-            disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
             def do_GET(self) -> None:
                 parts = urlsplit(self.path)
                 server.record_request(self, {})

@@ -226,7 +226,6 @@ class CursorAdminServer(ScriptedServer):
                   "/teams/spend": server._spend}
 
         class Handler(QuietHandler):
-            disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
             def do_POST(self) -> None:
                 body = self.read_json()
                 server.record_request(self, body)

@@ -106,10 +106,6 @@ class GitHubServer(ScriptedServer):
         server = self
 
         class Handler(QuietHandler):
-            # headers and body go out as two writes: with Nagle's algorithm the body waited for
-            # the client's delayed ACK, 40 ms a request
-            disable_nagle_algorithm = True
-
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 server.record_request(self, None)
                 server.hits += 1

@@ -159,7 +159,6 @@ class WindsurfServer(ScriptedServer):
         routes = {"/api/v1/CascadeAnalytics": server._cascade, "/api/v1/UserPageAnalytics": server._users}
 
         class Handler(QuietHandler):
-            disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
             def do_POST(self) -> None:
                 body = self.read_json()
                 server.record_request(self, body)
