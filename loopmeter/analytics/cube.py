@@ -32,7 +32,6 @@ from loopmeter.store import Store, rollup
 
 KEYS = list(rollup.KEYS)
 MEASURES = list(rollup.MEASURES)
-DIMS = ("agent", "model", "provider", "source", "project", "user")  # what Filters can select
 _lock = threading.Lock()
 _memo: dict[str, tuple[str, pd.DataFrame]] = {}  # store URL -> (state token, whole rollup frame)
 
@@ -157,7 +156,7 @@ def load_cube(store: Store, filters: Filters, home: Path | None = None, *, deep:
     if bounds is None:
         return pd.DataFrame({"start": [], **{k: [] for k in KEYS[1:]}, **{m: [] for m in MEASURES}})
     plan = days.plan(filters.tz, *bounds)
-    selected = {dim: value for dim in DIMS if (value := _dim_filter(filters, dim)) is not None}
+    selected = filters.usage_dims()
     where = " AND ".join(["1=1", *(f'"{dim}" = :{dim}' for dim in selected)])
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopmeter-pieces") as pool:
         # the pieces' calls are read while the hourly sums load (SQLite runs without the GIL)
@@ -216,8 +215,3 @@ def _decode(col: pd.Series) -> np.ndarray:
     lookup = np.concatenate([np.asarray(col.cat.categories, dtype=object), np.array([None], dtype=object)])
     return lookup[col.cat.codes.to_numpy()]
 
-
-def _dim_filter(filters: Filters, dim: str) -> str | None:
-    if dim == "project":
-        return filters.project or filters.repo
-    return getattr(filters, dim, None)

@@ -41,6 +41,12 @@ class Filters:
     def replace(self, **changes: Any) -> Filters:
         return dataclasses.replace(self, **changes)
 
+    def usage_dims(self) -> dict[str, str]:
+        """The equality conditions on usage's dimensions (DIMENSIONS): `repo` selects usage by its project."""
+        values = {dim: getattr(self, dim) for dim in DIMENSIONS}
+        values["project"] = self.project or self.repo
+        return {dim: value for dim, value in values.items() if value is not None}
+
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         for k in ("since", "until"):

@@ -18,8 +18,9 @@ from loopmeter.analytics import evals as evals_mod
 from loopmeter.analytics import outcomes as outcomes_mod
 from loopmeter.analytics import policy as policy_mod
 from loopmeter.analytics import roi as roi_mod
-from loopmeter.analytics import spend, tiers, velocity
+from loopmeter.analytics import spend, spend_box, velocity
 from loopmeter.analytics.filters import DIMENSIONS, Filters
+from loopmeter.analytics.sums import Db
 from loopmeter.config import ValueModel
 from loopmeter.store import Store
 
@@ -37,44 +38,31 @@ class Data:
 
 
 def load(store: Store, filters: Filters, home: Path, *, attempts: bool = True) -> Data:
-    """Both frames, the attempts read on a second thread meanwhile (SQLite works without the GIL).
-    `attempts=False` leaves the attempts frame empty: enough for `spend_box` alone."""
+    """Both frames and the Spend box, the attempts read on a second thread meanwhile (SQLite works
+    without the GIL). `attempts=False` leaves the attempts frame empty."""
     from concurrent.futures import ThreadPoolExecutor
 
-    if not attempts:
-        data = Data(filters, cube_mod.load_cube(store, filters, home), pd.DataFrame(columns=attempts_mod.COLUMNS))
-        data.extra["vendor_figures"] = tiers.vendor_figures(store, filters)
-        return data
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopmeter-attempts") as pool:
-        rows = pool.submit(attempts_mod.load_attempts, store, filters)
-        cube = cube_mod.load_cube(store, filters, home)
-        data = Data(filters, cube, rows.result())
-    data.extra["vendor_figures"] = tiers.vendor_figures(store, filters)
+        rows = pool.submit(attempts_mod.load_attempts, store, filters) if attempts else None
+        cube = cube_mod.load_cube(store, filters, home)  # brings the hourly rollup up to date first
+        data = Data(filters, cube, rows.result() if rows else pd.DataFrame(columns=attempts_mod.COLUMNS))
+    db = Db(store)
+    try:
+        data.extra["spend"] = spend_box.compute(db, filters)
+    finally:
+        db.close()
     return data
 
 
-def tiered_spend(data: Data) -> dict[str, Any]:
-    """Spend under the tier rule (analytics/tiers.py) for the Overview, computed once per Data."""
-    if "tiered" not in data.extra:
-        data.extra["tiered"] = tiers.spend(data.cube, data.extra.get("vendor_figures"))[1]
-    return data.extra["tiered"]  # type: ignore[no-any-return]
-
-
-def spend_box(data: Data) -> dict[str, Any]:
-    """The Spend KPI: what was measured (spend.summary), with a vendor's own figure in place of
-    what was measured on the days it covers (the tier rule). Needs no attempts."""
-    usage = spend.summary(data.cube)
-    tiered = tiered_spend(data)
-    usage["measured_usd"] = usage["cost_usd"]
-    usage["tiers"] = tiered
-    if tiered["vendor_days"]:  # a vendor's figure replaced what was measured on some days
-        usage["cost_usd"] = tiered["cost_usd"]
-    return usage
+def spend_box_of(data: Data) -> dict[str, Any]:
+    """The Spend KPI (analytics/spend_box.py), computed when the data was loaded."""
+    result: spend_box.Spend = data.extra["spend"]
+    return result.box
 
 
 def headline(data: Data, value: ValueModel) -> dict[str, Any]:
     """The KPI boxes: spend, outcomes, cost per outcome, velocity, ROI, waste."""
-    usage = spend_box(data)
+    usage = spend_box_of(data)
     tiered = usage["tiers"]
     outs = outcomes_mod.outcomes(data.attempts)
     return {

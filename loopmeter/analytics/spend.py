@@ -7,34 +7,20 @@ from typing import Any
 
 import pandas as pd
 
-from loopmeter.analytics import days
+from loopmeter.analytics import days, spend_box
 from loopmeter.analytics.cube import MEASURES
-from loopmeter.vocab import CostSource
 
-TOKEN_KINDS = ["input", "cache_read", "cache_write", "output", "reasoning"]
-
-
-def cache_hit_ratio(input_tokens: float, cache_read: float, cache_write: float) -> float | None:
-    """cache_read / (input + cache_read + cache_write); None when there is no input at all."""
-    denom = input_tokens + cache_read + cache_write
-    return None if denom <= 0 else cache_read / denom
+TOKEN_KINDS = list(spend_box.TOKEN_KINDS)
+cache_hit_ratio = spend_box.cache_hit_ratio
 
 
 def summary(cube: pd.DataFrame) -> dict[str, Any]:
-    """Total cost (priced calls only; None when every call in scope is unpriced), unpriced calls
-    beside it, tokens by kind, cache hit ratio."""
-    sums = {m: (cube[m].sum() if len(cube) else 0) for m in MEASURES}
-    by_source = cube.groupby("cost_source")["cost"].sum().to_dict() if len(cube) else {}
-    priced = int(sums["calls"] - sums["unpriced"])
-    return {
-        "cost_usd": round(float(sums["cost"]), 6) if priced or not sums["calls"] else None,
-        "calls": int(sums["calls"]),
-        "unpriced_calls": int(sums["unpriced"]),
-        "priced_calls": priced,
-        "tokens": {k: int(sums[k]) for k in TOKEN_KINDS},
-        "cache_hit_ratio": cache_hit_ratio(sums["input"], sums["cache_read"], sums["cache_write"]),
-        "cost_by_provenance": {k: round(float(v), 6) for k, v in sorted(by_source.items()) if k != CostSource.UNPRICED},
-    }
+    """The cube's sums as the Spend box shows them (`spend_box.summary`)."""
+    if not len(cube):
+        return spend_box.summary([])
+    sums = cube.groupby("cost_source", observed=True)[MEASURES].sum()
+    return spend_box.summary([(source, *(float(row[m]) if m == "cost" else int(row[m]) for m in MEASURES))
+                              for source, row in sums.iterrows()])
 
 
 def _priced_cost(frame: pd.DataFrame) -> pd.DataFrame:

@@ -15,7 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loopmeter.analytics import days
 from loopmeter.analytics.days import piece_key
+from loopmeter.analytics.filters import Filters, to_utc
+from loopmeter.store import rollup
 
 if TYPE_CHECKING:
     from loopmeter.store import Store
@@ -104,3 +107,76 @@ def piece_sums(db: Db, pieces: Sequence[tuple[datetime, datetime]], dims: Sequen
                f"WHERE {where} GROUP BY {groups}")
         out.extend((*r[:len(dims) + 1], *measures(r[len(dims) + 1:])) for r in db.rows(sql, bound))
     return out
+
+
+def utc_ts(value: Any) -> datetime:
+    """A stored timestamp (SQLite's naive UTC text, or a datetime) as an aware UTC datetime."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+
+def rollup_is_current(db: Db) -> bool:
+    """Whether usage_hour holds every usage row (rows written around the store leave it behind)."""
+    try:
+        n, calls = db.rows("SELECT (SELECT count(*) FROM usage), (SELECT coalesce(sum(calls), 0) FROM usage_hour)",
+                           {})[0]
+    except sqlite3.Error:
+        return False  # a store from before schema 3, opened read-only
+    return int(n) == int(calls)
+
+
+def stored_range(db: Db, rollup_current: bool) -> tuple[datetime, datetime] | None:
+    """[first stored call's hour, the hour after the last one's), or None for an empty store."""
+    if rollup_current:
+        first, last = db.rows("SELECT min(hour), max(hour) FROM usage_hour", {})[0]
+    else:
+        first, last = db.rows("SELECT min(ts), max(ts) FROM usage", {})[0]
+    if first is None:
+        return None
+    lo = days.parse_key(first) if rollup_current else utc_ts(first)
+    hi = days.parse_key(last) if rollup_current else utc_ts(last)
+    return lo.replace(minute=0, second=0, microsecond=0), hi.replace(minute=0, second=0, microsecond=0) + days.HOUR
+
+
+DAY_DIMS = ("agent", "provider", "cost_source", "model", "user")  # what the Spend box and the tier rule need
+
+
+def day_sums(db: Db, filters: Filters) -> list[tuple[Any, ...]]:
+    """(UTC day, agent, provider, cost source, model, user, *measures) over the filter's range and
+    dimensions: the hourly sums (usage_hour) of the whole hours inside it, the calls of the partial
+    hours at its ends (or every call, when the rollup is behind the usage rows). Unknown dimensions
+    are None. UTC days, whatever the filter's zone: a range total and the vendors' UTC days need no
+    local day."""
+    current = rollup_is_current(db)
+    lo, hi = to_utc(filters.since), to_utc(filters.until)
+    if lo is None or hi is None:
+        stored = stored_range(db, current)
+        if stored is None:
+            return []
+        lo, hi = lo or stored[0], hi or stored[1]
+    plan = days.plan(UTC, lo, hi)  # in UTC no hour is split: only the range's ends come in pieces
+    selected = filters.usage_dims()
+    where = " AND ".join(["1=1", *(f'"{dim}" = :{dim}' for dim in selected)])
+    dims = [f"coalesce(\"{d}\", '')" for d in DAY_DIMS]
+    groups = "GROUP BY 1, 2, 3, 4, 5, 6"
+    rows: list[tuple[Any, ...]] = []
+    keys = plan.hour_keys()
+    if keys is not None and plan.first_hour is not None and plan.end_hour is not None:
+        if current:
+            sql = (f"SELECT substr(hour, 1, 10), {', '.join(dims)}, {HOUR_SUMS} FROM usage_hour "
+                   f"WHERE hour >= :h0 AND hour < :h1 AND {where} {groups}")
+            bound = {**selected, "h0": keys[0], "h1": keys[1]}
+        else:
+            sql = (f"SELECT substr({rollup.HOUR_OF_TS[db.dialect]}, 1, 10), {', '.join(dims)}, {ROW_SUMS} "
+                   f"FROM usage WHERE ts >= :h0 AND ts < :h1 AND {where} {groups}")
+            bound = {**selected, "h0": db.ts_param(plan.first_hour), "h1": db.ts_param(plan.end_hour)}
+        rows += [(*r[:6], *measures(r[6:])) for r in db.rows(sql, bound)]
+    rows += [(key[:10], *rest) for key, *rest in piece_sums(db, plan.pieces, dims, where, selected)]
+    totals: dict[tuple[Any, ...], list[Any]] = {}
+    for r in rows:
+        key = (r[0], *(v or None for v in r[1:6]))
+        acc = totals.setdefault(key, [0] * len(r[6:]))
+        for i, v in enumerate(r[6:]):
+            acc[i] += v
+    return [(*key, *values) for key, values in sorted(totals.items(), key=lambda kv: [str(k) for k in kv[0]])]

@@ -10,19 +10,23 @@ covers all of them too, unless its report covers one agent's calls only (Claude 
 `Report(agent=...)`, the figure's `scope`), when it stands in for that agent's measured calls
 and the vendor's other measured calls are added to it.
 
-Vendor APIs bucket by UTC day, so these days are UTC days whatever the display zone.
+Vendor APIs bucket by UTC day, so these days are UTC days whatever the display zone. Figures
+are plain rows (`Figure`), read in SQL through `analytics/sums.py`'s `Db`, so the dashboard's
+first figure needs neither pandas nor SQLAlchemy.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Sequence
 from datetime import UTC, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import pandas as pd
-
-from loopmeter.analytics import days
 from loopmeter.analytics.filters import Filters
 from loopmeter.vocab import Tier
+
+if TYPE_CHECKING:
+    from loopmeter.analytics.sums import Db
 
 # the tool vendor that bills a call, by agent (a Cursor call to a Claude model is Cursor's)
 AGENT_VENDORS = {"cursor": "cursor", "cursor-agent": "cursor", "windsurf": "windsurf", "copilot": "copilot",
@@ -30,10 +34,24 @@ AGENT_VENDORS = {"cursor": "cursor", "cursor-agent": "cursor", "windsurf": "wind
 # else by the model provider
 PROVIDER_VENDORS = {"anthropic": "anthropic", "openai": "openai", "gemini": "google", "vertex_ai": "google",
                     "google": "google"}
-# scope: for a measured figure its agent; for a vendor figure the agent its report covers (None: every call)
-FIGURE_COLUMNS = ["date", "vendor", "tier", "model", "user", "cost_usd", "scope"]
+MEASURED = (Tier.REPORTED.value, Tier.CALCULATED.value)
 DECIDED_COLUMNS = ["date", "vendor", "tier", "cost_usd", "billed_usd", "vendor_usd", "measured_usd",
                    "reported_usd", "calculated_usd"]
+# a filter on one of these cannot apply to vendor figures, which carry none of them
+NOT_IN_VENDOR_FIGURES = ("agent", "provider", "source", "project", "repo")
+
+
+class Figure(NamedTuple):
+    """A spend figure for one UTC day and vendor at one tier. `scope`: for a measured figure its
+    agent; for a vendor figure the agent its report covers (None: every call of the vendor)."""
+
+    date: str
+    vendor: str
+    tier: str
+    model: str | None
+    user: str | None
+    cost_usd: float
+    scope: str | None = None
 
 
 def vendor_of(agent: Any, provider: Any) -> str:
@@ -46,22 +64,15 @@ def vendor_of(agent: Any, provider: Any) -> str:
     return "(unknown)"
 
 
-def measured_figures(cube: pd.DataFrame) -> pd.DataFrame:
-    """The usage cube's priced sums as figures per UTC day, vendor, tier (its cost source), model, user."""
-    if not len(cube):
-        return pd.DataFrame(columns=FIGURE_COLUMNS)
-    priced = cube[cube["cost_source"].isin([Tier.REPORTED.value, Tier.CALCULATED.value]) & cube["cost"].notna()]
-    if not len(priced):
-        return pd.DataFrame(columns=FIGURE_COLUMNS)
-    starts = priced["start"]
-    utc_day = starts.map(days.labels(starts.unique(), UTC, "day"))
-    vendors = [vendor_of(a, p) for a, p in zip(priced["agent"], priced["provider"], strict=True)]
-    frame = pd.DataFrame({"date": utc_day.to_numpy(), "vendor": vendors,
-                          "tier": priced["cost_source"].to_numpy(), "model": priced["model"].to_numpy(),
-                          "user": priced["user"].to_numpy(), "cost_usd": priced["cost"].astype(float).to_numpy(),
-                          "scope": priced["agent"].to_numpy()})
-    keys = [c for c in FIGURE_COLUMNS if c != "cost_usd"]
-    return frame.groupby(keys, as_index=False, dropna=False)["cost_usd"].sum()[FIGURE_COLUMNS]
+def measured_figures(day_sums: Iterable[Sequence[Any]]) -> list[Figure]:
+    """The priced usage sums (`sums.day_sums` rows: UTC day, agent, provider, cost source, model,
+    user, *measures) as figures per UTC day, vendor, tier (the cost source), model, user and agent."""
+    totals: dict[tuple[Any, ...], float] = {}
+    for day, agent, provider, cost_source, model, user, _calls, _unpriced, cost, *_tokens in day_sums:
+        if cost_source in MEASURED:
+            key = (day, vendor_of(agent, provider), cost_source, model, user, agent)
+            totals[key] = totals.get(key, 0.0) + cost
+    return [Figure(d, v, t, m, u, c, a) for (d, v, t, m, u, a), c in sorted(totals.items(), key=_sort_key)]
 
 
 def utc_days(filters: Filters) -> tuple[str | None, str | None]:
@@ -71,46 +82,37 @@ def utc_days(filters: Filters) -> tuple[str | None, str | None]:
     return since, until
 
 
-def person(t: Any) -> Any:
-    """A vendor_usage row's person: the mapped loopmeter user, else the vendor's identity."""
-    from sqlalchemy import func
-
-    return func.coalesce(t.c.user, t.c.vendor_user)
+PERSON = 'coalesce("user", vendor_user)'  # a vendor_usage row's person: the mapped loopmeter user, else the vendor's
 
 
-def in_scope(stmt: Any, t: Any, filters: Filters) -> Any:
-    """`stmt` over vendor_usage (`t`) narrowed to the filter's UTC days, person and model."""
+def scope_where(filters: Filters) -> tuple[str, dict[str, Any]]:
+    """SQL conditions narrowing vendor_usage to the filter's UTC days, person and model."""
     since, until = utc_days(filters)
-    if since:
-        stmt = stmt.where(t.c.date >= since)
-    if until:
-        stmt = stmt.where(t.c.date <= until)
+    clauses, params = ["1=1"], {}
+    for op, name, value in ((">=", "since", since), ("<=", "until", until)):
+        if value:
+            clauses.append(f"date {op} :{name}")
+            params[name] = value
     if filters.user:
-        stmt = stmt.where(person(t) == filters.user)
+        clauses.append(f"{PERSON} = :person")
+        params["person"] = filters.user
     if filters.model:
-        stmt = stmt.where(t.c.model == filters.model)
-    return stmt
+        clauses.append("model = :model")
+        params["model"] = filters.model
+    return " AND ".join(clauses), params
 
 
-def vendor_figures(store: Any, filters: Filters) -> pd.DataFrame:
+def vendor_figures(db: Db, filters: Filters) -> list[Figure]:
     """Priced vendor_usage figures in the filter's UTC days. A filter on user or model applies to
     them; one on agent, provider, source, project or repo cannot, so no vendor figure is used then."""
-    from sqlalchemy import func, select
-
-    from loopmeter.store import models
-
-    if any(getattr(filters, dim) for dim in ("agent", "provider", "source", "project", "repo")):
-        return pd.DataFrame(columns=FIGURE_COLUMNS)
-    t = models.VendorUsage.__table__  # type: ignore[attr-defined]
-    user = person(t)
-    stmt = in_scope(
-        select(t.c.date, t.c.vendor, t.c.tier, t.c.model, user.label("user"), func.sum(t.c.cost_usd), t.c.report)
-        .where(t.c.cost_usd.is_not(None)).group_by(t.c.date, t.c.vendor, t.c.tier, t.c.model, user, t.c.report),
-        t, filters)
+    if any(getattr(filters, dim) for dim in NOT_IN_VENDOR_FIGURES):
+        return []
+    where, params = scope_where(filters)
+    sql = (f"SELECT date, vendor, tier, model, {PERSON}, sum(cost_usd), report FROM vendor_usage "
+           f"WHERE cost_usd IS NOT NULL AND {where} GROUP BY date, vendor, tier, model, {PERSON}, report")
     scopes = report_scopes()
-    with store.engine.connect() as conn:
-        rows = [(*r[:6], scopes.get((r[1], r[6]))) for r in conn.execute(stmt)]
-    return pd.DataFrame(rows, columns=FIGURE_COLUMNS).astype({"cost_usd": float})
+    rows = [Figure(str(d), v, t, m, u, float(c), scopes.get((v, r))) for d, v, t, m, u, c, r in db.rows(sql, params)]
+    return sorted(rows, key=_sort_key)
 
 
 def report_scopes() -> dict[tuple[str, str], str]:
@@ -120,29 +122,39 @@ def report_scopes() -> dict[tuple[str, str], str]:
     return {(c.name, r.name): r.agent for c in connectors().values() for r in c.reports if r.agent}
 
 
-def decide(figures: pd.DataFrame) -> pd.DataFrame:
-    """THE tier rule. `figures`: rows (date, vendor, tier, cost_usd[, scope]) from any source. One row
-    per (date, vendor): `cost_usd` from the best tier present and `tier` naming it, beside each tier's
-    own sum. Billed replaces everything measured that day; a vendor figure replaces the measured calls
-    of its scope (all of them when it has none), the vendor's other measured calls are added to it;
-    measured alone reads "calculated" when any of it was calculated, else "reported"."""
-    if not len(figures):
-        return pd.DataFrame(columns=DECIDED_COLUMNS)
-    frame = figures if "scope" in figures.columns else figures.assign(scope=None)
-    frame = frame[frame["cost_usd"].notna()]
+def _sort_key(item: Any) -> tuple[str, ...]:
+    return tuple("" if v is None else str(v) for v in (item[0] if isinstance(item[0], tuple) else item))
+
+
+def _known(value: Any) -> Any:
+    """None for a frame's missing value (NaN), else the value."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def decide(figures: Iterable[Figure]) -> list[dict[str, Any]]:
+    """THE tier rule. `figures`: measured and vendor figures from any source. One row per (date, vendor), by date then vendor: `cost_usd` from the best tier present and
+    `tier` naming it, beside each tier's own sum. Billed replaces everything measured that day; a
+    vendor figure replaces the measured calls of its scope (all of them when it has none), the
+    vendor's other measured calls are added to it; measured alone reads "calculated" when any of it
+    was calculated, else "reported"."""
+    groups: dict[tuple[str, str], list[Figure]] = {}
+    for f in figures:
+        if _known(f.cost_usd) is not None:
+            groups.setdefault((f.date, f.vendor), []).append(f._replace(scope=_known(f.scope)))
     out = []
-    for (day, vendor), group in frame.groupby(["date", "vendor"], sort=True):
-        by_tier = {t.value: group.loc[group["tier"] == t.value, "cost_usd"] for t in Tier}
-        sums = {t: (float(v.sum()) if len(v) else None) for t, v in by_tier.items()}
-        measured_rows = group[group["tier"].isin([Tier.REPORTED.value, Tier.CALCULATED.value])]
-        measured = float(measured_rows["cost_usd"].sum()) if len(measured_rows) else None
-        if sums[Tier.BILLED] is not None:
-            tier, cost = Tier.BILLED.value, sums[Tier.BILLED]
+    for (day, vendor), group in sorted(groups.items()):
+        sums: dict[str, float | None] = {t.value: None for t in Tier}
+        for f in group:
+            if f.tier in sums:
+                sums[f.tier] = (sums[f.tier] or 0.0) + f.cost_usd
+        measured_rows = [f for f in group if f.tier in MEASURED]
+        measured = sum(f.cost_usd for f in measured_rows) if measured_rows else None
+        if (billed := sums[Tier.BILLED]) is not None:
+            tier, cost = Tier.BILLED.value, billed
         elif (vendor_sum := sums[Tier.VENDOR]) is not None:
-            scopes = set(group.loc[group["tier"] == Tier.VENDOR.value, "scope"])
-            covered = any(s is None or pd.isna(s) for s in scopes)
-            outside = measured_rows.loc[~measured_rows["scope"].isin(scopes), "cost_usd"] if not covered else []
-            tier, cost = Tier.VENDOR.value, vendor_sum + float(sum(outside))
+            scopes = {f.scope for f in group if f.tier == Tier.VENDOR}
+            outside = [] if None in scopes else [f.cost_usd for f in measured_rows if f.scope not in scopes]
+            tier, cost = Tier.VENDOR.value, vendor_sum + sum(outside)
         elif measured is not None:
             tier = Tier.CALCULATED.value if sums[Tier.CALCULATED] is not None else Tier.REPORTED.value
             cost = measured
@@ -151,64 +163,73 @@ def decide(figures: pd.DataFrame) -> pd.DataFrame:
         out.append({"date": day, "vendor": vendor, "tier": tier, "cost_usd": cost,
                     "billed_usd": sums[Tier.BILLED], "vendor_usd": sums[Tier.VENDOR], "measured_usd": measured,
                     "reported_usd": sums[Tier.REPORTED], "calculated_usd": sums[Tier.CALCULATED]})
-    return pd.DataFrame(out, columns=DECIDED_COLUMNS)
+    return out
 
 
-def summary(decided: pd.DataFrame) -> dict[str, Any]:
+def summary(decided: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Total spend under the rule, how much of it each tier gave, and the days each vendor figure won."""
-    if not len(decided):
+    priced = [d for d in decided if _known(d["cost_usd"]) is not None]
+    if not priced:
         return {"cost_usd": None, "by_tier": {}, "by_vendor": {}, "vendor_days": 0, "tier": None}
-    priced = decided[decided["cost_usd"].notna()]
-    by_tier = priced.groupby("tier")["cost_usd"].sum()
-    by_vendor = priced.groupby("vendor")["cost_usd"].sum()
-    tiers = [t.value for t in Tier if t.value in by_tier.index]
+    by_tier: dict[str, float] = {}
+    by_vendor: dict[str, float] = {}
+    for d in priced:
+        by_tier[d["tier"]] = by_tier.get(d["tier"], 0.0) + d["cost_usd"]
+        by_vendor[str(d["vendor"])] = by_vendor.get(str(d["vendor"]), 0.0) + d["cost_usd"]
+    tiers = [t.value for t in Tier if t.value in by_tier]
     return {
-        "cost_usd": round(float(priced["cost_usd"].sum()), 6) if len(priced) else None,
-        "by_tier": {t: round(float(by_tier[t]), 6) for t in tiers},
-        "by_vendor": {str(v): round(float(c), 6) for v, c in sorted(by_vendor.items())},
-        "vendor_days": int(priced["tier"].isin([Tier.BILLED.value, Tier.VENDOR.value]).sum()),
+        "cost_usd": round(sum(d["cost_usd"] for d in priced), 6),
+        "by_tier": {t: round(by_tier[t], 6) for t in tiers},
+        "by_vendor": {v: round(c, 6) for v, c in sorted(by_vendor.items())},
+        "vendor_days": sum(1 for d in priced if d["tier"] in (Tier.BILLED.value, Tier.VENDOR.value)),
         "tier": tiers[-1] if tiers else None,  # the weakest tier anything in the total came from
     }
 
 
-def spend(cube: pd.DataFrame, vendor: pd.DataFrame | None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Decided rows and their summary from the usage cube and the vendor figures."""
-    frames = [f for f in (measured_figures(cube), vendor) if f is not None and len(f)]
-    decided = decide(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FIGURE_COLUMNS))
+def spend(measured: Iterable[Figure], vendor: Iterable[Figure]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Decided rows and their summary from measured and vendor figures."""
+    decided = decide([*measured, *vendor])
     return decided, summary(decided)
 
 
-def reconcile(cube: pd.DataFrame, vendor: pd.DataFrame, threshold_pct: float = 10.0) -> dict[str, Any]:
+def reconcile(measured: Sequence[Figure], vendor: Sequence[Figure], threshold_pct: float = 10.0) -> dict[str, Any]:
     """Billed against measured per UTC day and vendor (for the days each vendor's bill covers), and
     per model where both sides name it. drift = billed - measured; drift_pct = drift / billed x 100;
     `over_threshold` when |drift_pct| > threshold, or when only one side has a figure that day."""
-    measured = measured_figures(cube)
-    billed = vendor[vendor["tier"] == Tier.BILLED.value] if len(vendor) else pd.DataFrame(columns=FIGURE_COLUMNS)
-    if not len(billed):
+    billed = [f for f in vendor if f.tier == Tier.BILLED]
+    if not billed:
         return {"threshold_pct": threshold_pct, "rows": [], "models": []}
-    covered = billed.groupby("vendor")["date"].agg(["min", "max"])
-    rows = [r for r in _drift(billed, measured, ["date", "vendor"], threshold_pct, both=False)
-            if r["vendor"] in covered.index and covered.loc[r["vendor"], "min"] <= r["date"] <= covered.loc[r["vendor"], "max"]]
-    models = _drift(billed[billed["model"].notna()], measured[measured["model"].notna()],
-                    ["date", "vendor", "model"], threshold_pct, both=True)
+    covered: dict[str, tuple[str, str]] = {}
+    for f in billed:
+        lo, hi = covered.get(f.vendor, (f.date, f.date))
+        covered[f.vendor] = (min(lo, f.date), max(hi, f.date))
+    rows = [r for r in _drift(billed, measured, ("date", "vendor"), threshold_pct, both=False)
+            if r["vendor"] in covered and covered[r["vendor"]][0] <= r["date"] <= covered[r["vendor"]][1]]
+    models = _drift([f for f in billed if f.model is not None], [f for f in measured if f.model is not None],
+                    ("date", "vendor", "model"), threshold_pct, both=True)
     return {"threshold_pct": threshold_pct, "rows": rows, "models": models}
 
 
-def _drift(billed: pd.DataFrame, measured: pd.DataFrame, keys: list[str], threshold_pct: float,
+def _drift(billed: Sequence[Figure], measured: Sequence[Figure], keys: tuple[str, ...], threshold_pct: float,
            both: bool) -> list[dict[str, Any]]:
-    b = billed.groupby(keys)["cost_usd"].sum() if len(billed) else pd.Series(dtype=float)
-    m = measured.groupby(keys)["cost_usd"].sum() if len(measured) else pd.Series(dtype=float)
-    index = b.index.intersection(m.index) if both else b.index.union(m.index)
+    def sums(figures: Sequence[Figure]) -> dict[tuple[Any, ...], float]:
+        out: dict[tuple[Any, ...], float] = {}
+        for f in figures:
+            k = tuple(getattr(f, key) for key in keys)
+            out[k] = out.get(k, 0.0) + f.cost_usd
+        return out
+
+    b, m = sums(billed), sums(measured)
+    index = (b.keys() & m.keys()) if both else (b.keys() | m.keys())
     rows = []
-    for k in sorted(index, key=lambda x: tuple(str(p) for p in (x if isinstance(x, tuple) else (x,)))):
-        bv = float(b[k]) if k in b.index else None
-        mv = float(m[k]) if k in m.index else None
+    for k in sorted(index, key=lambda x: tuple(str(p) for p in x)):
+        bv, mv = b.get(k), m.get(k)
         drift = None if bv is None or mv is None else bv - mv
         pct = drift / bv * 100 if drift is not None and bv else None
         over = (bv is None) != (mv is None) or (pct is not None and abs(pct) > threshold_pct)
-        names = dict(zip(keys, k if isinstance(k, tuple) else (k,), strict=True))
-        rows.append({**names, "billed_usd": _r(bv), "measured_usd": _r(mv), "drift_usd": _r(drift),
-                     "drift_pct": None if pct is None else round(pct, 2), "over_threshold": bool(over)})
+        rows.append({**dict(zip(keys, k, strict=True)), "billed_usd": _r(bv), "measured_usd": _r(mv),
+                     "drift_usd": _r(drift), "drift_pct": None if pct is None else round(pct, 2),
+                     "over_threshold": bool(over)})
     return rows
 
 

@@ -14,7 +14,6 @@ stdlib `sqlite3` is needed for a SQLite URL, so the report loads fast.
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, tzinfo
@@ -24,7 +23,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from loopmeter.analytics import days
 from loopmeter.analytics.days import day_begins
-from loopmeter.analytics.sums import HOUR_SUMS, ROW_SUMS, Db, measures, piece_sums
+from loopmeter.analytics.sums import (
+    HOUR_SUMS,
+    ROW_SUMS,
+    Db,
+    measures,
+    piece_sums,
+    rollup_is_current,
+    stored_range,
+    utc_ts,
+)
 from loopmeter.errors import LoopmeterError
 from loopmeter.store import rollup
 
@@ -190,12 +198,6 @@ def resolve_tz(name: str | None) -> tzinfo:
         raise LoopmeterError(f"unknown time zone {name!r}", hint="use an IANA name such as Europe/Paris or UTC") from exc
 
 
-def _ts(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
-
-
 def _totals(values: Sequence[Any]) -> Totals:
     """Totals from the rollup's measures in order; the cost is None when no call had a price."""
     calls, unpriced, cost, inp, cache_read, cache_write, out, reasoning = measures(values)
@@ -269,10 +271,10 @@ _MODEL = "COALESCE(NULLIF(model, ''), 'unknown')"  # usage rows hold NULL, usage
 def _by_day(db: Db, q: Query, tz: tzinfo) -> list[PeriodRow]:
     """Days, weeks or months (loopmeter/analytics/days.py): the hourly sums of the hours that lie
     inside one local day, and the calls of the hours a local day begins inside and of partial hours."""
-    rollup_current = _rollup_current(db)
+    rollup_current = rollup_is_current(db)
     lo, hi = _bounds(q, tz)
     if lo is None or hi is None:
-        stored = _stored_range(db, rollup_current)
+        stored = stored_range(db, rollup_current)
         if stored is None:
             return []
         lo, hi = lo or stored[0], hi or stored[1]
@@ -290,29 +292,6 @@ def _by_day(db: Db, q: Query, tz: tzinfo) -> list[PeriodRow]:
     for (label, model, source), measured in sums.items():
         out.setdefault(label, PeriodRow(label)).add(model, source, _totals(measured))
     return [out[k] for k in sorted(out)]
-
-
-def _rollup_current(db: Db) -> bool:
-    """Whether usage_hour holds every usage row (rows written around the store leave it behind)."""
-    try:
-        n, calls = db.rows("SELECT (SELECT count(*) FROM usage), (SELECT coalesce(sum(calls), 0) FROM usage_hour)",
-                           {})[0]
-    except sqlite3.Error:
-        return False  # a store from before schema 3, opened read-only
-    return int(n) == int(calls)
-
-
-def _stored_range(db: Db, rollup_current: bool) -> tuple[datetime, datetime] | None:
-    """[first stored call's hour, the hour after the last one's), or None for an empty store."""
-    if rollup_current:
-        first, last = db.rows("SELECT min(hour), max(hour) FROM usage_hour", {})[0]
-    else:
-        first, last = db.rows("SELECT min(ts), max(ts) FROM usage", {})[0]
-    if first is None:
-        return None
-    lo = days.parse_key(first) if rollup_current else _ts(first)
-    hi = days.parse_key(last) if rollup_current else _ts(last)
-    return lo.replace(minute=0, second=0, microsecond=0), hi.replace(minute=0, second=0, microsecond=0) + days.HOUR
 
 
 def _hour_rows(db: Db, plan: days.Plan, where: str, params: dict[str, Any],
@@ -340,7 +319,7 @@ def _sessions(db: Db, where: str, params: dict[str, Any]) -> list[PeriodRow]:
         row = out.setdefault(sid, PeriodRow(sid))
         row.add(model, source, _totals(sums))
         row.project = row.project or project
-        f, la = _ts(first), _ts(last)
+        f, la = utc_ts(first), utc_ts(last)
         row.first = min(row.first, f) if row.first else f
         row.last = max(row.last, la) if row.last else la
     return sorted(out.values(), key=lambda r: (r.last or datetime.min.replace(tzinfo=UTC), r.label))
@@ -351,7 +330,7 @@ def _blocks(db: Db, where: str, params: dict[str, Any], now: datetime) -> list[P
            f"FROM usage WHERE {where} GROUP BY 1, 2, 3 ORDER BY 1")
     blocks: list[PeriodRow] = []
     for _h, model, source, first, last, *sums in db.rows(sql, params):
-        f, la = _ts(first), _ts(last)
+        f, la = utc_ts(first), utc_ts(last)
         cur = blocks[-1] if blocks else None
         # A block opens at the hour of its first call and lasts 5 hours; a call after
         # its end, or after 5 idle hours, opens the next one.

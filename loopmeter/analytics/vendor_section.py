@@ -14,32 +14,26 @@ import pandas as pd
 
 from loopmeter.analytics import tiers
 from loopmeter.analytics.filters import Filters
+from loopmeter.analytics.sums import Db
 from loopmeter.analytics.vendors import cycle_checks
 from loopmeter.vocab import Tier
-
-OTHER_DIMENSIONS = ("agent", "provider", "source", "project", "repo")  # vendor figures carry none of these
-
-
-def _activity_query(filters: Filters, by_date: bool) -> Any:
-    from sqlalchemy import distinct, func, select
-
-    from loopmeter.store import models
-
-    t = models.VendorUsage.__table__  # type: ignore[attr-defined]
-    keys = [t.c.date, t.c.vendor] if by_date else [t.c.vendor]
-    stmt = select(*keys, func.count(distinct(tiers.person(t))), func.sum(t.c.credits), func.count()).group_by(*keys)
-    return tiers.in_scope(stmt, t, filters)
 
 
 def activity(store: Any, filters: Filters) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Active users (people or keys the vendor named) and credits, per (date, vendor) and per vendor
     over the range. Empty under a filter vendor figures cannot answer (agent, source, ...)."""
     day_cols, vendor_cols = ["date", "vendor", "active_users", "credits", "rows"], ["vendor", "users", "credits", "rows"]
-    if any(getattr(filters, dim) for dim in OTHER_DIMENSIONS):
+    if any(getattr(filters, dim) for dim in tiers.NOT_IN_VENDOR_FIGURES):
         return pd.DataFrame(columns=day_cols), pd.DataFrame(columns=vendor_cols)
-    with store.engine.connect() as conn:
-        per_day = [tuple(r) for r in conn.execute(_activity_query(filters, by_date=True))]
-        per_vendor = [tuple(r) for r in conn.execute(_activity_query(filters, by_date=False))]
+    where, params = tiers.scope_where(filters)
+    measures = f"count(DISTINCT {tiers.PERSON}), sum(credits), count(*)"
+    db = Db(store)
+    try:
+        per_day = db.rows(f"SELECT date, vendor, {measures} FROM vendor_usage WHERE {where} GROUP BY date, vendor",
+                          params)
+        per_vendor = db.rows(f"SELECT vendor, {measures} FROM vendor_usage WHERE {where} GROUP BY vendor", params)
+    finally:
+        db.close()
     return pd.DataFrame(per_day, columns=day_cols), pd.DataFrame(per_vendor, columns=vendor_cols)
 
 
@@ -60,7 +54,8 @@ def section(store: Any, filters: Filters, data: Any) -> dict[str, Any]:
     cached = data.extra.get("vendor_section")
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    decided, _ = tiers.spend(data.cube, data.extra.get("vendor_figures"))
+    spend = data.extra["spend"]  # analytics/spend_box.py, computed when the data was loaded
+    decided = pd.DataFrame(spend.decided, columns=tiers.DECIDED_COLUMNS)
     per_day, per_vendor = activity(store, filters)
     merged = decided.merge(per_day, on=["date", "vendor"], how="outer") if len(per_day) else decided.assign(
         active_users=None, credits=None, rows=None)
@@ -95,8 +90,7 @@ def section(store: Any, filters: Filters, data: Any) -> dict[str, Any]:
             "active_users_per_day": round(sum(active) / len(active), 2) if active else None,
             "days": len(mine),
         })
-    figures = data.extra.get("vendor_figures")
     result = {"days": days, "vendors": vendors, "checks": cycle_checks(store),
-              "synced": len(per_vendor) > 0 or (figures is not None and len(figures) > 0)}
+              "synced": len(per_vendor) > 0 or len(spend.vendor) > 0}
     data.extra["vendor_section"] = result
     return result

@@ -50,7 +50,7 @@ def dashboard(settings: Any, range_: str, base: Any, refresh: float) -> tuple[An
     from loopmeter.tui.first import FirstFigures
 
     filters = range_filters(range_, utcnow(), base)
-    first = FirstFigures.start(settings.db_url, filters, settings.home)
+    first = FirstFigures.start(settings.db_url, filters)
     opened: list[Any] = []
 
     def store() -> Any:  # called by the app on first use, after the first figures show

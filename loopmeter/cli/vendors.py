@@ -155,9 +155,9 @@ def reconcile(
     day and vendor, and per model where both sides name it: drift in dollars and percent."""
     from datetime import UTC
 
-    from loopmeter.analytics import cube as cube_mod
     from loopmeter.analytics import tiers
     from loopmeter.analytics.filters import Filters
+    from loopmeter.analytics.sums import Db, day_sums
 
     settings, store = _open()
     today = datetime.now(UTC).date()
@@ -167,8 +167,12 @@ def reconcile(
         raise LoopmeterError("--until is before --since")
     filters = Filters(since=datetime(first.year, first.month, first.day, tzinfo=UTC),
                       until=datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1))
-    cube = cube_mod.load_cube(store, filters, settings.home)
-    result = tiers.reconcile(cube, tiers.vendor_figures(store, filters), threshold)
+    db = Db(store)
+    try:
+        result = tiers.reconcile(tiers.measured_figures(day_sums(db, filters)), tiers.vendor_figures(db, filters),
+                                 threshold)
+    finally:
+        db.close()
     result["since"], result["until"] = first.isoformat(), last.isoformat()
     if json_out:
         typer.echo(json.dumps(result, indent=2))

@@ -1,14 +1,12 @@
-"""The Overview's first figures, computed in a forked process while the dashboard starts.
+"""The Overview's first figure, computed in a forked process while the dashboard starts.
 
 Most of `loopmeter dash`'s first second is imports: SQLAlchemy and the store's models, pandas
-and numpy for the figures, Textual for the screen. One after the other on one thread they took
-longer than the 1.5 s the first figure may take; on two cores they can run at once. So `dash`
-forks before importing any of them: the child opens the store and computes the Spend box with
-`kpis.spend_box`, the function `kpis.headline` (every refresh, `report`, the parity tests) uses,
-and sends it back as JSON; meanwhile the parent starts the screen without touching the store,
-shows the figure when it arrives, and only then opens the store and loads the rest in-process
-as before.
-A child that fails or dies costs nothing but the wait: the parent then computes them itself.
+and numpy for the figures, Textual for the screen. So `dash` forks before importing any of
+them: the child computes the Spend box with `spend_box.compute`, the function every refresh and
+`report` read too, which needs the stdlib alone on a SQLite store, and sends it back as JSON;
+meanwhile the parent starts the screen without touching the store, shows the figure when it
+arrives, and only then opens the store and loads the rest in-process.
+A child that fails or dies costs nothing but the wait: the parent then computes it itself.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import json
 import os
 import signal
 import threading
-from pathlib import Path
 from typing import Any, NoReturn
 
 from loopmeter.analytics.filters import Filters
@@ -36,18 +33,18 @@ class FirstFigures:
         self._lock = threading.Lock()
 
     @classmethod
-    def start(cls, db_url: str, filters: Filters, home: Path) -> FirstFigures:
+    def start(cls, db_url: str, filters: Filters) -> FirstFigures:
         """Fork the child. Call it before the process opens the store or starts any thread."""
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: compute, write, exit without running the parent's exit handlers
             os.close(read_fd)
-            _child(write_fd, db_url, filters, home)
+            _child(write_fd, db_url, filters)
         os.close(write_fd)
         return cls(filters, pid, read_fd)
 
     def take(self, filters: Filters) -> dict[str, Any] | None:
-        """The child's Spend box (`kpis.spend_box`) when computed for `filters`; None once taken, for
+        """The child's Spend box (`spend_box.compute`) when computed for `filters`; None once taken, for
         other filters, or when the child failed (compute it in-process then). Blocks until the child ends."""
         with self._lock:
             fd, self._fd = self._fd, None
@@ -87,13 +84,13 @@ class FirstFigures:
                 pass
 
 
-def _child(write_fd: int, db_url: str, filters: Filters, home: Path) -> NoReturn:
+def _child(write_fd: int, db_url: str, filters: Filters) -> NoReturn:
     code = 1
     try:
         devnull = os.open(os.devnull, os.O_RDWR)
         for std in (0, 1, 2):  # the terminal belongs to the dashboard
             os.dup2(devnull, std)
-        payload = json.dumps({"spend": compute(db_url, filters, home)}, default=_plain).encode()
+        payload = json.dumps({"spend": compute(db_url, filters)}).encode()
         with os.fdopen(write_fd, "wb") as pipe:
             pipe.write(payload)
         code = 0
@@ -101,20 +98,13 @@ def _child(write_fd: int, db_url: str, filters: Filters, home: Path) -> NoReturn
         os._exit(code)
 
 
-def compute(db_url: str, filters: Filters, home: Path) -> dict[str, Any]:
-    """The Overview's Spend box (`kpis.spend_box`) for `filters`, from a store opened here."""
-    from loopmeter.analytics import kpis
-    from loopmeter.store import open_store
+def compute(db_url: str, filters: Filters) -> dict[str, Any]:
+    """The Overview's Spend box (`spend_box.compute`) for `filters`, from the store at `db_url`."""
+    from loopmeter.analytics import spend_box
+    from loopmeter.analytics.sums import Db
 
-    store = open_store(db_url)
+    db = Db(db_url)
     try:
-        return kpis.spend_box(kpis.load(store, filters, home, attempts=False))
+        return spend_box.compute(db, filters).box
     finally:
-        store.dispose()
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars and arrays as Python numbers and lists, for JSON."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} in the Spend box's figures")
+        db.close()

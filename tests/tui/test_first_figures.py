@@ -27,7 +27,7 @@ def _filters(zone: str = "UTC") -> Filters:
 @pytest.mark.parametrize("zone", ["UTC", "Asia/Kathmandu"])
 def test_the_child_computes_the_same_kpi_boxes_as_the_dashboard(seeded, sqlite_url, loopmeter_home, zone):
     filters = _filters(zone)
-    first = FirstFigures.start(sqlite_url, filters, loopmeter_home)
+    first = FirstFigures.start(sqlite_url, filters)
     spend = first.take(filters)
     here = kpis.headline(kpis.load(seeded, filters, loopmeter_home), VALUE)["spend"]
     assert spend is not None
@@ -40,26 +40,26 @@ def test_the_child_computes_the_same_kpi_boxes_as_the_dashboard(seeded, sqlite_u
 
 
 def test_figures_for_other_filters_or_from_a_failed_child_are_not_used(seeded, sqlite_url, loopmeter_home):
-    first = FirstFigures.start(sqlite_url, _filters(), loopmeter_home)
+    first = FirstFigures.start(sqlite_url, _filters())
     assert first.take(_filters("Asia/Kolkata")) is None
     (loopmeter_home / "not-a-dir").write_text("")
-    broken = FirstFigures.start(f"sqlite:///{loopmeter_home / 'not-a-dir' / 'x.db'}", _filters(), loopmeter_home)
+    broken = FirstFigures.start(f"sqlite:///{loopmeter_home / 'not-a-dir' / 'x.db'}", _filters())
     assert broken.take(_filters()) is None
     broken.close()
 
 
-def test_close_stops_a_child_still_computing(sqlite_url, loopmeter_home):
-    first = FirstFigures.start(sqlite_url, _filters(), loopmeter_home)
+def test_close_stops_a_child_still_computing(sqlite_url):
+    first = FirstFigures.start(sqlite_url, _filters())
     first.close()
     assert first.take(_filters()) is None
     with pytest.raises(ChildProcessError):
         os.waitpid(first.pid, os.WNOHANG)
 
 
-def test_close_ends_a_wait_in_take(sqlite_url, loopmeter_home):
+def test_close_ends_a_wait_in_take(sqlite_url):
     import threading
 
-    first = FirstFigures.start(sqlite_url, _filters(), loopmeter_home)
+    first = FirstFigures.start(sqlite_url, _filters())
     waiter = threading.Thread(target=first.take, args=(_filters(),))
     waiter.start()
     first.close()  # the dashboard quit while its worker waited for the figures
@@ -87,7 +87,7 @@ async def test_the_app_shows_the_spend_before_opening_the_store(seeded, sqlite_u
     url = sqlite_url if working_child else f"sqlite:///{loopmeter_home / 'missing' / 'x.db'}"
     if not working_child:
         (loopmeter_home / "missing").write_text("")
-    first = FirstFigures.start(url, filters, loopmeter_home)
+    first = FirstFigures.start(url, filters)
     opened = []
 
     def store():  # what the dashboard was waiting for when it opened the store
@@ -114,3 +114,20 @@ def test_importing_the_dashboard_loads_no_store_or_dataframe_library():
     code = f"import sys, loopmeter.tui.app; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_first_figure_is_computed_without_a_store_or_dataframe_library(seeded, sqlite_url, loopmeter_home):
+    """What makes it fast in a fresh process: on a SQLite store the stdlib driver alone, and the same box."""
+    code = ("import json, sys\n"
+            "from datetime import datetime\n"
+            "from loopmeter.analytics.filters import Filters\n"
+            "from loopmeter.tui.first import compute\n"
+            f"f = Filters(since=datetime.fromisoformat({_filters().since.isoformat()!r}), "
+            f"until=datetime.fromisoformat({_filters().until.isoformat()!r}))\n"
+            f"box = compute({sqlite_url!r}, f)\n"
+            f"print(json.dumps([box, [m for m in {HEAVY!r} if m in sys.modules]]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    box, heavy = __import__("json").loads(out.stdout)
+    assert heavy == []
+    here = kpis.headline(kpis.load(seeded, _filters(), loopmeter_home), VALUE)["spend"]
+    assert box == here

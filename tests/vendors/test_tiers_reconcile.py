@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
 from tests.conftest import loopmeter_cmd
@@ -45,33 +44,33 @@ def _claude_log(folder: Path, day: str, calls: int, session: str = "s1") -> Path
 
 
 def test_decide_takes_the_best_tier_per_day_and_vendor_and_says_which():
-    from loopmeter.analytics.tiers import decide
+    from loopmeter.analytics.tiers import Figure, decide
 
-    figures = pd.DataFrame([
+    figures = [Figure(day, vendor, tier, None, None, cost) for day, vendor, tier, cost in [
         ("d1", "anthropic", "billed", 10.0), ("d1", "anthropic", "vendor", 9.0), ("d1", "anthropic", "calculated", 8.0),
         ("d2", "anthropic", "vendor", 5.0), ("d2", "anthropic", "reported", 1.0), ("d2", "anthropic", "calculated", 3.0),
         ("d2", "openai", "reported", 2.0), ("d2", "openai", "calculated", 0.5),
         ("d3", "google", "reported", 4.0),
-    ], columns=["date", "vendor", "tier", "cost_usd"])
-    got = {(r["date"], r["vendor"]): (r["tier"], r["cost_usd"]) for r in decide(figures).to_dict("records")}
+    ]]
+    got = {(r["date"], r["vendor"]): (r["tier"], r["cost_usd"]) for r in decide(figures)}
     assert got == {("d1", "anthropic"): ("billed", 10.0), ("d2", "anthropic"): ("vendor", 5.0),
                    # reported and calculated are different calls measured here: added, named by the weaker
                    ("d2", "openai"): ("calculated", 2.5), ("d3", "google"): ("reported", 4.0)}
 
 
 def test_a_vendor_figure_for_one_agent_replaces_only_that_agents_measured_calls():
-    from loopmeter.analytics.tiers import decide, report_scopes
+    from loopmeter.analytics.tiers import Figure, decide, report_scopes
 
     assert report_scopes()[("anthropic", "usage_report/claude_code")] == "claude-code"
-    figures = pd.DataFrame([
+    figures = [Figure(day, vendor, tier, None, None, cost, scope) for day, vendor, tier, cost, scope in [
         # Claude Code analytics' estimate covers the Claude Code calls; aider's calls to Anthropic are not in it
         ("d1", "anthropic", "vendor", 5.0, "claude-code"), ("d1", "anthropic", "calculated", 4.5, "claude-code"),
         ("d1", "anthropic", "calculated", 2.0, "aider"),
         # the bill covers every call
         ("d2", "anthropic", "billed", 9.0, None), ("d2", "anthropic", "vendor", 5.0, "claude-code"),
         ("d2", "anthropic", "calculated", 2.0, "aider"),
-    ], columns=["date", "vendor", "tier", "cost_usd", "scope"])
-    got = {r["date"]: (r["tier"], r["cost_usd"], r["measured_usd"]) for r in decide(figures).to_dict("records")}
+    ]]
+    got = {r["date"]: (r["tier"], r["cost_usd"], r["measured_usd"]) for r in decide(figures)}
     assert got == {"d1": ("vendor", 7.0, 6.5), "d2": ("billed", 9.0, 2.0)}
 
 
