@@ -151,7 +151,9 @@ class Runner:
                  kill_tree: Callable[[], None] | None = None,
                  watch: Callable[[], str | None] | None = None) -> ExecResult:
         """`watch`, when given, is called every 0.1 s while the command runs; a reason it returns
-        (e.g. "cpu" for the cgroup's CPU total) kills the command and becomes `killed_reason`."""
+        (e.g. "cpu" for the cgroup's CPU total) kills the command and becomes `killed_reason`.
+        `kill_tree` kills everything the command started: called when the command is killed (before
+        its process group, so a reaper in that group can finish first) and again once it ended."""
         start = time.monotonic()
         try:
             proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.PIPE if stdin is not None
@@ -222,9 +224,9 @@ class Runner:
             elif watch is not None:
                 reason = watch()
             if reason:
-                _kill_group(proc)
                 if kill_tree is not None:
                     kill_tree()
+                _kill_group(proc)
                 proc.wait()
                 break
         if kill_tree is not None:
