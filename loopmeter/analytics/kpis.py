@@ -38,20 +38,25 @@ class Data:
 
 
 def load(store: Store, filters: Filters, home: Path, *, attempts: bool = True) -> Data:
-    """Both frames and the Spend box, the attempts read on a second thread meanwhile (SQLite works
-    without the GIL). `attempts=False` leaves the attempts frame empty."""
+    """Both frames and the Spend box, the attempts and the Spend box read on other threads meanwhile
+    (SQLite works without the GIL). `attempts=False` leaves the attempts frame empty."""
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="loopmeter-attempts") as pool:
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="loopmeter-load") as pool:
         rows = pool.submit(attempts_mod.load_attempts, store, filters) if attempts else None
-        cube = cube_mod.load_cube(store, filters, home)  # brings the hourly rollup up to date first
+        spend = pool.submit(_spend, store, filters)
+        cube = cube_mod.load_cube(store, filters, home)
         data = Data(filters, cube, rows.result() if rows else pd.DataFrame(columns=attempts_mod.COLUMNS))
+        data.extra["spend"] = spend.result()
+    return data
+
+
+def _spend(store: Store, filters: Filters) -> spend_box.Spend:
     db = Db(store)
     try:
-        data.extra["spend"] = spend_box.compute(db, filters)
+        return spend_box.compute(db, filters)
     finally:
         db.close()
-    return data
 
 
 def spend_box_of(data: Data) -> dict[str, Any]:
