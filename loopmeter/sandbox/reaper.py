@@ -30,8 +30,9 @@ import os
 import select
 import signal
 import sys
-from typing import TYPE_CHECKING
+import time
 
+TYPE_CHECKING = False  # typing itself is not imported: the reaper starts once per command
 if TYPE_CHECKING:
     import subprocess
 
@@ -104,7 +105,7 @@ def _prctl(option: int, value: int) -> bool:
 
 
 def _children_by_parent() -> dict[int, list[int]] | None:
-    """parent pid -> child pids, from /proc/*/stat; None without /proc."""
+    """parent pid -> pids of its living children (zombies left out), from /proc/*/stat; None without /proc."""
     try:
         entries = os.listdir("/proc")
     except OSError:
@@ -120,7 +121,7 @@ def _children_by_parent() -> dict[int, list[int]] | None:
             continue  # gone meanwhile
         # "pid (comm) state ppid ...": comm is the process's own choice, so split after its last ')'
         fields = stat.rpartition(b")")[2].split()
-        if len(fields) > 1:
+        if len(fields) > 1 and fields[0] != b"Z":
             found.setdefault(int(fields[1]), []).append(int(name))
     return found
 
@@ -137,23 +138,26 @@ def _descendants(root: int) -> list[int] | None:
     return out
 
 
-def _reap(command: int, status: dict[str, int]) -> None:
-    """Collect every exited child (orphans are ours to collect too); note the command's exit status."""
+def _reap(command: int, status: dict[str, int]) -> bool:
+    """Collect every exited child (orphans are ours to collect too); note the command's exit status.
+    False once this process has no children left at all."""
     while True:
         try:
             pid, wstatus = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return False
         if pid == 0:
-            return
+            return True
         if pid == command:
             status["code"] = os.waitstatus_to_exitcode(wstatus)
 
 
 def _kill_all(command: int, status: dict[str, int]) -> None:
     """SIGKILL everything under this process until nothing is left: killed processes' children are
-    re-parented here, so the loop ends once this process has no children at all."""
+    re-parented here and killed on the next round. A process this user may not signal (a set-user-ID
+    program) is left as it is, rather than waited for."""
     me = os.getpid()
+    pause = 0.0005
     while True:
         pids = _descendants(me)
         if pids is None:  # no /proc: the command's process group is all that can be found
@@ -163,18 +167,19 @@ def _kill_all(command: int, status: dict[str, int]) -> None:
             except OSError:
                 pass
             pids = []
+        signalled = False
         for pid in pids:
             try:
                 os.kill(pid, signal.SIGKILL)
-            except OSError:
+                signalled = True
+            except PermissionError:
                 pass
-        try:
-            pid, wstatus = os.waitpid(-1, 0)  # at least one is gone (or will be): wait for it
-        except ChildProcessError:
+            except OSError:
+                signalled = True  # gone meanwhile
+        if not _reap(command, status) or (pids and not signalled):
             return
-        if pid == command:
-            status["code"] = os.waitstatus_to_exitcode(wstatus)
-        _reap(command, status)
+        time.sleep(pause)  # SIGKILL is asynchronous: look again once the kernel had time to act
+        pause = min(pause * 2, 0.01)
 
 
 def _exit_code(wstatus: int) -> int:
