@@ -19,10 +19,13 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopmeter import safefs
 from loopmeter.errors import ConfigError
+
+if TYPE_CHECKING:
+    from loopmeter.policies import Policy
 
 KNOWN_KEYS = {
     "id", "title", "instruction", "check", "time_limit_s", "tags", "human_hours", "kind",
@@ -249,7 +252,7 @@ def copy_task_repo(source: Path, dest: Path) -> None:
     safefs.copy_tree(source, dest)
 
 
-def task_policy(task: Task, default: str | Path) -> str | Path:
+def task_policy(task: Task, default: str | Path | Policy) -> str | Path | Policy:
     """The task's own policy when it names a shipped preset, else the eval's.
 
     A task is somebody else's input: a policy file of its own could make the sandbox wider,

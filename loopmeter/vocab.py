@@ -1,4 +1,4 @@
-"""The words loopmeter records: run and attempt status, why an attempt stopped, where a cost came from.
+"""The words loopmeter records: run and attempt status, why an attempt stopped or erred, where a cost came from.
 
 Each is a `StrEnum` whose values are the strings the store and `--json` output have always
 held, so a member compares equal to the stored text and serialises as it.
@@ -57,6 +57,31 @@ class StopKind(StrEnum):
         if self is StopKind.WALL_TIME:
             return AttemptStatus.TIMEOUT
         return AttemptStatus.BUDGET
+
+
+class ErrorKind(StrEnum):
+    """What went wrong in an attempt that ended `error`, or an eval cell that counts as an error.
+
+    Kept on the attempt (`Attempt.error_kind`) and the eval result row beside the human stop
+    reason, which is never read back for it. An older attempt with status error and no kind is
+    read as INFRA (`of_attempt`)."""
+
+    INFRA = "infra"  # the machinery failed: git, the store, the sandbox, a connection, a worker
+    AUTH = "auth"  # the agent or the model API refused its key, or there was none
+    NOT_INSTALLED = "not_installed"  # the agent's CLI is not on this node's PATH
+    TIMEOUT = "timeout"  # a model call ran out of time (model tasks)
+    MODEL = "model"  # the model API refused or failed the call in any other way (model tasks)
+    CANCELLED = "cancelled"  # stopped by Ctrl-C or a cancel before it finished
+
+    @classmethod
+    def of_attempt(cls, status: str, kind: str | None) -> ErrorKind | None:
+        """The error kind of an attempt as stored: None unless it ended error or cancelled."""
+        if status == AttemptStatus.ERROR:
+            known = {k.value: k for k in cls}
+            return known.get(kind or "", cls.INFRA)  # NULL: written before the kind was kept
+        if status == AttemptStatus.CANCELLED:
+            return cls.CANCELLED
+        return None
 
 
 class CostSource(StrEnum):

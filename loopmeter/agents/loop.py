@@ -54,7 +54,7 @@ def start_run(req: RunRequest, *, store: Store | None = None, settings: Settings
     from loopmeter.agents.base import get_backend
     from loopmeter.agents.worktree import branch_name, open_repo, repo_from_dir
     from loopmeter.config import load_settings
-    from loopmeter.policies import load_policy
+    from loopmeter.policies import Policy, load_policy
     from loopmeter.store import Attempt, Run, default_store
 
     settings = settings or load_settings()
@@ -96,7 +96,7 @@ def start_run(req: RunRequest, *, store: Store | None = None, settings: Settings
         "agents": [asdict(a) for a in req.agents], "budgets": req.budgets.as_dict(),
         "run_budgets": req.run_budgets.as_dict() if req.run_budgets else None,
         "concurrency": req.concurrency, "sandbox": req.sandbox, "api_base": req.api_base,
-        "policy_ref": str(req.policy), "eval_meta": req.eval_meta, "env": req.env, "project": req.project,
+        "policy_ref": str(policy.path if isinstance(req.policy, Policy) else req.policy), "eval_meta": req.eval_meta, "env": req.env, "project": req.project,
     }
     run = Run(
         id=run_id, kind=req.kind, task=req.instruction, task_id=req.task.id if req.task else None,

@@ -20,7 +20,7 @@ from loopmeter.agents.loop_records import AttemptState, RunState, _Cancelled
 from loopmeter.agents.loop_steps import _AttemptSteps, _summary
 from loopmeter.errors import LoopmeterError
 from loopmeter.records import utcnow
-from loopmeter.vocab import AttemptStatus, RunStatus
+from loopmeter.vocab import AttemptStatus, ErrorKind, RunStatus
 
 if TYPE_CHECKING:
     from loopmeter.agents.loop_runtime import _Runtime
@@ -142,7 +142,7 @@ class _RunNodes:
         else:
             return {"results": {attempt_id: _summary(snap.values)}}
         if snap.values:  # resuming: it may have been marked cancelled or waiting meanwhile
-            self.rt._set_attempt(attempt_id, status=AttemptStatus.RUNNING, stop_reason=None)
+            self.rt._set_attempt(attempt_id, status=AttemptStatus.RUNNING, stop_reason=None, error_kind=None)
         try:
             if self.rt.executor is not None:  # on another machine (`--executor ray`); its branch comes back here
                 self.rt.executor.run_attempt(self.rt, attempt_id, payload)
@@ -157,8 +157,8 @@ class _RunNodes:
                 raise
             # an infrastructure failure (git, store, sandbox) ends this attempt, not the whole run
             reason = exc.message if isinstance(exc, LoopmeterError) else f"{type(exc).__name__}: {exc}"
-            self.rt._set_attempt(attempt_id, status=AttemptStatus.ERROR, stop_reason=f"error: {reason}"[:2000],
-                                 ended_at=utcnow())
+            self.rt._set_attempt(attempt_id, status=AttemptStatus.ERROR, error_kind=ErrorKind.INFRA,
+                                 stop_reason=f"error: {reason}"[:2000], ended_at=utcnow())
             self.rt.emit(attempt_id, "done", status=AttemptStatus.ERROR.value, stop_reason=reason)
             return {"results": {attempt_id: {"status": AttemptStatus.ERROR.value, "stop_reason": reason}}}
         if self.rt.cancel.is_set():

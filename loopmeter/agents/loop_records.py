@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 from loopmeter.agents.budget import Budgets
 
 if TYPE_CHECKING:
+    from loopmeter.policies import Policy
     from loopmeter.tasks import Task
 
 RECURSION_LIMIT = 1000
@@ -45,7 +46,7 @@ class RunRequest:
     repo: Path | None
     agents: list[AgentSpec]
     task: Task | None = None
-    policy: str | Path = "default"
+    policy: str | Path | Policy = "default"  # a preset name, a file, or a policy loaded already
     budgets: Budgets = field(default_factory=Budgets)
     run_budgets: Budgets | None = None
     concurrency: int = 2
@@ -114,6 +115,7 @@ class AttemptState(TypedDict, total=False):
     last_check: dict[str, Any]
     status: str
     stop_reason: str | None
+    error_kind: str | None  # an ErrorKind when status is error
     time_to_signal_s: float | None
     time_to_green_s: float | None
     iterations_to_green: int | None

@@ -94,7 +94,10 @@ class _Runtime:
         config = json.loads(run.config or "{}")
         if "agents" not in config:
             raise LoopmeterError(f"run {run_id} was not made by `loopmeter run`", hint="nothing to resume")
-        policy = load_policy(config.get("policy_ref") or run.policy or "default")
+        if remote is not None and remote.policy is not None:  # a worker: the policy file the driver sent
+            policy = remote.policy
+        else:
+            policy = load_policy(config.get("policy_ref") or run.policy or "default")
         if run.policy_sha256 and policy.sha256 != run.policy_sha256:
             raise LoopmeterError(f"the policy of run {run_id} changed since it started",
                                  hint=f"restore the policy with sha256 {run.policy_sha256} to resume it")

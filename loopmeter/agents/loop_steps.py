@@ -11,11 +11,13 @@ from loopmeter.agents.budget import Spent, Stop, backend_stop, exceeded, remaini
 from loopmeter.agents.loop_records import HARD_MAX_ITERS, AttemptState, _Cancelled
 from loopmeter.errors import LoopmeterError
 from loopmeter.records import utcnow
-from loopmeter.vocab import AttemptStatus, StopKind
+from loopmeter.vocab import AttemptStatus, ErrorKind, StopKind
 
 if TYPE_CHECKING:
     from loopmeter.agents.loop_runtime import _Runtime
 
+# an agent step that failed this way ends the attempt with status error (the rest are tried again)
+ENDING_ERRORS = (ErrorKind.AUTH, ErrorKind.NOT_INSTALLED, ErrorKind.INFRA)
 # a stale .pyc written by one check (same size, same second) would hide the agent's next edit
 CHECK_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
 
@@ -150,8 +152,7 @@ class _AttemptSteps:
 
         rt = self.rt
         last_act = state.get("last_act") or {}
-        if last_act.get("denied") or last_act.get("stopped_by") or last_act.get("error_kind") in (
-                "auth", "not_installed", "infra"):
+        if last_act.get("denied") or last_act.get("stopped_by") or last_act.get("error_kind") in ENDING_ERRORS:
             return {"last_check": {"skipped": True}}
         row = self._row(state["attempt_id"])
         worktree = rt.worktree_of(row)
@@ -198,8 +199,8 @@ class _AttemptSteps:
             return {"status": AttemptStatus.PASSED.value, "stop_reason": "check passed"}
         if last_act.get("denied"):
             return {"status": AttemptStatus.CANCELLED.value, "stop_reason": f"denied: {last_act['denied']}"}
-        if last_act.get("error_kind") in ("auth", "not_installed", "infra"):
-            return {"status": AttemptStatus.ERROR.value,
+        if last_act.get("error_kind") in ENDING_ERRORS:
+            return {"status": AttemptStatus.ERROR.value, "error_kind": ErrorKind(last_act["error_kind"]).value,
                     "stop_reason": f"{last_act['error_kind']}: {last_act.get('error')}"}
         usd, tokens, _ = rt.spent(attempt_id)
         rt.save_active_time()
@@ -233,6 +234,7 @@ class _AttemptSteps:
         totals = rt.totals(row.id)
         rt._set_attempt(
             row.id, status=state.get("status") or AttemptStatus.FAILED, stop_reason=state.get("stop_reason"),
+            error_kind=state.get("error_kind"),
             iterations=state.get("iteration", 0), wall_s=round(state.get("active_s", 0.0), 3),
             time_to_signal_s=state.get("time_to_signal_s"), time_to_green_s=state.get("time_to_green_s"),
             iterations_to_green=state.get("iterations_to_green"), head_commit=head,

@@ -19,6 +19,7 @@ from loopmeter.errors import ConfigError
 from loopmeter.evals.scorers import get_scorer, score
 from loopmeter.records import UsageRow, utcnow
 from loopmeter.tasks import Task
+from loopmeter.vocab import ErrorKind
 
 if TYPE_CHECKING:
     from loopmeter.telemetry.otel import Telemetry
@@ -38,7 +39,7 @@ class ItemResult:
     output: str | None
     latency_ms: float | None
     usage: UsageRow | None = None
-    error_kind: str | None = None  # infra (connection, 5xx), auth, timeout, model
+    error_kind: ErrorKind | None = None  # infra (connection, 5xx), auth, timeout, model
     detail: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -89,15 +90,15 @@ def _provider(model: str) -> str:
     return model.split("/", 1)[0] if "/" in model else "openai"
 
 
-def _error_kind(exc: Exception) -> str:
+def _error_kind(exc: Exception) -> ErrorKind:
     name = type(exc).__name__.lower()
     if "auth" in name or "permission" in name:
-        return "auth"
+        return ErrorKind.AUTH
     if "timeout" in name:
-        return "timeout"
+        return ErrorKind.TIMEOUT
     if any(s in name for s in ("connection", "serviceunavailable", "internalserver", "apiconnection", "ratelimit")):
-        return "infra"
-    return "model"
+        return ErrorKind.INFRA
+    return ErrorKind.MODEL
 
 
 def call_model(model: str, messages: list[dict[str, Any]], *, api_base: str | None = None,

@@ -21,13 +21,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopmeter.analytics.work import work_cost
 from loopmeter.errors import LoopmeterError
 from loopmeter.evals.suite import Suite, load_suite
 from loopmeter.tasks import Task, task_policy
-from loopmeter.vocab import AttemptStatus, RunStatus
+from loopmeter.vocab import AttemptStatus, ErrorKind, RunStatus
+
+if TYPE_CHECKING:
+    from loopmeter.policies import Policy, PolicyText
 
 Event = Callable[[dict[str, Any]], None]
 
@@ -117,7 +120,7 @@ class CellResult:
     output_tokens: int | None = None
     reasoning_tokens: int | None = None
     cost_usd: float | None = None
-    error_kind: str | None = None
+    error_kind: ErrorKind | None = None
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -177,15 +180,13 @@ def run_model_cell(cell: Cell, run_id: str, options: EvalOptions, store: Any) ->
     )
 
 
-INFRA_STOPS = ("infra", "not_installed", "auth")
-
-
 def run_coding_cell(cell: Cell, run_id: str, options: EvalOptions, store: Any,
                     remaining_usd: float | None, suite_name: str | None = None,
-                    cell_meta: dict[str, Any] | None = None) -> CellResult:
+                    cell_meta: dict[str, Any] | None = None, policy: Policy | None = None) -> CellResult:
     """One attempt through the agent loop (same loop and sandbox as `loopmeter run`), in a scratch repo.
 
-    `cell_meta` (the cell's id, the node running it) joins the child run's eval_meta (`eval status`)."""
+    `cell_meta` (the cell's id, the node running it) joins the child run's eval_meta (`eval status`);
+    `policy`, the eval's policy file as the driver read it, is used instead of `options.policy`."""
     import shutil
     import tempfile
 
@@ -195,14 +196,16 @@ def run_coding_cell(cell: Cell, run_id: str, options: EvalOptions, store: Any,
     scratch = Path(tempfile.mkdtemp(prefix=f"loopmeter-eval-{task.id}-"))
     try:
         repo = repo_from_dir(task.repo_dir, scratch / "repo") if task.repo_dir else None
-        return _coding_attempt(cell, run_id, options, store, remaining_usd, suite_name, repo, cell_meta or {})
+        return _coding_attempt(cell, run_id, options, store, remaining_usd, suite_name, repo, cell_meta or {},
+                               policy)
     finally:
         if not options.keep_worktrees:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _coding_attempt(cell: Cell, run_id: str, options: EvalOptions, store: Any, remaining_usd: float | None,
-                    suite_name: str | None, repo: Path | None, cell_meta: dict[str, Any]) -> CellResult:
+                    suite_name: str | None, repo: Path | None, cell_meta: dict[str, Any],
+                    policy: Policy | None) -> CellResult:
     import shutil
 
     from sqlmodel import select
@@ -215,7 +218,7 @@ def _coding_attempt(cell: Cell, run_id: str, options: EvalOptions, store: Any, r
     request = RunRequest(
         instruction=task.instruction, check=task.check, repo=repo,
         agents=[AgentSpec(name=cell.config.agent, model=cell.config.model, role="primary")],
-        task=task, policy=task_policy(task, options.policy),
+        task=task, policy=task_policy(task, options.policy if policy is None else policy),
         budgets=Budgets(max_iters=options.max_iters, max_usd=max_usd, max_minutes=task.time_limit_s / 60.0),
         concurrency=1, kind="eval", sandbox=options.sandbox, api_base=options.api_base,
         eval_meta={"eval_run_id": run_id, "suite": suite_name, "config": cell.config.name, "task_id": task.id,
@@ -225,23 +228,17 @@ def _coding_attempt(cell: Cell, run_id: str, options: EvalOptions, store: Any, r
     try:
         result = start_run(request, store=store)
     except LoopmeterError as exc:
-        return CellResult(False, 0.0, time.monotonic() - started, cost_usd=0.0, error_kind="infra",
+        return CellResult(False, 0.0, time.monotonic() - started, cost_usd=0.0, error_kind=ErrorKind.INFRA,
                           detail={"error": exc.message, "hint": exc.hint})
     with store.session() as s:
         attempts = list(s.exec(select(Attempt).where(Attempt.run_id == result.run_id)))
     if not attempts:
-        return CellResult(False, 0.0, time.monotonic() - started, cost_usd=0.0, error_kind="infra",
+        return CellResult(False, 0.0, time.monotonic() - started, cost_usd=0.0, error_kind=ErrorKind.INFRA,
                           detail={"error": f"run {result.run_id} recorded no attempt", "child_run": result.run_id})
     att = attempts[0]
     if not options.keep_worktrees and att.worktree:
         shutil.rmtree(att.worktree, ignore_errors=True)
-    error_kind = None
-    if att.status == AttemptStatus.ERROR:
-        # the loop writes "infra: ...", "auth: ...", "not_installed: ..." or "error: ..." (git, store, sandbox)
-        prefix = (att.stop_reason or "").split(":", 1)[0].strip().lower()
-        error_kind = prefix if prefix in INFRA_STOPS else "infra"
-    elif att.status == AttemptStatus.CANCELLED:
-        error_kind = "cancelled"
+    error_kind = ErrorKind.of_attempt(att.status, att.error_kind)
     passed = att.status == AttemptStatus.PASSED
     cost = work_cost(att.cost_usd, att.unpriced_calls)  # no model call (oracle, nop, a crash) costs $0
     return CellResult(
@@ -317,12 +314,28 @@ def _open_executor(executor: Any, store: Any, options: EvalOptions, ray_address:
     return make_executor(executor, store=store, concurrency=options.concurrency, ray_address=ray_address), True
 
 
-def cell_specs(run_id: str, suite: Suite, cells: list[Cell], options: EvalOptions, store: Any) -> list[Any]:
-    """The cells as they travel to an executor (loopmeter/executors/base.py CellSpec)."""
+def cell_specs(run_id: str, suite: Suite, cells: list[Cell], options: EvalOptions, store: Any,
+               policy: PolicyText | None = None) -> list[Any]:
+    """The cells as they travel to an executor (loopmeter/executors/base.py CellSpec); `policy`:
+    the eval's policy file as read once (eval_policy)."""
     from loopmeter.executors.base import CellSpec, public_store_url
 
     url = public_store_url(store)
-    return [CellSpec(c.attempt_key(run_id), run_id, suite.name, c, options, None, url) for c in cells]
+    return [CellSpec(c.attempt_key(run_id), run_id, suite.name, c, options, None, url, policy=policy)
+            for c in cells]
+
+
+def eval_policy(suite: Suite, options: EvalOptions) -> PolicyText | None:
+    """The eval's policy for its coding cells, read and validated here once (a bad one is bad input,
+    exit 2, not an infra error in every cell): a file travels by content, a preset by name (None).
+    A task naming a preset of its own is checked too (task_policy)."""
+    from loopmeter.policies import load_policy, policy_content
+
+    if suite.kind != "repo":
+        return None
+    for ref in sorted({str(task_policy(t, options.policy)) for t in suite.tasks} - {options.policy}):
+        load_policy(ref)
+    return policy_content(options.policy)
 
 
 def start_eval(suite_ref: str | Path, agent_specs: list[str], options: EvalOptions, *, store: Any,
@@ -350,15 +363,12 @@ def start_eval(suite_ref: str | Path, agent_specs: list[str], options: EvalOptio
 
             for c in configs:
                 get_backend(c.agent)
-        from loopmeter.policies import load_policy
-
-        for ref in sorted({str(task_policy(t, options.policy)) for t in suite.tasks}):
-            load_policy(ref)  # a bad policy is bad input (exit 2), not an infra error in every cell
+    policy = eval_policy(suite, options)
     run_id = _new_id()
     cells = plan(suite, configs, options.epochs)
     ex, owned = _open_executor(executor, store, options, ray_address)
     try:
-        ex.prepare(cell_specs(run_id, suite, cells, options, store))  # fails fast, before the run is stored
+        ex.prepare(cell_specs(run_id, suite, cells, options, store, policy))  # fails fast, before the run is stored
         config = {"suite_ref": str(suite_ref), "suite_path": str(suite.path), "suite": suite.name,
                   "suite_kind": suite.kind, "agents": agent_specs, "configs": [c.name for c in configs],
                   "options": asdict(options), "skipped_tasks": suite.skipped, "cells_total": len(cells),
@@ -368,7 +378,7 @@ def start_eval(suite_ref: str | Path, agent_specs: list[str], options: EvalOptio
         store.save(Run(id=run_id, kind="eval", task=f"eval {suite.name}", suite=suite.name,
                        status=RunStatus.RUNNING, user=load_settings().user, policy=options.policy,
                        config=json.dumps(config), started_at=utcnow()))
-        return _execute(run_id, suite, configs, options, ex, store=store, on_event=on_event, cancel=cancel)
+        return _execute(run_id, suite, configs, options, ex, policy, store=store, on_event=on_event, cancel=cancel)
     finally:
         if owned:
             ex.close()
@@ -391,19 +401,21 @@ def resume_eval(run_id: str, *, store: Any, concurrency: int | None = None, max_
     ref = config.get("suite_ref", "")
     suite = load_suite(ref if ref == "gold" else config.get("suite_path", ref))
     configs = parse_configs(config.get("agents", []), suite.kind)
+    policy = eval_policy(suite, options)
     ex, owned = _open_executor(executor, store, options, ray_address)
     try:
         run.status, run.ended_at = RunStatus.RUNNING, None
         run.config = json.dumps({**config, "options": asdict(options)})
         store.save(run)
-        return _execute(run_id, suite, configs, options, ex, store=store, on_event=on_event, cancel=cancel)
+        return _execute(run_id, suite, configs, options, ex, policy, store=store, on_event=on_event, cancel=cancel)
     finally:
         if owned:
             ex.close()
 
 
-def _execute(run_id: str, suite: Suite, configs: list[EvalConfig], options: EvalOptions, ex: Any, *, store: Any,
-             on_event: Event | None, cancel: threading.Event | None) -> EvalOutcome:
+def _execute(run_id: str, suite: Suite, configs: list[EvalConfig], options: EvalOptions, ex: Any,
+             policy: PolicyText | None, *, store: Any, on_event: Event | None,
+             cancel: threading.Event | None) -> EvalOutcome:
     from loopmeter.records import utcnow
     from loopmeter.store import Run
 
@@ -412,7 +424,7 @@ def _execute(run_id: str, suite: Suite, configs: list[EvalConfig], options: Eval
     done = _done_cells(store, run_id)
     todo = [c for c in cells if (c.config.name, c.task_id, c.epoch) not in done]
     already = len(cells) - len(todo)
-    queue = ex.prepare(cell_specs(run_id, suite, todo, options, store))
+    queue = ex.prepare(cell_specs(run_id, suite, todo, options, store, policy))
     emit = on_event or (lambda _e: None)
     emit({"event": "start", "run_id": run_id, "total": len(cells), "todo": len(todo), "already": already,
           "executor": ex.name})
@@ -443,7 +455,7 @@ def _execute(run_id: str, suite: Suite, configs: list[EvalConfig], options: Eval
                 running.pop(handle)  # cancelled: nothing to store, a resume runs it again
             for handle, res in finished:
                 spec = running.pop(handle)
-                if res.error_kind == "cancelled" and cancel.is_set():
+                if res.error_kind == ErrorKind.CANCELLED and cancel.is_set():
                     continue  # left unstored, so a resume runs it again
                 if not ex.saves_results:
                     save_result(store, run_id, suite.name, spec.cell, res)

@@ -1,7 +1,8 @@
 """Attempts of `loopmeter run` on another machine: what travels, what a worker runs, what comes back.
 
 The driver (the machine that started the run, which has the repository) ships the run's base
-commit once as a git bundle, keyed by its sha256 like an eval task's files. A worker fetches it
+commit once as a git bundle, keyed by its sha256 like an eval task's files, and the run's policy
+file by content with each attempt (a preset by name): a worker never reads the driver's path. A worker fetches it
 into a private repository of its own (`$LOOPMETER_HOME/remote/<run>/<attempt>/repo`), runs the
 attempt's graph there in its sandbox (same policy, budgets and store; checkpoints in the store's
 PostgreSQL, or in the driver's SQLite file on a one-node cluster), and returns the attempt's
@@ -29,6 +30,7 @@ from loopmeter.errors import LoopmeterError
 
 if TYPE_CHECKING:
     from loopmeter.agents.loop_runtime import _Runtime
+    from loopmeter.policies import Policy, PolicyText
     from loopmeter.tasks import Task
 
 MAX_BUNDLE_BYTES = 64 * 1024 * 1024  # an attempt's commits coming back
@@ -55,6 +57,7 @@ class AttemptSpec:
     base_sha: str  # sha256 of the base bundle
     store_url: str  # no password in it (executors.base.public_store_url)
     task_sha: str | None = None  # the task's files, when the run has a task directory
+    policy: PolicyText | None = None  # the run's policy file by content (None: a preset, by name)
     checkpoint_path: str | None = None  # the driver's SQLite checkpoints (a one-node cluster with a SQLite store)
     resume: bool | None = None  # an answer to the attempt's pending question
     fresh: dict[str, Any] | None = field(default=None)  # the attempt graph's first input
@@ -68,6 +71,7 @@ class RemotePlace:
     worktrees: Path
     task: Task | None = None
     checkpoint_path: Path | None = None
+    policy: Policy | None = None  # the run's policy as the driver read it (a preset: None, loaded by name)
 
 
 # -- the driver: the base commit going out -------------------------------------------------------
@@ -166,7 +170,8 @@ def run_attempt_here(spec: AttemptSpec, base: bytes, task_files: bytes | None) -
         task = load_task(unpack_task(spec.task_sha, task_files, settings.home / "cache" / "tasks"))
     store = open_store_url(spec.store_url)
     remote = RemotePlace(repo=repo, worktrees=place / "worktrees", task=task,
-                         checkpoint_path=Path(spec.checkpoint_path) if spec.checkpoint_path else None)
+                         checkpoint_path=Path(spec.checkpoint_path) if spec.checkpoint_path else None,
+                         policy=spec.policy.load() if spec.policy is not None else None)
     rt = _Runtime.load(spec.run_id, store, settings, None, None, remote=remote)
     try:
         # the worktree on this node (a resume may land on another node than the earlier steps: it starts
@@ -288,6 +293,7 @@ def import_attempt(repo: Path, branch: str, base_commit: str, head: str | None, 
 def attempt_spec(rt: _Runtime, attempt_id: str, payload: Any, base: tuple[str, str], task_sha: str | None,
                  store_url: str) -> AttemptSpec:
     """The spec of one attempt of the run `rt` drives (payload: the attempt graph's input)."""
+    from loopmeter.policies import policy_content
     from loopmeter.store import Attempt
 
     row = rt.store.get(Attempt, attempt_id)
@@ -298,6 +304,7 @@ def attempt_spec(rt: _Runtime, attempt_id: str, payload: Any, base: tuple[str, s
     return AttemptSpec(
         run_id=rt.run_id, attempt_id=attempt_id, branch=row.branch, base_commit=row.base_commit,
         base_ref=base[0], base_sha=base[1], store_url=store_url, task_sha=task_sha,
+        policy=policy_content(rt.config.get("policy_ref") or "", rt.policy),
         checkpoint_path=str(rt.settings.checkpoint_path) if sqlite else None,
         resume=bool(resume) if resume is not None else None,
         fresh=payload if isinstance(payload, dict) else None)

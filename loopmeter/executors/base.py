@@ -1,8 +1,9 @@
 """The executor protocol, the spec a cell travels as, and `run_cell`, which both executors call.
 
 A cell travels by content: its `Cell` (configuration, task definition, epoch, model item),
-the eval's options, the store's URL without a password, and — for a remote executor — the
-content hash of its task's files, shipped once per task. It carries no key: each node reads its
+the eval's options, the store's URL without a password, the eval's policy file as the driver read
+it (`PolicyText`; a preset travels as its name), and — for a remote executor — the content hash
+of its task's files, shipped once per task. It carries no key: each node reads its
 own keyring or environment and the policy decides what an agent gets. Its stable id
 (`Cell.attempt_key`: run, configuration, task, epoch) is the idempotency key: the result row is
 unique on those four (`uq_eval_cell`), so a cell run twice (a retry after a worker died, two
@@ -16,10 +17,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from loopmeter.errors import LoopmeterError
-from loopmeter.vocab import AttemptStatus, RunStatus
+from loopmeter.vocab import AttemptStatus, ErrorKind, RunStatus
 
 if TYPE_CHECKING:
     from loopmeter.evals.runner import Cell, CellResult, EvalOptions
+    from loopmeter.policies import PolicyText
 
 ABANDONED = "infra: abandoned (its worker stopped; the cell ran again)"
 
@@ -36,6 +38,7 @@ class CellSpec:
     remaining_usd: float | None  # the eval's budget left when the cell was submitted
     store_url: str  # no password in it (public_store_url)
     task_sha: str | None = None  # content hash of the task's files (remote executors)
+    policy: PolicyText | None = None  # the eval's policy file, by content (None: a preset, by name)
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -110,13 +113,14 @@ def run_cell(spec: CellSpec, store: Any, *, node: str | None = None) -> CellResu
             return run_model_cell(cell, spec.run_id, spec.options, store)
         abandon_earlier(store, spec)
         return run_coding_cell(cell, spec.run_id, spec.options, store, spec.remaining_usd, spec.suite,
-                               cell_meta={"cell_id": spec.cell_id, "node": node})
+                               cell_meta={"cell_id": spec.cell_id, "node": node},
+                               policy=spec.policy.load() if spec.policy is not None else None)
     except LoopmeterError:
         raise
     except Exception as exc:  # an infrastructure failure of this one cell: recorded, the eval goes on
         import traceback
 
-        return CellResult(False, 0.0, error_kind="infra", detail={
+        return CellResult(False, 0.0, error_kind=ErrorKind.INFRA, detail={
             "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=12)[-4000:]})
 
 
@@ -142,7 +146,8 @@ def stored_result(store: Any, spec: CellSpec) -> CellResult | None:
         passed=bool(row.passed), score=row.score, wall_s=row.wall_s, latency_ms=row.latency_ms,
         attempt_id=row.attempt_id, input_tokens=row.input_tokens, cache_read_tokens=row.cache_read_tokens,
         cache_write_tokens=row.cache_write_tokens, output_tokens=row.output_tokens,
-        reasoning_tokens=row.reasoning_tokens, cost_usd=row.cost_usd, error_kind=row.error_kind,
+        reasoning_tokens=row.reasoning_tokens, cost_usd=row.cost_usd,
+        error_kind=ErrorKind(row.error_kind) if row.error_kind else None,
         detail=detail if isinstance(detail, dict) else {})
 
 
@@ -169,11 +174,11 @@ def eval_meta(run: Any) -> dict[str, Any]:
 def abandon_earlier(store: Any, spec: CellSpec) -> int:
     """Child runs of this cell still marked running belong to a worker that died: mark them ended, so
     only the run now starting is live. Returns how many."""
-    return end_child_runs(store, spec, RunStatus.ERROR, AttemptStatus.ERROR, ABANDONED)
+    return end_child_runs(store, spec, RunStatus.ERROR, AttemptStatus.ERROR, ABANDONED, ErrorKind.INFRA)
 
 
 def end_child_runs(store: Any, spec: CellSpec, run_status: RunStatus, attempt_status: AttemptStatus,
-                   reason: str) -> int:
+                   reason: str, error_kind: ErrorKind | None = None) -> int:
     """Mark this cell's unfinished child runs (and their attempts) ended; returns how many."""
     from sqlmodel import select
 
@@ -187,7 +192,8 @@ def end_child_runs(store: Any, spec: CellSpec, run_status: RunStatus, attempt_st
             attempts = list(s.exec(select(Attempt).where(Attempt.run_id == run.id)))
         for att in attempts:
             if not AttemptStatus(att.status).finished:
-                att.status, att.stop_reason, att.ended_at = attempt_status, reason, utcnow()
+                att.status, att.stop_reason, att.error_kind = attempt_status, reason, error_kind
+                att.ended_at = utcnow()
                 store.save(att)
         run.status, run.ended_at = run_status, utcnow()
         store.save(run)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from loopmeter.errors import LoopmeterError
 from loopmeter.executors.base import CellSpec, end_child_runs, run_cell, store_for, stored_result
-from loopmeter.vocab import AttemptStatus, RunStatus
+from loopmeter.vocab import AttemptStatus, ErrorKind, RunStatus
 
 if TYPE_CHECKING:
     from loopmeter.evals.runner import CellResult
@@ -137,7 +137,7 @@ def cell_task(spec: CellSpec, task_files: bytes | None) -> CellResult:
             return done
         res = run_cell(spec, store, node=node)
         res.detail["node"] = node
-        if res.error_kind != "cancelled":
+        if res.error_kind != ErrorKind.CANCELLED:
             save_result(store, spec.run_id, spec.suite, spec.cell, res)
         return res
     finally:
@@ -264,10 +264,10 @@ class RayExecutor:
             except ray.exceptions.RayTaskError as exc:
                 if isinstance(exc.cause, LoopmeterError):
                     raise exc.cause from None
-                done.append((ref, CellResult(False, 0.0, error_kind="infra", detail={
+                done.append((ref, CellResult(False, 0.0, error_kind=ErrorKind.INFRA, detail={
                     "error": f"{type(exc.cause).__name__}: {exc.cause}"})))
             except ray.exceptions.RayError as exc:  # the worker or node died more times than max_retries
-                done.append((ref, CellResult(False, 0.0, error_kind="infra", detail={
+                done.append((ref, CellResult(False, 0.0, error_kind=ErrorKind.INFRA, detail={
                     "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]})))
         return done, list(running)
 

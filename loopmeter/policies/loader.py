@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,33 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
-def load_policy(ref: str | Path) -> Policy:
+@dataclass(frozen=True)
+class PolicyText:
+    """A policy file by content, as it travels to another machine (a Ray node): the node parses
+    this text, never the path, which need not exist there. A preset travels as its name."""
+
+    path: str  # where the driver read it: named in messages and recorded as the run's policy
+    text: str
+    sha256: str  # of the file's bytes: the hash recorded with the run and in the audit log
+
+    def load(self) -> Policy:
+        if hashlib.sha256(self.text.encode()).hexdigest() != self.sha256:
+            raise PolicyError(self.path, None, "", f"the policy {self.sha256[:12]} arrived damaged (hash mismatch)")
+        return parse_policy(self.text, Path(self.path), sha256=self.sha256)
+
+
+def policy_content(ref: str | Path, policy: Policy | None = None) -> PolicyText | None:
+    """How the policy `ref` travels: None for a preset (it stays a name), else the file's text as
+    read and validated here, once (`policy`: the same ref, loaded already)."""
+    if is_preset_name(ref):
+        return None
+    if policy is None or policy.text is None:
+        policy = load_policy(ref)
+    assert policy.text is not None  # parse_policy keeps it
+    return PolicyText(str(policy.path), policy.text, policy.sha256)
+
+
+def load_policy(ref: str | Path | Policy) -> Policy:
     """A preset name ("default", "strict", "data-restricted") or a path to a YAML file."""
     if isinstance(ref, Policy):
         return ref
@@ -37,18 +64,22 @@ def load_policy(ref: str | Path) -> Policy:
     return parse_policy(text, path, sha256=sha256)
 
 
+def is_preset_name(ref: str | Path) -> bool:
+    """Whether `ref` names a shipped preset ("default"...) rather than a file."""
+    return (isinstance(ref, str) and not ref.endswith((".yaml", ".yml")) and "/" not in ref
+            and preset_path(ref).is_file())
+
+
 def resolve_policy_path(ref: str | Path) -> Path:
     """The file a preset name or a path names."""
+    if is_preset_name(ref):
+        return preset_path(str(ref))
     path = Path(ref)
-    if isinstance(ref, str) and not ref.endswith((".yaml", ".yml")) and "/" not in ref:
-        candidate = preset_path(ref)
-        if candidate.is_file():
-            path = candidate
-        elif not path.is_file():
-            raise ConfigError(
-                f"unknown policy '{ref}'",
-                hint="presets: " + ", ".join(list_presets()) + "; or give a path to a YAML file",
-            )
+    if isinstance(ref, str) and not ref.endswith((".yaml", ".yml")) and "/" not in ref and not path.is_file():
+        raise ConfigError(
+            f"unknown policy '{ref}'",
+            hint="presets: " + ", ".join(list_presets()) + "; or give a path to a YAML file",
+        )
     if not path.exists():
         raise ConfigError(f"{path}: policy file not found", hint="give a preset name or an existing YAML file")
     return path
@@ -169,7 +200,7 @@ def parse_policy(text: str, path: Path, sha256: str | None = None) -> Policy:
         field = ".".join(str(p) for p in loc) or "(top level)"
         raise PolicyError(path, line, field, _message(err), hint=_hint(err, loc)) from None
     digest = sha256 or hashlib.sha256(text.encode()).hexdigest()
-    return Policy(model=model, path=path, sha256=digest)
+    return Policy(model=model, path=path, sha256=digest, text=text)
 
 
 def safe_text(text: str) -> str:

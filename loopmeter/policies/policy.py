@@ -68,10 +68,11 @@ def _under(path: str, root: str) -> bool:
 class Policy:
     """A validated policy. `sha256` is of the file's bytes and is recorded with every run."""
 
-    def __init__(self, model: PolicyModel, path: Path, sha256: str):
+    def __init__(self, model: PolicyModel, path: Path, sha256: str, text: str | None = None):
         self.model = model
         self.path = path
         self.sha256 = sha256
+        self.text = text  # the YAML it was read from (what travels to another machine: PolicyText)
 
     @property
     def name(self) -> str:

@@ -84,6 +84,12 @@ def m0007_vendor_usage(conn: Connection) -> None:
     _create(conn, models.VendorUsage)
 
 
+def m0008_attempt_error_kind(conn: Connection) -> None:
+    # what went wrong in an attempt that ended error, kept apart from its stop reason (which is for
+    # people); older attempts keep NULL and are read as infra (vocab.ErrorKind.of_attempt)
+    _add_column(conn, "attempt", "error_kind", "VARCHAR(32)")
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_initial", m0001_initial),
     ("0002_price_hash_and_iterations", m0002_price_hash_and_iterations),
@@ -92,6 +98,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0005_sessions", m0005_sessions),
     ("0006_pull_requests", m0006_pull_requests),
     ("0007_vendor_usage", m0007_vendor_usage),
+    ("0008_attempt_error_kind", m0008_attempt_error_kind),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 # a current SQLite store is recognised, and a new one created, without this module

@@ -132,7 +132,8 @@ class Attempt(SQLModel, table=True):
     base_commit: str | None = Field(default=None, max_length=64)
     head_commit: str | None = Field(default=None, max_length=64)
     status: str = Field(default=AttemptStatus.PENDING, max_length=16)  # an AttemptStatus
-    stop_reason: str | None = Field(default=None, sa_column=Column(Text))
+    stop_reason: str | None = Field(default=None, sa_column=Column(Text))  # for people; never parsed
+    error_kind: str | None = Field(default=None, max_length=32)  # an ErrorKind when status is error
     iterations: int = 0
     wall_s: float | None = None
     time_to_signal_s: float | None = None
@@ -251,7 +252,7 @@ class EvalResult(SQLModel, table=True):
     output_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
     reasoning_tokens: int | None = Field(default=None, sa_column=Column(BigInteger))
     cost_usd: float | None = None
-    error_kind: str | None = Field(default=None, max_length=64)  # infra errors are counted apart
+    error_kind: str | None = Field(default=None, max_length=64)  # an ErrorKind; errors are counted apart
     detail: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime | None = None
 

@@ -16,7 +16,7 @@ from pathlib import Path
 # the names in loopmeter.store.migrations.MIGRATIONS, in order (checked there at import)
 MIGRATION_NAMES = (
     "0001_initial", "0002_price_hash_and_iterations", "0003_usage_hour", "0004_run_active_time",
-    "0005_sessions", "0006_pull_requests", "0007_vendor_usage",
+    "0005_sessions", "0006_pull_requests", "0007_vendor_usage", "0008_attempt_error_kind",
 )
 SCHEMA_FILE = Path(__file__).with_name("sqlite_schema.sql")
 

@@ -87,6 +87,7 @@ CREATE TABLE attempt (
 	head_commit VARCHAR(64), 
 	status VARCHAR(16) NOT NULL, 
 	stop_reason TEXT, 
+	error_kind VARCHAR(32), 
 	iterations INTEGER NOT NULL, 
 	wall_s FLOAT, 
 	time_to_signal_s FLOAT, 

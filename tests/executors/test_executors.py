@@ -95,6 +95,25 @@ def test_unpacked_task_loads_again_and_a_damaged_one_is_refused(tmp_path: Path) 
     assert not (tmp_path / "cache2").exists()
 
 
+def test_a_policy_file_travels_by_content_and_a_preset_by_name(tmp_path: Path) -> None:
+    import hashlib
+    import pickle
+    from dataclasses import replace
+
+    from loopmeter.policies import load_policy, policy_content, preset_path
+
+    path = tmp_path / "team.yaml"
+    path.write_bytes(preset_path("default").read_bytes().replace(b"name: default", b"name: team", 1))
+    sent = pickle.loads(pickle.dumps(policy_content(str(path))))  # as a cell spec carries it to a node
+    path.unlink()
+    arrived = sent.load()
+    assert (arrived.name, arrived.sha256) == ("team", sent.sha256)
+    assert sent.sha256 == hashlib.sha256(sent.text.encode()).hexdigest()
+    assert policy_content("default") is None and policy_content("strict", load_policy("strict")) is None
+    with pytest.raises(LoopmeterError, match="damaged"):
+        replace(sent, text=sent.text + "# more\n").load()
+
+
 def test_task_files_cannot_write_outside_the_cache(tmp_path: Path) -> None:
     import hashlib
 

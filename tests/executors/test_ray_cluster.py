@@ -452,6 +452,46 @@ def test_model_cells_run_on_the_cluster_and_store_their_usage(ray_executor: Any,
     assert len(usage) == 10  # each worker stored its call's usage row in the shared store
 
 
+def _audit_hashes(store: Any, run_id: str) -> set[str | None]:
+    from sqlmodel import select
+
+    from loopmeter.store import Audit
+
+    with store.session() as s:
+        return {a.policy_sha256 for a in s.exec(select(Audit).where(Audit.run_id == run_id))}
+
+
+def test_a_policy_file_travels_by_content_to_the_cells_of_an_eval(ray_executor: Any, pg_store: Any, store: Any,
+                                                                 tmp_path: Path) -> None:
+    """`--policy FILE` is read once on the driver; the nodes get its text. The file is gone before the
+    first cell is submitted, so a node that opened the path would fail the cell."""
+    import hashlib
+
+    from loopmeter.evals.runner import EvalOptions, start_eval
+    from loopmeter.executors.base import child_runs
+    from tests.agents.conftest import policy_with
+
+    (tmp_path / "driver").mkdir()
+    policy = policy_with(tmp_path / "driver", "")  # the default preset's rules, named test-policy
+    sha = hashlib.sha256(policy.read_bytes()).hexdigest()
+    suite = slow_suite(tmp_path / "suite", 1, 0)
+    options = EvalOptions(concurrency=1, policy=str(policy))
+    local = start_eval(suite, ["oracle"], options, store=store)
+
+    def remove_the_file(event: dict[str, Any]) -> None:
+        if event["event"] == "start":  # after the driver read it, before any cell is submitted
+            policy.unlink()
+
+    remote = start_eval(suite, ["oracle"], options, store=pg_store, executor=ray_executor, on_event=remove_the_file)
+    assert not policy.exists()
+    (row,) = eval_rows(pg_store, remote.run_id)
+    assert row.passed and row.error_kind is None, row.detail
+    # the node ran it under the same policy as the local run: its child run and its audit log name the same hash
+    (here,), (there,) = child_runs(store, local.run_id), child_runs(pg_store, remote.run_id)
+    assert (there.policy, there.policy_sha256) == (here.policy, here.policy_sha256) == ("test-policy", sha)
+    assert _audit_hashes(pg_store, there.id) == _audit_hashes(store, here.id) == {sha}
+
+
 # -- attempts of `loopmeter run` ------------------------------------------------------------------
 
 FIX_ADD = Path(__file__).resolve().parents[1] / "fixtures" / "agents" / "tasks" / "fix-add"
@@ -632,6 +672,43 @@ def test_a_policy_ask_on_a_node_waits_and_approve_on_ray_continues_it(cluster: R
     shown = subprocess.run(["git", "show", f"refs/heads/{done.attempts[0].branch}:calc.py"], cwd=repo,
                            capture_output=True, text=True)
     assert "a + b" in shown.stdout
+
+
+def test_a_ray_runs_policy_file_travels_by_content_to_its_attempt(cluster: RayTestCluster, pg_store: Any,
+                                                                 tmp_path: Path) -> None:
+    """The attempt asks (a policy `ask`) on a node; the answer removes the policy file from the driver
+    before the attempt continues on a node, which therefore uses the text the driver sent."""
+    import hashlib
+    import shutil
+
+    from loopmeter.agents.loop import AgentSpec, RunRequest, start_run
+    from loopmeter.agents.worktree import repo_from_dir
+    from loopmeter.store import Run
+    from loopmeter.tasks import load_task
+    from tests.agents.conftest import policy_with
+
+    shutil.copytree(FIX_ADD, tmp_path / "fix-add")
+    task = load_task(tmp_path / "fix-add")
+    repo = repo_from_dir(task.path / "repo", tmp_path / "repo")
+    policy = policy_with(tmp_path, '  - id: ask-oracle\n    action: agent\n    match: "oracle"\n'
+                                   '    decision: ask\n    reason: oracle needs a yes\n')
+    sha = hashlib.sha256(policy.read_bytes()).hexdigest()
+    asked: list[str] = []
+
+    def approve_and_remove_the_file(questions: list[dict[str, Any]]) -> dict[str, bool]:
+        asked.extend(q["rule_id"] for q in questions)
+        policy.unlink()
+        return {q["id"]: True for q in questions}
+
+    done = start_run(RunRequest(
+        instruction=task.instruction, check=task.check, repo=repo, task=task, agents=[AgentSpec("oracle")],
+        policy=policy, executor="ray", ray_address=cluster.address, approver=approve_and_remove_the_file),
+        store=pg_store)
+    assert asked == ["rules.ask-oracle"] and not policy.exists()
+    assert done.status == "passed" and done.attempts[0].status == "passed", done.attempts[0].stop_reason
+    assert pg_store.get(Run, done.run_id).policy_sha256 == sha
+    hashes = _audit_hashes(pg_store, done.run_id)  # the node's sandbox decisions and this machine's ask/approve
+    assert hashes == {sha}
 
 
 def test_a_ray_run_with_a_sqlite_store_on_several_nodes_is_refused_before_it_starts(

@@ -95,6 +95,29 @@ def test_postgres_migrates_from_empty(pg_store):
     assert {"usage", "audit", "eval_result", "outcome"} <= names
 
 
+def test_a_postgres_store_from_before_attempt_error_kinds_gets_the_column_and_keeps_its_rows(pg_store):
+    # a store at migration 0007 (the column and its record of 0008 taken away), holding an errored attempt
+    with pg_store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE attempt DROP COLUMN error_kind")
+        conn.exec_driver_sql("DELETE FROM loopmeter_migrations WHERE name = '0008_attempt_error_kind'")
+        conn.exec_driver_sql("INSERT INTO attempt (id, run_id, agent, role, status, stop_reason, iterations, "
+                             "input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens, "
+                             "unpriced_calls) VALUES ('a-old', 'r-old', 'nop', 'primary', 'error', "
+                             "'auth: an old message', 1, 0, 0, 0, 0, 0, 0)")
+    url = pg_store.engine.url.render_as_string(hide_password=False)
+    migrated = open_store(url)
+    try:
+        assert migrated.schema_version() == SCHEMA_VERSION
+        assert "error_kind" in {c["name"] for c in inspect(migrated.engine).get_columns("attempt")}
+        old = migrated.get(Attempt, "a-old")
+        from loopmeter.vocab import ErrorKind
+
+        # its kind was never kept: read as infra, as before, whatever its message says
+        assert old.error_kind is None and ErrorKind.of_attempt(old.status, old.error_kind) is ErrorKind.INFRA
+    finally:
+        migrated.dispose()
+
+
 def test_a_store_from_a_newer_loopmeter_is_refused(sqlite_url):
     from loopmeter.errors import StoreError
 
