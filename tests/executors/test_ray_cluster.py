@@ -307,7 +307,7 @@ def test_a_worker_killed_mid_cell_is_retried_and_leaves_one_row(ray_executor: An
         from sqlmodel import select
 
         first = [a for a in s.exec(select(Attempt)) if a.run_id in {c.id for c in children} and a.id != row.attempt_id]
-    assert [a.stop_reason for a in first] == [ABANDONED]
+    assert [(a.stop_reason, a.error_kind) for a in first] == [(ABANDONED, "infra")]
 
 
 def test_cancel_leaves_cells_unstored_and_resume_finishes_them(ray_executor: Any, pg_store: Any, tmp_path: Path) -> None:
