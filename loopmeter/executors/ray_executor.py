@@ -40,7 +40,8 @@ CANCEL_GRACE_S = 10.0  # an interrupted cell's time to mark itself cancelled bef
 # (docs/deployment.md): no usage report leaves the machine; the memory monitor only acts near a full
 # machine and a cell it kills is retried once, not forever. Not set: the raylet subreaper
 # (`RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper`), under which bubblewrap hangs;
-# a sandbox dies with its worker through `bwrap --die-with-parent` and its own PID namespace.
+# a sandbox dies with its worker through `bwrap --die-with-parent` and its own PID namespace, an
+# unsandboxed command (`--sandbox none`) through loopmeter/sandbox/reaper.py.
 NODE_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_memory_usage_threshold": "0.97",
@@ -48,7 +49,18 @@ NODE_ENV = {
 }
 
 
+def _auth_token_available() -> bool:
+    """Whether this machine has a Ray cluster token: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or Ray's default file."""
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return True
+    return (Path.home() / ".ray" / "auth_token").is_file()
+
+
 def import_ray() -> Any:
+    if "RAY_AUTH_MODE" not in os.environ and _auth_token_available():
+        # `ray start` (Ray >= 2.59) turns token authentication on, and a driver sends the token only
+        # in token mode, read when ray is imported; in token mode it still joins a cluster without one.
+        os.environ["RAY_AUTH_MODE"] = "token"
     try:
         import ray
     except ImportError:
@@ -185,7 +197,9 @@ class RayExecutor:
                 ray.init(address=self.address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise LoopmeterError(f"cannot join the Ray cluster at {self.address}: {str(exc).splitlines()[0]}",
-                                 hint="is `ray start --head` running there? `ray status --address ...` checks") from None
+                                 hint="is `ray start --head` running there? `ray status --address ...` checks; "
+                                      "a cluster with token authentication needs its token here too "
+                                      "(~/.ray/auth_token or RAY_AUTH_TOKEN, docs/deployment.md)") from None
 
     # -- before the first cell -------------------------------------------------------
     def nodes(self) -> list[dict[str, Any]]:
