@@ -19,6 +19,7 @@ from loopmeter.analytics import days
 from loopmeter.analytics.days import piece_key
 from loopmeter.analytics.filters import Filters, to_utc
 from loopmeter.store import rollup
+from loopmeter.store.pg_read import PgReader
 
 if TYPE_CHECKING:
     from loopmeter.store import Store
@@ -39,12 +40,17 @@ _MMAP_BYTES = 1 << 30
 
 
 class Db:
-    """Runs named-parameter SQL on a Store (SQLAlchemy) or a SQLite file (stdlib driver, read-only).
+    """Runs named-parameter SQL on a Store (SQLAlchemy), a SQLite file (stdlib driver, read-only)
+    or a PostgreSQL store through a PgReader (psycopg alone; the caller's, left open).
     A Store on a SQLite file is read through the stdlib driver too."""
 
-    def __init__(self, target: Store | str | Path):
+    def __init__(self, target: Store | PgReader | str | Path):
         self._store: Store | None = None
         self._conn: sqlite3.Connection | None = None
+        self._pg: PgReader | None = None
+        if isinstance(target, PgReader):
+            self._pg, self.dialect = target, target.dialect
+            return
         if not isinstance(target, str | Path) and target.dialect == "sqlite" \
                 and target.engine.url.database not in (None, "", ":memory:"):
             target = Path(str(target.engine.url.database))
@@ -65,6 +71,8 @@ class Db:
     def rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         if self._conn is not None:
             return self._conn.execute(sql, params).fetchall()
+        if self._pg is not None:
+            return self._pg.rows(sql, params)
         assert self._store is not None
         from sqlalchemy import text
 
@@ -72,7 +80,7 @@ class Db:
             return [tuple(r) for r in conn.execute(text(sql), params)]
 
     def ts_param(self, ts: datetime) -> Any:
-        """A bound for `ts`: SQLite stores naive UTC text, SQLAlchemy takes the aware datetime."""
+        """A bound for `ts`: SQLite stores naive UTC text, PostgreSQL takes the aware datetime."""
         utc = ts.astimezone(UTC)
         if self._conn is not None or self.dialect == "sqlite":
             return utc.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")

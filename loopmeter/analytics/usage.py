@@ -38,6 +38,7 @@ from loopmeter.store import rollup
 
 if TYPE_CHECKING:
     from loopmeter.store import Store
+    from loopmeter.store.pg_read import PgReader
 
 PERIODS = ("daily", "weekly", "monthly", "session", "blocks")
 PERIOD_OF: dict[str, days.Period] = {"daily": "day", "weekly": "week", "monthly": "month"}
@@ -243,8 +244,9 @@ def _time_where(db: Db, q: Query, tz: tzinfo) -> tuple[str, dict[str, Any]]:
     return where, params
 
 
-def usage_report(target: Store | str | Path, q: Query) -> UsageReport:
-    """Usage per period for the query; `target` is a Store, a database URL or a SQLite file path."""
+def usage_report(target: Store | PgReader | str | Path, q: Query) -> UsageReport:
+    """Usage per period for the query; `target` is a Store, a PostgreSQL store's PgReader, a
+    database URL or a SQLite file path."""
     if q.period not in PERIODS:
         raise LoopmeterError(f"unknown period {q.period!r}", hint=f"one of {', '.join(PERIODS)}")
     tz_name = q.tz or local_tz_name()

@@ -2,6 +2,8 @@
 
 Reads what is new in the agents' logs first (only stats files when nothing changed),
 then reports from the store. The `--json` shape is documented in docs/usage.md.
+A current store is read without SQLAlchemy: SQLite through the stdlib's sqlite3,
+PostgreSQL through psycopg (store/pg_read.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from loopmeter.errors import LoopmeterError
 
 if TYPE_CHECKING:
     from loopmeter.analytics.usage import PeriodRow, Totals, UsageReport
+    from loopmeter.store.pg_read import PgReader
     from loopmeter.telemetry.ingest.runner import IngestReport
 
 PERIODS = ("daily", "weekly", "monthly", "session", "blocks")
@@ -69,16 +72,21 @@ def usage(
     db_url = settings.db_url
     ingest_report = None
     store = None
-    if not no_ingest:
-        log_sources = [s for s in sources if s in LOG_SOURCES] if sources else list(LOG_SOURCES)
-        if log_sources:
-            ingest_report, store = _ingest(db_url, log_sources, path)
-    if store is None and not (settings.db_path and settings.db_path.is_file()):
-        from loopmeter.store import open_store
+    reader = _pg_reader(db_url)
+    try:
+        if not no_ingest:
+            log_sources = [s for s in sources if s in LOG_SOURCES] if sources else list(LOG_SOURCES)
+            if log_sources:
+                ingest_report, store = _ingest(db_url, log_sources, path, reader)
+        if store is None and reader is None and not (settings.db_path and settings.db_path.is_file()):
+            from loopmeter.store import open_store
 
-        store = open_store(db_url)  # creates and migrates a new database
-    target: Any = db_url if settings.db_path else (store or _open(db_url))
-    report = usage_report(target, q)
+            store = open_store(db_url)  # creates and migrates a new database
+        target: Any = reader or (db_url if settings.db_path else (store or _open(db_url)))
+        report = usage_report(target, q)
+    finally:
+        if reader is not None:
+            reader.close()
     if ingest_report is not None:
         for p, n in sorted(ingest_report.malformed.items()):
             typer.echo(f"{n} malformed line{'s' if n != 1 else ''} skipped in {p}", err=True)
@@ -99,12 +107,27 @@ def _open(db_url: str) -> Any:
     return open_store(db_url)
 
 
-def _ingest(db_url: str, sources: list[str], paths: list[Path] | None) -> tuple[IngestReport, Any]:
+def _pg_reader(db_url: str) -> PgReader | None:
+    """A psycopg connection to the store when it is PostgreSQL with the current schema: cursors
+    and sums are read without SQLAlchemy. None otherwise (the Store opens and migrates it)."""
+    from loopmeter.store.pg_read import PgReader, is_postgres
+
+    if not is_postgres(db_url):
+        return None
+    reader = PgReader(db_url)
+    if reader.schema_current():
+        return reader
+    reader.close()
+    return None
+
+
+def _ingest(db_url: str, sources: list[str], paths: list[Path] | None,
+            reader: PgReader | None) -> tuple[IngestReport, Any]:
     """Plan by stat only; open the store (SQLAlchemy) just when there is something to read."""
     from loopmeter.telemetry.ingest.runner import IngestReport, discover, load_cursors, plan, run
 
     files = discover(sources, paths)
-    work = plan(files, load_cursors(db_url))
+    work = plan(files, load_cursors(db_url, reader))
     if not work:
         return IngestReport(files_seen=len(files)), None
     opened: list[Any] = []
@@ -125,7 +148,8 @@ def _ingest(db_url: str, sources: list[str], paths: list[Path] | None) -> tuple[
     target: Any = open_it
     if not db_url.startswith("sqlite:///"):
         target = open_it()
-        work = plan(files, load_cursors(db_url, target))
+        if reader is None:  # the cursors are only readable now
+            work = plan(files, load_cursors(db_url, target))
     if not sys.stderr.isatty():
         return run(target, db_url, work, files_seen=len(files)), open_it()
     from rich.console import Console

@@ -1,14 +1,14 @@
 """Incremental ingest: find the agents' log files, read only their new bytes, store usage rows.
 
 Each file has a cursor (path, inode, size, offset, mtime, state) in `ingest_cursor`.
-`plan()` only stats files and compares them with the cursors (no SQLAlchemy import
-when the store is SQLite), so a call with nothing new costs milliseconds. A changed
-file is read on from its offset only when the bytes it was read up to are still there
-(fingerprints of its first bytes and of the bytes just before the offset, kept in the
-cursor's state); otherwise it is read again from the start. `run()`
-reads what is new on up to two processes: small files are packed into tasks, and a
-big Claude Code transcript (whose lines are independent) is split into byte ranges.
-Rows go to the store in batches, each followed by the cursors of the files whose rows
+`plan()` only stats files and compares them with the cursors (read without SQLAlchemy:
+through the stdlib's sqlite3, or psycopg for PostgreSQL), so a call with nothing new
+costs milliseconds. A changed file is read on from its offset only when the bytes it
+was read up to are still there (fingerprints of its first bytes and of the bytes just
+before the offset, kept in the cursor's state); otherwise it is read again from the
+start. `run()` reads what is new on up to two processes: small files are packed into
+tasks, and a big Claude Code transcript (whose lines are independent) is split into byte
+ranges. Rows go to the store in batches, each followed by the cursors of the files whose rows
 it completes (and a mid-file cursor for a big file); keys deduplicate, so a batch
 written again after a kill adds nothing.
 """
@@ -21,7 +21,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ import msgspec
 from loopmeter.errors import LoopmeterError
 from loopmeter.outcomes.identity import Checkout, find_checkout, repo_identity, safe_url
 from loopmeter.records import UsageParams
+from loopmeter.store.pg_read import PgReader
 from loopmeter.telemetry.ingest import claude_code, codex, gemini
 from loopmeter.telemetry.ingest.base import FileContext, ReadStats, SessionSeen, Source, read_candidates
 
@@ -198,6 +199,15 @@ def discover(
 # -- cursors and planning -------------------------------------------------------
 
 
+# "offset" quoted: a reserved word in PostgreSQL
+_CURSOR_SQL = 'SELECT path, source, inode, size, "offset", mtime, malformed_lines, state FROM ingest_cursor'
+
+
+def _cursors_of(rows: Iterable[Sequence[Any]]) -> dict[str, Cursor]:
+    return {r[0]: Cursor(r[0], r[1], r[2], r[3] or 0, r[4] or 0, r[5], r[6] or 0, json.loads(r[7] or "{}"))
+            for r in rows}
+
+
 def _sqlite_cursors(db_path: Path) -> dict[str, Cursor] | None:
     """Cursors read with the stdlib driver; None when the database is missing or not migrated."""
     if not db_path.is_file():
@@ -205,30 +215,28 @@ def _sqlite_cursors(db_path: Path) -> dict[str, Cursor] | None:
     try:
         conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
         try:
-            rows = conn.execute(
-                "SELECT path, source, inode, size, offset, mtime, malformed_lines, state FROM ingest_cursor"
-            ).fetchall()
+            rows = conn.execute(_CURSOR_SQL).fetchall()
         finally:
             conn.close()
     except sqlite3.Error:
         return None
-    return {r[0]: Cursor(r[0], r[1], r[2], r[3] or 0, r[4] or 0, r[5], r[6] or 0, json.loads(r[7] or "{}"))
-            for r in rows}
+    return _cursors_of(rows)
 
 
-def load_cursors(db_url: str, store: Store | None = None) -> dict[str, Cursor] | None:
+def load_cursors(db_url: str, store: Store | PgReader | None = None) -> dict[str, Cursor] | None:
+    """The stored cursors by path, read through `store` (a Store, or a PgReader on a current
+    PostgreSQL store), else from the SQLite file of `db_url`; None when there is nothing to
+    read them from."""
     if store is None and db_url.startswith("sqlite:///"):
         return _sqlite_cursors(Path(db_url.removeprefix("sqlite:///")))
     if store is None:
         return None
-    from sqlalchemy import select
+    if isinstance(store, PgReader):
+        return _cursors_of(store.rows(_CURSOR_SQL))
+    from sqlalchemy import text
 
-    from loopmeter.store import IngestCursor
-
-    with store.session() as s:
-        return {c.path: Cursor(c.path, c.source, c.inode, c.size, c.offset, c.mtime, c.malformed_lines,
-                               json.loads(c.state or "{}"))
-                for c in s.execute(select(IngestCursor)).scalars()}
+    with store.engine.connect() as conn:
+        return _cursors_of(conn.execute(text(_CURSOR_SQL)))
 
 
 def fingerprints(path: Path, offset: int) -> dict[str, str]:

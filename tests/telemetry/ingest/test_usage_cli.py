@@ -112,6 +112,35 @@ def test_postgres_store_ingests_once_and_reports(env_with_logs, pg_store):
     assert [r["date"] for r in again["daily"]] == ["2026-11-09", "2026-11-10"]
 
 
+def test_warm_call_on_postgres_reads_cursors_and_sums_without_sqlalchemy(env_with_logs, pg_store):
+    url = pg_store.engine.url.render_as_string(hide_password=False)
+    env = {**env_with_logs, "LOOPMETER_DB_URL": url}
+    cold = usage_json(env, "daily", "-z", "UTC")
+    loaded, warm = _usage_telling_if_sqlalchemy_loaded({**env, "TZ": "UTC"})
+    assert loaded == "not loaded 0"
+    assert cold["ingest"]["rows_added"] == 11 and warm["ingest"]["files_read"] == 0
+    assert {k: v for k, v in warm.items() if k != "ingest"} == {k: v for k, v in cold.items() if k != "ingest"}
+    from loopmeter.analytics.usage import Query, usage_report
+
+    for period in ("daily", "weekly", "session", "blocks"):  # the same as read through the Store (SQLAlchemy)
+        through_store = usage_report(pg_store, Query(period=period, tz="UTC")).as_json()
+        assert usage_json(env, period, "-z", "UTC", "--no-ingest") == through_store
+
+
+def test_postgres_store_with_an_older_schema_is_migrated_by_a_warm_call(env_with_logs, pg_store):
+    url = pg_store.engine.url.render_as_string(hide_password=False)
+    env = {**env_with_logs, "LOOPMETER_DB_URL": url}
+    assert usage_json(env, "daily", "-z", "UTC")["totals"]["calls"] == 11
+    with pg_store.engine.begin() as conn:  # as a loopmeter from before the last migration left it
+        newest = conn.exec_driver_sql("SELECT max(name) FROM loopmeter_migrations").scalar_one()
+        conn.exec_driver_sql("DELETE FROM loopmeter_migrations WHERE name = %s", (newest,))
+    again = usage_json(env, "daily", "-z", "UTC")
+    assert again["totals"]["calls"] == 11 and again["ingest"]["files_read"] == 0
+    from loopmeter.store import SCHEMA_VERSION
+
+    assert pg_store.schema_version() == SCHEMA_VERSION
+
+
 def test_first_call_on_a_new_store_creates_it_without_sqlalchemy(env_with_logs, loopmeter_home):
     loaded, out = _usage_telling_if_sqlalchemy_loaded(env_with_logs)
     assert loaded == "not loaded 0"

@@ -157,27 +157,55 @@ def test_postgres_gives_the_same_days(pg_store):
     assert [r.totals.input_tokens for r in blocks.rows] == [1, 6]
 
 
-@pytest.mark.parametrize("tz", ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Adelaide"])
-@pytest.mark.parametrize("period", ["daily", "weekly", "monthly"])
-def test_days_from_the_hourly_rollup_equal_days_from_the_rows(store, sqlite_url, tz, period):
-    # Calls every 37 minutes for three weeks across Paris' and New York's summer-time ends;
-    # Kolkata (+5:30) and Adelaide (+10:30) have offsets an hour cannot carry: rows are read.
+def _three_weeks() -> list[UsageRow]:
+    """Calls every 37 minutes for three weeks across Paris' and New York's summer-time ends."""
     rows = []
     for i in range(900):
         ts = datetime(2026, 10, 15, tzinfo=UTC) + i * (datetime(2026, 1, 1, 0, 37) - datetime(2026, 1, 1))
         rows.append(_row(f"r{i}", ts.isoformat(), model=("m1", "m2", "")[i % 3],
                          source=("claude-code-log", "codex-log")[i % 2], inp=i, out=i % 7, cr=i % 11, rs=i % 5,
-                         cost=None if i % 4 == 0 else 0.01 * i, project=("/a", "/b/api")[i % 2]))
-    store.add_usage(rows)
-    queries = [Query(period=period, tz=tz),
-               Query(period=period, tz=tz, since=date(2026, 10, 20), until=date(2026, 10, 30)),
-               Query(period=period, tz=tz, sources=["codex"], project="api")]
+                         cost=None if i % 4 == 0 else 0.01 * i, project=("/a", "/b/api")[i % 2],
+                         session=f"s{i // 100}-{i % 2}"))  # one project per session
+    return rows
+
+
+def _queries(period: str, tz: str) -> list[Query]:
+    return [Query(period=period, tz=tz),
+            Query(period=period, tz=tz, since=date(2026, 10, 20), until=date(2026, 10, 30)),
+            Query(period=period, tz=tz, sources=["codex"], project="api")]
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata", "Australia/Adelaide"])
+@pytest.mark.parametrize("period", ["daily", "weekly", "monthly"])
+def test_days_from_the_hourly_rollup_equal_days_from_the_rows(store, sqlite_url, tz, period):
+    # Kolkata (+5:30) and Adelaide (+10:30) have offsets an hour cannot carry: rows are read.
+    store.add_usage(_three_weeks())
+    queries = _queries(period, tz)
     from_rollup = [usage_report(sqlite_url, q).as_json() for q in queries]
     with store.engine.begin() as conn:  # a rollup that no longer matches the rows is not used
         conn.exec_driver_sql("DELETE FROM usage_hour WHERE rowid IN (SELECT rowid FROM usage_hour LIMIT 1)")
     from_rows = [usage_report(sqlite_url, q).as_json() for q in queries]
     assert from_rollup == from_rows
     assert from_rows[0]["totals"]["calls"] == 900 and from_rows[1]["totals"]["calls"] < 900
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Paris", "Asia/Kolkata"])
+def test_postgres_read_with_psycopg_alone_gives_what_the_store_and_sqlite_give(store, sqlite_url, pg_store, tz):
+    from loopmeter.store.pg_read import PgReader
+
+    store.add_usage(_three_weeks())
+    pg_store.add_usage(_three_weeks())
+    reader = PgReader(pg_store.engine.url.render_as_string(hide_password=False))
+    try:
+        assert reader.schema_current()
+        for period in ("daily", "weekly", "monthly", "session", "blocks"):
+            for q in _queries(period, tz):
+                q.now = datetime(2026, 11, 4, 1, tzinfo=UTC)  # inside the last block
+                psycopg_alone = usage_report(reader, q).as_json()
+                assert psycopg_alone == usage_report(pg_store, q).as_json() == usage_report(sqlite_url, q).as_json()
+                assert psycopg_alone["totals"]["calls"] > 0
+    finally:
+        reader.close()
 
 
 def test_hours_a_local_day_begins_inside_are_read_from_the_rows(dst_store, sqlite_url):
