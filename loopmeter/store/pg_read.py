@@ -13,7 +13,6 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from loopmeter.errors import StoreError
-from loopmeter.store.sqlite_schema import MIGRATION_NAMES
 
 if TYPE_CHECKING:
     import psycopg
@@ -58,6 +57,8 @@ class PgReader:
     def schema_current(self) -> bool:
         """Whether every migration this loopmeter knows, and no other, has been applied."""
         import psycopg
+
+        from loopmeter.store.sqlite_schema import MIGRATION_NAMES  # the same names on every database
 
         try:
             names = sorted(r[0] for r in self.rows("SELECT name FROM loopmeter_migrations"))

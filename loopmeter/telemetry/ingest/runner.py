@@ -32,12 +32,12 @@ import msgspec
 from loopmeter.errors import LoopmeterError
 from loopmeter.outcomes.identity import Checkout, find_checkout, repo_identity, safe_url
 from loopmeter.records import UsageParams
-from loopmeter.store.pg_read import PgReader
 from loopmeter.telemetry.ingest import claude_code, codex, gemini
 from loopmeter.telemetry.ingest.base import FileContext, ReadStats, SessionSeen, Source, read_candidates
 
 if TYPE_CHECKING:
     from loopmeter.store import Store
+    from loopmeter.store.pg_read import PgReader
 
 SOURCES: dict[str, Source] = {s.name: s for s in (claude_code.SOURCE, codex.SOURCE, gemini.SOURCE)}
 BATCH_ROWS = 10000
@@ -231,6 +231,8 @@ def load_cursors(db_url: str, store: Store | PgReader | None = None) -> dict[str
         return _sqlite_cursors(Path(db_url.removeprefix("sqlite:///")))
     if store is None:
         return None
+    from loopmeter.store.pg_read import PgReader
+
     if isinstance(store, PgReader):
         return _cursors_of(store.rows(_CURSOR_SQL))
     from sqlalchemy import text
