@@ -88,6 +88,7 @@ def start_head(env: dict[str, str], home: Path) -> str:
     from loopmeter.executors.ray_executor import CAPABILITY, NODE_ENV
 
     env.update(NODE_ENV)
+    env["RAY_AUTH_MODE"] = "disabled"  # head and driver alike, whether or not this machine has a token (loopback only)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

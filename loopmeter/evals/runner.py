@@ -122,6 +122,7 @@ class CellResult:
     cost_usd: float | None = None
     error_kind: ErrorKind | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    stored: bool = False  # its row is in the store already (a Ray worker stored it); else the driver stores it
 
 
 @dataclass
@@ -457,7 +458,7 @@ def _execute(run_id: str, suite: Suite, configs: list[EvalConfig], options: Eval
                 spec = running.pop(handle)
                 if res.error_kind == ErrorKind.CANCELLED and cancel.is_set():
                     continue  # left unstored, so a resume runs it again
-                if not ex.saves_results:
+                if not res.stored:  # a local cell, or a Ray cell whose worker failed before storing it
                     save_result(store, run_id, suite.name, spec.cell, res)
                 spent += res.cost_usd or 0.0
                 ran += 1

@@ -148,7 +148,7 @@ def stored_result(store: Any, spec: CellSpec) -> CellResult | None:
         cache_write_tokens=row.cache_write_tokens, output_tokens=row.output_tokens,
         reasoning_tokens=row.reasoning_tokens, cost_usd=row.cost_usd,
         error_kind=ErrorKind(row.error_kind) if row.error_kind else None,
-        detail=detail if isinstance(detail, dict) else {})
+        detail=detail if isinstance(detail, dict) else {}, stored=True)
 
 
 def child_runs(store: Any, eval_run_id: str) -> list[Any]:

@@ -14,7 +14,6 @@ if TYPE_CHECKING:
 
 class LocalExecutor:
     name = "local"
-    saves_results = False  # the caller stores each result
 
     def __init__(self, store: Any, concurrency: int):
         self.store = store

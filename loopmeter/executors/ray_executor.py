@@ -49,18 +49,7 @@ NODE_ENV = {
 }
 
 
-def _auth_token_available() -> bool:
-    """Whether this machine has a Ray cluster token: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or Ray's default file."""
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        return True
-    return (Path.home() / ".ray" / "auth_token").is_file()
-
-
 def import_ray() -> Any:
-    if "RAY_AUTH_MODE" not in os.environ and _auth_token_available():
-        # `ray start` (Ray >= 2.59) turns token authentication on, and a driver sends the token only
-        # in token mode, read when ray is imported; in token mode it still joins a cluster without one.
-        os.environ["RAY_AUTH_MODE"] = "token"
     try:
         import ray
     except ImportError:
@@ -151,6 +140,7 @@ def cell_task(spec: CellSpec, task_files: bytes | None) -> CellResult:
         res.detail["node"] = node
         if res.error_kind != ErrorKind.CANCELLED:
             save_result(store, spec.run_id, spec.suite, spec.cell, res)
+            res.stored = True
         return res
     finally:
         store.dispose()
@@ -158,7 +148,6 @@ def cell_task(spec: CellSpec, task_files: bytes | None) -> CellResult:
 
 class RayExecutor:
     name = "ray"
-    saves_results = True  # each worker stores its cell's row
 
     def __init__(self, store: Any, address: str | None = None, *, capability: str = CAPABILITY,
                  num_cpus: float = 0.5, max_retries: int = 2):
@@ -197,9 +186,9 @@ class RayExecutor:
                 ray.init(address=self.address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise LoopmeterError(f"cannot join the Ray cluster at {self.address}: {str(exc).splitlines()[0]}",
-                                 hint="is `ray start --head` running there? `ray status --address ...` checks; "
-                                      "a cluster with token authentication needs its token here too "
-                                      "(~/.ray/auth_token or RAY_AUTH_TOKEN, docs/deployment.md)") from None
+                                 hint="is `ray start --head` running there? `ray status --address ...` checks; a "
+                                      "cluster with token authentication needs RAY_AUTH_MODE=token and its token "
+                                      "here too (docs/deployment.md)") from None
 
     # -- before the first cell -------------------------------------------------------
     def nodes(self) -> list[dict[str, Any]]:

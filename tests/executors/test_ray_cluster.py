@@ -7,6 +7,7 @@ real loop and sandbox; results go to the real PostgreSQL server of tests/conftes
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -308,6 +309,38 @@ def test_a_worker_killed_mid_cell_is_retried_and_leaves_one_row(ray_executor: An
 
         first = [a for a in s.exec(select(Attempt)) if a.run_id in {c.id for c in children} and a.id != row.attempt_id]
     assert [(a.stop_reason, a.error_kind) for a in first] == [(ABANDONED, "infra")]
+
+
+def test_a_cell_whose_worker_died_past_its_retries_is_stored_as_an_infra_failure(
+        cluster: RayTestCluster, pg_store: Any, tmp_path: Path) -> None:
+    """The worker stores a cell's row itself; one that died before it could (and is not retried) must
+    still leave a row, by the driver: else the eval said "completed" with the cell missing."""
+    from loopmeter.evals.runner import EvalOptions, start_eval
+    from loopmeter.executors.ray_executor import RayExecutor
+
+    ex = RayExecutor(pg_store, address=cluster.address, max_retries=0)
+    suite = slow_suite(tmp_path / "suite", 1, 30)
+    box: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: box.setdefault("outcome", start_eval(
+        suite, ["oracle"], EvalOptions(concurrency=1), store=pg_store, executor=ex)))
+    runner.start()
+    try:
+        def busy_worker() -> int | None:
+            for worker in _cell_workers(cluster):
+                if any(Path(f"/proc/{p}/comm").read_text().strip() == "sleep" for p in _descendants(worker)
+                       if _alive(p)):
+                    return worker
+            return None
+
+        os.kill(_wait_for(busy_worker, 120, "the cell's sandboxed solve.sh"), signal.SIGKILL)
+        runner.join(120)
+    finally:
+        ex.close()
+    outcome = box["outcome"]
+    assert (outcome.status, outcome.ran) == ("completed", 1)
+    (row,) = eval_rows(pg_store, outcome.run_id)
+    assert (row.passed, row.error_kind) == (False, "infra")
+    assert "WorkerCrashedError" in json.loads(row.detail)["error"]
 
 
 def test_cancel_leaves_cells_unstored_and_resume_finishes_them(ray_executor: Any, pg_store: Any, tmp_path: Path) -> None:

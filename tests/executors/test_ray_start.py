@@ -1,10 +1,10 @@
 """Joining a cluster started the way docs/deployment.md starts one: `ray start --head` on loopback,
 then `loopmeter eval run --executor ray --ray-address HOST:PORT` from another process.
 
-Once a machine has a Ray token (`ray get-auth-token --generate` writes ~/.ray/auth_token, as the
-token guide says), Ray 2.60's `ray start` turns token authentication on by itself, but a driver
-sends the token only when RAY_AUTH_MODE=token is in its environment when ray is imported: without
-it, joining failed after a minute of retries. Marked `ray`; skipped without the extra.
+Once a machine has a Ray token (`ray get-auth-token --generate` writes ~/.ray/auth_token, as Ray's
+token guide says), Ray 2.60's `ray start` turns token authentication on by itself; a driver sends
+the token only with RAY_AUTH_MODE=token in its environment, which the deployment recipe sets on
+every machine. Marked `ray`; skipped without the extra.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def test_an_eval_joins_a_cluster_started_with_ray_start(head: tuple[str, dict[st
     address, env = head
     out = subprocess.run(loopmeter_cmd("eval", "run", "gold", "--agent", "oracle", "--executor", "ray",
                                        "--ray-address", address, "--json"),
-                         env=env, capture_output=True, text=True, timeout=300)
+                         env={**env, "RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     (config,) = json.loads(out.stdout)["configs"]
     assert (config["n_tasks"], config["pass_rate"]) == (13, 1.0)
