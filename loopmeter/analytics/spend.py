@@ -11,7 +11,6 @@ from loopmeter.analytics import days, spend_box
 from loopmeter.analytics.cube import MEASURES
 
 TOKEN_KINDS = list(spend_box.TOKEN_KINDS)
-cache_hit_ratio = spend_box.cache_hit_ratio
 
 
 def summary(cube: pd.DataFrame) -> dict[str, Any]:

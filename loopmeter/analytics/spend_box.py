@@ -19,16 +19,10 @@ from typing import Any
 
 from loopmeter.analytics import tiers
 from loopmeter.analytics.filters import Filters
-from loopmeter.analytics.sums import Db, day_sums
+from loopmeter.analytics.sums import Db, cache_hit_ratio, day_sums
 from loopmeter.vocab import CostSource
 
 TOKEN_KINDS = ("input", "cache_read", "cache_write", "output", "reasoning")  # rollup.MEASURES' token sums, in order
-
-
-def cache_hit_ratio(input_tokens: float, cache_read: float, cache_write: float) -> float | None:
-    """cache_read / (input + cache_read + cache_write); None when there is no input at all."""
-    denom = input_tokens + cache_read + cache_write
-    return None if denom <= 0 else cache_read / denom
 
 
 def summary(by_source: Iterable[Sequence[Any]]) -> dict[str, Any]:

@@ -91,6 +91,12 @@ class Db:
             self._conn.close()
 
 
+def cache_hit_ratio(input_tokens: float, cache_read: float, cache_write: float) -> float | None:
+    """cache_read / (input + cache_read + cache_write); None when there is no input at all."""
+    denom = input_tokens + cache_read + cache_write
+    return None if denom <= 0 else cache_read / denom
+
+
 def measures(values: Sequence[Any]) -> tuple[Any, ...]:
     """The 8 summed measures as plain Python numbers (PostgreSQL sums BIGINT as NUMERIC)."""
     calls, unpriced, cost, *tokens = values

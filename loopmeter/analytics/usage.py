@@ -27,6 +27,7 @@ from loopmeter.analytics.sums import (
     HOUR_SUMS,
     ROW_SUMS,
     Db,
+    cache_hit_ratio,
     measures,
     piece_sums,
     rollup_is_current,
@@ -82,9 +83,7 @@ class Totals:
 
     @property
     def cache_hit_ratio(self) -> float | None:
-        """cache_read / (input + cache_read + cache_write); None with no input at all."""
-        prompt = self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
-        return self.cache_read_tokens / prompt if prompt else None
+        return cache_hit_ratio(self.input_tokens, self.cache_read_tokens, self.cache_write_tokens)
 
     def as_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {f: getattr(self, f) for f in TOKEN_FIELDS}
