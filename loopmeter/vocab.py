@@ -1,4 +1,5 @@
-"""The words loopmeter records: run and attempt status, why an attempt stopped or erred, where a cost came from.
+"""The words loopmeter records: run and attempt status, why an attempt or an agent step stopped
+or erred, where a cost came from.
 
 Each is a `StrEnum` whose values are the strings the store and `--json` output have always
 held, so a member compares equal to the stored text and serialises as it.
@@ -82,6 +83,31 @@ class ErrorKind(StrEnum):
         if status == AttemptStatus.CANCELLED:
             return cls.CANCELLED
         return None
+
+
+class StepErrorKind(StrEnum):
+    """Why one act step of an agent did not end normally (`StepResult.error_kind`).
+
+    Never stored on a row: the attempt's checkpointed graph state keeps it as its string. Three
+    kinds end the attempt with status error (`attempt_error`); an AGENT failure is tried again
+    with the check's feedback; a step stopped at a limit (BUDGET, TIMEOUT, CANCELLED) also names
+    the limit in `StepResult.stopped_by`, and the attempt's status comes from that stop's
+    `StopKind` (loopmeter/agents/budget.py), not from this kind."""
+
+    INFRA = "infra"  # the machinery failed: the sandbox refused or could not reach the endpoint, the store
+    AUTH = "auth"  # the agent or its model API refused its key, or it had none
+    NOT_INSTALLED = "not_installed"  # the agent's CLI is not on this node's PATH
+    AGENT = "agent"  # the agent itself failed: it crashed, exited non-zero, or its model call failed
+    BUDGET = "budget"  # stopped at a limit: a budget loopmeter set or one of the agent's own
+    TIMEOUT = "timeout"  # the step's (or its model call's) wall time ran out
+    CANCELLED = "cancelled"  # stopped by a cancel before it finished
+
+    @property
+    def attempt_error(self) -> ErrorKind | None:
+        """The error an attempt ends with after a step that failed this way; None: not an error."""
+        ending = {StepErrorKind.INFRA: ErrorKind.INFRA, StepErrorKind.AUTH: ErrorKind.AUTH,
+                  StepErrorKind.NOT_INSTALLED: ErrorKind.NOT_INSTALLED}
+        return ending.get(self)
 
 
 class CostSource(StrEnum):

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from loopmeter.agents.base import StepContext, StepResult
 from loopmeter.records import ExecResult, UsageRow, utcnow
-from loopmeter.vocab import CostSource
+from loopmeter.vocab import CostSource, StepErrorKind
 
 # Handed to an agent whose model server is on loopback: such servers ignore keys,
 # and the user's real key must not leak to them.
@@ -139,7 +139,7 @@ def key_hint(var: str, provider: str) -> str:
 
 def no_key(agent: str, var: str, provider: str) -> StepResult:
     """The step's answer when the policy hands this agent no key (exit 2, auth, with the fix)."""
-    return StepResult(exit_code=2, error=f"no {var} for agent:{agent}", error_kind="auth",
+    return StepResult(exit_code=2, error=f"no {var} for agent:{agent}", error_kind=StepErrorKind.AUTH,
                       summary=key_hint(var, provider))
 
 
@@ -255,33 +255,35 @@ def executable_dirs(exe: str) -> list[Path]:
 PROXY_DENIAL = "egress proxy denied"  # what loopmeter's proxy answers (HTTP 403) when it refuses a host
 
 
-def error_kind_for(message: str, status: int | None = None) -> str:
-    """auth / infra (the sandbox refused or could not reach the endpoint) / agent."""
+def error_kind_for(message: str, status: int | None = None) -> StepErrorKind:
+    """What an agent's own error message and HTTP status say went wrong: auth / infra (the
+    sandbox refused or could not reach the endpoint) / agent."""
     low = message.lower()
     if PROXY_DENIAL in low:
-        return "infra"
+        return StepErrorKind.INFRA
     if status in (401, 403) or "api key" in low or "unauthorized" in low or "authenticat" in low:
-        return "auth"
-    return "agent"
+        return StepErrorKind.AUTH
+    return StepErrorKind.AGENT
 
 
 def not_installed(binary: str, hint: str) -> StepResult:
-    return StepResult(exit_code=127, error=f"{binary} is not installed (not on PATH)", error_kind="not_installed",
+    return StepResult(exit_code=127, error=f"{binary} is not installed (not on PATH)",
+                      error_kind=StepErrorKind.NOT_INSTALLED,
                       summary=hint)
 
 
-def exec_failure(res: ExecResult) -> tuple[str | None, str | None]:
+def exec_failure(res: ExecResult) -> tuple[StepErrorKind | None, str | None]:
     """(error_kind, stopped_by) for a process the runner stopped: timeout or cancellation."""
     if res.timed_out or res.killed_reason == "timeout":
-        return "timeout", "max_minutes"
+        return StepErrorKind.TIMEOUT, "max_minutes"
     if res.killed_reason == "cancelled":
-        return "budget", "cancelled"
+        return StepErrorKind.BUDGET, "cancelled"
     if res.killed_reason == "auth":
-        return "auth", None
+        return StepErrorKind.AUTH, None
     if res.killed_reason == "network":
-        return "infra", None
+        return StepErrorKind.INFRA, None
     if res.killed_reason:
-        return "budget", res.killed_reason
+        return StepErrorKind.BUDGET, res.killed_reason
     return None, None
 
 

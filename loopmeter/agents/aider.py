@@ -30,6 +30,7 @@ from loopmeter.agents.base import StepContext, StepResult
 from loopmeter.records import UsageRow
 from loopmeter.telemetry.costs import price_row
 from loopmeter.telemetry.pricing import default_price_table
+from loopmeter.vocab import StepErrorKind
 
 SOURCE = "aider-text"
 BINARY = "aider"
@@ -94,7 +95,8 @@ class AiderBackend:
             if key is not None:
                 _cli.place_key(var, key, is_secret, env, secrets)
         if not secrets and not any(v in env for v in KEY_VARS):
-            return StepResult(exit_code=2, error="no model key for agent:aider", error_kind="auth",
+            return StepResult(exit_code=2, error="no model key for agent:aider",
+                              error_kind=StepErrorKind.AUTH,
                               summary="run `loopmeter auth set anthropic` (or openai)")
         home = _cli.agent_home(ctx)
         res = _cli.run_cli(ctx, self.argv(ctx, exe, str(home)), env=env, secrets=secrets, home=home, stdin="")
@@ -106,10 +108,10 @@ class AiderBackend:
             out.error_kind, out.stopped_by = kind, stopped
             out.error = f"aider stopped: {res.killed_reason or 'timeout'}"
         elif any(marker in text for marker in AUTH_ERRORS):
-            out.error, out.error_kind = _first_line_with(text, AUTH_ERRORS), "auth"
+            out.error, out.error_kind = _first_line_with(text, AUTH_ERRORS), StepErrorKind.AUTH
         elif res.exit_code != 0:
             out.error = _cli.tail(res.stderr or res.stdout, 500) or f"aider exited {res.exit_code}"
-            out.error_kind = "agent"
+            out.error_kind = StepErrorKind.AGENT
         return _cli.finish(ctx, out)
 
 

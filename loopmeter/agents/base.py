@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from loopmeter.errors import LoopmeterError
 from loopmeter.records import UsageRow
+from loopmeter.vocab import StepErrorKind, StopKind
 
 if TYPE_CHECKING:
     from loopmeter.tasks import Task
@@ -65,8 +66,9 @@ class StepResult:
     transcript: list[dict[str, Any]] = field(default_factory=list)  # messages / events, JSON-able
     summary: str = ""  # one paragraph for people: what the agent said it did
     error: str | None = None  # set when the agent itself failed (not the task's check)
-    error_kind: str | None = None  # infra, auth, not_installed, budget, timeout, agent
-    stopped_by: str | None = None  # budget reason if the step was killed for a budget
+    error_kind: StepErrorKind | None = None  # why the step failed or stopped
+    stopped_by: str | None = None  # the limit the step stopped at: a code ("max_usd", "max_turns") or a reason
+    stop_kind: StopKind | None = None  # that limit's kind where the backend knows it (else the code names it)
     session_id: str | None = None
     cost_usd: float | None = None  # the agent's own total where it reports one
 

@@ -57,8 +57,10 @@ def exceeded(budgets: Budgets | None, spent: Spent, scope: str = "attempt") -> S
     return None
 
 
-# A backend's StepResult.stopped_by code -> the limit it names. Codes not listed (max_turns,
-# max_minutes, cancelled, memory, output...) are the agent's own limits: status "budget".
+# A backend's StepResult.stopped_by code -> the limit it names, for a backend that does not give
+# the kind itself. Codes not listed (max_turns, max_minutes, cancelled, memory, output...) are the
+# agent's own limits: status "budget". The "budget: ..." codes are the builtin agent's, as a
+# checkpoint written before it gave the kind still holds them.
 _BACKEND_STOPS = {
     "timeout": StopKind.WALL_TIME, "budget: wall time": StopKind.WALL_TIME,
     "max_usd": StopKind.USD, "budget: usd": StopKind.USD,
@@ -66,10 +68,11 @@ _BACKEND_STOPS = {
 }
 
 
-def backend_stop(stopped_by: str) -> Stop:
-    """The stop a backend reported when it ended its step at a limit."""
+def backend_stop(stopped_by: str, kind: StopKind | None = None) -> Stop:
+    """The stop a backend reported when it ended its step at a limit: the kind it gave, else
+    the kind its code names."""
     reason = stopped_by if stopped_by.startswith("budget") else f"budget: {stopped_by}"
-    return Stop(_BACKEND_STOPS.get(stopped_by, StopKind.AGENT_LIMIT), reason)
+    return Stop(kind or _BACKEND_STOPS.get(stopped_by, StopKind.AGENT_LIMIT), reason)
 
 
 def remaining(budgets: Budgets | None, spent: Spent) -> tuple[float | None, float | None, int | None]:

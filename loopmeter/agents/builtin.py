@@ -15,8 +15,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from loopmeter.agents.base import StepContext, StepResult
+from loopmeter.agents.budget import Budgets, Spent, Stop, exceeded
 from loopmeter.agents.tools import SCHEMAS, Toolbox, clip, shell_argv
 from loopmeter.records import UsageRow, utcnow
+from loopmeter.vocab import StepErrorKind, StopKind
 
 if TYPE_CHECKING:
     from loopmeter.telemetry.otel import Telemetry
@@ -75,7 +77,8 @@ class _Session:
         self.result = StepResult()
         self.spent_usd = 0.0
         self.spent_tokens = 0
-        self.deadline = time.monotonic() + ctx.timeout_s if ctx.timeout_s is not None else None
+        self.started = time.monotonic()
+        self.deadline = self.started + ctx.timeout_s if ctx.timeout_s is not None else None
         self.journal_path = (ctx.state_dir / f"iter-{ctx.iteration}.jsonl") if ctx.state_dir else None
         self.journal = self._load_journal()
         self.tracer = ctx.tracer
@@ -111,9 +114,12 @@ class _Session:
             {"role": "user", "content": prompt},
         ]
         for n in range(1, MAX_TURNS + 1):
+            if ctx.cancel is not None and ctx.cancel.is_set():
+                return self._stopped(StepErrorKind.CANCELLED, "cancelled")
             stop = self._budget_stop()
-            if stop:
-                return self._stopped(stop)
+            if stop is not None:
+                kind = StepErrorKind.TIMEOUT if stop.kind is StopKind.WALL_TIME else StepErrorKind.BUDGET
+                return self._stopped(kind, stop.reason, stop.kind)
             try:
                 message = self._complete(messages, n)
             except _ModelError as exc:
@@ -134,23 +140,18 @@ class _Session:
         self.result.summary = f"stopped after {MAX_TURNS} model turns"
         return self.result
 
-    def _budget_stop(self) -> str | None:
+    def _budget_stop(self) -> Stop | None:
+        """The budget this step has spent (of what was left of each when it began), else None."""
         ctx = self.ctx
-        if ctx.cancel is not None and ctx.cancel.is_set():
-            return "cancelled"
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            return "budget: wall time"
-        if ctx.max_usd is not None and self.spent_usd >= ctx.max_usd:
-            return "budget: usd"
-        if ctx.max_tokens is not None and self.spent_tokens >= ctx.max_tokens:
-            return "budget: tokens"
-        return None
+        minutes = None if ctx.timeout_s is None else ctx.timeout_s / 60
+        return exceeded(Budgets(None, ctx.max_usd, ctx.max_tokens, minutes),
+                        Spent(0, self.spent_usd, self.spent_tokens, time.monotonic() - self.started), "step")
 
-    def _stopped(self, reason: str) -> StepResult:
-        self.result.stopped_by = reason
-        self.result.error_kind = "budget" if reason.startswith("budget") else "cancelled"
+    def _stopped(self, kind: StepErrorKind, reason: str, limit: StopKind | None = None) -> StepResult:
+        """End the step at a limit (`limit`, the kind of budget) or a cancel."""
+        self.result.error_kind, self.result.stopped_by, self.result.stop_kind = kind, reason, limit
         self.result.error = f"stopped: {reason}"
-        self.result.exit_code = 124 if "wall" in reason else 1
+        self.result.exit_code = 124 if limit is StopKind.WALL_TIME else 1
         return self.result
 
     # -- one model call --------------------------------------------------------
@@ -211,8 +212,9 @@ class _Session:
         except Exception as exc:  # litellm maps provider errors to its own types
             telemetry.record_failed_call(provider=self.provider or "openai", model=self.model,
                                          duration_s=time.monotonic() - started, error_type=type(exc).__name__)
-            kind = "auth" if "auth" in type(exc).__name__.lower() else (
-                "timeout" if "timeout" in type(exc).__name__.lower() else "agent")
+            name = type(exc).__name__.lower()
+            kind = StepErrorKind.AUTH if "auth" in name else (
+                StepErrorKind.TIMEOUT if "timeout" in name else StepErrorKind.AGENT)
             raise _ModelError(f"model call failed: {type(exc).__name__}: {str(exc)[:300]}", kind) from exc
         latency_ms = (time.monotonic() - started) * 1000
         row = self._usage_row(resp, n, latency_ms)
@@ -316,7 +318,7 @@ class _Session:
 
 
 class _ModelError(Exception):
-    def __init__(self, message: str, kind: str):
+    def __init__(self, message: str, kind: StepErrorKind):
         super().__init__(message)
         self.kind = kind
 

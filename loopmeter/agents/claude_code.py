@@ -27,7 +27,7 @@ from loopmeter.agents.base import StepContext, StepResult
 from loopmeter.records import UsageRow, utcnow
 from loopmeter.telemetry.costs import price_row
 from loopmeter.telemetry.pricing import default_price_table
-from loopmeter.vocab import CostSource
+from loopmeter.vocab import CostSource, StepErrorKind, StopKind
 
 SOURCE = "claude-json"
 BINARY = "claude"
@@ -96,18 +96,18 @@ class ClaudeCodeBackend:
         if out.session_id:
             _cli.home_write(home, SESSION_FILE, out.session_id)
         kind, stopped = _cli.exec_failure(res)
-        if kind == "auth":
-            out.error_kind = "auth"
+        if kind is StepErrorKind.AUTH:
+            out.error_kind = kind
             out.error = "the model server rejected the API key (HTTP 401/403); claude was stopped instead of retrying"
-        elif kind == "infra":
-            out.error_kind = "infra"
+        elif kind is StepErrorKind.INFRA:
+            out.error_kind = kind
             out.error = "the sandbox's egress proxy refused or could not reach the model API; claude was stopped"
         elif kind:
             out.error_kind, out.stopped_by = kind, stopped
             out.error = f"claude was stopped: {stopped or res.killed_reason}"
         elif res.exit_code != 0 and not out.error:
             out.error = f"claude exited {res.exit_code}: {_cli.tail(res.stderr or res.stdout, 500)}"
-            out.error_kind = out.error_kind or "agent"
+            out.error_kind = out.error_kind or StepErrorKind.AGENT
         return _cli.finish(ctx, out, bad_lines)
 
 
@@ -244,7 +244,7 @@ def parse_stream(events: list[dict[str, Any]], ctx: StepContext,
     if result is None:
         out.usage = [price_row(r, default_price_table()) for r in rows]
         out.error = "claude ended without a result"
-        out.error_kind = "agent"
+        out.error_kind = StepErrorKind.AGENT
         return out
     out.summary = str(result.get("result") or "")[:2000]
     out.cost_usd = result.get("total_cost_usd")
@@ -253,13 +253,13 @@ def parse_stream(events: list[dict[str, Any]], ctx: StepContext,
     if result.get("is_error") or subtype not in ("", "success"):
         out.error = out.summary or subtype or "claude reported an error"
         kind = _cli.error_kind_for(out.summary, result.get("api_error_status"))
-        if kind != "agent":
+        if kind is not StepErrorKind.AGENT:
             out.error_kind = kind
-        elif "budget" in subtype:
-            out.error_kind, out.stopped_by = "budget", "max_usd"
+        elif "budget" in subtype:  # its result's subtype: error_max_budget_usd
+            out.error_kind, out.stopped_by, out.stop_kind = StepErrorKind.BUDGET, "max_usd", StopKind.USD
             out.error = f"claude stopped at its --max-budget-usd limit ({subtype})"
         else:
-            out.error_kind = "agent"
+            out.error_kind = StepErrorKind.AGENT
     return out
 
 

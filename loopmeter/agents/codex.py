@@ -25,6 +25,7 @@ from loopmeter.agents.base import StepContext, StepResult
 from loopmeter.records import UsageRow
 from loopmeter.telemetry.costs import price_row
 from loopmeter.telemetry.pricing import default_price_table
+from loopmeter.vocab import StepErrorKind
 
 SOURCE = "codex-json"
 BINARY = "codex"
@@ -101,16 +102,17 @@ class CodexBackend:
         out = parse_events(events, ctx, model)
         out.exit_code = res.exit_code
         kind, stopped = _cli.exec_failure(res)
-        if kind in ("auth", "infra"):
+        if kind in (StepErrorKind.AUTH, StepErrorKind.INFRA):
             out.error_kind = kind
-            out.error = out.error or ("the model server rejected the API key (HTTP 401/403); codex was stopped"
-                                      if kind == "auth" else "the sandbox's egress proxy refused the model API")
+            out.error = out.error or (
+                "the model server rejected the API key (HTTP 401/403); codex was stopped"
+                if kind is StepErrorKind.AUTH else "the sandbox's egress proxy refused the model API")
         elif kind:
             out.error_kind, out.stopped_by = kind, stopped
             out.error = out.error or f"codex stopped: {res.killed_reason or 'timeout'}"
         elif res.exit_code != 0 and not out.error:
             out.error = f"codex exited {res.exit_code}: {_cli.tail(res.stderr or res.stdout, 500)}"
-            out.error_kind = "agent"
+            out.error_kind = StepErrorKind.AGENT
         return _cli.finish(ctx, out, bad_lines)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from loopmeter.agents import _cli
 from loopmeter.agents.base import StepContext, StepResult
-from loopmeter.vocab import CostSource
+from loopmeter.vocab import CostSource, StepErrorKind
 
 SOURCE = "cursor-json"
 BINARY = "cursor-agent"
@@ -53,7 +53,8 @@ class CursorBackend:
             return _cli.not_installed(BINARY, INSTALL_HINT)
         key, _ = _cli.key_for(ctx, KEY_VAR, honor_api_base=False)
         if key is None:
-            return StepResult(exit_code=2, error=f"no {KEY_VAR} for agent:cursor", error_kind="auth",
+            return StepResult(exit_code=2, error=f"no {KEY_VAR} for agent:cursor",
+                              error_kind=StepErrorKind.AUTH,
                               summary=f"run `loopmeter auth set cursor` or set {KEY_VAR}")
         home = _cli.agent_home(ctx)
         res = _cli.run_cli(ctx, self.argv(ctx, exe), env={"NO_COLOR": "1"}, secrets={KEY_VAR: key}, home=home,
@@ -68,7 +69,8 @@ class CursorBackend:
             message = _cli.tail(res.stderr or res.stdout, 500) or f"cursor-agent exited {res.exit_code}"
             out.error = message
             low = message.lower()
-            out.error_kind = "auth" if ("api key" in low or "auth" in low or "log in" in low) else "agent"
+            auth = "api key" in low or "auth" in low or "log in" in low
+            out.error_kind = StepErrorKind.AUTH if auth else StepErrorKind.AGENT
         return _cli.finish(ctx, out)
 
 
@@ -95,7 +97,7 @@ def parse_result(doc: dict[str, Any] | None, ctx: StepContext) -> StepResult:
     out.usage = [r]
     if doc.get("is_error") or doc.get("subtype") not in (None, "success"):
         out.error = out.summary or str(doc.get("subtype") or "cursor-agent reported an error")
-        out.error_kind = "agent"
+        out.error_kind = StepErrorKind.AGENT
     return out
 
 

@@ -26,12 +26,17 @@ from loopmeter.agents import _cli
 from loopmeter.agents.base import StepContext, StepResult
 from loopmeter.telemetry.costs import price_row
 from loopmeter.telemetry.pricing import default_price_table
+from loopmeter.vocab import StepErrorKind
 
 SOURCE = "gemini-json"
 BINARY = "gemini"
 INSTALL_HINT = "install Gemini CLI: npm install -g @google/gemini-cli"
 KEY_VAR = "GEMINI_API_KEY"
-EXIT_ERRORS = {41: ("auth", None), 42: ("agent", None), 53: ("budget", "max_turns"), 130: ("budget", "cancelled")}
+# gemini's exit code -> (error_kind, stopped_by)
+EXIT_ERRORS: dict[int, tuple[StepErrorKind, str | None]] = {
+    41: (StepErrorKind.AUTH, None), 42: (StepErrorKind.AGENT, None),
+    53: (StepErrorKind.BUDGET, "max_turns"), 130: (StepErrorKind.BUDGET, "cancelled"),
+}
 
 
 def _int(value: Any) -> int:
@@ -75,7 +80,8 @@ class GeminiBackend:
             out.error_kind, out.stopped_by = kind, stopped
             out.error = out.error or f"gemini stopped: {res.killed_reason or 'timeout'}"
         elif res.exit_code != 0:
-            out.error_kind, out.stopped_by = EXIT_ERRORS.get(res.exit_code, (out.error_kind or "agent", None))
+            unlisted = (out.error_kind or StepErrorKind.AGENT, None)
+            out.error_kind, out.stopped_by = EXIT_ERRORS.get(res.exit_code, unlisted)
             out.error = out.error or _cli.tail(res.stderr or res.stdout, 500) or f"gemini exited {res.exit_code}"
         return _cli.finish(ctx, out)
 
@@ -112,7 +118,8 @@ def parse_output(doc: dict[str, Any] | None, err_doc: dict[str, Any] | None, ctx
     error = doc.get("error") or (err_doc or {}).get("error")
     if isinstance(error, dict):
         out.error = str(error.get("message") or error.get("type") or "gemini error")
-        out.error_kind = "auth" if error.get("code") == 41 or "auth" in str(error.get("type", "")).lower() else "agent"
+        auth = error.get("code") == 41 or "auth" in str(error.get("type", "")).lower()
+        out.error_kind = StepErrorKind.AUTH if auth else StepErrorKind.AGENT
     stats = doc.get("stats") or {}
     n = 0
     for model, m in (stats.get("models") or {}).items():

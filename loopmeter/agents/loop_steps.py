@@ -11,13 +11,11 @@ from loopmeter.agents.budget import Spent, Stop, backend_stop, exceeded, remaini
 from loopmeter.agents.loop_records import HARD_MAX_ITERS, AttemptState, _Cancelled
 from loopmeter.errors import LoopmeterError
 from loopmeter.records import utcnow
-from loopmeter.vocab import AttemptStatus, ErrorKind, StopKind
+from loopmeter.vocab import AttemptStatus, ErrorKind, StepErrorKind, StopKind
 
 if TYPE_CHECKING:
     from loopmeter.agents.loop_runtime import _Runtime
 
-# an agent step that failed this way ends the attempt with status error (the rest are tried again)
-ENDING_ERRORS = (ErrorKind.AUTH, ErrorKind.NOT_INSTALLED, ErrorKind.INFRA)
 # a stale .pyc written by one check (same size, same second) would hide the agent's next edit
 CHECK_ENV = {"PYTHONDONTWRITEBYTECODE": "1"}
 
@@ -120,12 +118,13 @@ class _AttemptSteps:
             except GraphBubbleUp:
                 raise
             except LoopmeterError as exc:
-                result = StepResult(exit_code=1, error=exc.message, error_kind="infra")
+                result = StepResult(exit_code=1, error=exc.message, error_kind=StepErrorKind.INFRA)
             except Exception as exc:
-                result = StepResult(exit_code=1, error=f"{type(exc).__name__}: {exc}", error_kind="agent")
+                result = StepResult(exit_code=1, error=f"{type(exc).__name__}: {exc}",
+                                    error_kind=StepErrorKind.AGENT)
             span.set_attribute("loopmeter.exit_code", result.exit_code)
             if result.error:
-                span.set_attribute("error.type", result.error_kind or "agent")
+                span.set_attribute("error.type", (result.error_kind or StepErrorKind.AGENT).value)
         if rt.cancel.is_set():
             raise _Cancelled()
         halt: Stop | None = None
@@ -133,7 +132,7 @@ class _AttemptSteps:
             halt = rt.stop_reasons[row.id]
             result.stopped_by = halt.reason
         elif result.stopped_by:
-            halt = backend_stop(result.stopped_by)
+            halt = backend_stop(result.stopped_by, result.stop_kind)
         for u in result.usage:  # rows the backend did not already hand over live
             u.run_id, u.attempt_id = rt.run_id, row.id
         rt.store.add_usage(result.usage)
@@ -141,7 +140,9 @@ class _AttemptSteps:
         elapsed = time.monotonic() - started
         rt._upsert_iteration(row.id, n, act_exit=result.exit_code,
                              act_summary=(result.error or result.summary or "")[:4000])
-        last_act = {"exit": result.exit_code, "error": result.error, "error_kind": result.error_kind,
+        # the checkpoint keeps plain strings: the StrEnum's value, read back by _attempt_error
+        error_kind = StepErrorKind(result.error_kind).value if result.error_kind else None
+        last_act = {"exit": result.exit_code, "error": result.error, "error_kind": error_kind,
                     "stopped_by": result.stopped_by, "stop_kind": halt.kind.value if halt else None,
                     "stop_reason": halt.reason if halt else None}
         return {"iteration": n, "active_s": state.get("active_s", 0.0) + elapsed, "last_act": last_act,
@@ -152,7 +153,7 @@ class _AttemptSteps:
 
         rt = self.rt
         last_act = state.get("last_act") or {}
-        if last_act.get("denied") or last_act.get("stopped_by") or last_act.get("error_kind") in ENDING_ERRORS:
+        if last_act.get("denied") or last_act.get("stopped_by") or _attempt_error(last_act):
             return {"last_check": {"skipped": True}}
         row = self._row(state["attempt_id"])
         worktree = rt.worktree_of(row)
@@ -199,9 +200,10 @@ class _AttemptSteps:
             return {"status": AttemptStatus.PASSED.value, "stop_reason": "check passed"}
         if last_act.get("denied"):
             return {"status": AttemptStatus.CANCELLED.value, "stop_reason": f"denied: {last_act['denied']}"}
-        if last_act.get("error_kind") in ENDING_ERRORS:
-            return {"status": AttemptStatus.ERROR.value, "error_kind": ErrorKind(last_act["error_kind"]).value,
-                    "stop_reason": f"{last_act['error_kind']}: {last_act.get('error')}"}
+        error = _attempt_error(last_act)
+        if error is not None:  # the step failed in a way trying again will not mend
+            return {"status": AttemptStatus.ERROR.value, "error_kind": error.value,
+                    "stop_reason": f"{error}: {last_act.get('error')}"}
         usd, tokens, _ = rt.spent(attempt_id)
         rt.save_active_time()
         spent = Spent(state.get("iteration", 0), usd, tokens, state.get("active_s", 0.0))
@@ -242,6 +244,13 @@ class _AttemptSteps:
         )
         rt.emit(row.id, "done", status=state.get("status"), stop_reason=state.get("stop_reason"))
         return {}
+
+
+def _attempt_error(last_act: dict[str, Any]) -> ErrorKind | None:
+    """The error the attempt ends with after the last act, if its failure ends it (auth, infra,
+    not installed)."""
+    kind = last_act.get("error_kind")
+    return StepErrorKind(kind).attempt_error if kind else None
 
 
 def _act_stop(last_act: dict[str, Any]) -> Stop:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loopmeter.agents.base import StepContext, StepResult
+from loopmeter.vocab import StepErrorKind
 
 
 class OracleBackend:
@@ -22,7 +23,7 @@ class OracleBackend:
         solution = ctx.task.solution_dir if ctx.task is not None else None
         if solution is None:
             return StepResult(exit_code=1, error="oracle needs a task with a solution/ directory (run --task DIR)",
-                              error_kind="agent")
+                              error_kind=StepErrorKind.AGENT)
         script = solution / "solve.sh"
         if script.is_file():
             return self._solve_sh(ctx, solution, script)
@@ -31,7 +32,8 @@ class OracleBackend:
 
     def _solve_sh(self, ctx: StepContext, solution: Path, script: Path) -> StepResult:
         if ctx.sandbox is None:
-            return StepResult(exit_code=1, error="oracle: no sandbox runner to run solve.sh", error_kind="infra")
+            return StepResult(exit_code=1, error="oracle: no sandbox runner to run solve.sh",
+                              error_kind=StepErrorKind.INFRA)
         res = ctx.sandbox.run(
             ["bash", str(script)], workdir=ctx.workdir, policy=ctx.policy, role="agent",
             actor=ctx.actor or "agent:oracle", timeout_s=ctx.timeout_s, run_id=ctx.run_id,
@@ -41,10 +43,10 @@ class OracleBackend:
                             transcript=[{"stdout": res.stdout[-4000:], "stderr": res.stderr[-4000:]}])
         if res.timed_out or res.killed_reason:
             result.error = f"solve.sh killed ({res.killed_reason or 'timeout'})"
-            result.error_kind = "timeout" if res.timed_out else "budget"
+            result.error_kind = StepErrorKind.TIMEOUT if res.timed_out else StepErrorKind.BUDGET
             result.stopped_by = res.killed_reason or "timeout"
         elif res.exit_code != 0:
-            result.error, result.error_kind = f"solve.sh exited {res.exit_code}", "agent"
+            result.error, result.error_kind = f"solve.sh exited {res.exit_code}", StepErrorKind.AGENT
         return result
 
 

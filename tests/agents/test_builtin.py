@@ -9,6 +9,7 @@ import pytest
 from loopmeter.agents.loop import AgentSpec, Budgets, RunRequest, start_run
 from loopmeter.agents.tools import Toolbox
 from loopmeter.store import Usage
+from loopmeter.vocab import StepErrorKind, StopKind
 from tests.servers.openai_server import OpenAIServer, text, tool_call
 
 
@@ -162,3 +163,49 @@ def test_builtin_over_the_anthropic_api_splits_cache_reads_and_writes(store, fix
                                           output_tokens=30)
     assert rows[0].cost_usd == pytest.approx(expected) and rows[0].cost_source == "calculated"
     assert result.attempts[0].cost_usd == pytest.approx(sum(r.cost_usd for r in rows))
+
+
+@pytest.mark.parametrize(("limit", "kind"), [
+    ("max_usd", StopKind.USD), ("max_tokens", StopKind.TOKENS), ("timeout_s", StopKind.WALL_TIME)])
+def test_builtin_stops_at_its_share_of_a_budget_with_the_kind_of_limit(tmp_path: Path, limit, kind) -> None:
+    # A step called without the loop's live check (no on_usage): the builtin agent's own check
+    # stops it between model calls and says which budget in the step's stop kind, from which
+    # the attempt's stop is taken (not from the words of its reason).
+    from loopmeter.agents.base import StepContext
+    from loopmeter.agents.budget import backend_stop
+    from loopmeter.agents.builtin import BuiltinBackend
+    from loopmeter.telemetry.pricing import default_price_table
+
+    model = "openai/gpt-4o"
+    one_call = default_price_table().cost(model, input_tokens=100_000, output_tokens=1_000)
+    assert one_call is not None
+    share = {"max_usd": one_call * 1.5, "max_tokens": 150_000, "timeout_s": 1.0}[limit]
+    work = tmp_path / "wt"
+    work.mkdir()
+    reply = tool_call("list_files", {}, prompt_tokens=100_000, completion_tokens=1_000, delay_s=0.6)
+    with OpenAIServer(default=reply) as server:
+        result = BuiltinBackend().step(StepContext(
+            run_id="r", attempt_id="a", agent="builtin", model=model, workdir=work, instruction="list the files",
+            iteration=1, api_base=server.base_url, **{limit: share}))
+        calls = len(server.requests)
+    assert calls == 2 and len(result.usage) == 2  # stopped before a third call, its spend kept
+    assert result.stop_kind is kind
+    expected = StepErrorKind.TIMEOUT if kind is StopKind.WALL_TIME else StepErrorKind.BUDGET
+    assert result.error_kind is expected and result.exit_code == (124 if kind is StopKind.WALL_TIME else 1)
+    assert result.stopped_by is not None and result.stopped_by.endswith("(step)")
+    stop = backend_stop(result.stopped_by, result.stop_kind)
+    assert stop.kind is kind and stop.reason == result.stopped_by
+    assert stop.kind.status == ("timeout" if kind is StopKind.WALL_TIME else "budget")
+
+
+def test_token_budget_spent_mid_step_stops_the_builtin_attempt(store, fix_add_task, sandbox) -> None:
+    with OpenAIServer(default=tool_call("list_files", {}, prompt_tokens=1_000, completion_tokens=10)) as server:
+        result = start_run(RunRequest(
+            instruction=fix_add_task.instruction, check=fix_add_task.check, repo=None, task=fix_add_task,
+            agents=[AgentSpec("builtin", "openai/m")], sandbox=sandbox, api_base=server.base_url,
+            budgets=Budgets(max_iters=5, max_usd=None, max_tokens=2_500)), store=store)
+        calls = len(server.requests)
+    attempt = result.attempts[0]
+    assert attempt.status == "budget"
+    assert attempt.stop_reason == "budget: tokens 3030 >= 2500 (attempt)"
+    assert calls == 3 and attempt.iterations == 1  # stopped mid-step, the check never ran

@@ -75,3 +75,15 @@ def test_an_error_attempt_stored_before_kinds_were_kept_reads_as_infra() -> None
     assert ErrorKind.of_attempt("error", "auth") is ErrorKind.AUTH
     assert ErrorKind.of_attempt("cancelled", None) is ErrorKind.CANCELLED
     assert ErrorKind.of_attempt("failed", None) is None and ErrorKind.of_attempt("passed", None) is None
+
+
+def test_a_step_keeps_its_kind_as_the_string_older_checkpoints_hold_and_three_end_the_attempt() -> None:
+    # The loop's checkpoint holds an act step's error kind as its string; a checkpoint written before
+    # the kinds were typed holds the same strings, so resuming it reads them back.
+    from loopmeter.vocab import ErrorKind, StepErrorKind
+
+    held = ["infra", "auth", "not_installed", "agent", "budget", "timeout", "cancelled"]
+    assert [StepErrorKind(s).value for s in held] == held and len(StepErrorKind) == len(held)
+    assert {s: StepErrorKind(s).attempt_error for s in held} == {
+        "infra": ErrorKind.INFRA, "auth": ErrorKind.AUTH, "not_installed": ErrorKind.NOT_INSTALLED,
+        "agent": None, "budget": None, "timeout": None, "cancelled": None}  # tried again, or a stop
