@@ -157,9 +157,14 @@ class _Session:
     # -- one model call --------------------------------------------------------
     def _complete(self, messages: list[dict[str, Any]], n: int) -> dict[str, Any]:
         if n <= len(self.journal):
+            # Paid for before the step was re-run and stored then, so the budgets the step was given
+            # are what was left after it: it does not count against them again. It is handed to
+            # on_usage again (storing is by key) in case a crash came before it was stored.
             entry = self.journal[n - 1]
             row = UsageRow(**{**entry["usage"], "ts": _parse_ts(entry["usage"]["ts"])})
-            self._account(row)
+            self.result.usage.append(row)
+            if self.ctx.on_usage is not None:
+                self.ctx.on_usage(row)
             return dict(entry["message"])
         span_cm = self.tracer.start_as_current_span(f"chat {self.model}") if self.tracer else None
         span = span_cm.__enter__() if span_cm else None

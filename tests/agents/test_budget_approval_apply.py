@@ -88,7 +88,7 @@ def test_deny_stops_the_attempt(store, fix_add_task, sandbox, tmp_path) -> None:
     assert store.get(Run, result.run_id).status == "failed"
 
 
-def _builtin_asks_for_sudo(server, store, task, sandbox):
+def _builtin_asks_for_sudo(server, store, task, sandbox, budgets=None):
     """A builtin run whose first tool call, `sudo echo hi`, needs a person's approval."""
     server.script(
         tool_call("run_command", {"command": "sudo echo hi"}, prompt_tokens=50, completion_tokens=5),
@@ -97,7 +97,8 @@ def _builtin_asks_for_sudo(server, store, task, sandbox):
     )
     return start_run(RunRequest(
         instruction=task.instruction, check=task.check, repo=None, task=task,
-        agents=[AgentSpec("builtin", "openai/m")], sandbox=sandbox, api_base=server.base_url), store=store)
+        agents=[AgentSpec("builtin", "openai/m")], sandbox=sandbox, api_base=server.base_url,
+        **({"budgets": budgets} if budgets else {})), store=store)
 
 
 def test_builtin_command_ask_interrupts_and_resumes_without_calling_the_model_again(
@@ -120,6 +121,23 @@ def test_builtin_command_ask_interrupts_and_resumes_without_calling_the_model_ag
 
     with store.session() as s:
         assert s.exec(select(func.count()).select_from(Usage).where(Usage.run_id == result.run_id)).one() == 3
+
+
+def test_a_call_replayed_after_an_approval_counts_once_against_the_token_budget(
+        store, fix_add_task, sandbox) -> None:
+    # 55 tokens are spent before the question; the step re-run after the answer gets the 45
+    # left and replays that call from its journal: counted again, it would spend the 45 at once.
+    with OpenAIServer() as server:
+        result = _builtin_asks_for_sudo(server, store, fix_add_task, sandbox,
+                                        Budgets(max_iters=2, max_usd=None, max_tokens=100))
+        assert result.status == "waiting" and len(server.requests) == 1
+        from loopmeter.agents.loop import answer_approvals
+
+        done = answer_approvals(result.run_id, False, store=store)
+        assert len(server.requests) == 3
+    attempt = done.attempts[0]
+    assert (done.status, attempt.status, attempt.stop_reason) == ("passed", "passed", "check passed")
+    assert attempt.input_tokens + attempt.output_tokens == 85  # each call once
 
 
 def test_builtin_command_a_person_approved_runs_in_the_sandbox(store, fix_add_task, sandbox) -> None:
