@@ -25,6 +25,11 @@ def is_postgres(url: str) -> bool:
     return url.startswith(_SCHEMES)
 
 
+def libpq_url(url: str) -> str:
+    """The store's URL as libpq takes it (without SQLAlchemy's +driver)."""
+    return "postgresql://" + url.split("://", 1)[1]
+
+
 def pyformat(sql: str) -> str:
     """`:name` parameters as psycopg's `%(name)s` (a literal % doubled)."""
     return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
@@ -43,9 +48,8 @@ class PgReader:
         except ModuleNotFoundError as exc:
             raise StoreError(f"no driver for postgresql: {exc.name} is not installed",
                              hint="pip install 'loopmeter[postgres]'") from exc
-        libpq_url = "postgresql://" + url.split("://", 1)[1]
         try:
-            self.conn: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(libpq_url, autocommit=True)
+            self.conn: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(libpq_url(url), autocommit=True)
         except psycopg.OperationalError as exc:
             raise StoreError(f"cannot open the store at {mask_url(url)}: {exc}", hint="check LOOPMETER_DB_URL") from exc
 

@@ -38,11 +38,16 @@ def _usage_insert(rows: list[list[str]]) -> str:
 
 
 CURSOR_FIELDS = ("path", "source", "inode", "size", "offset", "mtime", "malformed_lines", "state", "updated_at")
-CURSOR_UPSERT = (
-    f"INSERT INTO ingest_cursor ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in CURSOR_FIELDS)}) "
-    f"VALUES ({', '.join('?' * len(CURSOR_FIELDS))}) ON CONFLICT (path) DO UPDATE SET "
-    + ", ".join(f'"{c}" = excluded."{c}"' for c in CURSOR_FIELDS[1:])
-)
+
+
+def cursor_upsert_sql(placeholder: str) -> str:
+    """Upsert of ingest cursors given as `cursor_params`, `placeholder` being the driver's ("?" or "%s")."""
+    return (f"INSERT INTO ingest_cursor ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in CURSOR_FIELDS)}) "
+            f"VALUES ({', '.join([placeholder] * len(CURSOR_FIELDS))}) ON CONFLICT (path) DO UPDATE SET "
+            + ", ".join(f'"{c}" = excluded."{c}"' for c in CURSOR_FIELDS[1:]))
+
+
+CURSOR_UPSERT = cursor_upsert_sql("?")
 
 
 SESSION_UPSERT = sessions.upsert_sql("?")

@@ -324,10 +324,12 @@ class IngestState:
     checkouts: dict[str, Checkout | None] = field(default_factory=dict)  # by session cwd, found once
 
     def sink(self, db_url: str, store: Store | None) -> Any:
-        """The writer for db_url: SQLite files get a stdlib connection of their own (rows,
-        rollup and cursors in one transaction, no SQLAlchemy per row); anything else goes
-        through the Store handed in, else one opened here."""
-        if store is not None and not _is_sqlite_file(db_url):
+        """The writer for db_url: SQLite files and PostgreSQL get a connection of their own
+        (rows, rollup, sessions and cursors in one transaction, no SQLAlchemy); anything else
+        goes through the Store handed in, else one opened here."""
+        from loopmeter.store.pg_read import is_postgres
+
+        if store is not None and not _is_sqlite_file(db_url) and not is_postgres(db_url):
             return _StoreSink(store)
         sink = self.sinks.get(db_url)
         if sink is None:
@@ -336,6 +338,10 @@ class IngestState:
 
                 sink = SqliteUsageWriter(db_url.removeprefix("sqlite:///"), busy_timeout_ms=BUSY_TIMEOUT_MS,
                                          cache_kib=PAGE_CACHE_KIB)
+            elif is_postgres(db_url):
+                from loopmeter.store.pg_writer import PgUsageWriter
+
+                sink = PgUsageWriter(db_url)
             else:
                 from loopmeter.store import open_store
 
@@ -372,7 +378,7 @@ class _QueueSink:
 
 
 class _StoreSink:
-    """Writes through the Store (PostgreSQL, or a store handed in by the caller)."""
+    """Writes through the Store (one handed in by the caller, neither a SQLite file nor PostgreSQL)."""
 
     def __init__(self, store: Store, *, owned: bool = False):
         self.store, self.owned = store, owned

@@ -4,6 +4,7 @@ workers writing side by side, repeated keys across files counted once."""
 from __future__ import annotations
 
 import shutil
+from datetime import datetime
 from decimal import Decimal
 
 import pytest
@@ -16,12 +17,20 @@ HOURS = ("SELECT hour, agent, model, provider, source, project, \"user\", cost_s
          "cost, input, cache_read, cache_write, output, reasoning FROM usage_hour")
 ROWS = ("SELECT key, source, model, session_id, input_tokens, cache_read_tokens, cache_write_tokens, "
         "output_tokens, reasoning_tokens, cost_usd, cost_source FROM usage")
+CURSORS = 'SELECT path, source, inode, size, "offset", mtime, malformed_lines, state FROM ingest_cursor'
+SESSIONS = ('SELECT source, session_id, agent, "user", cwd, branch, "commit", repo, repo_url, first_ts, last_ts '
+            "FROM session")
 
 
 def _plain(v):
-    """A value as both stores compare: numbers as rounded floats (PostgreSQL sums are Decimal)."""
+    """A value as both stores compare: numbers as rounded floats (PostgreSQL sums are Decimal),
+    times as SQLite's naive UTC text."""
     if isinstance(v, int | float | Decimal) and not isinstance(v, bool):
         return round(float(v), 9)
+    if isinstance(v, datetime):
+        from loopmeter.store.sqlite_writer import sqlite_time
+
+        return sqlite_time(v)
     return v
 
 
@@ -50,6 +59,9 @@ def test_postgresql_stores_what_sqlite_stores_with_two_workers_writing(tmp_path,
         assert _all(pg_store, ROWS) == _all(lite, ROWS)
         assert len(_all(pg_store, ROWS)) == calls
         assert _all(pg_store, HOURS) == _all(lite, HOURS)
+        assert _all(pg_store, SESSIONS) == _all(lite, SESSIONS)
+        assert len(_all(pg_store, CURSORS)) == len(files)
+        assert _all(pg_store, CURSORS) == _all(lite, CURSORS)
     finally:
         lite.dispose()
 
@@ -96,3 +108,23 @@ def test_a_worker_whose_writes_are_refused_stops_the_ingest_with_the_stores_erro
     report = run(pg_store, url, plan(files, load_cursors(url, pg_store)), workers=2, split_bytes=64 << 10,
                  pool_min_bytes=0, batch_rows=20)
     assert report.rows_added > 0 and report.errors == {}
+
+
+@pytest.mark.timeout(120)
+def test_a_batch_whose_cursors_are_refused_leaves_none_of_its_rows_or_sessions(tmp_path, pg_store):
+    """Rows, sessions and cursors of a batch are one transaction: a refused cursor leaves no
+    rows counted without a cursor saying they were read."""
+    generate(tmp_path / "corpus", mb=1, file_mb=0.25)
+    with pg_store.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'no cursors'; "
+                             "END $$ LANGUAGE plpgsql")
+        conn.exec_driver_sql("CREATE TRIGGER refuse BEFORE INSERT ON ingest_cursor FOR EACH ROW "
+                             "EXECUTE FUNCTION refuse()")
+    url = pg_store.engine.url.render_as_string(hide_password=False)
+    files = discover(paths=[tmp_path / "corpus"])
+    with pytest.raises(Exception, match="no cursors"):
+        run(pg_store, url, plan(files, load_cursors(url, pg_store)), workers=1)
+    with pg_store.engine.connect() as conn:
+        stored = [conn.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar_one()
+                  for t in ("usage", "usage_hour", "session", "ingest_cursor")]
+    assert stored == [0, 0, 0, 0]
