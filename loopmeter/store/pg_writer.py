@@ -15,6 +15,7 @@ ingest worker about 0.3 s of CPU per GB of logs.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 from loopmeter.records import USAGE_FIELDS, UsageParams
@@ -80,9 +81,9 @@ class PgUsageWriter:
             with self.conn.cursor() as cur:
                 _utc_text_times(cur)
                 if session_rows:
-                    cur.executemany(SESSION_UPSERT, sorted(session_rows, key=lambda r: (r[0], r[1])))
+                    cur.executemany(SESSION_UPSERT, sorted(session_rows, key=itemgetter(0, 1)))  # (source, session_id)
                 if cursors:
-                    cur.executemany(CURSOR_UPSERT, sorted((cursor_params(c) for c in cursors), key=lambda r: r[0]))
+                    cur.executemany(CURSOR_UPSERT, sorted(map(cursor_params, cursors), key=itemgetter(0)))  # path
         return added
 
     def close(self) -> None:
