@@ -308,6 +308,12 @@ def _is_sqlite_file(db_url: str) -> bool:
     return db_url.startswith("sqlite:///") and ":memory:" not in db_url
 
 
+def _is_postgres(db_url: str) -> bool:
+    from loopmeter.store.pg_read import is_postgres
+
+    return is_postgres(db_url)
+
+
 @dataclass
 class IngestState:
     """What reading tasks and writing their rows needs besides the tasks, passed to every
@@ -327,9 +333,7 @@ class IngestState:
         """The writer for db_url: SQLite files and PostgreSQL get a connection of their own
         (rows, rollup, sessions and cursors in one transaction, no SQLAlchemy); anything else
         goes through the Store handed in, else one opened here."""
-        from loopmeter.store.pg_read import is_postgres
-
-        if store is not None and not _is_sqlite_file(db_url) and not is_postgres(db_url):
+        if store is not None and not _is_sqlite_file(db_url) and not _is_postgres(db_url):
             return _StoreSink(store)
         sink = self.sinks.get(db_url)
         if sink is None:
@@ -338,7 +342,7 @@ class IngestState:
 
                 sink = SqliteUsageWriter(db_url.removeprefix("sqlite:///"), busy_timeout_ms=BUSY_TIMEOUT_MS,
                                          cache_kib=PAGE_CACHE_KIB)
-            elif is_postgres(db_url):
+            elif _is_postgres(db_url):
                 from loopmeter.store.pg_writer import PgUsageWriter
 
                 sink = PgUsageWriter(db_url)
