@@ -134,6 +134,9 @@ def _ingest(db_url: str, sources: list[str], paths: list[Path] | None,
 
     def open_it() -> Any:  # called by `run` once its worker processes are reading
         if not opened:
+            if reader is not None:  # a current PostgreSQL store: psycopg writes and reads it
+                opened.append(None)
+                return None
             if db_url.startswith("sqlite:///") and ":memory:" not in db_url:
                 from loopmeter.store import sqlite_schema
 
@@ -146,10 +149,9 @@ def _ingest(db_url: str, sources: list[str], paths: list[Path] | None,
         return opened[0]
 
     target: Any = open_it
-    if not db_url.startswith("sqlite:///"):
-        target = open_it()
-        if reader is None:  # the cursors are only readable now
-            work = plan(files, load_cursors(db_url, target))
+    if not db_url.startswith("sqlite:///") and reader is None:
+        target = open_it()  # a new or older store: created or migrated first
+        work = plan(files, load_cursors(db_url, target))  # the cursors are only readable now
     if not sys.stderr.isatty():
         return run(target, db_url, work, files_seen=len(files)), open_it()
     from rich.console import Console

@@ -127,6 +127,16 @@ def test_warm_call_on_postgres_reads_cursors_and_sums_without_sqlalchemy(env_wit
         assert usage_json(env, period, "-z", "UTC", "--no-ingest") == through_store
 
 
+def test_new_logs_into_a_current_postgres_store_are_stored_without_sqlalchemy(env_with_logs, pg_store):
+    url = pg_store.engine.url.render_as_string(hide_password=False)  # the fixture made the schema current
+    loaded, out = _usage_telling_if_sqlalchemy_loaded({**env_with_logs, "LOOPMETER_DB_URL": url, "TZ": "UTC"})
+    assert loaded == "not loaded 0"
+    assert out["ingest"]["rows_added"] == 11 and out["totals"]["calls"] == 11
+    from loopmeter.store import IngestCursor, Usage
+
+    assert pg_store.count(Usage) == 11 and pg_store.count(IngestCursor) == out["ingest"]["files_read"]
+
+
 def test_postgres_store_with_an_older_schema_is_migrated_by_a_warm_call(env_with_logs, pg_store):
     url = pg_store.engine.url.render_as_string(hide_password=False)
     env = {**env_with_logs, "LOOPMETER_DB_URL": url}
