@@ -307,6 +307,13 @@ def loop_key(ctx: StepContext, n: int) -> str:
     return f"loop:{ctx.attempt_id}:{ctx.iteration}:{n}"
 
 
+def count(value: Any) -> int | None:
+    """A token count from an agent's JSON output: a whole number from 0 up, else not reported."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != int(value):
+        return None
+    return int(value)
+
+
 def row(ctx: StepContext, key: str, source: str, **fields: Any) -> UsageRow:
     base: dict[str, Any] = dict(
         key=key, source=source, ts=utcnow(), agent=ctx.agent, run_id=ctx.run_id, attempt_id=ctx.attempt_id,

@@ -244,24 +244,16 @@ class _Session:
         return key
 
     def _usage_row(self, resp: Any, n: int, latency_ms: float) -> UsageRow:
+        from loopmeter.telemetry import tokens
         from loopmeter.telemetry.costs import price_row
         from loopmeter.telemetry.pricing import default_price_table
 
         ctx = self.ctx
-        usage = getattr(resp, "usage", None)
-        prompt = getattr(usage, "prompt_tokens", None)
-        completion = getattr(usage, "completion_tokens", None)
-        pdetails = getattr(usage, "prompt_tokens_details", None)
-        cdetails = getattr(usage, "completion_tokens_details", None)
-        cached = getattr(pdetails, "cached_tokens", None) or 0
-        cache_write = getattr(usage, "cache_creation_input_tokens", None) or 0
-        reasoning = getattr(cdetails, "reasoning_tokens", None)
-        input_tokens = None if prompt is None else max(prompt - cached - cache_write, 0)
+        counts = tokens.or_unknown(tokens.litellm_usage, getattr(resp, "usage", None))
         return price_row(UsageRow(
             key=f"loop:{ctx.attempt_id}:{ctx.iteration}:{n}", source="loop", ts=utcnow(),
             model=self.model, agent="builtin", provider=self.provider or "openai", session_id=ctx.attempt_id,
-            project=ctx.project, user=ctx.user, input_tokens=input_tokens, cache_read_tokens=cached,
-            cache_write_tokens=cache_write, output_tokens=completion, reasoning_tokens=reasoning,
+            project=ctx.project, user=ctx.user, **counts._asdict(),
             latency_ms=round(latency_ms, 2), request_id=getattr(resp, "id", None), run_id=ctx.run_id,
             attempt_id=ctx.attempt_id,
         ), default_price_table())

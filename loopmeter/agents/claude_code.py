@@ -25,6 +25,7 @@ from typing import Any
 from loopmeter.agents import _cli
 from loopmeter.agents.base import StepContext, StepResult
 from loopmeter.records import UsageRow, utcnow
+from loopmeter.telemetry import tokens
 from loopmeter.telemetry.costs import price_row
 from loopmeter.telemetry.pricing import default_price_table
 from loopmeter.vocab import CostSource, StepErrorKind, StopKind
@@ -217,13 +218,10 @@ def _message_row(message: dict[str, Any], request_id: str | None, session: str |
     seen.add(ident)
     key = f"anthropic-req:{request_id}" if request_id else f"claude-msg:{msg_id}"
     one_hour = (usage.get("cache_creation") or {}).get("ephemeral_1h_input_tokens")
-    return _cli.row(
-        ctx, key, SOURCE, ts=ts or utcnow(), model=model, provider="anthropic", session_id=session,
-        request_id=request_id, input_tokens=usage.get("input_tokens"),
-        cache_read_tokens=usage.get("cache_read_input_tokens"),
-        cache_write_tokens=usage.get("cache_creation_input_tokens"),
-        cache_write_1h_tokens=one_hour, output_tokens=usage.get("output_tokens"),
-    )
+    counts = tokens.anthropic(usage.get("input_tokens"), usage.get("cache_read_input_tokens"),
+                              usage.get("cache_creation_input_tokens"), usage.get("output_tokens"), one_hour)
+    return _cli.row(ctx, key, SOURCE, ts=ts or utcnow(), model=model, provider="anthropic", session_id=session,
+                    request_id=request_id, **counts._asdict())
 
 
 def parse_stream(events: list[dict[str, Any]], ctx: StepContext,
@@ -287,10 +285,10 @@ def _reconcile(rows: list[UsageRow], result: dict[str, Any], ctx: StepContext,
         u: dict[str, Any] = raw if isinstance(raw, dict) else {}
         if not rows and any(u.get(k) for k in ("input_tokens", "output_tokens", "cache_read_input_tokens",
                                                 "cache_creation_input_tokens")):
+            counts = tokens.anthropic(u.get("input_tokens"), u.get("cache_read_input_tokens"),
+                                      u.get("cache_creation_input_tokens"), u.get("output_tokens"))
             rows = [_cli.row(ctx, _cli.loop_key(ctx, 1), SOURCE, session_id=session, provider="anthropic",
-                             input_tokens=u.get("input_tokens"), cache_read_tokens=u.get("cache_read_input_tokens"),
-                             cache_write_tokens=u.get("cache_creation_input_tokens"),
-                             output_tokens=u.get("output_tokens"))]
+                             **counts._asdict())]
             if result.get("total_cost_usd") is not None:
                 rows[0].cost_usd, rows[0].cost_source = float(result["total_cost_usd"]), CostSource.REPORTED
                 return rows

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from loopmeter.agents import _cli
 from loopmeter.agents.base import StepContext, StepResult
 from loopmeter.records import UsageRow
+from loopmeter.telemetry import tokens
 from loopmeter.telemetry.costs import price_row
 from loopmeter.telemetry.pricing import default_price_table
 from loopmeter.vocab import StepErrorKind
@@ -149,15 +150,12 @@ def _rollout_model(codex_home: Path, events: list[dict[str, Any]]) -> str | None
 
 
 def usage_row(ctx: StepContext, n: int, usage: dict[str, Any], model: str | None, session: str | None) -> UsageRow:
-    total_in = usage.get("input_tokens")
-    cached = usage.get("cached_input_tokens")
-    cache_write = usage.get("cache_write_input_tokens") or None
-    non_cached = None
-    if total_in is not None:
-        non_cached = max(int(total_in) - int(cached or 0) - int(cache_write or 0), 0)
+    get = usage.get
+    counts = tokens.or_unknown(tokens.openai, _cli.count(get("input_tokens")), _cli.count(get("cached_input_tokens")),
+                               _cli.count(get("output_tokens")), _cli.count(get("reasoning_output_tokens")),
+                               _cli.count(get("cache_write_input_tokens")))
     r = _cli.row(ctx, _cli.loop_key(ctx, n), SOURCE, model=model, provider="openai", session_id=session,
-                 input_tokens=non_cached, cache_read_tokens=cached, cache_write_tokens=cache_write,
-                 output_tokens=usage.get("output_tokens"), reasoning_tokens=usage.get("reasoning_output_tokens"))
+                 **counts._asdict())
     return price_row(r, default_price_table())
 
 

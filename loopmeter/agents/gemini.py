@@ -24,6 +24,7 @@ from typing import Any
 
 from loopmeter.agents import _cli
 from loopmeter.agents.base import StepContext, StepResult
+from loopmeter.telemetry import tokens
 from loopmeter.telemetry.costs import price_row
 from loopmeter.telemetry.pricing import default_price_table
 from loopmeter.vocab import StepErrorKind
@@ -37,10 +38,6 @@ EXIT_ERRORS: dict[int, tuple[StepErrorKind, str | None]] = {
     41: (StepErrorKind.AUTH, None), 42: (StepErrorKind.AGENT, None),
     53: (StepErrorKind.BUDGET, "max_turns"), 130: (StepErrorKind.BUDGET, "cancelled"),
 }
-
-
-def _int(value: Any) -> int:
-    return int(value) if isinstance(value, int | float) else 0
 
 
 class GeminiBackend:
@@ -123,18 +120,17 @@ def parse_output(doc: dict[str, Any] | None, err_doc: dict[str, Any] | None, ctx
     stats = doc.get("stats") or {}
     n = 0
     for model, m in (stats.get("models") or {}).items():
-        tokens = m.get("tokens") or {}
+        raw = m.get("tokens") or {}
         api = m.get("api") or {}
-        if not tokens and not api.get("totalRequests"):
+        if not raw and not api.get("totalRequests"):
             continue
         n += 1
-        prompt, cached = _int(tokens.get("prompt")), _int(tokens.get("cached"))
-        thoughts = _int(tokens.get("thoughts"))
+        get = raw.get
+        counts = tokens.or_unknown(tokens.gemini, _cli.count(get("prompt")), _cli.count(get("cached")),
+                                   _cli.count(get("candidates")), _cli.count(get("thoughts")), _cli.count(get("tool")))
         latency = api.get("totalLatencyMs")
         r = _cli.row(ctx, _cli.loop_key(ctx, n), SOURCE, model=model, provider="gemini", session_id=out.session_id,
-                     input_tokens=max(prompt - cached, 0) + _int(tokens.get("tool")), cache_read_tokens=cached,
-                     output_tokens=_int(tokens.get("candidates")) + thoughts, reasoning_tokens=thoughts,
-                     latency_ms=float(latency) if isinstance(latency, int | float) else None)
+                     latency_ms=float(latency) if isinstance(latency, int | float) else None, **counts._asdict())
         out.usage.append(price_row(r, default_price_table()))
     if not out.usage and "response" in doc:
         out.usage.append(_cli.unreported_row(ctx, SOURCE, provider="gemini", session_id=out.session_id))

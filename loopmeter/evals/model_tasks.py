@@ -133,19 +133,14 @@ def call_model(model: str, messages: list[dict[str, Any]], *, api_base: str | No
 
 
 def usage_row(resp: Any, model: str, key: str, latency_ms: float, run_id: str, attempt_id: str) -> UsageRow:
+    from loopmeter.telemetry import tokens
     from loopmeter.telemetry.costs import price_row
     from loopmeter.telemetry.pricing import default_price_table
 
-    usage = getattr(resp, "usage", None)
-    prompt = getattr(usage, "prompt_tokens", None)
-    completion = getattr(usage, "completion_tokens", None)
-    cached = getattr(getattr(usage, "prompt_tokens_details", None), "cached_tokens", None) or 0
-    reasoning = getattr(getattr(usage, "completion_tokens_details", None), "reasoning_tokens", None)
-    input_tokens = None if prompt is None else max(prompt - cached, 0)
+    counts = tokens.or_unknown(tokens.litellm_usage, getattr(resp, "usage", None))
     return price_row(UsageRow(
         key=key, source="loop", ts=utcnow(), model=model, agent="model-eval", provider=_provider(model),
-        session_id=attempt_id, input_tokens=input_tokens, cache_read_tokens=cached, cache_write_tokens=0,
-        output_tokens=completion, reasoning_tokens=reasoning, latency_ms=round(latency_ms, 2),
+        session_id=attempt_id, **counts._asdict(), latency_ms=round(latency_ms, 2),
         request_id=getattr(resp, "id", None), run_id=run_id, attempt_id=attempt_id,
     ), default_price_table())
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+from loopmeter.telemetry import tokens
 from loopmeter.vendors.base import (
     Auth,
     Connector,
@@ -56,11 +57,13 @@ def fetch_messages(ctx: SyncContext) -> Iterator[VendorRow]:
             w5, w1 = count(creation.get("ephemeral_5m_input_tokens")), count(creation.get("ephemeral_1h_input_tokens"))
             key_id, workspace, model = text(r.get("api_key_id")), text(r.get("workspace_id")), text(r.get("model"))
             search = count((r.get("server_tool_use") or {}).get("web_search_requests"))
+            counts = tokens.anthropic(count(r.get("uncached_input_tokens")), count(r.get("cache_read_input_tokens")),
+                                      None if w5 is None and w1 is None else (w5 or 0) + (w1 or 0),
+                                      count(r.get("output_tokens")), w1)
             return VendorRow(
                 key=f"{d}/{key_id}/{workspace}/{model}", date=d, tier=Tier.VENDOR, vendor_user=key_id, model=model,
-                input_tokens=count(r.get("uncached_input_tokens")), output_tokens=count(r.get("output_tokens")),
-                cache_read_tokens=count(r.get("cache_read_input_tokens")),
-                cache_write_tokens=None if w5 is None and w1 is None else (w5 or 0) + (w1 or 0),
+                input_tokens=counts.input_tokens, output_tokens=counts.output_tokens,
+                cache_read_tokens=counts.cache_read_tokens, cache_write_tokens=counts.cache_write_tokens,
                 extra={"workspace_id": workspace, "cache_write_5m_tokens": w5, "cache_write_1h_tokens": w1,
                        "web_search_requests": search})
         yield from ctx.each(results, parse)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+from loopmeter.telemetry import tokens
 from loopmeter.vendors.base import (
     Auth,
     Connector,
@@ -30,18 +31,6 @@ def _auth(key: str) -> Auth:
     return Auth(headers={"Authorization": f"Bearer {key}"})
 
 
-def uncached_input(result: dict[str, Any]) -> int | None:
-    """OpenAI's `input_tokens` include the cached tokens (and cache writes where it reports them):
-    the uncached input is what is left. The one place this normalisation is made."""
-    total = count(result.get("input_tokens"))
-    if total is None:
-        return None
-    rest = total - (count(result.get("input_cached_tokens")) or 0) - (count(result.get("input_cache_write_tokens")) or 0)
-    if rest < 0:
-        raise ValueError("cached tokens exceed input_tokens")
-    return rest
-
-
 def _buckets(ctx: SyncContext, path: str, params: dict[str, Any]) -> Iterator[tuple[str, Any]]:
     window = {"start_time": unix(ctx.start), "end_time": unix(ctx.end + timedelta(days=1)), "bucket_width": "1d"}
     for page in ctx.http.paginate("GET", path, token_paging(), params={**window, **params}):
@@ -57,12 +46,13 @@ def fetch_completions(ctx: SyncContext) -> Iterator[VendorRow]:
     for d, results in _buckets(ctx, COMPLETIONS, {"group_by": ["project_id", "api_key_id", "model"], "limit": 31}):
         def parse(r: dict[str, Any], d: str = d) -> VendorRow:
             project, key_id, model = text(r.get("project_id")), text(r.get("api_key_id")), text(r.get("model"))
+            counts = tokens.openai(count(r.get("input_tokens")), count(r.get("input_cached_tokens")),
+                                   count(r.get("output_tokens")), None, count(r.get("input_cache_write_tokens")))
             return VendorRow(
                 key=f"{d}/{project}/{key_id}/{model}/{r.get('batch')}", date=d, tier=Tier.VENDOR,
-                vendor_user=text(r.get("user_id")) or key_id, model=model, input_tokens=uncached_input(r),
-                cache_read_tokens=count(r.get("input_cached_tokens")),
-                cache_write_tokens=count(r.get("input_cache_write_tokens")),
-                output_tokens=count(r.get("output_tokens")), requests=count(r.get("num_model_requests")),
+                vendor_user=text(r.get("user_id")) or key_id, model=model, input_tokens=counts.input_tokens,
+                cache_read_tokens=counts.cache_read_tokens, cache_write_tokens=counts.cache_write_tokens,
+                output_tokens=counts.output_tokens, requests=count(r.get("num_model_requests")),
                 extra={"project_id": project})
         yield from ctx.each(results, parse)
 

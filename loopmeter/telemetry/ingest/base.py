@@ -26,6 +26,7 @@ import msgspec
 from loopmeter.records import UsageParams
 from loopmeter.store.sqlite_writer import sqlite_time
 from loopmeter.telemetry.costs import price_call
+from loopmeter.telemetry.tokens import Counts
 
 # msgspec decodes the candidate lines: generic decoding is as fast as orjson's, and a
 # source's typed decoder (msgspec.Struct) skips the fields it does not name without
@@ -325,18 +326,18 @@ def ts_text(value: Any) -> str | None:
 
 def usage_params(
     ctx: FileContext, *, key: str, ts: str, model: str | None, session_id: str | None, project: str | None,
-    input_tokens: int, cache_read_tokens: int, cache_write_tokens: int = 0, cache_write_1h_tokens: int | None = None,
-    output_tokens: int, reasoning_tokens: int | None = None, request_id: str | None = None,
-    reported: float | None = None,
+    tokens: Counts, request_id: str | None = None, reported: float | None = None,
 ) -> UsageParams:
     """One call read from the file of `ctx` (its source, agent, provider and user) as a store
-    row, priced by `costs.price_call`: the source's own figure (`reported`), else the file's
-    price table at the call's date (`ts`), else unpriced (never 0).
+    row, its `tokens` as the vendor's function in telemetry/tokens.py gave them, priced by
+    `costs.price_call`: the source's own figure (`reported`), else the file's price table at
+    the call's date (`ts`), else unpriced (never 0).
 
     Parsers name every argument; keep the parameters few: CPython 3.11 compiles a call with
     more keyword arguments than about a dozen into one that builds a dict first, and this
     call is made once per row."""
     provider = ctx.provider
+    input_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens = tokens
     cost_usd, cost_source, price_table_sha256 = price_call(
         ctx.price_table, model, provider, ts, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,
         cache_write_1h_tokens, reported)

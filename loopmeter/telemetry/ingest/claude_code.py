@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from loopmeter.records import UsageParams
+from loopmeter.telemetry import tokens
 from loopmeter.telemetry.ingest.base import (
     STRUCT_ERRORS,
     FileContext,
@@ -183,10 +184,8 @@ def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[Usa
             continue
         session = session or default_session
         ctx.saw(session, when, cwd, branch)
-        yield usage_params(ctx, key=key, ts=when, model=model, session_id=session,
-                           project=cwd or default_project, input_tokens=inp, cache_read_tokens=cr,
-                           cache_write_tokens=cw, cache_write_1h_tokens=cw1h, output_tokens=out,
-                           request_id=request_id, reported=reported)
+        yield usage_params(ctx, key=key, ts=when, model=model, session_id=session, project=cwd or default_project,
+                           tokens=tokens.anthropic(inp, cr, cw, out, cw1h), request_id=request_id, reported=reported)
 
 
 SOURCE = Source(

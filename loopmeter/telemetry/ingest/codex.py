@@ -20,6 +20,7 @@ import msgspec
 
 from loopmeter.outcomes.identity import safe_url
 from loopmeter.records import UsageParams
+from loopmeter.telemetry import tokens
 from loopmeter.telemetry.ingest.base import (
     STRUCT_ERRORS,
     FileContext,
@@ -220,14 +221,17 @@ def parse(lines: Iterable[bytes | memoryview], ctx: FileContext) -> Iterator[Usa
         d_input, d_cached, d_output, d_reasoning = delta
         if not (d_input or d_cached or d_output or d_reasoning):
             continue  # the same totals repeated
-        cached = min(d_cached, d_input)
+        try:
+            counts = tokens.openai(d_input, d_cached, d_output, d_reasoning)
+        except tokens.TokenCountError:
+            ctx.bad_line()
+            continue
         session = st.get("session") or _session_id(ctx)
         git = st.get("git")
         branch, commit, url = git if isinstance(git, list) and len(git) == 3 else (None, None, None)
         ctx.saw(session, when, st.get("cwd"), branch, commit, url)
         yield usage_params(ctx, key=f"codex:{session}:{n}", ts=when, model=st.get("model"), session_id=session,
-                           project=st.get("cwd"), input_tokens=d_input - cached, cache_read_tokens=cached,
-                           output_tokens=d_output, reasoning_tokens=d_reasoning)
+                           project=st.get("cwd"), tokens=counts)
 
 
 SOURCE = Source(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from loopmeter.records import UsageParams
+from loopmeter.telemetry import tokens
 from loopmeter.telemetry.ingest.base import (
     FileContext,
     Source,
@@ -49,25 +50,22 @@ def files(root: Path) -> Iterator[Path]:
 def _message(msg: dict[str, Any], ctx: FileContext) -> UsageParams | None:
     if msg.get("type") != "gemini":
         return None
-    tokens = msg.get("tokens")
-    if not isinstance(tokens, dict):
+    raw = msg.get("tokens")
+    if not isinstance(raw, dict):
         return None
     msg_id = msg.get("id")
     ts = ts_text(msg.get("timestamp"))
     if not isinstance(msg_id, str) or ts is None:
         raise ValueError("message without id or timestamp")
-    prompt = as_int(tokens.get("input"))
-    cached = min(as_int(tokens.get("cached")), prompt)
-    thoughts = as_int(tokens.get("thoughts"))
+    get = raw.get  # counts that are not integers, or contradict each other, raise ValueError: a malformed line
+    counts = tokens.gemini(as_int(get("input")), as_int(get("cached")), as_int(get("output")), as_int(get("thoughts")),
+                           as_int(get("tool")))
     session = ctx.state.get("session") or ctx.path.stem
     ctx.saw(session, ts, None, None)  # a recording names its project by a hash only: no cwd, no branch
     model = msg.get("model")
     return usage_params(
         ctx, key=f"gemini:{session}:{msg_id}", ts=ts, model=model if isinstance(model, str) else None,
-        session_id=session, project=ctx.state.get("project"),
-        input_tokens=prompt - cached + as_int(tokens.get("tool")), cache_read_tokens=cached,
-        output_tokens=as_int(tokens.get("output")) + thoughts, reasoning_tokens=thoughts,
-    )
+        session_id=session, project=ctx.state.get("project"), tokens=counts)
 
 
 def _header(obj: dict[str, Any], ctx: FileContext) -> None:

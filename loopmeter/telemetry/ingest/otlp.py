@@ -33,6 +33,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from loopmeter.records import UsageRow
+from loopmeter.telemetry import tokens
 from loopmeter.telemetry.costs import price_row
 
 SIGNALS = ("logs", "metrics", "traces")
@@ -626,6 +627,15 @@ def _tokens(attrs: dict[str, Any], name: str) -> int | None:
     return n
 
 
+def _counts(normalise: Callable[..., tokens.Counts], *counts: int | None) -> dict[str, Any]:
+    """A record's token counts through its vendor's function (telemetry/tokens.py), as UsageRow
+    fields; counts that contradict each other reject the record."""
+    try:
+        return normalise(*counts)._asdict()
+    except tokens.TokenCountError as exc:
+        raise RecordError(str(exc)) from exc
+
+
 def _number(attrs: dict[str, Any], name: str) -> float | None:
     x = _attribute(attrs, name, _as_float, "a number")
     if x is not None and (math.isnan(x) or math.isinf(x) or x < 0):
@@ -684,8 +694,8 @@ def _claude_code(rec: LogRecord, prices: Any) -> UsageRow | None:
         key=key, source=SOURCE, ts=_timestamp(rec), model=model, agent="claude-code", provider="anthropic",
         session_id=session, project=_project(rec),
         user=_str(a.get("user.email"), a.get("user.account_uuid"), a.get("user.id")),
-        input_tokens=_tokens(a, "input_tokens"), output_tokens=_tokens(a, "output_tokens"),
-        cache_read_tokens=_tokens(a, "cache_read_tokens"), cache_write_tokens=_tokens(a, "cache_creation_tokens"),
+        **_counts(tokens.anthropic, _tokens(a, "input_tokens"), _tokens(a, "cache_read_tokens"),
+                  _tokens(a, "cache_creation_tokens"), _tokens(a, "output_tokens")),
         latency_ms=_number(a, "duration_ms"), request_id=request_id,
     )
     if model == "<synthetic>" and not row.total_tokens:
@@ -695,23 +705,16 @@ def _claude_code(rec: LogRecord, prices: Any) -> UsageRow | None:
 
 def _codex(rec: LogRecord, prices: Any) -> UsageRow:
     a = rec.attributes
-    total_in = _tokens(a, "input_token_count")
-    cached = _tokens(a, "cached_token_count") or 0
-    written = _tokens(a, "cache_write_token_count") or 0  # reported by Codex 0.169
-    if total_in is not None and cached + written > total_in:
-        raise RecordError(f"cached ({cached}) plus cache-write ({written}) tokens exceed input_token_count {total_in}")
+    counts = _counts(tokens.openai, _tokens(a, "input_token_count"), _tokens(a, "cached_token_count"),
+                     _tokens(a, "output_token_count"), _tokens(a, "reasoning_token_count"),
+                     _tokens(a, "cache_write_token_count"))  # cache writes: reported by Codex 0.169
     conversation = _str(a.get("conversation.id"), rec.resource.get("conversation.id"))
     ts = _timestamp(rec)
     stamp = rec.time_ns or int(ts.timestamp() * 1e9)
     row = UsageRow(
         key=f"codex-otlp:{conversation}:{stamp}", source=SOURCE, ts=ts, model=_str(a.get("model"), a.get("slug")),
         agent="codex", provider="openai", session_id=conversation, project=_project(rec),
-        user=_str(a.get("user.email"), a.get("user.account_id")),
-        # OpenAI's input count includes the cached (and cache-write) part
-        input_tokens=None if total_in is None else total_in - cached - written,
-        cache_read_tokens=cached if total_in is not None else None,
-        cache_write_tokens=written if total_in is not None else None,
-        output_tokens=_tokens(a, "output_token_count"), reasoning_tokens=_tokens(a, "reasoning_token_count"),
+        user=_str(a.get("user.email"), a.get("user.account_id")), **counts,
         latency_ms=_number(a, "duration_ms") or None,
     )
     return price_row(row, prices)
@@ -719,24 +722,14 @@ def _codex(rec: LogRecord, prices: Any) -> UsageRow:
 
 def _gemini(rec: LogRecord, prices: Any) -> UsageRow:
     a = rec.attributes
-    prompt = _tokens(a, "input_token_count")
-    cached = _tokens(a, "cached_content_token_count")
-    tool = _tokens(a, "tool_token_count") or 0
-    thoughts = _tokens(a, "thoughts_token_count")
-    out = _tokens(a, "output_token_count")
-    if prompt is not None and cached is not None and cached > prompt:
-        raise RecordError(f"cached_content_token_count {cached} exceeds input_token_count {prompt}")
+    counts = _counts(tokens.gemini, _tokens(a, "input_token_count"), _tokens(a, "cached_content_token_count"),
+                     _tokens(a, "output_token_count"), _tokens(a, "thoughts_token_count"), _tokens(a, "tool_token_count"))
     session = _str(a.get("session.id"), rec.resource.get("session.id"))
     ts = _timestamp(rec)
     stamp = rec.time_ns or int(ts.timestamp() * 1e9)
     row = UsageRow(
         key=f"gemini-otlp:{session}:{a.get('prompt_id')}:{stamp}", source=SOURCE, ts=ts, model=_str(a.get("model")),
         agent="gemini", provider="gemini", session_id=session, project=_project(rec),
-        user=_str(a.get("user.email"), a.get("installation.id")),
-        # Gemini's prompt count includes cached tokens; tool-use prompt tokens are billed as input.
-        input_tokens=None if prompt is None else prompt - (cached or 0) + tool,
-        cache_read_tokens=cached, cache_write_tokens=0 if prompt is not None else None,
-        output_tokens=None if out is None and thoughts is None else (out or 0) + (thoughts or 0),
-        reasoning_tokens=thoughts, latency_ms=_number(a, "duration_ms"),
+        user=_str(a.get("user.email"), a.get("installation.id")), **counts, latency_ms=_number(a, "duration_ms"),
     )
     return price_row(row, prices)
