@@ -131,23 +131,28 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def pg_store(pg_url: str):
-    """A fresh PostgreSQL database per test."""
+def pg_empty_url(pg_url: str) -> Iterator[str]:
+    """The URL of a fresh, empty PostgreSQL database per test (no store made in it yet)."""
     import uuid
 
     import sqlalchemy
-
-    from loopmeter.store import open_store
 
     name = "t_" + uuid.uuid4().hex[:12]
     admin = sqlalchemy.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"),
                                      isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    url = pg_url.rsplit("/", 1)[0] + "/" + name
-    s = open_store(url)
-    yield s
-    s.dispose()
+    yield pg_url.rsplit("/", 1)[0] + "/" + name
     with admin.connect() as conn:
         conn.execute(sqlalchemy.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def pg_store(pg_empty_url: str):
+    """A fresh PostgreSQL database per test, with the store made in it."""
+    from loopmeter.store import open_store
+
+    s = open_store(pg_empty_url)
+    yield s
+    s.dispose()

@@ -72,12 +72,12 @@ def usage(
     db_url = settings.db_url
     ingest_report = None
     store = None
-    reader = _pg_reader(db_url)
+    reader, new_pg = _pg_reader(db_url)
     try:
         if not no_ingest:
             log_sources = [s for s in sources if s in LOG_SOURCES] if sources else list(LOG_SOURCES)
             if log_sources:
-                ingest_report, store = _ingest(db_url, log_sources, path, reader)
+                ingest_report, store = _ingest(db_url, log_sources, path, reader, new_pg)
         if store is None and reader is None and not (settings.db_path and settings.db_path.is_file()):
             from loopmeter.store import open_store
 
@@ -107,23 +107,26 @@ def _open(db_url: str) -> Any:
     return open_store(db_url)
 
 
-def _pg_reader(db_url: str) -> PgReader | None:
-    """A psycopg connection to the store when it is PostgreSQL with the current schema: cursors
-    and sums are read without SQLAlchemy. None otherwise (the Store opens and migrates it)."""
+def _pg_reader(db_url: str) -> tuple[PgReader | None, bool]:
+    """A psycopg connection to the store when it is PostgreSQL with the current schema (cursors
+    and sums are read without SQLAlchemy), else None: the Store creates or migrates it; and
+    whether it is a PostgreSQL database where no store was made yet."""
     from loopmeter.store.pg_read import PgReader, is_postgres
 
     if not is_postgres(db_url):
-        return None
+        return None, False
     reader = PgReader(db_url)
     if reader.schema_current():
-        return reader
+        return reader, False
+    new = reader.is_new()
     reader.close()
-    return None
+    return None, new
 
 
 def _ingest(db_url: str, sources: list[str], paths: list[Path] | None,
-            reader: PgReader | None) -> tuple[IngestReport, Any]:
-    """Plan by stat only; open the store (SQLAlchemy) just when there is something to read."""
+            reader: PgReader | None, new_pg: bool = False) -> tuple[IngestReport, Any]:
+    """Plan by stat only; open the store (SQLAlchemy) just when there is something to read, and
+    when it is new (no cursors to read first) while the workers read."""
     from loopmeter.telemetry.ingest.runner import IngestReport, discover, load_cursors, plan, run
 
     files = discover(sources, paths)
@@ -149,8 +152,8 @@ def _ingest(db_url: str, sources: list[str], paths: list[Path] | None,
         return opened[0]
 
     target: Any = open_it
-    if not db_url.startswith("sqlite:///") and reader is None:
-        target = open_it()  # a new or older store: created or migrated first
+    if not db_url.startswith("sqlite:///") and reader is None and not new_pg:
+        target = open_it()  # an older store, or not PostgreSQL: migrated first
         work = plan(files, load_cursors(db_url, target))  # the cursors are only readable now
     if not sys.stderr.isatty():
         return run(target, db_url, work, files_seen=len(files)), open_it()

@@ -70,5 +70,9 @@ class PgReader:
             return False
         return tuple(names) == MIGRATION_NAMES
 
+    def is_new(self) -> bool:
+        """Whether no loopmeter store was ever made in this database (so it holds no cursors)."""
+        return self.rows("SELECT to_regclass('loopmeter_migrations') IS NULL")[0][0] is True
+
     def close(self) -> None:
         self.conn.close()

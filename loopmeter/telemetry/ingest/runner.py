@@ -327,6 +327,9 @@ class IngestState:
     # 1.9 s for what one does in 1.1 s.
     out_queue: Any = None
     abort: Any = None  # set by the parent when it stops writing (an error, Ctrl-C): workers stop too
+    # In a worker that writes for itself (PostgreSQL): set by the parent once the store exists.
+    # The parent creates a new store while the workers read their first batches.
+    store_ready: Any = None
     checkouts: dict[str, Checkout | None] = field(default_factory=dict)  # by session cwd, found once
 
     def sink(self, db_url: str, store: Store | None) -> Any:
@@ -337,6 +340,7 @@ class IngestState:
             return _StoreSink(store)
         sink = self.sinks.get(db_url)
         if sink is None:
+            self._wait_for_store()
             if _is_sqlite_file(db_url):
                 from loopmeter.store.sqlite_writer import BUSY_TIMEOUT_MS, SqliteUsageWriter
 
@@ -352,6 +356,11 @@ class IngestState:
                 sink = _StoreSink(open_store(db_url, migrate=False), owned=True)
             self.sinks[db_url] = sink
         return sink
+
+    def _wait_for_store(self) -> None:
+        while self.store_ready is not None and not self.store_ready.wait(0.1):
+            if self.abort.is_set():
+                raise _Aborted
 
     def close(self) -> None:
         """Close the writers this process opened (a store handed in stays open)."""
@@ -426,8 +435,8 @@ def _lines(part: Part, src: Source, fh: Any, stats: ReadStats) -> Iterator[bytes
 class _Writer:
     """Rows, their sessions and cursors of a task, written together in batches."""
 
-    def __init__(self, sink: Any, state: IngestState):
-        self.sink, self.state = sink, state
+    def __init__(self, open_sink: Callable[[], Any], state: IngestState):
+        self.open_sink, self.state = open_sink, state  # opened at the first write
         self.rows: list[UsageParams] = []
         self.cursors: list[dict[str, Any]] = []  # cursors of parts whose rows are all in self.rows or stored
         self.sessions: dict[str, dict[str, SessionSeen]] = {}  # by source: the parsers' FileContext.sessions
@@ -437,7 +446,7 @@ class _Writer:
         cursors = [*self.cursors, *extra_cursors]
         if self.rows or cursors:
             sessions = _session_rows(self.sessions, self.state.checkouts)
-            self.added += self.sink.write(self.rows, cursors, sessions)
+            self.added += self.open_sink().write(self.rows, cursors, sessions)
         self.rows, self.cursors = [], []
 
 
@@ -509,10 +518,11 @@ def run_task(t: Task, state: IngestState, store: Store | None = None) -> TaskRes
     from loopmeter.telemetry.pricing import default_price_table
 
     if state.out_queue is not None and _is_sqlite_file(t.db_url):
-        writer = _Writer(_QueueSink(state, t.index), state)
+        queued = _QueueSink(state, t.index)
+        writer = _Writer(lambda: queued, state)
     else:
         # PostgreSQL takes the workers' batches side by side (pg_writer orders its locks)
-        writer = _Writer(state.sink(t.db_url, store), state)
+        writer = _Writer(lambda: state.sink(t.db_url, store), state)
     table = default_price_table()
     results = [_read_part(part, writer, table, t.batch_rows) for part in t.parts]
     writer.flush()
@@ -670,7 +680,8 @@ def _run_tasks(
 
         ctx = multiprocessing.get_context("fork")
         queued = _is_sqlite_file(db_url)
-        shared = IngestState(out_queue=ctx.Queue(maxsize=8), abort=ctx.Event())  # bounded: memory stays flat
+        shared = IngestState(out_queue=ctx.Queue(maxsize=8), abort=ctx.Event(),  # bounded: memory stays flat
+                             store_ready=None if queued else ctx.Event())
         next_task = ctx.Value("i", 0)
         procs = [ctx.Process(target=_worker, args=(tasks, next_task, shared), name=f"loopmeter-ingest-{i}")
                  for i in range(min(workers, len(tasks)))]
@@ -678,6 +689,8 @@ def _run_tasks(
             proc.start()
         try:
             opened = store() if callable(store) else store  # while the workers read
+            if shared.store_ready is not None:
+                shared.store_ready.set()
             sink = state.sink(db_url, opened) if queued else None
             results, added = _collect(shared, sink, tasks, procs, progress, total)
         except BaseException:

@@ -128,3 +128,47 @@ def test_a_batch_whose_cursors_are_refused_leaves_none_of_its_rows_or_sessions(t
         stored = [conn.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar_one()
                   for t in ("usage", "usage_hour", "session", "ingest_cursor")]
     assert stored == [0, 0, 0, 0]
+
+
+@pytest.mark.timeout(300)
+def test_a_new_postgresql_store_is_created_while_two_workers_read(tmp_path, pg_empty_url):
+    expected = generate(tmp_path / "corpus", mb=2, file_mb=0.5)
+    calls = sum(t.calls for t in expected.claude.values()) + sum(t.calls for t in expected.codex.values())
+    files = discover(paths=[tmp_path / "corpus"])
+    opened = []
+
+    def open_it():  # as `loopmeter usage` does on a new database: called once the workers read
+        opened.append(open_store(pg_empty_url))
+        return opened[-1]
+
+    try:
+        report = run(open_it, pg_empty_url, plan(files, None), workers=2, split_bytes=64 << 10, pool_min_bytes=0,
+                     batch_rows=40)
+        (store,) = opened
+        assert report.rows_added == calls and len(_all(store, ROWS)) == calls
+        assert len(_all(store, CURSORS)) == len(files)
+    finally:
+        for s in opened:
+            s.dispose()
+
+
+@pytest.mark.timeout(120)
+def test_a_new_store_that_cannot_be_made_stops_the_workers_waiting_for_it(tmp_path, pg_empty_url):
+    import multiprocessing
+
+    from loopmeter.errors import StoreError
+
+    generate(tmp_path / "corpus", mb=1, file_mb=0.25)
+    files = discover(paths=[tmp_path / "corpus"])
+
+    def cannot_open():
+        raise StoreError("the store could not be made")
+
+    with pytest.raises(StoreError, match="could not be made"):
+        run(cannot_open, pg_empty_url, plan(files, None), workers=2, split_bytes=64 << 10, pool_min_bytes=0,
+            batch_rows=40)
+    assert multiprocessing.active_children() == []  # no worker is left waiting for the store
+    import psycopg
+
+    with psycopg.connect(pg_empty_url) as conn:  # and none wrote anything
+        assert conn.execute("SELECT to_regclass('usage')").fetchone() == (None,)

@@ -137,6 +137,14 @@ def test_new_logs_into_a_current_postgres_store_are_stored_without_sqlalchemy(en
     assert pg_store.count(Usage) == 11 and pg_store.count(IngestCursor) == out["ingest"]["files_read"]
 
 
+def test_usage_on_an_empty_postgres_database_makes_the_store_and_fills_it(env_with_logs, pg_empty_url):
+    env = {**env_with_logs, "LOOPMETER_DB_URL": pg_empty_url, "TZ": "UTC"}
+    first = usage_json(env, "daily", "-z", "UTC")
+    assert first["ingest"]["rows_added"] == first["totals"]["calls"] == 11
+    again = usage_json(env, "daily", "-z", "UTC")
+    assert again["ingest"]["files_read"] == 0 and again["totals"] == first["totals"]
+
+
 def test_postgres_store_with_an_older_schema_is_migrated_by_a_warm_call(env_with_logs, pg_store):
     url = pg_store.engine.url.render_as_string(hide_password=False)
     env = {**env_with_logs, "LOOPMETER_DB_URL": url}
