@@ -189,3 +189,33 @@ def test_the_shipped_history_is_package_data_with_the_public_prices():
         assert {k: pytest.approx(v, rel=1e-12) for k, v in want.items()} == dict(p.prices)
         assert "anthropic.com" in p.source or "claude.com" in p.source
     assert parsed["claude-opus-4-1"] is parsed[OPUS_41] and parsed["claude-opus-4-0"] is parsed[OPUS_4]
+
+
+def _provider(model: str) -> str:
+    return "anthropic" if model.startswith("claude") else "gemini" if model.startswith("gemini") else "openai"
+
+
+def test_every_model_in_the_history_is_priced_by_it_where_litellms_table_leaves_it_unpriced():
+    litellm_only, fresh_install = load_price_table(history_file=None), load_price_table()
+    history = parse_history(HISTORY_FILE.read_bytes(), str(HISTORY_FILE))
+    assert len({id(periods) for periods in history.values()}) >= 13  # the Claude 3 to 4.1, OpenAI and Gemini models
+    for model, periods in history.items():
+        for p in periods:
+            day, provider = p.valid_from, _provider(model)
+            assert litellm_only.cost(model, input_tokens=1000, provider=provider, at=day) is None, model
+            rates = dict(p.prices)
+            expected = 1000 * rates["input_cost_per_token"] + 200 * rates["output_cost_per_token"]
+            got = fresh_install.cost(model, input_tokens=1000, output_tokens=200, provider=provider, at=day)
+            assert got == pytest.approx(expected, rel=1e-9), model
+            assert "https://" in p.source, model
+
+
+def test_claude_sonnet_4_prompts_over_200k_tokens_cost_the_long_context_rates():
+    table = load_price_table()
+    # $3/M input and $15/M output up to 200k prompt tokens; above, the whole call at $6 and $22.50
+    assert table.cost("claude-sonnet-4-20250514", input_tokens=100_000, output_tokens=1000,
+                      at="2025-09-01") == pytest.approx(100_000 * 3 * M + 1000 * 15 * M)
+    assert table.cost("claude-sonnet-4-0", input_tokens=300_000, output_tokens=1000,
+                      at="2025-09-01") == pytest.approx(300_000 * 6 * M + 1000 * 22.5 * M)
+    # Claude Haiku 3.5 before the first price the history is sure of: unpriced, not a guess
+    assert table.cost("claude-3-5-haiku-20241022", input_tokens=1000, at="2024-11-20") is None
