@@ -47,10 +47,13 @@ class UsageRow:
 
     @property
     def total_tokens(self) -> int:
-        return sum(
-            v or 0
-            for v in (self.input_tokens, self.cache_read_tokens, self.cache_write_tokens, self.output_tokens)
-        )
+        return total_tokens(self.input_tokens, self.cache_read_tokens, self.cache_write_tokens, self.output_tokens)
+
+
+def total_tokens(input_tokens: int | None, cache_read: int | None, cache_write: int | None, output: int | None) -> int:
+    """A call's tokens as token budgets count them: input, cache reads and writes, and output
+    (reasoning is inside output)."""
+    return (input_tokens or 0) + (cache_read or 0) + (cache_write or 0) + (output or 0)
 
 
 USAGE_FIELDS = tuple(f.name for f in fields(UsageRow))  # also the usage table's columns, but id

@@ -24,7 +24,7 @@ from typing import Any
 
 from loopmeter.agents import _cli
 from loopmeter.agents.base import StepContext, StepResult
-from loopmeter.records import UsageRow, utcnow
+from loopmeter.records import UsageRow, total_tokens, utcnow
 from loopmeter.telemetry import tokens
 from loopmeter.telemetry.costs import price_row
 from loopmeter.telemetry.pricing import default_price_table
@@ -134,10 +134,11 @@ class StreamWatch:
         if event.get("type") != "assistant" or self.max_tokens is None:
             return None
         message = event.get("message") or {}
-        usage = message.get("usage") or {}
-        self.tokens[str(message.get("id"))] = sum(
-            int(usage.get(k) or 0) for k in ("input_tokens", "cache_read_input_tokens",
-                                             "cache_creation_input_tokens", "output_tokens"))
+        get = (message.get("usage") or {}).get
+        c = tokens.anthropic(_cli.count(get("input_tokens")), _cli.count(get("cache_read_input_tokens")),
+                             _cli.count(get("cache_creation_input_tokens")), _cli.count(get("output_tokens")))
+        self.tokens[str(message.get("id"))] = total_tokens(c.input_tokens, c.cache_read_tokens, c.cache_write_tokens,
+                                                           c.output_tokens)
         return "max_tokens" if sum(self.tokens.values()) > self.max_tokens else None
 
 
