@@ -5,8 +5,8 @@ A run keeps every record in the store (attempts, iterations, usage, diffstat, au
 only checkouts go. The attempts' commits stay on their branches, so `apply` still works
 after a clean unless `--branches` or `--repos` removed them.
 
-What is never touched: runs that may still go on (pending, running, waiting, and
-cancelled ones, which `resume` continues; a crashed run stays `running`); a worktree
+What is never touched: runs that may still go on (running, waiting, and cancelled
+ones, which `resume` continues; a crashed run stays `running`); a worktree
 with changes of its own (edits, new files; a check's caches do not count) or locked
 with `git worktree lock`, unless forced; any path that is not exactly
 `<worktrees>/<run id>/<name>` or `<home>/repos/<run id>`; a worktree holding another
@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loopmeter.records import utcnow
+from loopmeter.vocab import RunStatus
 
 if TYPE_CHECKING:
     from loopmeter.config import Settings
     from loopmeter.store import Store
 
-LIVE = ("pending", "running", "waiting", "cancelled")  # run statuses `resume` / `approve` may continue
+LIVE = (RunStatus.RUNNING, RunStatus.WAITING, RunStatus.CANCELLED)  # run statuses `resume` / `approve` may continue
 _SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 

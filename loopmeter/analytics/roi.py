@@ -11,7 +11,7 @@ from loopmeter.config import ValueModel
 from loopmeter.reports.fmt import money
 from loopmeter.vocab import AttemptStatus
 
-NOT_VERIFIED = ("failed", "error", "budget", "timeout", "cancelled")
+NOT_VERIFIED = tuple(s for s in FINISHED if s is not AttemptStatus.PASSED)
 
 
 def _div(a: float | None, b: float | None) -> float | None:

@@ -172,7 +172,7 @@ def _attempt_rows(store: Any, run_ids: list[str], role: str | None = None) -> li
     for a in sorted(attempts, key=lambda a: (a.started_at is None, a.started_at, a.id)):
         if role is not None and a.role != role:
             continue
-        if a.status in (AttemptStatus.PENDING, AttemptStatus.RUNNING, AttemptStatus.WAITING):
+        if not AttemptStatus(a.status).finished:
             continue
         run = runs.get(a.run_id)
         task = (run.task_id if run and run.task_id else None) or a.task_id or a.run_id

@@ -10,9 +10,11 @@ from textual.widgets import DataTable, Static
 
 from loopmeter.reports import fmt
 from loopmeter.tui.base import DataTab, PagedTable
+from loopmeter.vocab import RunStatus
 
 ROW_LIMIT = 200  # newest first; filters narrow it further
 COLUMNS = ["run", "status", "task", "user", "att", "ok", "cost", "started"]
+STATUS_STYLE = {RunStatus.RUNNING: "bold green", RunStatus.FAILED: "red", RunStatus.ERROR: "red"}
 
 
 class RunsTab(DataTab):
@@ -30,8 +32,7 @@ class RunsTab(DataTab):
         frame = list_runs(self.lm.store, filters, limit=ROW_LIMIT)
         ids, cells = [], []
         for r in frame.to_dict(orient="records"):
-            status = Text(r["status"], style={"running": "bold green", "failed": "red", "error": "red"}
-                          .get(r["status"], ""))
+            status = Text(r["status"], style=STATUS_STYLE.get(r["status"], ""))
             started = r["started_at"].strftime("%m-%d %H:%M") if r["started_at"] is not None else "—"
             ids.append(r["id"])
             cells.append((r["id"][-8:], status, (r["task"] or "")[:28], r["user"] or "—", str(r["attempts"]),
