@@ -8,6 +8,8 @@
   `$LOOPMETER_HOME/cache/tasks/<sha>`; the task is loaded (and validated) again from there.
 - Results: the worker writes the child run, attempts, usage and the result row to the shared store
   itself, so a result survives the driver; the row is unique per cell (`uq_eval_cell`).
+- Telemetry: a task flushes the spans and metrics it produced (OTLP, docs/deployment.md) before it
+  returns, so a worker killed later, or one that lives long, loses or delays none of them.
 - Faults: a worker or node that dies mid-cell is retried by Ray (`max_retries`, system failures
   only); the earlier child run is marked abandoned and one result row is left. Cancel interrupts
   the cell (the loop marks it cancelled, its sandbox is killed), then forces the worker out.
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
 CAPABILITY = "loopmeter_sandbox"
 MAX_TASK_BYTES = 256 * 1024 * 1024  # one task's files, packed
 CANCEL_GRACE_S = 10.0  # an interrupted cell's time to mark itself cancelled before its worker is killed
+# The longest a task waits, before it returns, for the telemetry it produced to go out over OTLP.
+# A loop (coding cells, attempts) flushes its own spans when it closes; what the worker's process-wide
+# telemetry holds (model calls' GenAI metrics: model cells, the builtin agent) is flushed here.
+FLUSH_TIMEOUT_S = 5.0
 
 # Set for a cluster this process starts (`--ray-address auto`) and recommended for `ray start`
 # (docs/deployment.md): no usage report leaves the machine; the memory monitor only acts near a full
@@ -118,7 +124,18 @@ def node_label() -> str:
 
 
 def cell_task(spec: CellSpec, task_files: bytes | None) -> CellResult:
-    """What a worker runs for one cell: load the task from its files, run the cell, store its result."""
+    """What a worker runs for one cell, of any kind: the cell (`run_cell_here`), then the telemetry it
+    produced is flushed before its result leaves the worker."""
+    from loopmeter.telemetry.otel import flush_telemetry
+
+    try:
+        return run_cell_here(spec, task_files)
+    finally:
+        flush_telemetry(FLUSH_TIMEOUT_S)
+
+
+def run_cell_here(spec: CellSpec, task_files: bytes | None) -> CellResult:
+    """Load the task from its files, run the cell, store its result."""
     from loopmeter.config import load_settings
     from loopmeter.evals.runner import save_result
     from loopmeter.tasks import load_task
@@ -299,8 +316,12 @@ def attempt_task(spec: Any, base: bytes, task_files: bytes | None) -> dict[str, 
     import ray
 
     from loopmeter.executors.attempts import run_attempt_here
+    from loopmeter.telemetry.otel import flush_telemetry
 
-    out = run_attempt_here(spec, base, task_files)
+    try:
+        out = run_attempt_here(spec, base, task_files)
+    finally:
+        flush_telemetry(FLUSH_TIMEOUT_S)  # as a cell's (cell_task)
     out["node_id"] = ray.get_runtime_context().get_node_id()
     return out
 

@@ -119,9 +119,23 @@ class Telemetry:
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
 
-    def flush(self) -> None:
-        self.tracer_provider.force_flush()
-        self.meter_provider.force_flush()
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Export the finished spans and the metrics recorded so far, now. With `timeout_s`, wait at
+        most that long (an export still running goes on in the background); False if it did not end."""
+        if timeout_s is None:
+            self.tracer_provider.force_flush()
+            self.meter_provider.force_flush()
+            return True
+        millis = int(timeout_s * 1000)
+        done = threading.Event()
+
+        def flush() -> None:
+            self.tracer_provider.force_flush(millis)
+            self.meter_provider.force_flush(millis)
+            done.set()
+
+        threading.Thread(target=flush, name="loopmeter-telemetry-flush", daemon=True).start()
+        return done.wait(timeout_s)
 
     def record_usage(self, row: UsageRow, duration_s: float | None = None, operation: str = "chat") -> None:
         """Metrics for one model call that answered, with GenAI attribute names. Input tokens
@@ -228,6 +242,14 @@ def get_telemetry(store: Store | None = None) -> Telemetry:
         if _current is None:
             _current = setup(store)
         return _current
+
+
+def flush_telemetry(timeout_s: float) -> bool:
+    """Flush the process-wide telemetry if this process made one (`Telemetry.flush`); True if it had
+    nothing to send or sent it within `timeout_s`."""
+    with _lock:
+        current = _current
+    return current.flush(timeout_s) if current is not None else True
 
 
 def shutdown_telemetry() -> None:

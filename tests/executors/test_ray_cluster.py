@@ -61,6 +61,30 @@ class OtlpSink:
     def traces(self) -> bytes:
         return b"".join(body for path, body in self.bodies if path == "/v1/traces")
 
+    def token_usage(self, model: str) -> dict[str, tuple[int, float]]:
+        """The `gen_ai.client.token.usage` points received for `model`: {token type: (calls, tokens)}.
+        Each worker process exports cumulative points, so the largest of each of its series counts."""
+        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+        largest: dict[tuple[int, str], tuple[int, float]] = {}
+        for path, body in list(self.bodies):
+            if path != "/v1/metrics":
+                continue
+            for rm in ExportMetricsServiceRequest.FromString(body).resource_metrics:
+                for metric in (m for sm in rm.scope_metrics for m in sm.metrics):
+                    if metric.name != "gen_ai.client.token.usage":
+                        continue
+                    for point in metric.histogram.data_points:
+                        attrs = {a.key: a.value.string_value for a in point.attributes}
+                        if attrs.get("gen_ai.request.model") == model:
+                            key = (point.start_time_unix_nano, attrs["gen_ai.token.type"])
+                            largest[key] = max(largest.get(key, (0, 0.0)), (point.count, point.sum))
+        out: dict[str, tuple[int, float]] = {}
+        for (_, kind), (count, tokens) in largest.items():
+            calls, total = out.get(kind, (0, 0.0))
+            out[kind] = (calls + count, total + tokens)
+        return out
+
 
 class RayTestCluster:
     """A head (no CPUs, no capability) now; two sandbox nodes once a test asks for them."""
@@ -464,14 +488,26 @@ def test_ctrl_c_on_the_cli_cancels_every_cell_and_eval_resume_finishes_them(clus
     assert eval_status(pg_store, run_id)["done"] == 2
 
 
-def test_model_cells_run_on_the_cluster_and_store_their_usage(ray_executor: Any, pg_store: Any) -> None:
+def test_model_cells_run_on_the_cluster_and_store_their_usage(ray_executor: Any, pg_store: Any,
+                                                             cluster: RayTestCluster) -> None:
     from loopmeter.evals.runner import EvalOptions, start_eval
     from tests.servers.openai_server import OpenAIServer, text
 
+    model = "openai/gpt-4o-mini"
+    exported: list[tuple[int, int]] = []  # (cells back at the driver, model calls in the OTLP sink by then)
+
+    def on_event(event: dict[str, Any]) -> None:
+        if event["event"] == "cell":
+            exported.append((event["done"], cluster.otlp.token_usage(model).get("input", (0, 0.0))[0]))
+
     with OpenAIServer(default=text("12", prompt_tokens=30, completion_tokens=2)) as server:
-        remote = start_eval("model-arith", ["openai/gpt-4o-mini"], EvalOptions(concurrency=2, api_base=server.base_url),
-                            store=pg_store, executor=ray_executor)
+        remote = start_eval("model-arith", [model], EvalOptions(concurrency=2, api_base=server.base_url),
+                            store=pg_store, executor=ray_executor, on_event=on_event)
     assert remote.status == "completed" and remote.ran == 10
+    # each worker flushed its cell's GenAI metrics to the node's OTLP endpoint before returning the result
+    # (not a minute later, or when the worker exits): every result the driver got had its call exported
+    assert len(exported) == 10 and all(calls >= done for done, calls in exported), exported
+    assert cluster.otlp.token_usage(model) == {"input": (10, 300.0), "output": (10, 20.0)}
     rows = eval_rows(pg_store, remote.run_id)
     # as tests/evals/test_eval_postgres.py finds locally: the items whose answer is 12 pass, every call is priced
     assert sorted(r.task_id for r in rows if r.passed) == ["model-arith/avg", "model-arith/pct"]

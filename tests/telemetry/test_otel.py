@@ -44,3 +44,42 @@ def test_store_exporter_writes_chat_spans_with_gen_ai_attributes(store):
     assert by_type == {"input": 120, "output": 7}
     assert metrics["loopmeter.cost"].data.data_points[0].value == 0.001
     tel.shutdown()
+
+
+def test_a_bounded_flush_returns_in_time_while_the_endpoint_hangs_and_the_export_still_arrives():
+    """A Ray task flushes before it returns (loopmeter/executors/ray_executor.py), bounded: an OTLP
+    endpoint that does not answer costs the task the bound, and the export goes on behind it."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    release, got = threading.Event(), []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server name
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            release.wait(30)
+            got.append((self.path, body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    tel = setup(otlp_endpoint=f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        tel.record_usage(UsageRow(key="k1", source="loop", ts=datetime.now(UTC), model="gpt-5", provider="openai",
+                                  input_tokens=10, output_tokens=2, latency_ms=40.0))
+        started = time.monotonic()
+        assert tel.flush(timeout_s=0.5) is False
+        assert time.monotonic() - started < 2.0
+        release.set()
+        assert tel.flush(timeout_s=10) is True
+        assert [p for p, _ in got].count("/v1/metrics") >= 1 and b"gen_ai.client.token.usage" in got[0][1]
+    finally:
+        release.set()
+        tel.shutdown()
+        server.shutdown()
