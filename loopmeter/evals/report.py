@@ -16,7 +16,7 @@ from typing import Any
 from loopmeter.analytics.work import work_cost
 from loopmeter.errors import LoopmeterError
 from loopmeter.evals import stats
-from loopmeter.vocab import AttemptStatus
+from loopmeter.vocab import AttemptStatus, ErrorKind
 
 TOKEN_KINDS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
 
@@ -158,7 +158,8 @@ def _eval_rows(store: Any, run_id: str) -> list[CellRow]:
 
 
 def _attempt_rows(store: Any, run_ids: list[str], role: str | None = None) -> list[CellRow]:
-    """Attempts of loop/shadow runs as cells: task = the run's task id (or the run), config = agent[:model]."""
+    """Attempts of loop/shadow runs as cells: task = the run's task id (or the run), config = agent[:model];
+    an attempt's error kind is the one it stored, as an eval cell's is (`ErrorKind.of_attempt`)."""
     from sqlmodel import col, select
 
     from loopmeter.store import Attempt, Run
@@ -179,11 +180,10 @@ def _attempt_rows(store: Any, run_ids: list[str], role: str | None = None) -> li
         config = f"{a.agent}:{a.model}" if a.model else a.agent
         epoch = epochs[(config, task)]
         epochs[(config, task)] += 1
-        error = a.stop_reason if a.status == AttemptStatus.ERROR else None
         passed = a.status == AttemptStatus.PASSED
         rows.append(CellRow(config, a.agent, a.model, task, epoch, passed, 1.0 if passed else 0.0, a.wall_s, None,
                             {k: getattr(a, k) for k in TOKEN_KINDS}, work_cost(a.cost_usd, a.unpriced_calls),
-                            "agent" if error else None))
+                            ErrorKind.of_attempt(a.status, a.error_kind)))
     return rows
 
 
