@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from loopmeter.agents.base import StepContext, StepResult
 from loopmeter.agents.budget import Budgets, Spent, Stop, exceeded
+from loopmeter.agents.model_errors import model_error_kind
 from loopmeter.agents.tools import SCHEMAS, Toolbox, clip, shell_argv
 from loopmeter.records import UsageRow, utcnow
-from loopmeter.vocab import StepErrorKind, StopKind
+from loopmeter.vocab import ErrorKind, StepErrorKind, StopKind
 
 if TYPE_CHECKING:
     from loopmeter.telemetry.otel import Telemetry
@@ -217,10 +218,8 @@ class _Session:
         except Exception as exc:  # litellm maps provider errors to its own types
             telemetry.record_failed_call(provider=self.provider or "openai", model=self.model,
                                          duration_s=time.monotonic() - started, error_type=type(exc).__name__)
-            name = type(exc).__name__.lower()
-            kind = StepErrorKind.AUTH if "auth" in name else (
-                StepErrorKind.TIMEOUT if "timeout" in name else StepErrorKind.AGENT)
-            raise _ModelError(f"model call failed: {type(exc).__name__}: {str(exc)[:300]}", kind) from exc
+            raise _ModelError(f"model call failed: {type(exc).__name__}: {str(exc)[:300]}",
+                              _step_error_kind(exc)) from exc
         latency_ms = (time.monotonic() - started) * 1000
         row = self._usage_row(resp, n, latency_ms)
         telemetry.record_usage(row)
@@ -312,6 +311,17 @@ class _Session:
         tail = clip((res.stdout or "") + (("\n[stderr]\n" + res.stderr) if res.stderr else ""))
         killed = f" (killed: {res.killed_reason})" if res.killed_reason else ""
         return f"exit code {res.exit_code}{killed}\n{tail}"
+
+
+def _step_error_kind(exc: Exception) -> StepErrorKind:
+    """A refused key or a timeout ends the step so; any other failed model call is the agent's,
+    which the next iteration tries again."""
+    kind = model_error_kind(exc)
+    if kind is ErrorKind.AUTH:
+        return StepErrorKind.AUTH
+    if kind is ErrorKind.TIMEOUT:
+        return StepErrorKind.TIMEOUT
+    return StepErrorKind.AGENT
 
 
 class _ModelError(Exception):

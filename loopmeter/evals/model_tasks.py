@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loopmeter.agents.model_errors import model_error_kind
 from loopmeter.errors import ConfigError
 from loopmeter.evals.scorers import get_scorer, score
 from loopmeter.records import UsageRow, utcnow
@@ -90,17 +91,6 @@ def _provider(model: str) -> str:
     return model.split("/", 1)[0] if "/" in model else "openai"
 
 
-def _error_kind(exc: Exception) -> ErrorKind:
-    name = type(exc).__name__.lower()
-    if "auth" in name or "permission" in name:
-        return ErrorKind.AUTH
-    if "timeout" in name:
-        return ErrorKind.TIMEOUT
-    if any(s in name for s in ("connection", "serviceunavailable", "internalserver", "apiconnection", "ratelimit")):
-        return ErrorKind.INFRA
-    return ErrorKind.MODEL
-
-
 def call_model(model: str, messages: list[dict[str, Any]], *, api_base: str | None = None,
                timeout_s: float = 120.0, telemetry: Telemetry | None = None) -> tuple[Any, float]:
     """One chat completion through litellm; returns (response, latency_ms). A call that fails
@@ -156,7 +146,7 @@ def run_item(task: Task, item: Item, model: str, *, run_id: str, attempt_id: str
         resp, latency_ms = call_model(model, messages_for(task, item), api_base=api_base,
                                       timeout_s=min(task.time_limit_s, 600.0), telemetry=telemetry)
     except Exception as exc:  # litellm maps every provider failure to its own exception types
-        return ItemResult(False, 0.0, None, None, error_kind=_error_kind(exc),
+        return ItemResult(False, 0.0, None, None, error_kind=model_error_kind(exc),
                           detail=f"{type(exc).__name__}: {str(exc)[:300]}")
     row = usage_row(resp, model, f"loop:{attempt_id}:1:1", latency_ms, run_id, attempt_id)
     telemetry.record_usage(row)
