@@ -17,6 +17,7 @@ from loopmeter.agents.budget import Budgets, Spent, Stop, exceeded
 from loopmeter.agents.loop_graph import build_graphs, open_checkpointer
 from loopmeter.agents.loop_records import RECURSION_LIMIT, RunResult, _Cancelled, attempt_record
 from loopmeter.agents.loop_sandbox import TracedRunner
+from loopmeter.analytics.work import work_cost
 from loopmeter.errors import LoopmeterError
 from loopmeter.records import utcnow
 from loopmeter.vocab import AttemptStatus, RunStatus
@@ -300,6 +301,12 @@ class _Runtime:
             usd, total, unpriced = conn.execute(stmt).one()
         return float(usd or 0.0), int(total or 0), int(unpriced or 0)
 
+    def cost_so_far(self, attempt_id: str) -> tuple[float | None, int]:
+        """(cost, tokens) of an attempt's stored calls, for the live display: the cost as every face
+        shows it (`work_cost`), None (unpriced) while no call has a price."""
+        usd, tokens, unpriced = self.spent(attempt_id)
+        return work_cost(usd or None, unpriced), tokens  # spent() gives 0.0 when no call is priced
+
     def totals(self, attempt_id: str) -> dict[str, Any]:
         """Attempt totals from the stored usage rows (so a replayed step cannot count twice)."""
         from sqlalchemy import func, select
@@ -331,8 +338,8 @@ class _Runtime:
             self.store.add_usage([row])
             self._check_live_budgets(attempt_id)
             if self.on_event is not None:
-                usd, tokens, unpriced = self.spent(attempt_id)
-                self.emit(attempt_id, "act", tokens=tokens, cost_usd=None if unpriced and not usd else usd)
+                cost, tokens = self.cost_so_far(attempt_id)
+                self.emit(attempt_id, "act", tokens=tokens, cost_usd=cost)
 
         return add
 

@@ -449,9 +449,9 @@ class RayAttempts:
             return
         with rt.store.session() as s:
             iteration = s.exec(select(func.max(Iteration.n)).where(Iteration.attempt_id == attempt_id)).one()
-        usd, tokens, unpriced = rt.spent(attempt_id)
+        cost, tokens = rt.cost_so_far(attempt_id)
         rt.emit(attempt_id, state, agent=row.agent, model=row.model, iteration=iteration, tokens=tokens,
-                cost_usd=None if unpriced and not usd else usd,
+                cost_usd=cost,
                 status=row.status if state == "done" else None, stop_reason=row.stop_reason)
 
     def _remember_node(self, rt: Any, attempt_id: str, node_id: str) -> None:

@@ -88,6 +88,28 @@ def test_builtin_gets_check_failure_fed_back_on_the_next_iteration(store, fix_ad
     assert "returned -1" in second_prompt  # the failing check's output tail
 
 
+def test_the_live_cost_of_an_unpriced_model_is_unpriced_and_of_a_priced_one_its_dollars(
+        store, fix_add_task, sandbox) -> None:
+    events: list[dict] = []
+    with OpenAIServer() as server:
+        for model in ("made-up-model", "gpt-4o-mini"):
+            server.script(tool_call("list_files", {}, prompt_tokens=1000, completion_tokens=20),
+                          text("done", prompt_tokens=1200, completion_tokens=5), model=model)
+        start_run(RunRequest(
+            instruction=fix_add_task.instruction, check=fix_add_task.check, repo=None, task=fix_add_task,
+            agents=[AgentSpec("builtin", "openai/made-up-model"), AgentSpec("builtin", "openai/gpt-4o-mini")],
+            sandbox=sandbox, api_base=server.base_url, budgets=Budgets(max_iters=1), on_event=events.append),
+            store=store)
+    live = {}  # the running cost each model call showed, per model
+    models = {e["attempt_id"]: e["model"] for e in events if e.get("model")}
+    for e in events:
+        if e["state"] == "act" and "cost_usd" in e:
+            live.setdefault(models.get(e["attempt_id"]), []).append(e["cost_usd"])
+    unpriced, priced = live["openai/made-up-model"], live["openai/gpt-4o-mini"]
+    assert unpriced == [None, None]  # never $0
+    assert len(priced) == 2 and 0 < priced[0] < priced[1]
+
+
 def test_file_tools_refuse_paths_outside_the_worktree(tmp_path: Path) -> None:
     work = tmp_path / "wt"
     work.mkdir()
