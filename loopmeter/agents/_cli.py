@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from loopmeter.agents.base import StepContext, StepResult
 from loopmeter.records import ExecResult, UsageRow, utcnow
+from loopmeter.telemetry.tokens import MAX_TOKENS
 from loopmeter.vocab import CostSource, StepErrorKind
 
 # Handed to an agent whose model server is on loopback: such servers ignore keys,
@@ -308,10 +309,11 @@ def loop_key(ctx: StepContext, n: int) -> str:
 
 
 def count(value: Any) -> int | None:
-    """A token count from an agent's JSON output: a whole number from 0 up, else not reported."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or value != int(value):
+    """A token count from an agent's JSON output (written in the sandbox: hostile): a whole number
+    from 0 to tokens.MAX_TOKENS, else not a count (None: the call's counts are unknown)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_TOKENS:
         return None
-    return int(value)
+    return int(value) if value == int(value) else None
 
 
 def row(ctx: StepContext, key: str, source: str, **fields: Any) -> UsageRow:

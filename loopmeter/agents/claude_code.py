@@ -127,14 +127,18 @@ class StreamWatch:
             event = json.loads(line)
         except json.JSONDecodeError:
             return None
+        if not isinstance(event, dict):
+            return None
         if event.get("type") == "system" and event.get("subtype") == "api_retry":
             if _cli.PROXY_DENIAL in line:
                 return "network"
             return "auth" if event.get("error_status") in (401, 403) else None
         if event.get("type") != "assistant" or self.max_tokens is None:
             return None
-        message = event.get("message") or {}
-        get = (message.get("usage") or {}).get
+        message = event.get("message")
+        if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
+            return None
+        get = message["usage"].get
         c = tokens.anthropic(_cli.count(get("input_tokens")), _cli.count(get("cache_read_input_tokens")),
                              _cli.count(get("cache_creation_input_tokens")), _cli.count(get("output_tokens")))
         self.tokens[str(message.get("id"))] = total_tokens(c.input_tokens, c.cache_read_tokens, c.cache_write_tokens,
@@ -206,21 +210,25 @@ def _transcript_rows(home: Path, events: list[dict[str, Any]], started: datetime
     return rows
 
 
-def _message_row(message: dict[str, Any], request_id: str | None, session: str | None, ts: datetime | None,
+def _message_row(message: Any, request_id: str | None, session: str | None, ts: datetime | None,
                  ctx: StepContext, seen: set[tuple[str, str]]) -> UsageRow | None:
-    usage = message.get("usage") or {}
+    if not isinstance(message, dict):
+        return None
+    usage = message.get("usage")
     msg_id = message.get("id") or ""
     model = message.get("model")
-    if not usage or model == "<synthetic>":
+    if not isinstance(usage, dict) or not usage or model == "<synthetic>":
         return None
     ident = (msg_id, request_id or "")
     if ident in seen:
         return None
     seen.add(ident)
     key = f"anthropic-req:{request_id}" if request_id else f"claude-msg:{msg_id}"
-    one_hour = (usage.get("cache_creation") or {}).get("ephemeral_1h_input_tokens")
-    counts = tokens.anthropic(usage.get("input_tokens"), usage.get("cache_read_input_tokens"),
-                              usage.get("cache_creation_input_tokens"), usage.get("output_tokens"), one_hour)
+    get, count = usage.get, _cli.count  # the agent's output, written in the sandbox
+    cache = get("cache_creation")
+    one_hour = count(cache.get("ephemeral_1h_input_tokens")) if isinstance(cache, dict) else None
+    counts = tokens.anthropic(count(get("input_tokens")), count(get("cache_read_input_tokens")),
+                              count(get("cache_creation_input_tokens")), count(get("output_tokens")), one_hour)
     return _cli.row(ctx, key, SOURCE, ts=ts or utcnow(), model=model, provider="anthropic", session_id=session,
                     request_id=request_id, **counts._asdict())
 
@@ -286,8 +294,9 @@ def _reconcile(rows: list[UsageRow], result: dict[str, Any], ctx: StepContext,
         u: dict[str, Any] = raw if isinstance(raw, dict) else {}
         if not rows and any(u.get(k) for k in ("input_tokens", "output_tokens", "cache_read_input_tokens",
                                                 "cache_creation_input_tokens")):
-            counts = tokens.anthropic(u.get("input_tokens"), u.get("cache_read_input_tokens"),
-                                      u.get("cache_creation_input_tokens"), u.get("output_tokens"))
+            counts = tokens.anthropic(_cli.count(u.get("input_tokens")), _cli.count(u.get("cache_read_input_tokens")),
+                                      _cli.count(u.get("cache_creation_input_tokens")),
+                                      _cli.count(u.get("output_tokens")))
             rows = [_cli.row(ctx, _cli.loop_key(ctx, 1), SOURCE, session_id=session, provider="anthropic",
                              **counts._asdict())]
             if result.get("total_cost_usd") is not None:

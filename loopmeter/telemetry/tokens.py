@@ -23,6 +23,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+# Token counts are never negative, and no call reads or writes a trillion tokens: a bigger
+# count is malformed. The bound keeps every sum the store makes (hourly rollup, reports)
+# inside a 64-bit column for millions of such calls.
+MAX_TOKENS = 10**12
+
 
 class TokenCountError(ValueError):
     """A vendor's token counts that contradict each other."""

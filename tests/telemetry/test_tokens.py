@@ -134,3 +134,21 @@ def test_litellm_usage_takes_the_cached_and_cache_write_tokens_out_of_the_prompt
     with pytest.raises(tokens.TokenCountError):
         tokens.litellm_usage(bad)
     assert tokens.or_unknown(tokens.litellm_usage, bad) == tokens.Counts()
+
+
+@pytest.mark.parametrize("bad", [10**30, -5, "lots", 1.5, True, float("nan"), [1], None])
+def test_an_agents_hostile_token_count_is_no_count_and_never_reaches_the_store_as_one(bad):
+    # agent output is written in the sandbox: a count the store could not hold, or that is not a
+    # whole number of tokens, makes the call's counts unknown (unpriced), not an error or a made-up figure
+    usage = {"input_tokens": bad, "cached_input_tokens": 0, "output_tokens": 7}
+    row = codex_agent.usage_row(_ctx("codex"), 1, usage, "gpt-5-codex", "s1")
+    assert row.input_tokens is None and row.output_tokens == 7
+    message = {"id": "m", "model": "claude-sonnet-4-5", "usage": {"input_tokens": bad, "output_tokens": 7,
+                                                                   "cache_creation": bad}}
+    row = claude_agent._message_row(message, "req_x", "s1", None, _ctx("claude-code"), set())
+    assert row.input_tokens is None and row.output_tokens == 7 and row.cache_write_1h_tokens is None
+    watch = claude_agent.StreamWatch(max_tokens=100)
+    assert watch("stdout", json.dumps({"type": "assistant", "message": message})) is None
+    for hostile in ([1, 2], {"type": "assistant", "message": "text"}, {"type": "assistant", "message": {"usage": 5}}):
+        assert watch("stdout", json.dumps(hostile) + ' "assistant"') is None
+    assert claude_agent._message_row("not a message", None, None, None, _ctx("claude-code"), set()) is None

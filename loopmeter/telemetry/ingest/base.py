@@ -26,7 +26,7 @@ import msgspec
 from loopmeter.records import UsageParams
 from loopmeter.store.sqlite_writer import sqlite_time
 from loopmeter.telemetry.costs import price_call
-from loopmeter.telemetry.tokens import Counts
+from loopmeter.telemetry.tokens import MAX_TOKENS, Counts
 
 # msgspec decodes the candidate lines: generic decoding is as fast as orjson's, and a
 # source's typed decoder (msgspec.Struct) skips the fields it does not name without
@@ -285,10 +285,6 @@ def parse_ts(value: Any) -> datetime | None:
     return ts.astimezone(UTC)
 
 
-# Token counts are never negative, and no call reads or writes a trillion tokens: a bigger
-# count is malformed. The bound keeps every sum the store makes (hourly rollup, reports)
-# inside a 64-bit column for millions of such calls.
-MAX_TOKENS = 10**12
 # A token count as the typed decoders read it; another number makes the line go the generic way.
 Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
 
