@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +17,13 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+# Tests press Ctrl-C on the CLI (SIGINT to a child). A shell without job control starts a
+# background command with SIGINT ignored, children inherit that, and Python then installs no
+# KeyboardInterrupt handler: those tests failed when the suite was started as `(cmd &)`. Undo it
+# here, so every child starts with SIGINT at its default and turns it into KeyboardInterrupt.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
