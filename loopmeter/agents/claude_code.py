@@ -138,9 +138,7 @@ class StreamWatch:
         message = event.get("message")
         if not isinstance(message, dict) or not isinstance(message.get("usage"), dict):
             return None
-        get = message["usage"].get
-        c = tokens.anthropic(_cli.count(get("input_tokens")), _cli.count(get("cache_read_input_tokens")),
-                             _cli.count(get("cache_creation_input_tokens")), _cli.count(get("output_tokens")))
+        c = _counts(message["usage"])
         self.tokens[str(message.get("id"))] = total_tokens(c.input_tokens, c.cache_read_tokens, c.cache_write_tokens,
                                                            c.output_tokens)
         return "max_tokens" if sum(self.tokens.values()) > self.max_tokens else None
@@ -224,13 +222,18 @@ def _message_row(message: Any, request_id: str | None, session: str | None, ts: 
         return None
     seen.add(ident)
     key = f"anthropic-req:{request_id}" if request_id else f"claude-msg:{msg_id}"
-    get, count = usage.get, _cli.count  # the agent's output, written in the sandbox
+    return _cli.row(ctx, key, SOURCE, ts=ts or utcnow(), model=model, provider="anthropic", session_id=session,
+                    request_id=request_id, **_counts(usage)._asdict())
+
+
+def _counts(usage: dict[str, Any]) -> tokens.Counts:
+    """A Messages API `usage` object from Claude Code's output (written in the sandbox: every count
+    read through `_cli.count`) in the store's terms."""
+    get, count = usage.get, _cli.count
     cache = get("cache_creation")
     one_hour = count(cache.get("ephemeral_1h_input_tokens")) if isinstance(cache, dict) else None
-    counts = tokens.anthropic(count(get("input_tokens")), count(get("cache_read_input_tokens")),
-                              count(get("cache_creation_input_tokens")), count(get("output_tokens")), one_hour)
-    return _cli.row(ctx, key, SOURCE, ts=ts or utcnow(), model=model, provider="anthropic", session_id=session,
-                    request_id=request_id, **counts._asdict())
+    return tokens.anthropic(count(get("input_tokens")), count(get("cache_read_input_tokens")),
+                            count(get("cache_creation_input_tokens")), count(get("output_tokens")), one_hour)
 
 
 def parse_stream(events: list[dict[str, Any]], ctx: StepContext,
@@ -294,11 +297,8 @@ def _reconcile(rows: list[UsageRow], result: dict[str, Any], ctx: StepContext,
         u: dict[str, Any] = raw if isinstance(raw, dict) else {}
         if not rows and any(u.get(k) for k in ("input_tokens", "output_tokens", "cache_read_input_tokens",
                                                 "cache_creation_input_tokens")):
-            counts = tokens.anthropic(_cli.count(u.get("input_tokens")), _cli.count(u.get("cache_read_input_tokens")),
-                                      _cli.count(u.get("cache_creation_input_tokens")),
-                                      _cli.count(u.get("output_tokens")))
             rows = [_cli.row(ctx, _cli.loop_key(ctx, 1), SOURCE, session_id=session, provider="anthropic",
-                             **counts._asdict())]
+                             **_counts(u)._asdict())]
             if result.get("total_cost_usd") is not None:
                 rows[0].cost_usd, rows[0].cost_source = float(result["total_cost_usd"]), CostSource.REPORTED
                 return rows
